@@ -1,0 +1,249 @@
+"""The pytest items: one per trial combination, one per verify, and the scheduler's no-op plug."""
+
+from __future__ import annotations
+
+import inspect
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from . import _seeding
+from ._codec import NotJSONError, digest, to_json_value
+from ._experiment import Experiment, TrialDef, VerifyDef
+from ._grid import Combination
+from ._plugin_state import SESSION_KEY
+from ._records import base_record, describe_exception, failure_fields, now_iso, run_dict, success_fields
+from ._results import Results
+from ._session import XpSession
+from ._verdicts import Outcome, Verdict, coerce_verdict, verdict_fails
+
+PLUG_NAME = "__pytest_xp_plug__"
+
+
+class ResultNotJSON(Exception):
+    """A trial returned something that cannot be stored as JSON."""
+
+
+class VerdictFailed(Exception):
+    """A verify's verdict is one the gating policy fails on."""
+
+    def __init__(self, outcome: Outcome, detail: str) -> None:
+        super().__init__(outcome.message)
+        self.outcome = outcome
+        self.detail = detail
+
+
+def _fixture_signature(fn: Callable[..., Any], fixture_names: tuple[str, ...]) -> Callable[..., Any]:
+    """A stand-in whose signature lists only the fixtures, so pytest resolves just those."""
+
+    def call(**kwargs: Any) -> Any:  # pragma: no cover - the items call the real function
+        raise RuntimeError("pytest-xp items call the experiment function themselves")
+
+    call.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY) for n in fixture_names]
+    )
+    call.__name__ = fn.__name__
+    call.__qualname__ = fn.__qualname__
+    call.__module__ = fn.__module__
+    call.__doc__ = fn.__doc__
+    marks = getattr(fn, "pytestmark", None)
+    if marks is not None:
+        call.pytestmark = marks  # type: ignore[attr-defined]
+    return call
+
+
+class _XpItem(pytest.Function):
+    xp_exp: Experiment
+    xp_session: XpSession
+    xp_fn: Callable[..., Any]
+    xp_lineno: int
+
+    def reportinfo(self) -> tuple[Path, int, str]:
+        return self.path, self.xp_lineno - 1, self.name
+
+    def _fixture_values(self, names: tuple[str, ...]) -> dict[str, Any]:
+        return {name: self.funcargs[name] for name in names}
+
+    def _bind_setup(self, context: dict[str, Any]) -> None:
+        self.xp_fn.__globals__["SETUP"] = context
+
+
+class TrialItem(_XpItem):
+    """One combination of a trial's grid."""
+
+    xp_trial: TrialDef
+    xp_combo: Combination
+    xp_context: dict[str, Any]
+
+    @classmethod
+    def create(cls, parent: pytest.Module, exp: Experiment, trial: TrialDef, combo: Combination) -> TrialItem:
+        name = f"{trial.name}[{combo.id}]" if combo.id else trial.name
+        item: TrialItem = cls.from_parent(parent, name=name, callobj=_fixture_signature(trial.fn, trial.fixture_names))
+        item.xp_exp, item.xp_trial, item.xp_combo = exp, trial, combo
+        item.xp_fn, item.xp_lineno = trial.fn, trial.lineno
+        item.xp_session = parent.config.stash[SESSION_KEY]
+        item.user_properties.append(("xp_trial", f"{exp.module_id}::{trial.name}"))
+        return item
+
+    @property
+    def record_path(self) -> Path:
+        return self.xp_session.store.record_path(self.xp_exp.slug, self.xp_trial.name, self.xp_combo.slug)
+
+    @property
+    def identity(self) -> str:
+        return f"{self.xp_exp.module_id}::{self.xp_trial.name}[{self.xp_combo.params_digest}]"
+
+    def setup(self) -> None:
+        self.xp_context = self.xp_session.context_for(self.xp_exp, self.xp_trial.order)
+        super().setup()
+
+    def runtest(self) -> None:
+        session, trial, combo = self.xp_session, self.xp_trial, self.xp_combo
+        context = self.xp_context
+        seeds = _seeding.resolve(context, combo.params, session.settings.seed, self.identity)
+        key = digest(
+            {
+                "module": self.xp_exp.module_id,
+                "trial": trial.name,
+                "params": combo.params,
+                "context": context,
+                "seeds": seeds,
+                "version": trial.version,
+            }
+        )
+        kwargs = {**combo.params, **self._fixture_values(trial.fixture_names)}
+        self._bind_setup(context)
+        seeds = dict(seeds, seeded=_seeding.apply(seeds))
+        started_at, start = now_iso(), time.perf_counter()
+
+        def record(fields: dict[str, Any]) -> None:
+            rec = base_record(
+                module_id=self.xp_exp.module_id,
+                trial=trial.name,
+                combination_id=combo.id,
+                index=combo.index,
+                params=combo.params,
+                key=key,
+                seeds=seeds,
+                session=session.session_id,
+                started_at=started_at,
+                duration_s=time.perf_counter() - start,
+            )
+            rec.update(fields)
+            session.store.write_record(self.record_path, rec)
+            self.user_properties.append(("xp_success", bool(fields["success"])))
+            self.user_properties.append(("xp_duration", rec["duration_s"]))
+
+        try:
+            value = trial.fn(**kwargs)
+        except (KeyboardInterrupt, pytest.skip.Exception):
+            raise
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+            record(failure_fields(f"Exit({code})", describe_exception(exc)[1], code))
+            raise
+        except BaseException as exc:
+            record(failure_fields(*describe_exception(exc)))
+            raise
+        try:
+            result = to_json_value(value, "result")
+        except NotJSONError as exc:
+            message = (
+                f"{trial.name}() returned a result that cannot be stored: {exc}. "
+                "Return JSON data (numbers, strings, lists, dicts); write large or binary data to a file"
+            )
+            record(failure_fields("NotJSONSerializable", message))
+            raise ResultNotJSON(message) from None
+        record(success_fields(result))
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
+        if isinstance(excinfo.value, ResultNotJSON):
+            return str(excinfo.value)
+        return super().repr_failure(excinfo)
+
+
+class VerifyItem(_XpItem):
+    """One verify function: runs once all combinations of its trials have finished."""
+
+    xp_verify: VerifyDef
+
+    @classmethod
+    def create(cls, parent: pytest.Module, exp: Experiment, verify: VerifyDef) -> VerifyItem:
+        item: VerifyItem = cls.from_parent(
+            parent, name=verify.name, callobj=_fixture_signature(verify.fn, verify.fixture_names)
+        )
+        item.xp_exp, item.xp_verify = exp, verify
+        item.xp_fn, item.xp_lineno = verify.fn, verify.lineno
+        item.xp_session = parent.config.stash[SESSION_KEY]
+        return item
+
+    def collect_results(self) -> tuple[Results, int]:
+        """Runs of every named trial, in combination order, and how many records are missing."""
+        store, exp = self.xp_session.store, self.xp_exp
+        results = Results()
+        missing = 0
+        for name in self.xp_verify.trial_names:
+            runs = []
+            for combo in exp.trials[name].combinations:
+                record = store.read_record(store.record_path(exp.slug, name, combo.slug))
+                if record is None:
+                    missing += 1
+                else:
+                    runs.append(run_dict(record))
+            results[name] = runs
+        return results, missing
+
+    def runtest(self) -> None:
+        verify = self.xp_verify
+        results, missing = self.collect_results()
+        detail = ""
+        if missing:
+            outcome = Outcome(
+                Verdict.INCONCLUSIVE,
+                f"waiting for {missing} record(s) of {', '.join(verify.trial_names)}: "
+                "those combinations have not run (deselected, interrupted or on another shard)",
+            )
+        else:
+            self._bind_setup(self.xp_session.context_for(self.xp_exp, verify.rank))
+            try:
+                value = verify.fn(results, **self._fixture_values(verify.fixture_names))
+            except (KeyboardInterrupt, pytest.skip.Exception):
+                raise
+            except Exception as exc:  # noqa: BLE001 - an exception in verify is an INVALID verdict
+                kind, detail = describe_exception(exc)
+                outcome = Outcome(Verdict.INVALID, f"{verify.name}() raised {kind}: {exc}")
+            else:
+                outcome = coerce_verdict(value)
+        self.user_properties.append(("xp_verdict", outcome.verdict.value))
+        self.user_properties.append(("xp_message", outcome.message))
+        if verify.expect is not None:
+            self.user_properties.append(("xp_expect", verify.expect.value))
+            if outcome.verdict is not verify.expect:
+                raise VerdictFailed(outcome, f"expected {verify.expect.value.upper()}\n{detail}".rstrip())
+            return
+        if verdict_fails(outcome.verdict, self.xp_session.settings.fail_on):
+            raise VerdictFailed(outcome, detail)
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
+        exc = excinfo.value
+        if isinstance(exc, VerdictFailed):
+            head = f"{exc.outcome.verdict.value.upper()}: {exc.outcome.message or '(no message)'}"
+            return f"{head}\n{exc.detail}" if exc.detail else head
+        return super().repr_failure(excinfo)
+
+
+class PlugItem(pytest.Item):
+    """A no-op item the xdist scheduler hands a worker so that its last real item runs.
+
+    An xdist worker runs an item only once it holds the next one; at a stage barrier there may be
+    no next real item yet, and this stands in. It never reports anything.
+    """
+
+    def runtest(self) -> None:
+        pass
+
+    def reportinfo(self) -> tuple[Path, int | None, str]:
+        return self.path, None, self.name

@@ -1,0 +1,146 @@
+"""Session state shared by the items of one process: store, session id, SETUP contexts.
+
+SETUP runs once per session per module, whichever process needs it first (a file lock in the
+session's scratch directory); the others read what it wrote. The context a stage sees is SETUP
+merged with the ``context_update`` of every lower-order combination, read back from the store in
+a fixed order, so it is the same in every process and under any ``-n``.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import shutil
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+from filelock import FileLock
+
+from ._codec import NotJSONError, loads, to_json_value
+from ._experiment import Experiment
+from ._options import XpConfig
+from ._records import describe_exception
+from ._store import Store, write_json_atomic
+
+
+class SetupFailed(Exception):
+    """A setup function raised or returned something unusable; every item of its module errors."""
+
+
+def new_session_id() -> str:
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+    return f"{stamp}-{uuid.uuid4().hex[:8]}"
+
+
+@dataclass
+class XpSession:
+    """One process's view of the running session (controller, xdist worker, or a plain run)."""
+
+    settings: XpConfig
+    session_id: str
+    rootpath: Path
+    is_worker: bool
+    store: Store = field(init=False)
+    experiments: dict[str, Experiment] = field(default_factory=dict)
+    _setups: dict[str, dict[str, Any] | SetupFailed] = field(default_factory=dict)
+    _contexts: dict[tuple[str, float], dict[str, Any]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.store = Store(self.settings.xp_dir)
+
+    @property
+    def scratch(self) -> Path:
+        return self.store.session_dir(self.session_id)
+
+    def ensure_scratch(self) -> Path:
+        self.store.ensure()
+        self.scratch.mkdir(parents=True, exist_ok=True)
+        return self.scratch
+
+    def remove_scratch(self) -> None:
+        shutil.rmtree(self.scratch, ignore_errors=True)
+        parent = self.scratch.parent
+        try:
+            parent.rmdir()
+        except OSError:
+            pass
+
+    def module_id(self, path: Path) -> str:
+        try:
+            return path.relative_to(self.rootpath).as_posix()
+        except ValueError:
+            return path.as_posix().lstrip("/")
+
+    # -- SETUP -----------------------------------------------------------------------------
+    def setup_context(self, exp: Experiment) -> dict[str, Any]:
+        """The merged SETUP of ``exp``; runs its setup functions if no process has yet."""
+        __tracebackhide__ = True
+        cached = self._setups.get(exp.module_id)
+        if cached is None:
+            cached = self._load_or_run_setup(exp)
+            self._setups[exp.module_id] = cached
+        if isinstance(cached, SetupFailed):
+            raise cached
+        return copy.deepcopy(cached)
+
+    def _load_or_run_setup(self, exp: Experiment) -> dict[str, Any] | SetupFailed:
+        if not exp.setups:
+            return {}
+        scratch = self.ensure_scratch()
+        target = scratch / f"setup-{exp.slug}.json"
+        with FileLock(str(target) + ".lock"):
+            if target.exists():
+                saved = loads(target.read_text(encoding="utf-8"))
+            else:
+                saved = _run_setups(exp)
+                write_json_atomic(target, saved)
+        if "error" in saved:
+            return SetupFailed(saved["error"])
+        context: dict[str, Any] = saved["context"]
+        return context
+
+    # -- context of a stage ----------------------------------------------------------------
+    def context_for(self, exp: Experiment, rank: float) -> dict[str, Any]:
+        """SETUP plus the context updates of all trials below ``rank``, in a fixed order."""
+        key = (exp.module_id, rank)
+        if key not in self._contexts:
+            context = self.setup_context(exp)
+            for trial in exp.trials_before(rank):
+                for combo in trial.combinations:
+                    record = self.store.read_record(self.store.record_path(exp.slug, trial.name, combo.slug))
+                    if not record or not record.get("success"):
+                        continue
+                    result = record.get("result")
+                    update = result.get("context_update") if isinstance(result, dict) else None
+                    if isinstance(update, dict):
+                        context.update(update)
+            self._contexts[key] = context
+        return copy.deepcopy(self._contexts[key])
+
+
+def _run_setups(exp: Experiment) -> dict[str, Any]:
+    """Call the setup functions in order and merge their dicts; failures become an error entry."""
+    merged: dict[str, Any] = {}
+    for setup_def in exp.setups:
+        where = f"{exp.module_id}:{setup_def.lineno}: setup function {setup_def.name}()"
+        try:
+            value = setup_def.fn()
+        except Exception as exc:  # noqa: BLE001 - reported to every item of the module
+            kind, text = describe_exception(exc)
+            return {"error": f"{where} raised {kind}:\n{text}"}
+        if value is None:
+            continue
+        if not isinstance(value, dict):
+            return {"error": f"{where} returned a {type(value).__name__}; a setup function returns a dict (or None)"}
+        try:
+            merged.update(to_json_value(value, "context"))
+        except NotJSONError as exc:
+            return {
+                "error": f"{where} returned a context that is not JSON-serializable: {exc}. "
+                "SETUP holds paths and settings, not live objects; build those inside the trial"
+            }
+    return {"context": merged, "pid": os.getpid()}

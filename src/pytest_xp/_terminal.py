@@ -1,0 +1,128 @@
+"""What the terminal shows: verdict words per item, the verdict section, and ``--xp-report``."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from ._verdicts import Verdict
+
+_LETTERS = {
+    Verdict.SUPPORTS.value: "S",
+    Verdict.REFUTES.value: "R",
+    Verdict.INCONCLUSIVE.value: "I",
+    Verdict.INVALID.value: "!",
+    Verdict.CONTINUE.value: "C",
+}
+_COLORS = {
+    Verdict.SUPPORTS.value: {"green": True},
+    Verdict.REFUTES.value: {"red": True},
+    Verdict.INCONCLUSIVE.value: {"yellow": True},
+    Verdict.INVALID.value: {"red": True},
+    Verdict.CONTINUE.value: {"yellow": True},
+}
+
+
+def teststatus(report: pytest.TestReport) -> tuple[str, str, tuple[str, dict[str, bool]]] | None:
+    """(category, letter, word) for experiment items; None leaves other reports to pytest."""
+    if report.when != "call":
+        return None
+    props = dict(report.user_properties)
+    verdict = props.get("xp_verdict")
+    if isinstance(verdict, str):
+        if props.get("xp_expect") == verdict:
+            return "expected", "e", (f"{verdict.upper()} (expected)", {"green": True})
+        return verdict, _LETTERS.get(verdict, "?"), (verdict.upper(), _COLORS.get(verdict, {}))
+    if props.get("xp_tolerated"):
+        return "tolerated", "t", ("FAILED (tolerated)", {"yellow": True})
+    return None
+
+
+@dataclass
+class TrialTally:
+    ok: int = 0
+    failed: int = 0
+    duration_s: float = 0.0
+
+
+@dataclass
+class VerdictLine:
+    nodeid: str
+    verdict: str
+    message: str
+    expect: str | None
+    failed: bool
+    longrepr: str
+
+
+@dataclass
+class XpReporter:
+    """Collects experiment reports in the process that prints (the controller under xdist)."""
+
+    show_report: bool
+    verdicts: list[VerdictLine] = field(default_factory=list)
+    trials: dict[str, TrialTally] = field(default_factory=lambda: defaultdict(TrialTally))
+    tolerated: list[tuple[str, str]] = field(default_factory=list)
+
+    @pytest.hookimpl
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        props = dict(report.user_properties)
+        if report.when == "call" and "xp_verdict" in props:
+            self.verdicts.append(
+                VerdictLine(
+                    nodeid=report.nodeid,
+                    verdict=str(props["xp_verdict"]),
+                    message=str(props.get("xp_message") or ""),
+                    expect=props.get("xp_expect"),
+                    failed=report.failed,
+                    longrepr=str(report.longrepr) if report.longrepr else "",
+                )
+            )
+        if "xp_success" in props and "xp_trial" in props and report.when in ("call", "???"):
+            tally = self.trials[str(props["xp_trial"])]
+            if props["xp_success"]:
+                tally.ok += 1
+            else:
+                tally.failed += 1
+            tally.duration_s += float(props.get("xp_duration") or 0.0)
+            if props.get("xp_tolerated"):
+                self.tolerated.append((report.nodeid, str(report.longrepr or "")))
+
+    @pytest.hookimpl
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        tr = terminalreporter
+        notable = [v for v in self.verdicts if v.verdict != Verdict.SUPPORTS.value or v.failed]
+        if notable or self.tolerated:
+            tr.write_sep("=", "experiment verdicts")
+            for line in notable:
+                expect = f" (expected {line.expect.upper()})" if line.expect else ""
+                mark = "FAILED " if line.failed else ""
+                tr.write_line(f"{mark}{line.nodeid} - {line.verdict.upper()}{expect}: {line.message or '(no message)'}")
+                if line.verdict == Verdict.INVALID.value and line.longrepr and line.longrepr != line.message:
+                    for text in line.longrepr.splitlines()[1:]:
+                        tr.write_line(f"    {text}")
+            for nodeid, longrepr in self.tolerated:
+                last = longrepr.strip().splitlines()[-1:] or [""]
+                tr.write_line(f"TOLERATED {nodeid} - {last[0]}")
+        if self.show_report:
+            self._write_report(tr)
+
+    def _write_report(self, tr: Any) -> None:
+        tr.write_sep("=", "pytest-xp report")
+        if self.verdicts:
+            tr.write_line("hypotheses:")
+            for line in self.verdicts:
+                tr.write_line(f"  {line.verdict.upper():<12} {line.nodeid}: {line.message}")
+        if self.trials:
+            tr.write_line("trials:")
+            width = max(len(name) for name in self.trials)
+            for name, tally in sorted(self.trials.items()):
+                tr.write_line(
+                    f"  {name:<{width}}  {tally.ok + tally.failed:>5} combinations  {tally.ok:>5} ok  "
+                    f"{tally.failed:>4} failed  {tally.duration_s:9.2f} s"
+                )
+        if not self.verdicts and not self.trials:
+            tr.write_line("no experiment ran in this session")

@@ -1,0 +1,100 @@
+"""Verdicts: the enum, coercion of whatever a verify returns, and the gating policy."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+
+class Verdict(enum.Enum):
+    """The outcome of a hypothesis check."""
+
+    SUPPORTS = "supports"
+    REFUTES = "refutes"
+    INCONCLUSIVE = "inconclusive"
+    INVALID = "invalid"
+    CONTINUE = "continue"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+#: The name the reference decorators document uses; kept so that experiments run unchanged.
+VerificationResult = Verdict
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A coerced verify return value: the verdict and the evidence message a human reads."""
+
+    verdict: Verdict
+    message: str = ""
+    evidence: dict[str, Any] | None = None
+
+
+def coerce_verdict(value: object) -> Outcome:
+    """Turn what a verify function returned into an :class:`Outcome`.
+
+    Accepted: a :class:`Verdict`, a case-insensitive verdict name, a bool, ``None``,
+    a ``(verdict, message)`` pair, or any object with ``verdict`` and ``message``
+    attributes (for example :class:`pytest_xp.stats.Evidence`). Anything else is INVALID,
+    with a message that says what was returned.
+    """
+    if isinstance(value, Verdict):
+        return Outcome(value)
+    if value is None:
+        return Outcome(Verdict.INCONCLUSIVE, "verify returned None")
+    if isinstance(value, bool):
+        return Outcome(Verdict.SUPPORTS if value else Verdict.REFUTES)
+    if isinstance(value, str):
+        try:
+            return Outcome(Verdict(value.strip().lower()))
+        except ValueError:
+            return _invalid_return(value)
+    if isinstance(value, tuple) and len(value) == 2 and isinstance(value[1], str):
+        inner = coerce_verdict(value[0])
+        if inner.verdict is Verdict.INVALID and inner.message.startswith("verify returned"):
+            return inner
+        return Outcome(inner.verdict, value[1], inner.evidence)
+    verdict = getattr(value, "verdict", None)
+    if isinstance(verdict, Verdict):
+        to_dict = getattr(value, "to_dict", None)
+        evidence = to_dict() if callable(to_dict) else None
+        return Outcome(verdict, str(getattr(value, "message", "") or ""), evidence)
+    return _invalid_return(value)
+
+
+def _invalid_return(value: object) -> Outcome:
+    shown = repr(value)
+    if len(shown) > 200:
+        shown = shown[:197] + "..."
+    return Outcome(
+        Verdict.INVALID,
+        f"verify returned {shown} ({type(value).__name__}); return a Verdict, one of "
+        f"{', '.join(repr(v.value) for v in Verdict)}, a bool, None, or an Evidence",
+    )
+
+
+#: Tokens accepted by ``--xp-fail-on``.
+FAIL_ON_CHOICES = ("refutes", "invalid", "inconclusive", "continue", "trial-failures")
+DEFAULT_FAIL_ON = ("refutes", "invalid", "trial-failures")
+
+
+def parse_fail_on(text: str | Iterable[str]) -> frozenset[str]:
+    """Parse a ``--xp-fail-on`` value; raise ``ValueError`` naming the bad token and the choices."""
+    tokens = text.split(",") if isinstance(text, str) else list(text)
+    chosen = {t.strip().lower() for t in tokens if t.strip()}
+    unknown = sorted(chosen - set(FAIL_ON_CHOICES))
+    if unknown:
+        raise ValueError(
+            f"unknown value(s) {', '.join(map(repr, unknown))}; choose from {', '.join(FAIL_ON_CHOICES)} "
+            "(comma separated; 'none' is an empty list: --xp-fail-on=)"
+        )
+    return frozenset(chosen)
+
+
+def verdict_fails(verdict: Verdict, fail_on: frozenset[str]) -> bool:
+    """Whether this verdict makes its verify item (and so the session) fail."""
+    return verdict is not Verdict.SUPPORTS and verdict.value in fail_on
