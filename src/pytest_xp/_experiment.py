@@ -111,8 +111,16 @@ def _mandatory(sig: inspect.Signature, skip: set[str]) -> tuple[str, ...]:
     )
 
 
-def discover(module: ModuleType, module_id: str, path: Path) -> Experiment | None:
-    """Build the experiment of ``module``; None when it uses no pytest-xp decorator."""
+def discover(
+    module: ModuleType,
+    module_id: str,
+    path: Path,
+    value_overrides: tuple[tuple[str, str, list[Any]], ...] = (),
+) -> Experiment | None:
+    """Build the experiment of ``module``; None when it uses no pytest-xp decorator.
+
+    ``value_overrides`` (from ``--xp-values``) replace one parameter's list of a named trial.
+    """
     marks = module.__dict__.get(MODULE_REGISTRY)
     if not marks:
         return None
@@ -151,7 +159,8 @@ def discover(module: ModuleType, module_id: str, path: Path) -> Experiment | Non
                 continue
             setups.append(SetupDef(name, fn, mark.order, _lineno(fn)))  # type: ignore[arg-type]
         elif isinstance(mark, TrialMark):
-            trial_def = _trial_def(mark, name, position, sig, problem)
+            overrides = {param: values for trial, param, values in value_overrides if trial == name}
+            trial_def = _trial_def(mark, name, position, sig, problem, overrides)
             if trial_def is not None:
                 trials[name] = trial_def
         else:
@@ -173,7 +182,12 @@ def discover(module: ModuleType, module_id: str, path: Path) -> Experiment | Non
 
 
 def _trial_def(
-    mark: TrialMark, name: str, position: int, sig: inspect.Signature, problem: Callable[[object, str], None]
+    mark: TrialMark,
+    name: str,
+    position: int,
+    sig: inspect.Signature,
+    problem: Callable[[object, str], None],
+    overrides: dict[str, list[Any]],
 ) -> TrialDef | None:
     fn = mark.fn
     if mark.order is None and mark.values is None:
@@ -187,6 +201,12 @@ def _trial_def(
     except GridError as exc:
         problem(fn, str(exc))
         return None
+    for param, values in overrides.items():
+        if param not in params:
+            problem(fn, f"--xp-values {name}.{param}: {name} has no parameter {param!r}; its parameters: "
+                    f"{', '.join(params) or 'none'}")
+            return None
+        params[param] = values
     accepts_kwargs = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.parameters.values())
     by_keyword = {
         p.name

@@ -11,13 +11,16 @@ from typing import Any
 import pytest
 
 from . import _seeding
-from ._codec import NotJSONError, digest, to_json_value
+from ._cache import cache_key, is_hit, key_parts, why_run
+from ._codec import NotJSONError, to_json_value
 from ._experiment import Experiment, TrialDef, VerifyDef
 from ._grid import Combination
+from ._handle import Xp
 from ._plugin_state import SESSION_KEY
 from ._records import base_record, describe_exception, failure_fields, now_iso, run_dict, success_fields
 from ._results import Results
 from ._session import XpSession
+from ._store import RECORD_NAME
 from ._verdicts import Outcome, Verdict, coerce_verdict, verdict_fails
 
 PLUG_NAME = "__pytest_xp_plug__"
@@ -77,6 +80,11 @@ class TrialItem(_XpItem):
     xp_trial: TrialDef
     xp_combo: Combination
     xp_context: dict[str, Any]
+    xp_seeds: dict[str, Any]
+    xp_key_parts: dict[str, Any]
+    xp_key: str
+    xp_cached: dict[str, Any] | None = None
+    xp_handle: Xp | None = None
 
     @classmethod
     def create(cls, parent: pytest.Module, exp: Experiment, trial: TrialDef, combo: Combination) -> TrialItem:
@@ -89,34 +97,62 @@ class TrialItem(_XpItem):
         return item
 
     @property
+    def output_dir(self) -> Path:
+        return self.xp_session.store.combination_dir(self.xp_exp.slug, self.xp_trial.name, self.xp_combo.slug)
+
+    @property
     def record_path(self) -> Path:
-        return self.xp_session.store.record_path(self.xp_exp.slug, self.xp_trial.name, self.xp_combo.slug)
+        return self.output_dir / RECORD_NAME
 
     @property
     def identity(self) -> str:
         return f"{self.xp_exp.module_id}::{self.xp_trial.name}[{self.xp_combo.params_digest}]"
 
+    def prepare(self) -> dict[str, Any] | None:
+        """Work out context, seeds and key; return the cached record when it can be reused."""
+        session, trial, combo = self.xp_session, self.xp_trial, self.xp_combo
+        settings = session.settings
+        self.xp_context = session.context_for(self.xp_exp, trial.order)
+        self.xp_seeds = _seeding.resolve(self.xp_context, combo.params, settings.seed, self.identity)
+        self.xp_key_parts = key_parts(
+            self.xp_exp.module_id, trial.name, combo.params, self.xp_context, self.xp_seeds, trial.version
+        )
+        self.xp_key = cache_key(self.xp_key_parts)
+        record = session.store.read_record(self.record_path)
+        if settings.cache and not settings.rerun and is_hit(record, self.xp_key):
+            return record
+        if settings.explain:
+            why = why_run(record, self.xp_key, self.xp_key_parts, rerun=settings.rerun, cache_on=settings.cache)
+            self.user_properties.append(("xp_why", why))
+        return None
+
     def setup(self) -> None:
-        self.xp_context = self.xp_session.context_for(self.xp_exp, self.xp_trial.order)
+        self.xp_cached = self.prepare()
+        if self.xp_cached is not None:
+            return  # nothing will run: skip fixture set-up too
+        self.xp_handle = Xp(
+            store=self.xp_session.store,
+            exp=self.xp_exp,
+            trial=self.xp_trial.name,
+            rank=self.xp_trial.order,
+            params=dict(self.xp_combo.params),
+            output_path=self.output_dir,
+            setup=self.xp_context,
+            seeds=self.xp_seeds,
+        )
+        self.output_dir.mkdir(parents=True, exist_ok=True)
         super().setup()
 
     def runtest(self) -> None:
+        if self.xp_cached is not None:
+            self.user_properties.append(("xp_cached", True))
+            self.user_properties.append(("xp_success", True))
+            self.user_properties.append(("xp_duration", self.xp_cached.get("duration_s") or 0.0))
+            return
         session, trial, combo = self.xp_session, self.xp_trial, self.xp_combo
-        context = self.xp_context
-        seeds = _seeding.resolve(context, combo.params, session.settings.seed, self.identity)
-        key = digest(
-            {
-                "module": self.xp_exp.module_id,
-                "trial": trial.name,
-                "params": combo.params,
-                "context": context,
-                "seeds": seeds,
-                "version": trial.version,
-            }
-        )
         kwargs = {**combo.params, **self._fixture_values(trial.fixture_names)}
-        self._bind_setup(context)
-        seeds = dict(seeds, seeded=_seeding.apply(seeds))
+        self._bind_setup(self.xp_context)
+        seeds = dict(self.xp_seeds, seeded=_seeding.apply(self.xp_seeds))
         started_at, start = now_iso(), time.perf_counter()
 
         def record(fields: dict[str, Any]) -> None:
@@ -126,12 +162,20 @@ class TrialItem(_XpItem):
                 combination_id=combo.id,
                 index=combo.index,
                 params=combo.params,
-                key=key,
+                key=self.xp_key,
                 seeds=seeds,
                 session=session.session_id,
                 started_at=started_at,
                 duration_s=time.perf_counter() - start,
             )
+            rec["key_parts"] = self.xp_key_parts
+            if not session.settings.cache:
+                rec["cacheable"] = False
+            handle = self.xp_handle
+            if handle is not None:
+                handle.close()
+                if handle.metrics_summary():
+                    rec["metrics"] = handle.metrics_summary()
             rec.update(fields)
             session.store.write_record(self.record_path, rec)
             self.user_properties.append(("xp_success", bool(fields["success"])))
@@ -180,14 +224,36 @@ class VerifyItem(_XpItem):
         item.xp_session = parent.config.stash[SESSION_KEY]
         return item
 
+    xp_handle: Xp | None = None
+
+    def setup(self) -> None:
+        context = self.xp_session.context_for(self.xp_exp, self.xp_verify.rank)
+        self.xp_handle = Xp(
+            store=self.xp_session.store,
+            exp=self.xp_exp,
+            trial=None,
+            rank=self.xp_verify.rank,
+            params={},
+            output_path=None,
+            setup=context,
+            seeds={},
+        )
+        super().setup()
+
     def collect_results(self) -> tuple[Results, int]:
-        """Runs of every named trial, in combination order, and how many records are missing."""
+        """Runs of every named trial, in combination order, and how many records are missing.
+
+        Under ``--xp-sample`` only the sampled combinations count.
+        """
         store, exp = self.xp_session.store, self.xp_exp
         results = Results()
         missing = 0
         for name in self.xp_verify.trial_names:
             runs = []
+            sample = self.xp_session.samples.get(f"{exp.module_id}::{name}")
             for combo in exp.trials[name].combinations:
+                if sample is not None and combo.index not in sample:
+                    continue
                 record = store.read_record(store.record_path(exp.slug, name, combo.slug))
                 if record is None:
                     missing += 1
@@ -207,7 +273,8 @@ class VerifyItem(_XpItem):
                 "those combinations have not run (deselected, interrupted or on another shard)",
             )
         else:
-            self._bind_setup(self.xp_session.context_for(self.xp_exp, verify.rank))
+            assert self.xp_handle is not None  # set in setup()
+            self._bind_setup(self.xp_handle.setup)
             try:
                 value = verify.fn(results, **self._fixture_values(verify.fixture_names))
             except (KeyboardInterrupt, pytest.skip.Exception):

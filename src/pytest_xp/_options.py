@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import ast
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from ._grid import GridError, check_literal
 from ._verdicts import DEFAULT_FAIL_ON, parse_fail_on
 
 
@@ -19,6 +22,15 @@ class XpConfig:
     fail_on: frozenset[str]
     reports: tuple[str, ...]
     file_patterns: tuple[str, ...]
+    cache: bool = True
+    rerun: bool = False
+    explain: bool = False
+    plan: bool = False
+    value_overrides: tuple[tuple[str, str, list[Any]], ...] = ()
+    context_overrides: tuple[tuple[str, Any], ...] = ()
+    sample: int | None = None
+    shard: tuple[int, int] | None = None
+    dirty_git: str = "warn"
 
 
 def addoption(parser: pytest.Parser) -> None:
@@ -55,6 +67,46 @@ def addoption(parser: pytest.Parser) -> None:
         metavar="FORMAT",
         help="after the run, print a summary of every verify and trial",
     )
+    group.addoption(
+        "--xp-cache",
+        dest="xp_cache",
+        choices=("on", "off"),
+        default="on",
+        help="on (default): reuse successful records whose key matches; off: neither reuse nor offer records for reuse",
+    )
+    group.addoption("--xp-rerun", action="store_true", help="run the selected combinations even when cached (-k narrows)")
+    group.addoption("--xp-explain", action="store_true", help="say for each combination that runs why the cache missed")
+    group.addoption(
+        "--xp-plan",
+        action="store_true",
+        help="print per trial the grid size, cached and to-run combinations and an estimated time; run nothing",
+    )
+    group.addoption(
+        "--xp-values",
+        action="append",
+        default=[],
+        metavar="TRIAL.PARAM=LIST",
+        help="replace one trial's value list, e.g. --xp-values 'train.lr=[0.1, 0.01]' (repeatable)",
+    )
+    group.addoption(
+        "--xp-context",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a SETUP key after the setup functions ran, e.g. --xp-context seed=7 (repeatable)",
+    )
+    group.addoption("--xp-sample", default=None, metavar="K", help="run a seeded random subset of K combinations per trial")
+    group.addoption(
+        "--xp-shard", default=None, metavar="I/N", help="run shard I of N (0-based) of the selected combinations"
+    )
+    group.addoption(
+        "--xp-dirty-git",
+        choices=("ignore", "warn", "error"),
+        default=None,
+        help="uncommitted changes when experiments run: ignore, warn (default) or error (refuse to run)",
+    )
+    group.addoption("--xp-runs", action="store_true", help="list past sessions recorded in the store and exit")
+    parser.addini("xp_dirty_git", "ignore, warn or error on uncommitted changes (see --xp-dirty-git)", default="warn")
     parser.addini("xp_dir", "pytest-xp results store directory, relative to the rootdir", default=".xp")
     parser.addini("xp_fail_on", "what makes the session fail (see --xp-fail-on)", default=",".join(DEFAULT_FAIL_ON))
     parser.addini("xp_files", "glob patterns of experiment modules to collect", type="args", default=["xp_*.py"])
@@ -86,4 +138,88 @@ def build_config(config: pytest.Config) -> XpConfig:
         if spec != "term":
             raise pytest.UsageError(f"--xp-report={spec!r}: use --xp-report (terminal summary)")
     patterns = tuple(str(p) for p in config.getini("xp_files"))
-    return XpConfig(xp_dir=xp_dir, seed=seed, fail_on=fail_on, reports=reports, file_patterns=patterns)
+    dirty_git = config.getoption("xp_dirty_git") or str(config.getini("xp_dirty_git"))
+    if dirty_git not in ("ignore", "warn", "error"):
+        raise pytest.UsageError(f"ini xp_dirty_git = {dirty_git!r}: use ignore, warn or error")
+    return XpConfig(
+        xp_dir=xp_dir,
+        seed=seed,
+        fail_on=fail_on,
+        reports=reports,
+        file_patterns=patterns,
+        cache=config.getoption("xp_cache") != "off",
+        rerun=bool(config.getoption("xp_rerun")),
+        explain=bool(config.getoption("xp_explain")),
+        plan=bool(config.getoption("xp_plan")),
+        value_overrides=tuple(parse_value_override(text) for text in config.getoption("xp_values")),
+        context_overrides=tuple(parse_context_override(text) for text in config.getoption("xp_context")),
+        sample=_positive_int("--xp-sample", config.getoption("xp_sample")),
+        shard=parse_shard(config.getoption("xp_shard")),
+        dirty_git=dirty_git,
+    )
+
+
+def _positive_int(option: str, raw: str | None) -> int | None:
+    if raw is None:
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise pytest.UsageError(f"{option}={raw!r}: give a positive integer")
+    return value
+
+
+def parse_shard(raw: str | None) -> tuple[int, int] | None:
+    if raw is None:
+        return None
+    index, sep, total = raw.partition("/")
+    try:
+        i, n = int(index), int(total)
+    except ValueError:
+        i, n = -1, 0
+    if not sep or n < 1 or not 0 <= i < n:
+        raise pytest.UsageError(f"--xp-shard={raw!r}: use I/N with 0 <= I < N, e.g. --xp-shard 0/4")
+    return i, n
+
+
+def _literal(text: str) -> Any:
+    try:
+        return ast.literal_eval(text.strip())
+    except (ValueError, SyntaxError):
+        return text.strip()
+
+
+def parse_value_override(text: str) -> tuple[str, str, list[Any]]:
+    """``trial.param=[...]`` -> (trial, param, values), validated like decorator values."""
+    target, sep, raw = text.partition("=")
+    trial, dot, param = target.strip().partition(".")
+    if not sep or not dot or not trial.isidentifier() or not param.isidentifier():
+        raise pytest.UsageError(f"--xp-values {text!r}: use TRIAL.PARAM=LIST, e.g. --xp-values 'train.lr=[0.1, 0.01]'")
+    try:
+        values = ast.literal_eval(raw.strip())
+    except (ValueError, SyntaxError):
+        raise pytest.UsageError(
+            f"--xp-values {text!r}: {raw.strip()!r} is not a Python literal list; quote strings: \"['a', 'b']\""
+        ) from None
+    if not isinstance(values, list) or not values:
+        raise pytest.UsageError(f"--xp-values {text!r}: the value must be a non-empty list, e.g. [{raw.strip()}]")
+    try:
+        check_literal(values, f"--xp-values {trial}.{param}")
+    except GridError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    return trial, param, values
+
+
+def parse_context_override(text: str) -> tuple[str, Any]:
+    """``key=value``: the value is a Python literal when it parses as one, else the string itself."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip().isidentifier():
+        raise pytest.UsageError(f"--xp-context {text!r}: use KEY=VALUE, e.g. --xp-context seed=7")
+    value = _literal(raw)
+    try:
+        check_literal(value, f"--xp-context {key.strip()}")
+    except GridError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    return key.strip(), value

@@ -46,6 +46,7 @@ class XpSession:
     is_worker: bool
     store: Store = field(init=False)
     experiments: dict[str, Experiment] = field(default_factory=dict)
+    samples: dict[str, set[int]] = field(default_factory=dict)  # "module::trial" -> indices kept by --xp-sample
     _setups: dict[str, dict[str, Any] | SetupFailed] = field(default_factory=dict)
     _contexts: dict[tuple[str, float], dict[str, Any]] = field(default_factory=dict)
 
@@ -88,8 +89,9 @@ class XpSession:
         return copy.deepcopy(cached)
 
     def _load_or_run_setup(self, exp: Experiment) -> dict[str, Any] | SetupFailed:
+        overrides = dict(self.settings.context_overrides)
         if not exp.setups:
-            return {}
+            return overrides
         scratch = self.ensure_scratch()
         target = scratch / f"setup-{exp.slug}.json"
         with FileLock(str(target) + ".lock"):
@@ -101,6 +103,7 @@ class XpSession:
         if "error" in saved:
             return SetupFailed(saved["error"])
         context: dict[str, Any] = saved["context"]
+        context.update(overrides)
         return context
 
     # -- context of a stage ----------------------------------------------------------------

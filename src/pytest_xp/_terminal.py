@@ -36,6 +36,8 @@ def teststatus(report: pytest.TestReport) -> tuple[str, str, tuple[str, dict[str
         if props.get("xp_expect") == verdict:
             return "expected", "e", (f"{verdict.upper()} (expected)", {"green": True})
         return verdict, _LETTERS.get(verdict, "?"), (verdict.upper(), _COLORS.get(verdict, {}))
+    if props.get("xp_cached"):
+        return "cached", "c", ("CACHED", {"green": True})
     if props.get("xp_tolerated"):
         return "tolerated", "t", ("FAILED (tolerated)", {"yellow": True})
     return None
@@ -45,6 +47,7 @@ def teststatus(report: pytest.TestReport) -> tuple[str, str, tuple[str, dict[str
 class TrialTally:
     ok: int = 0
     failed: int = 0
+    cached: int = 0
     duration_s: float = 0.0
 
 
@@ -63,9 +66,26 @@ class XpReporter:
     """Collects experiment reports in the process that prints (the controller under xdist)."""
 
     show_report: bool
+    explain: bool = False
     verdicts: list[VerdictLine] = field(default_factory=list)
     trials: dict[str, TrialTally] = field(default_factory=lambda: defaultdict(TrialTally))
     tolerated: list[tuple[str, str]] = field(default_factory=list)
+    why: list[tuple[str, str]] = field(default_factory=list)
+    dirty_git: bool = False
+    manifest_path: Any = None
+
+    @property
+    def ran_experiments(self) -> bool:
+        return bool(self.verdicts or self.trials)
+
+    def verdict_map(self) -> dict[str, str]:
+        return {line.nodeid: line.verdict for line in self.verdicts}
+
+    def trial_counts(self) -> dict[str, dict[str, Any]]:
+        return {
+            name: {"ok": t.ok, "failed": t.failed, "cached": t.cached, "duration_s": round(t.duration_s, 3)}
+            for name, t in sorted(self.trials.items())
+        }
 
     @pytest.hookimpl
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
@@ -83,11 +103,16 @@ class XpReporter:
             )
         if "xp_success" in props and "xp_trial" in props and report.when in ("call", "???"):
             tally = self.trials[str(props["xp_trial"])]
+            if props.get("xp_cached"):
+                tally.cached += 1
             if props["xp_success"]:
                 tally.ok += 1
             else:
                 tally.failed += 1
-            tally.duration_s += float(props.get("xp_duration") or 0.0)
+            if not props.get("xp_cached"):
+                tally.duration_s += float(props.get("xp_duration") or 0.0)
+            if "xp_why" in props:
+                self.why.append((report.nodeid, str(props["xp_why"])))
             if props.get("xp_tolerated"):
                 self.tolerated.append((report.nodeid, str(report.longrepr or "")))
 
@@ -107,22 +132,32 @@ class XpReporter:
             for nodeid, longrepr in self.tolerated:
                 last = longrepr.strip().splitlines()[-1:] or [""]
                 tr.write_line(f"TOLERATED {nodeid} - {last[0]}")
+        if self.explain and self.why:
+            tr.write_sep("-", "why these combinations ran (--xp-explain)")
+            for nodeid, why in self.why:
+                tr.write_line(f"{nodeid}: {why}")
         if self.show_report:
             self._write_report(tr)
+        if self.dirty_git:
+            tr.write_line(
+                "pytest-xp: experiments ran on a git tree with uncommitted changes; the manifest records the "
+                "diff's hash (--xp-dirty-git=error refuses, =ignore hides this)",
+                yellow=True,
+            )
 
     def _write_report(self, tr: Any) -> None:
         tr.write_sep("=", "pytest-xp report")
         if self.verdicts:
             tr.write_line("hypotheses:")
             for line in self.verdicts:
-                tr.write_line(f"  {line.verdict.upper():<12} {line.nodeid}: {line.message}")
+                tr.write_line(f"  {line.verdict.upper():<12} {line.nodeid}" + (f": {line.message}" if line.message else ""))
         if self.trials:
             tr.write_line("trials:")
             width = max(len(name) for name in self.trials)
             for name, tally in sorted(self.trials.items()):
                 tr.write_line(
                     f"  {name:<{width}}  {tally.ok + tally.failed:>5} combinations  {tally.ok:>5} ok  "
-                    f"{tally.failed:>4} failed  {tally.duration_s:9.2f} s"
+                    f"{tally.failed:>4} failed  {tally.cached:>5} cached  {tally.duration_s:9.2f} s"
                 )
         if not self.verdicts and not self.trials:
             tr.write_line("no experiment ran in this session")

@@ -6,24 +6,47 @@ Thin on purpose: the work happens in the private modules this file wires togethe
 from __future__ import annotations
 
 import fnmatch
+import random
+import sys
+import time
 from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from . import _options, _terminal
+from . import _options, _provenance, _terminal
+from ._codec import digest
 from ._decorators import MARK_ATTR, SetupMark, TrialMark, VerifyMark
 from ._experiment import Experiment, ExperimentError, discover
+from ._handle import Xp
 from ._items import PLUG_NAME, PlugItem, TrialItem, VerifyItem
 from ._plugin_state import SESSION_KEY
+from ._records import now_iso
+from ._seeding import derive_seed
 from ._session import XpSession, new_session_id
 
 EXPERIMENT_KEY = pytest.StashKey["Experiment | None"]()
+REPORTER_KEY = pytest.StashKey[_terminal.XpReporter]()
+STARTED_KEY = pytest.StashKey[tuple[str, float]]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     _options.addoption(parser)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_cmdline_main(config: pytest.Config) -> int | None:
+    """``--xp-runs`` answers from the store and exits; ``--xp-plan`` runs in-process, without workers."""
+    if config.getoption("xp_runs"):
+        settings = _options.build_config(config)
+        for line in _provenance.format_runs(_provenance.list_runs(settings.xp_dir)):
+            sys.stdout.write(line + "\n")
+        return 0
+    if config.getoption("xp_plan") and getattr(config.option, "numprocesses", None):
+        config.option.numprocesses = 0
+        config.option.dist = "no"
+    return None
 
 
 @pytest.hookimpl(trylast=True)
@@ -35,11 +58,51 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[SESSION_KEY] = session
     config.addinivalue_line("markers", "xp_trial: a pytest-xp trial combination (set automatically)")
     if workerinput is None:
-        config.pluginmanager.register(_terminal.XpReporter(show_report=bool(settings.reports)), "pytest-xp-reporter")
+        if settings.dirty_git == "error":
+            state = _provenance.git_state(config.rootpath)
+            if state is not None and state.dirty:
+                raise pytest.UsageError(
+                    f"pytest-xp: the git work tree at {config.rootpath} has uncommitted changes, and "
+                    "--xp-dirty-git=error refuses to run experiments on them. Commit or stash the changes, "
+                    "or run with --xp-dirty-git=warn to record the diff's hash in the run manifest instead."
+                )
+        reporter = _terminal.XpReporter(show_report=bool(settings.reports), explain=settings.explain)
+        config.pluginmanager.register(reporter, "pytest-xp-reporter")
+        config.stash[REPORTER_KEY] = reporter
         if config.pluginmanager.hasplugin("xdist"):
             from ._xdist import XdistHooks
 
             config.pluginmanager.register(XdistHooks(session), "pytest-xp-xdist")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionstart(session: pytest.Session) -> None:
+    session.config.stash[STARTED_KEY] = (now_iso(), time.monotonic())
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Write the run manifest (controller or plain run only, and only if experiments ran)."""
+    config = session.config
+    reporter = config.stash.get(REPORTER_KEY, None)
+    xp_session = config.stash.get(SESSION_KEY, None)
+    if reporter is None or xp_session is None or not reporter.ran_experiments or xp_session.settings.plan:
+        return
+    started_at, started = config.stash.get(STARTED_KEY, (now_iso(), time.monotonic()))
+    git = _provenance.git_state(config.rootpath) if xp_session.settings.dirty_git != "ignore" else None
+    reporter.dirty_git = bool(git and git.dirty and xp_session.settings.dirty_git == "warn")
+    data = _provenance.manifest(
+        session_id=xp_session.session_id,
+        started_at=started_at,
+        ended_at=now_iso(),
+        duration_s=time.monotonic() - started,
+        args=list(config.invocation_params.args),
+        git=git,
+        verdicts=reporter.verdict_map(),
+        trials=reporter.trial_counts(),
+        exitstatus=int(exitstatus),
+    )
+    xp_session.store.ensure()
+    reporter.manifest_path = _provenance.write_manifest(xp_session.store.root, data)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -77,7 +140,7 @@ def _experiment_of(module: pytest.Module) -> Experiment | None:
         session = module.config.stash[SESSION_KEY]
         module_id = session.module_id(module.path)
         try:
-            exp = discover(module.obj, module_id, module.path)
+            exp = discover(module.obj, module_id, module.path, session.settings.value_overrides)
         except ExperimentError as exc:
             raise module.CollectError(str(exc)) from None
         module.stash[EXPERIMENT_KEY] = exp
@@ -114,9 +177,40 @@ def _stage_key(item: pytest.Item) -> tuple[float, int, int]:
     return (item.xp_verify.rank, item.xp_verify.position, 0)
 
 
+def _select(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Apply ``--xp-sample`` and ``--xp-shard``: deterministic, so every process keeps the same items."""
+    settings = config.stash[SESSION_KEY].settings
+    if settings.sample is None and settings.shard is None:
+        return
+    keep: list[pytest.Item] = []
+    dropped: list[pytest.Item] = []
+    samples: dict[str, set[int]] = {}
+    for item in items:
+        if not isinstance(item, TrialItem):
+            keep.append(item)
+            continue
+        chosen = True
+        if settings.sample is not None:
+            key = f"{item.xp_exp.module_id}::{item.xp_trial.name}"
+            if key not in samples:
+                total = len(item.xp_trial.combinations)
+                rng = random.Random(derive_seed(settings.seed, "sample:" + key))
+                samples[key] = set(rng.sample(range(total), min(settings.sample, total)))
+            chosen = item.xp_combo.index in samples[key]
+        if chosen and settings.shard is not None:
+            index, total = settings.shard
+            chosen = int(digest(item.identity)[:12], 16) % total == index
+        (keep if chosen else dropped).append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = keep
+    config.stash[SESSION_KEY].samples = samples
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Put each module's experiment items in stage order (what ``-n 0`` runs) and add the plug."""
+    """Select (sample/shard), put each module's experiment items in stage order (what ``-n 0`` runs), add the plug."""
+    _select(config, items)
     slots: dict[Path, list[int]] = {}
     for index, item in enumerate(items):
         if isinstance(item, (TrialItem, VerifyItem)):
@@ -139,6 +233,36 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 
 
 # -- running --------------------------------------------------------------------------------
+@pytest.fixture
+def xp(request: pytest.FixtureRequest) -> Xp:
+    """This combination's handle: ``output_path``, ``log(step, **scalars)``, ``output_of(trial, **params)``."""
+    handle = getattr(request.node, "xp_handle", None)
+    if handle is None:
+        pytest.fail("the xp fixture is available to pytest-xp trials and verifies only", pytrace=False)
+    return handle  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def xp_setup(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """The SETUP context this trial or verify sees (the same dict as the ``SETUP`` global)."""
+    handle = getattr(request.node, "xp_handle", None)
+    if handle is None:
+        pytest.fail("the xp_setup fixture is available to pytest-xp trials and verifies only", pytrace=False)
+    return handle.setup  # type: ignore[no-any-return]
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtestloop(session: pytest.Session) -> bool | None:
+    """``--xp-plan``: say what would run, from the store, and run nothing."""
+    config = session.config
+    if not config.stash[SESSION_KEY].settings.plan or hasattr(config, "workerinput"):
+        return None
+    from ._plan import write_plan
+
+    write_plan(config, session.items)
+    return True
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> bool | None:
     if isinstance(item, PlugItem):

@@ -1,0 +1,170 @@
+"""The ``xp`` fixture: a combination's output directory, metric logging, and earlier outputs."""
+
+from __future__ import annotations
+
+import csv
+import math
+import time
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._experiment import Experiment
+    from ._store import Store
+
+METRICS_JSONL = "metrics.jsonl"
+METRICS_CSV = "metrics.csv"
+
+
+class OutputLookupError(LookupError):
+    """``xp.output_of`` named a trial or combination that cannot provide an output."""
+
+
+def _scalar(name: str, value: Any) -> float | int | None:
+    if value is None or isinstance(value, bool):
+        return None if value is None else int(value)
+    if isinstance(value, (int, float)):
+        return value
+    item = getattr(value, "item", None)  # numpy scalars, 0-d arrays, one-element tensors
+    if callable(item):
+        try:
+            return _scalar(name, item())
+        except (TypeError, ValueError, RuntimeError):
+            pass
+    raise TypeError(f"xp.log({name}=...) takes numbers, got a {type(value).__name__}")
+
+
+class MetricLog:
+    """Appends one JSON line per ``log`` call, flushed at once so a crash keeps what was logged."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.start = time.perf_counter()
+        self._fh: IO[str] | None = None
+        self.summary: dict[str, dict[str, Any]] = {}
+        self.columns: dict[str, None] = {}
+        self.count = 0
+
+    def log(self, step: int | None = None, /, **scalars: Any) -> None:
+        if self._fh is None:
+            self._fh = open(self.directory / METRICS_JSONL, "w", encoding="utf-8")  # noqa: SIM115 - kept open
+        wallclock = time.perf_counter() - self.start
+        if step is None:
+            step = self.count
+        parts = [f'"step":{int(step)}', f'"wallclock":{wallclock:.6f}']
+        for name, raw in scalars.items():
+            value = _scalar(name, raw)
+            if value is None or (isinstance(value, float) and not math.isfinite(value)):
+                parts.append(f'"{name}":null')
+                continue
+            parts.append(f'"{name}":{value!r}')
+            stats = self.summary.get(name)
+            if stats is None:
+                self.columns[name] = None
+                self.summary[name] = {"last": value, "min": value, "max": value, "step_of_min": step,
+                                      "step_of_max": step, "count": 1}
+                continue
+            stats["last"] = value
+            stats["count"] += 1
+            if value < stats["min"]:
+                stats["min"], stats["step_of_min"] = value, step
+            if value > stats["max"]:
+                stats["max"], stats["step_of_max"] = value, step
+        self._fh.write("{" + ",".join(parts) + "}\n")
+        self._fh.flush()
+        self.count += 1
+
+    def close(self) -> None:
+        """Close the log and export ``metrics.csv`` beside it."""
+        if self._fh is None:
+            return
+        self._fh.close()
+        self._fh = None
+        from ._codec import loads
+
+        fields = ["step", "wallclock", *self.columns]
+        with open(self.directory / METRICS_JSONL, encoding="utf-8") as src, open(
+            self.directory / METRICS_CSV, "w", encoding="utf-8", newline=""
+        ) as dst:
+            writer = csv.DictWriter(dst, fieldnames=fields, restval="")
+            writer.writeheader()
+            for line in src:
+                if line.strip():
+                    writer.writerow(loads(line))
+
+
+class Xp:
+    """What a trial (or verify) gets from the ``xp`` fixture."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        exp: Experiment,
+        trial: str | None,
+        rank: float,
+        params: dict[str, Any],
+        output_path: Path | None,
+        setup: dict[str, Any],
+        seeds: dict[str, Any],
+    ) -> None:
+        self._store, self._exp, self._rank = store, exp, rank
+        self.trial = trial
+        self.params = params
+        self.setup = setup
+        self.seeds = seeds
+        self._output_path = output_path
+        self._metrics: MetricLog | None = None
+
+    @property
+    def output_path(self) -> Path:
+        """This combination's own directory, kept across runs; the record is written beside its files."""
+        if self._output_path is None:
+            raise OutputLookupError("xp.output_path exists for trial combinations only; a verify has none")
+        self._output_path.mkdir(parents=True, exist_ok=True)
+        return self._output_path
+
+    def log(self, step: int | None = None, /, **scalars: Any) -> None:
+        """Record scalars (loss=..., lr=...) at ``step`` in ``metrics.jsonl`` with the wallclock time."""
+        if self._metrics is None:
+            self._metrics = MetricLog(self.output_path)
+        self._metrics.log(step, **scalars)
+
+    def metrics_summary(self) -> dict[str, dict[str, Any]]:
+        return self._metrics.summary if self._metrics is not None else {}
+
+    def close(self) -> None:
+        if self._metrics is not None:
+            self._metrics.close()
+
+    def output_of(self, trial: str, **params: Any) -> Path:
+        """The output directory of a combination of an earlier-order trial of this module."""
+        exp = self._exp
+        target = exp.trials.get(trial)
+        if target is None:
+            raise OutputLookupError(
+                f"xp.output_of({trial!r}): no trial of that name in {exp.module_id}; trials: {', '.join(exp.trials)}"
+            )
+        if target.order >= self._rank:
+            here = f"{self.trial} (order {int(self._rank)})" if self.trial else "this verify"
+            raise OutputLookupError(
+                f"xp.output_of({trial!r}): {trial} has order {target.order}, not lower than {here}; "
+                "only earlier stages have finished outputs. Give it a lower order"
+            )
+        unknown = sorted(set(params) - set(target.params))
+        if unknown:
+            raise OutputLookupError(
+                f"xp.output_of({trial!r}, ...): {trial} has no parameter(s) {', '.join(unknown)}; "
+                f"its parameters: {', '.join(target.params)}"
+            )
+        matches = [c for c in target.combinations if all(c.params[k] == v for k, v in params.items())]
+        if not matches:
+            shown = ", ".join(f"{k}={v!r}" for k, v in params.items())
+            grid = "; ".join(f"{k} in {v!r}" for k, v in target.params.items())
+            raise OutputLookupError(f"xp.output_of({trial!r}, {shown}): no such combination ({grid})")
+        if len(matches) > 1:
+            raise OutputLookupError(
+                f"xp.output_of({trial!r}, ...) matches {len(matches)} combinations; "
+                f"name all of its parameters: {', '.join(target.params)}"
+            )
+        return self._store.combination_dir(exp.slug, trial, matches[0].slug)
