@@ -1,0 +1,33 @@
+# Two entry points for a fresh machine: `make demo` and `make test` (each installs first).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTEST_WORKERS ?= 2
+
+.PHONY: install demo test lint bench-quick clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# The CPU wheel of torch (a bare "torch" would pull a multi-GB CUDA build).
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+demo: install
+	$(PY) -m pytest experiments/ -n auto --xp-report
+
+test: install
+	$(PY) -m pytest -n $(PYTEST_WORKERS)
+
+lint: install
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests
+	$(VENV)/bin/mypy
+
+bench-quick: install
+	$(PY) benchmarks/run.py --quick
+
+clean:
+	rm -rf .xp .pytest_cache build dist src/*.egg-info
