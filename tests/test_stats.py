@@ -181,15 +181,27 @@ def test_wilcoxon_interval_inverts_scipy_test(seed: int) -> None:
     k, m = int(np.flatnonzero(walsh == low)[0]), int(np.flatnonzero(walsh == high)[0])
 
     def p(delta: float, alternative: str) -> float:
-        return float(
-            sp.wilcoxon(d - delta, alternative=alternative, method="asymptotic", correction=True).pvalue
-        )
+        res = sp.wilcoxon(d - delta, alternative=alternative, method="asymptotic", correction=True)
+        return float(res.pvalue)
 
     assert p((walsh[k] + walsh[k + 1]) / 2, "greater") >= alpha / 2
     assert p((walsh[k - 1] + walsh[k]) / 2, "greater") < alpha / 2
     assert p((walsh[m - 1] + walsh[m]) / 2, "less") >= alpha / 2
     assert p((walsh[m] + walsh[m + 1]) / 2, "less") < alpha / 2
     assert ev.diff == pytest.approx(np.median(walsh))
+
+
+@pytest.mark.parametrize("paired", [False, True])
+def test_rank_intervals_for_large_samples_match_materialized(paired: bool, monkeypatch: Any) -> None:
+    """Above the materialization limit the order statistics come from bisection; same numbers."""
+    a, b = _data(13, 60, 60, shift=0.4)
+    stored = stats.greater(a, b, method="mannwhitney", paired=paired, alpha=0.1)
+    monkeypatch.setattr(stats, "_MAX_MATERIALIZED", 0)
+    searched = stats.greater(a, b, method="mannwhitney", paired=paired, alpha=0.1)
+    assert searched.diff == pytest.approx(stored.diff, rel=1e-12, abs=1e-14)
+    assert searched.ci == pytest.approx(stored.ci, rel=1e-12, abs=1e-14)
+    assert searched.decision_ci == pytest.approx(stored.decision_ci, rel=1e-12, abs=1e-14)
+    assert searched.p_value == stored.p_value
 
 
 @pytest.mark.parametrize("paired", [False, True])
@@ -205,9 +217,7 @@ def test_permutation_exact_matches_scipy(paired: bool, seed: int) -> None:
 
     for func, alternative in ((stats.greater, "greater"), (stats.less, "less")):
         ev = func(a, b, method="permutation", paired=paired)
-        ref = sp.permutation_test(
-            (a, b), statistic, permutation_type=kind, alternative=alternative, n_resamples=9999
-        )
+        ref = sp.permutation_test((a, b), statistic, permutation_type=kind, alternative=alternative)
         assert ev.p_value == pytest.approx(ref.pvalue, rel=1e-12)
         assert ev.statistic == pytest.approx(ref.statistic)
         assert "exact" in ev.test and ev.n_resamples is None
@@ -239,9 +249,7 @@ def test_permutation_monte_carlo_within_error_of_scipy(paired: bool) -> None:
         return np.mean(x - y, axis=axis) if paired else _diff_of_means(x, y, axis)
 
     ev = stats.greater(a, b, method="permutation", paired=paired, n_resamples=9999, seed=3)
-    ref = sp.permutation_test(
-        (a, b), statistic, permutation_type=kind, alternative="greater", n_resamples=9999, rng=7
-    )
+    ref = sp.permutation_test((a, b), statistic, permutation_type=kind, alternative="greater", rng=7)
     # two independent Monte-Carlo estimates of one p-value: their difference has sd sqrt(2 p (1-p) / R)
     tolerance = 4.5 * math.sqrt(2 * ref.pvalue * (1 - ref.pvalue) / 9999) + 1e-4
     assert abs(ev.p_value - ref.pvalue) < tolerance
@@ -329,9 +337,8 @@ def test_equivalence_verdicts_every_method(method: str, paired: bool) -> None:
     same = b + rng.normal(0.0, 0.05, 40)
     far = b + 2.0 + rng.normal(0.0, 0.05, 40)
     kw: dict[str, Any] = {"method": method, "paired": paired, "n_resamples": 1999}
-    assert stats.equivalent(same, b, 0.3, **kw).verdict is (
-        Verdict.SUPPORTS if paired else Verdict.INCONCLUSIVE
-    )
+    expected = Verdict.SUPPORTS if paired else Verdict.INCONCLUSIVE  # unpaired: the seed noise is too wide
+    assert stats.equivalent(same, b, 0.3, **kw).verdict is expected
     assert stats.equivalent(far, b, 0.3, **kw).verdict is Verdict.REFUTES
     ev = stats.equivalent(same, b, 0.3, **kw)
     assert ev.alternative == "equivalent" and ev.margin == 0.3 and ev.p_opposite is None
@@ -502,7 +509,7 @@ def test_zero_variance_data() -> None:
 
 def test_tiny_rank_samples_give_unbounded_intervals() -> None:
     ev = stats.greater([1.0, 2.0, 3.0], [0.0, 0.5, 1.5], method="mannwhitney")
-    assert ev.ci == (-math.inf, math.inf) or math.isinf(ev.ci[0]) or math.isinf(ev.ci[1])
+    assert ev.ci == (-math.inf, math.inf)
     assert ev.verdict is Verdict.INCONCLUSIVE
     json.dumps(ev.to_dict(), allow_nan=False)
 
@@ -523,9 +530,8 @@ def test_bh_matches_scipy() -> None:
     rng = np.random.default_rng(0)
     for size in (1, 2, 7, 50):
         ps = np.concatenate((rng.uniform(0, 0.05, size // 2), rng.uniform(0, 1, size - size // 2)))
-        assert stats.adjust_p_values(list(ps), "bh") == pytest.approx(
-            sp.false_discovery_control(ps, method="bh")
-        )
+        reference = sp.false_discovery_control(ps, method="bh")
+        assert stats.adjust_p_values(list(ps), "bh") == pytest.approx(reference)
     assert stats.adjust_p_values([0.01, 0.02], "none") == [0.01, 0.02]
     assert stats.adjust_p_values([], "holm") == []
 

@@ -139,6 +139,7 @@ class Xp:
 
     def output_of(self, trial: str, **params: Any) -> Path:
         """The output directory of a combination of an earlier-order trial of this module."""
+        __tracebackhide__ = True
         exp = self._exp
         target = exp.trials.get(trial)
         if target is None:

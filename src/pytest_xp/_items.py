@@ -144,6 +144,7 @@ class TrialItem(_XpItem):
         super().setup()
 
     def runtest(self) -> None:
+        __tracebackhide__ = True
         if self.xp_cached is not None:
             self.user_properties.append(("xp_cached", True))
             self.user_properties.append(("xp_success", True))
@@ -263,6 +264,7 @@ class VerifyItem(_XpItem):
         return results, missing
 
     def runtest(self) -> None:
+        __tracebackhide__ = True
         verify = self.xp_verify
         results, missing = self.collect_results()
         detail = ""

@@ -17,16 +17,17 @@ class TrialPlan:
     selected: int = 0
     cached: int = 0
     to_run: int = 0
-    known_s: list[float] = field(default_factory=list)
+    known_s: list[float] = field(default_factory=list)  # recorded durations of combinations that would run
+    pool_s: list[float] = field(default_factory=list)  # every recorded duration of the trial
     unknown: int = 0
     reasons: dict[str, int] = field(default_factory=dict)
 
     def estimate_s(self) -> float | None:
         if not self.to_run:
             return 0.0
-        if not self.known_s:
+        if not self.pool_s:
             return None
-        mean = sum(self.known_s) / len(self.known_s)
+        mean = sum(self.pool_s) / len(self.pool_s)
         return sum(self.known_s) + mean * self.unknown
 
 
@@ -50,6 +51,8 @@ def write_plan(config: pytest.Config, items: Sequence[pytest.Item]) -> None:
             continue
         if cached is not None:
             plan.cached += 1
+            if isinstance(cached.get("duration_s"), (int, float)):
+                plan.pool_s.append(float(cached["duration_s"]))
             continue
         plan.to_run += 1
         record = item.xp_session.store.read_record(item.record_path)
@@ -59,6 +62,7 @@ def write_plan(config: pytest.Config, items: Sequence[pytest.Item]) -> None:
         duration = record.get("duration_s") if record else None
         if isinstance(duration, (int, float)):
             plan.known_s.append(float(duration))
+            plan.pool_s.append(float(duration))
         else:
             plan.unknown += 1
     tr = config.pluginmanager.get_plugin("terminalreporter")

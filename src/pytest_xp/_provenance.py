@@ -116,7 +116,7 @@ def list_runs(store_root: Path) -> list[dict[str, Any]]:
             continue
         if isinstance(data, dict) and data.get("kind") == "pytest-xp/run":
             out.append(data)
-    return out
+    return sorted(out, key=lambda run: str(run.get("started_at", "")))
 
 
 def format_runs(runs: list[dict[str, Any]]) -> list[str]:

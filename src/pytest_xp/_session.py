@@ -32,7 +32,7 @@ class SetupFailed(Exception):
 
 
 def new_session_id() -> str:
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f")
     return f"{stamp}-{uuid.uuid4().hex[:8]}"
 
 
