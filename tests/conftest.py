@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy  # noqa: F401 - imported before pytester snapshots sys.modules: C extensions load once
 import pytest
 
 #: The reference document's first example, with only its import line changed.

@@ -10,4 +10,4 @@ from ._decorators import setup, trial, verify
 from ._results import Results
 from ._verdicts import Verdict, VerificationResult
 
-__all__ = ["Results", "Verdict", "VerificationResult", "setup", "trial", "verify"]
+__all__ = ["Results", "Verdict", "VerificationResult", "setup", "stats", "trial", "verify"]

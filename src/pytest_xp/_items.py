@@ -288,6 +288,10 @@ class VerifyItem(_XpItem):
                 outcome = coerce_verdict(value)
         self.user_properties.append(("xp_verdict", outcome.verdict.value))
         self.user_properties.append(("xp_message", outcome.message))
+        if outcome.evidence is not None:
+            self.user_properties.append(("xp_evidence", outcome.evidence))
+            if isinstance(outcome.evidence.get("p_value"), float):
+                self.user_properties.append(("xp_p_value", outcome.evidence["p_value"]))
         if verify.expect is not None:
             self.user_properties.append(("xp_expect", verify.expect.value))
             if outcome.verdict is not verify.expect:

@@ -31,6 +31,7 @@ class XpConfig:
     sample: int | None = None
     shard: tuple[int, int] | None = None
     dirty_git: str = "warn"
+    correction: str = "none"
 
 
 def addoption(parser: pytest.Parser) -> None:
@@ -105,7 +106,15 @@ def addoption(parser: pytest.Parser) -> None:
         default=None,
         help="uncommitted changes when experiments run: ignore, warn (default) or error (refuse to run)",
     )
+    group.addoption(
+        "--xp-correction",
+        choices=("holm", "bh", "none"),
+        default=None,
+        help="adjust the p-values of all evidence in the session (Holm or Benjamini-Hochberg) and re-judge "
+        "those verdicts (default: ini xp_correction, else none)",
+    )
     group.addoption("--xp-runs", action="store_true", help="list past sessions recorded in the store and exit")
+    parser.addini("xp_correction", "multiple-comparison correction: holm, bh or none", default="none")
     parser.addini("xp_dirty_git", "ignore, warn or error on uncommitted changes (see --xp-dirty-git)", default="warn")
     parser.addini("xp_dir", "pytest-xp results store directory, relative to the rootdir", default=".xp")
     parser.addini("xp_fail_on", "what makes the session fail (see --xp-fail-on)", default=",".join(DEFAULT_FAIL_ON))
@@ -141,7 +150,11 @@ def build_config(config: pytest.Config) -> XpConfig:
     dirty_git = config.getoption("xp_dirty_git") or str(config.getini("xp_dirty_git"))
     if dirty_git not in ("ignore", "warn", "error"):
         raise pytest.UsageError(f"ini xp_dirty_git = {dirty_git!r}: use ignore, warn or error")
+    correction = config.getoption("xp_correction") or str(config.getini("xp_correction"))
+    if correction not in ("holm", "bh", "none"):
+        raise pytest.UsageError(f"ini xp_correction = {correction!r}: use holm, bh or none")
     return XpConfig(
+        correction=correction,
         xp_dir=xp_dir,
         seed=seed,
         fail_on=fail_on,

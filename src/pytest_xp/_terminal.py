@@ -59,6 +59,8 @@ class VerdictLine:
     expect: str | None
     failed: bool
     longrepr: str
+    evidence: dict[str, Any] | None = None
+    raw_verdict: str | None = None  # before --xp-correction re-judged it
 
 
 @dataclass
@@ -67,12 +69,40 @@ class XpReporter:
 
     show_report: bool
     explain: bool = False
+    correction: str = "none"
     verdicts: list[VerdictLine] = field(default_factory=list)
     trials: dict[str, TrialTally] = field(default_factory=lambda: defaultdict(TrialTally))
     tolerated: list[tuple[str, str]] = field(default_factory=list)
     why: list[tuple[str, str]] = field(default_factory=list)
     dirty_git: bool = False
     manifest_path: Any = None
+
+    def apply_correction(self, method: str, fail_on: frozenset[str]) -> bool:
+        """Adjust every evidence p-value of the session and re-judge; True if a verdict now fails."""
+        lines = [line for line in self.verdicts if line.evidence and line.evidence.get("p_value") is not None]
+        if method == "none" or not lines:
+            return False
+        from .stats import Evidence, adjust_p_values
+
+        adjusted = adjust_p_values([float(line.evidence["p_value"]) for line in lines], method)  # type: ignore[index]
+        newly_failing = False
+        for line, p_adj in zip(lines, adjusted, strict=True):
+            evidence = Evidence.from_dict(line.evidence).with_adjusted_p(p_adj, method)  # type: ignore[arg-type]
+            line.evidence = evidence.to_dict()
+            line.message = evidence.message
+            new = evidence.verdict.value
+            if new != line.verdict:
+                line.raw_verdict, line.verdict = line.verdict, new
+                if line.expect is not None:
+                    fails = new != line.expect
+                else:
+                    fails = new != Verdict.SUPPORTS.value and new in fail_on
+                if fails and not line.failed:
+                    line.failed = newly_failing = True
+        return newly_failing
+
+    def uncorrected_p_values(self) -> int:
+        return sum(1 for line in self.verdicts if line.evidence and line.evidence.get("p_value") is not None)
 
     @property
     def ran_experiments(self) -> bool:
@@ -99,6 +129,7 @@ class XpReporter:
                     expect=props.get("xp_expect"),
                     failed=report.failed,
                     longrepr=str(report.longrepr) if report.longrepr else "",
+                    evidence=props.get("xp_evidence") if isinstance(props.get("xp_evidence"), dict) else None,
                 )
             )
         if "xp_success" in props and "xp_trial" in props and report.when in ("call", "???"):
@@ -119,13 +150,20 @@ class XpReporter:
     @pytest.hookimpl
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         tr = terminalreporter
-        notable = [v for v in self.verdicts if v.verdict != Verdict.SUPPORTS.value or v.failed]
+        notable = [
+            v
+            for v in self.verdicts
+            if v.failed or v.raw_verdict is not None or (v.verdict != Verdict.SUPPORTS.value and v.expect is None)
+        ]
         if notable or self.tolerated:
             tr.write_sep("=", "experiment verdicts")
             for line in notable:
                 expect = f" (expected {line.expect.upper()})" if line.expect else ""
                 mark = "FAILED " if line.failed else ""
-                tr.write_line(f"{mark}{line.nodeid} - {line.verdict.upper()}{expect}: {line.message or '(no message)'}")
+                raw = f" (was {line.raw_verdict.upper()} before correction)" if line.raw_verdict else ""
+                tr.write_line(
+                    f"{mark}{line.nodeid} - {line.verdict.upper()}{expect}{raw}: {line.message or '(no message)'}"
+                )
                 if line.verdict == Verdict.INVALID.value and line.longrepr and line.longrepr != line.message:
                     for text in line.longrepr.splitlines()[1:]:
                         tr.write_line(f"    {text}")
@@ -138,6 +176,12 @@ class XpReporter:
                 tr.write_line(f"{nodeid}: {why}")
         if self.show_report:
             self._write_report(tr)
+        if self.correction == "none" and self.uncorrected_p_values() >= 2:
+            tr.write_line(
+                f"pytest-xp: {self.uncorrected_p_values()} p-values in this session were judged without a "
+                "multiple-comparison correction; consider --xp-correction=holm (or bh)",
+                yellow=True,
+            )
         if self.dirty_git:
             tr.write_line(
                 "pytest-xp: experiments ran on a git tree with uncommitted changes; the manifest records the "

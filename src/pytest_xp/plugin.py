@@ -66,7 +66,9 @@ def pytest_configure(config: pytest.Config) -> None:
                     "--xp-dirty-git=error refuses to run experiments on them. Commit or stash the changes, "
                     "or run with --xp-dirty-git=warn to record the diff's hash in the run manifest instead."
                 )
-        reporter = _terminal.XpReporter(show_report=bool(settings.reports), explain=settings.explain)
+        reporter = _terminal.XpReporter(
+            show_report=bool(settings.reports), explain=settings.explain, correction=settings.correction
+        )
         config.pluginmanager.register(reporter, "pytest-xp-reporter")
         config.stash[REPORTER_KEY] = reporter
         if config.pluginmanager.hasplugin("xdist"):
@@ -80,6 +82,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     session.config.stash[STARTED_KEY] = (now_iso(), time.monotonic())
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Write the run manifest (controller or plain run only, and only if experiments ran)."""
     config = session.config
@@ -87,6 +90,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     xp_session = config.stash.get(SESSION_KEY, None)
     if reporter is None or xp_session is None or not reporter.ran_experiments or xp_session.settings.plan:
         return
+    if reporter.apply_correction(xp_session.settings.correction, xp_session.settings.fail_on):
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        exitstatus = session.exitstatus
     started_at, started = config.stash.get(STARTED_KEY, (now_iso(), time.monotonic()))
     git = _provenance.git_state(config.rootpath) if xp_session.settings.dirty_git != "ignore" else None
     reporter.dirty_git = bool(git and git.dirty and xp_session.settings.dirty_git == "warn")
