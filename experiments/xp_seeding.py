@@ -56,4 +56,7 @@ def draws_are_exact(results):
     libraries = ", ".join(sorted(expected))
     if same and per_param and distinct:
         return "supports", f"{libraries} draws equal freshly seeded generators in every combination"
-    return "refutes", f"draws differ from seeded references (setup: {same}, param seeds: {per_param}, distinct: {distinct})"
+    return (
+        "refutes",
+        f"draws differ from seeded references (setup: {same}, param seeds: {per_param}, distinct: {distinct})",
+    )

@@ -11,7 +11,7 @@ import numpy  # noqa: F401 - imported before pytester snapshots sys.modules: C e
 import pytest
 
 #: The reference document's first example, with only its import line changed.
-DOC_EXAMPLE = '''
+DOC_EXAMPLE = """
 from pytest_xp import setup, trial, verify, VerificationResult
 import numpy as np
 
@@ -31,10 +31,10 @@ def check(results):
         return VerificationResult.INCONCLUSIVE
     ok = all(r.get("success") and ("result" in r) for r in runs)
     return VerificationResult.SUPPORTS if ok else VerificationResult.REFUTES
-'''
+"""
 
 #: The document's second example (numpy and torch seeding), import changed.
-DOC_EXAMPLE_SEEDS = '''
+DOC_EXAMPLE_SEEDS = """
 from pytest_xp import setup, trial, verify, VerificationResult
 import sys
 
@@ -61,10 +61,10 @@ def check(results):
         return VerificationResult.INCONCLUSIVE
     ok = all(r.get("success") and ("np_mean" in r.get("result", {})) for r in runs)
     return VerificationResult.SUPPORTS if ok else VerificationResult.REFUTES
-'''
+"""
 
 #: The document's context-update example, import changed.
-DOC_EXAMPLE_CONTEXT = '''
+DOC_EXAMPLE_CONTEXT = """
 from pytest_xp import setup, trial
 
 @setup()
@@ -75,7 +75,7 @@ def init():
 def gen(n: int):
     p = SETUP["path"]
     return {"context_update": {"last_n": n}}
-'''
+"""
 
 
 def load_records(root: Path) -> list[dict[str, Any]]:

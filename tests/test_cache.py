@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from conftest import assert_counts, load_records
 
 COUNTED = """

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from conftest import assert_counts
 
 
@@ -125,7 +126,9 @@ def test_non_json_setup_errors_every_item_with_the_setup_name(pytester: pytest.P
     )
     result = pytester.runpytest()
     assert_counts(result, errors=2)
-    result.stdout.fnmatch_lines(["*xp_bad.py:3: setup function init() returned a context that is not JSON-serializable*"])
+    result.stdout.fnmatch_lines(
+        ["*xp_bad.py:3: setup function init() returned a context that is not JSON-serializable*"]
+    )
     assert "INTERNALERROR" not in result.stdout.str()
 
 

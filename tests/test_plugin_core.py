@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Callable
 from typing import Any
 
 import pytest
-from conftest import DOC_EXAMPLE, DOC_EXAMPLE_CONTEXT, DOC_EXAMPLE_SEEDS, assert_counts, load_records
 
+from conftest import DOC_EXAMPLE, DOC_EXAMPLE_CONTEXT, DOC_EXAMPLE_SEEDS, assert_counts, load_records
 from pytest_xp._records import VOLATILE_FIELDS
 
 Records = Callable[[], list[dict[str, Any]]]
@@ -171,9 +172,7 @@ def test_failed_trial_is_a_failed_item_and_reaches_verify(pytester: pytest.Pytes
     assert tolerant.ret == 0
 
 
-def test_orders_are_barriers_and_context_updates_are_deterministic(
-    pytester: pytest.Pytester, records: Records
-) -> None:
+def test_orders_are_barriers_and_context_updates_are_deterministic(pytester: pytest.Pytester, records: Records) -> None:
     pytester.makepyfile(
         xp_stages="""
         import time
@@ -227,7 +226,7 @@ def test_parallel_cap_limits_concurrency(pytester: pytest.Pytester, records: Rec
     )
     assert_counts(pytester.runpytest_subprocess("-n", "2"), passed=12)
     spans = sorted((r["started_at"], r["ended_at"]) for r in records() if r["trial"] == "exclusive")
-    assert all(prev_end <= start for (_, prev_end), (start, _) in zip(spans, spans[1:]))
+    assert all(prev_end <= start for (_, prev_end), (start, _) in itertools.pairwise(spans))
 
 
 def test_setup_runs_once_per_session_per_module(pytester: pytest.Pytester) -> None:

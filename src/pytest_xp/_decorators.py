@@ -82,7 +82,7 @@ def trial(
     """
     if callable(order) and values is None:
         fn = order
-        return _attach(fn, TrialMark(fn, None, None))  # type: ignore[return-value]
+        return _attach(fn, TrialMark(fn, None, None))  # type: ignore[no-any-return]
     options = {"version": version, "isolate": isolate, "timeout": timeout, "gpus": gpus}
     return lambda fn: _attach(fn, TrialMark(fn, order, values, options))
 
@@ -95,5 +95,5 @@ def verify(trial_names: Any = None, *, expect: str | None = None) -> Callable[[F
     """
     if callable(trial_names):
         fn = trial_names
-        return _attach(fn, VerifyMark(fn, None, expect))  # type: ignore[return-value]
+        return _attach(fn, VerifyMark(fn, None, expect))  # type: ignore[no-any-return]
     return lambda fn: _attach(fn, VerifyMark(fn, trial_names, expect))

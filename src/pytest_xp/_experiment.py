@@ -176,7 +176,8 @@ def discover(
             "pytest-xp cannot use this experiment module:\n" + "\n".join(f"  - {p}" for p in problems)
         )
     ordered_setups = [s for s in setups if s.order is None] + sorted(
-        (s for s in setups if s.order is not None), key=lambda s: s.order  # type: ignore[arg-type,return-value]
+        (s for s in setups if s.order is not None),
+        key=lambda s: s.order,  # type: ignore[arg-type,return-value]
     )
     return Experiment(module_id, path, tuple(ordered_setups), trials, verifies)
 
@@ -203,8 +204,11 @@ def _trial_def(
         return None
     for param, values in overrides.items():
         if param not in params:
-            problem(fn, f"--xp-values {name}.{param}: {name} has no parameter {param!r}; its parameters: "
-                    f"{', '.join(params) or 'none'}")
+            problem(
+                fn,
+                f"--xp-values {name}.{param}: {name} has no parameter {param!r}; its parameters: "
+                f"{', '.join(params) or 'none'}",
+            )
             return None
         params[param] = values
     accepts_kwargs = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.parameters.values())
@@ -269,7 +273,9 @@ def _verify_def(
         try:
             expect = Verdict(str(mark.expect).lower()) if not isinstance(mark.expect, Verdict) else mark.expect
         except ValueError:
-            problem(fn, f"@verify(expect=...) must be one of {', '.join(v.value for v in Verdict)}, got {mark.expect!r}")
+            problem(
+                fn, f"@verify(expect=...) must be one of {', '.join(v.value for v in Verdict)}, got {mark.expect!r}"
+            )
             return None
     sig = _signature(fn)
     assert sig is not None  # checked by the caller

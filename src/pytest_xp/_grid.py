@@ -78,7 +78,9 @@ def split_values(values: object) -> tuple[dict[str, list[Any]], int | None]:
             parallel = options
             continue
         if key in RESERVED_KEYS:
-            raise GridError(f"values[{key!r}]: {key!r} is reserved (the run context is the SETUP global); rename the parameter")
+            raise GridError(
+                f"values[{key!r}]: {key!r} is reserved (the run context is the SETUP global); rename the parameter"
+            )
         if key.startswith("__") or not key.isidentifier():
             raise GridError(f"values key {key!r} is not a valid parameter name")
         if not isinstance(options, list):

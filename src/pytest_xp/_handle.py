@@ -61,8 +61,14 @@ class MetricLog:
             stats = self.summary.get(name)
             if stats is None:
                 self.columns[name] = None
-                self.summary[name] = {"last": value, "min": value, "max": value, "step_of_min": step,
-                                      "step_of_max": step, "count": 1}
+                self.summary[name] = {
+                    "last": value,
+                    "min": value,
+                    "max": value,
+                    "step_of_min": step,
+                    "step_of_max": step,
+                    "count": 1,
+                }
                 continue
             stats["last"] = value
             stats["count"] += 1
@@ -83,9 +89,10 @@ class MetricLog:
         from ._codec import loads
 
         fields = ["step", "wallclock", *self.columns]
-        with open(self.directory / METRICS_JSONL, encoding="utf-8") as src, open(
-            self.directory / METRICS_CSV, "w", encoding="utf-8", newline=""
-        ) as dst:
+        with (
+            open(self.directory / METRICS_JSONL, encoding="utf-8") as src,
+            open(self.directory / METRICS_CSV, "w", encoding="utf-8", newline="") as dst,
+        ):
             writer = csv.DictWriter(dst, fieldnames=fields, restval="")
             writer.writeheader()
             for line in src:

@@ -75,7 +75,9 @@ def addoption(parser: pytest.Parser) -> None:
         default="on",
         help="on (default): reuse successful records whose key matches; off: neither reuse nor offer records for reuse",
     )
-    group.addoption("--xp-rerun", action="store_true", help="run the selected combinations even when cached (-k narrows)")
+    group.addoption(
+        "--xp-rerun", action="store_true", help="run the selected combinations even when cached (-k narrows)"
+    )
     group.addoption("--xp-explain", action="store_true", help="say for each combination that runs why the cache missed")
     group.addoption(
         "--xp-plan",
@@ -96,7 +98,9 @@ def addoption(parser: pytest.Parser) -> None:
         metavar="KEY=VALUE",
         help="override a SETUP key after the setup functions ran, e.g. --xp-context seed=7 (repeatable)",
     )
-    group.addoption("--xp-sample", default=None, metavar="K", help="run a seeded random subset of K combinations per trial")
+    group.addoption(
+        "--xp-sample", default=None, metavar="K", help="run a seeded random subset of K combinations per trial"
+    )
     group.addoption(
         "--xp-shard", default=None, metavar="I/N", help="run shard I of N (0-based) of the selected combinations"
     )

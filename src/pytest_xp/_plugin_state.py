@@ -9,4 +9,4 @@ import pytest
 if TYPE_CHECKING:
     from ._session import XpSession
 
-SESSION_KEY = pytest.StashKey["XpSession"]()
+SESSION_KEY: pytest.StashKey[XpSession] = pytest.StashKey()

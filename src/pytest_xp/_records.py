@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import platform
 import socket
 import sys
 import traceback
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import cache
 from typing import Any
 
@@ -17,7 +18,7 @@ VOLATILE_FIELDS = frozenset({"started_at", "ended_at", "duration_s", "session", 
 
 
 def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
 @cache
@@ -26,10 +27,8 @@ def host_facts() -> tuple[str, dict[str, str]]:
 
     versions = {"python": platform.python_version()}
     for dist in ("pytest", "pytest-xdist", "pytest-xp", "numpy"):
-        try:
+        with contextlib.suppress(PackageNotFoundError):
             versions[dist] = version(dist)
-        except PackageNotFoundError:
-            pass
     return socket.gethostname(), versions
 
 

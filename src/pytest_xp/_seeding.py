@@ -84,4 +84,4 @@ def hashseed_effective(seeds: dict[str, Any]) -> bool | None:
     """Whether this interpreter really hashes with the requested PYTHONHASHSEED (None: none requested)."""
     if "pythonhashseed" not in seeds:
         return None
-    return STARTUP_HASHSEED == str(seeds["pythonhashseed"])
+    return str(seeds["pythonhashseed"]) == STARTUP_HASHSEED

@@ -8,16 +8,16 @@ a fixed order, so it is the same in every process and under any ``-n``.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import shutil
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import pytest
 from filelock import FileLock
 
 from ._codec import NotJSONError, loads, to_json_value
@@ -32,7 +32,7 @@ class SetupFailed(Exception):
 
 
 def new_session_id() -> str:
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
     return f"{stamp}-{uuid.uuid4().hex[:8]}"
 
 
@@ -65,10 +65,8 @@ class XpSession:
     def remove_scratch(self) -> None:
         shutil.rmtree(self.scratch, ignore_errors=True)
         parent = self.scratch.parent
-        try:
-            parent.rmdir()
-        except OSError:
-            pass
+        with contextlib.suppress(OSError):
+            parent.rmdir()  # only when no other session is running
 
     def module_id(self, path: Path) -> str:
         try:

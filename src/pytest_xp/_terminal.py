@@ -126,10 +126,10 @@ class XpReporter:
                     nodeid=report.nodeid,
                     verdict=str(props["xp_verdict"]),
                     message=str(props.get("xp_message") or ""),
-                    expect=props.get("xp_expect"),
+                    expect=str(props["xp_expect"]) if props.get("xp_expect") else None,
                     failed=report.failed,
                     longrepr=str(report.longrepr) if report.longrepr else "",
-                    evidence=props.get("xp_evidence") if isinstance(props.get("xp_evidence"), dict) else None,
+                    evidence=evidence if isinstance(evidence := props.get("xp_evidence"), dict) else None,
                 )
             )
         if "xp_success" in props and "xp_trial" in props and report.when in ("call", "???"):
@@ -141,7 +141,7 @@ class XpReporter:
             else:
                 tally.failed += 1
             if not props.get("xp_cached"):
-                tally.duration_s += float(props.get("xp_duration") or 0.0)
+                tally.duration_s += float(props.get("xp_duration") or 0.0)  # type: ignore[arg-type]
             if "xp_why" in props:
                 self.why.append((report.nodeid, str(props["xp_why"])))
             if props.get("xp_tolerated"):
@@ -194,7 +194,9 @@ class XpReporter:
         if self.verdicts:
             tr.write_line("hypotheses:")
             for line in self.verdicts:
-                tr.write_line(f"  {line.verdict.upper():<12} {line.nodeid}" + (f": {line.message}" if line.message else ""))
+                tr.write_line(
+                    f"  {line.verdict.upper():<12} {line.nodeid}" + (f": {line.message}" if line.message else "")
+                )
         if self.trials:
             tr.write_line("trials:")
             width = max(len(name) for name in self.trials)
