@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from . import _seeding
-from ._cache import cache_key, is_hit, key_parts, why_run
+from ._cache import is_hit, why_run
 from ._codec import NotJSONError, to_json_value
 from ._experiment import Experiment, TrialDef, VerifyDef
 from ._grid import Combination
@@ -20,6 +20,7 @@ from ._plugin_state import SESSION_KEY
 from ._records import base_record, describe_exception, failure_fields, now_iso, run_dict, success_fields
 from ._results import Results
 from ._session import XpSession
+from ._shards import missing_below, wait_for_lower_orders
 from ._store import RECORD_NAME
 from ._verdicts import Outcome, Verdict, coerce_verdict, verdict_fails
 
@@ -28,6 +29,10 @@ PLUG_NAME = "__pytest_xp_plug__"
 
 class ResultNotJSON(Exception):
     """A trial returned something that cannot be stored as JSON."""
+
+
+class RemoteFailure(Exception):
+    """A combination run by a launcher elsewhere failed or left no record."""
 
 
 class VerdictFailed(Exception):
@@ -112,12 +117,7 @@ class TrialItem(_XpItem):
         """Work out context, seeds and key; return the cached record when it can be reused."""
         session, trial, combo = self.xp_session, self.xp_trial, self.xp_combo
         settings = session.settings
-        self.xp_context = session.context_for(self.xp_exp, trial.order)
-        self.xp_seeds = _seeding.resolve(self.xp_context, combo.params, settings.seed, self.identity)
-        self.xp_key_parts = key_parts(
-            self.xp_exp.module_id, trial.name, combo.params, self.xp_context, self.xp_seeds, trial.version
-        )
-        self.xp_key = cache_key(self.xp_key_parts)
+        self.xp_context, self.xp_seeds, self.xp_key_parts, self.xp_key = session.key_for(self.xp_exp, trial, combo)
         record = session.store.read_record(self.record_path)
         if settings.cache and not settings.rerun and is_hit(record, self.xp_key):
             return record
@@ -126,7 +126,31 @@ class TrialItem(_XpItem):
             self.user_properties.append(("xp_why", why))
         return None
 
+    def _wait_for_other_shards(self) -> None:
+        """In a shard session, hold order k until every shard's lower orders have their records."""
+        __tracebackhide__ = True
+        session, settings = self.xp_session, self.xp_session.settings
+        stage = (self.xp_exp.module_id, self.xp_trial.order)
+        if settings.shard is None or stage in session._stages_ready or not self.xp_exp.trials_before(stage[1]):
+            return
+        label = f"shard {settings.shard[0]}/{settings.shard[1]}"
+        if settings.no_wait:
+            missing, total, trial = missing_below(session, self.xp_exp, self.xp_trial.order)
+            if missing:
+                pytest.skip(
+                    f"--xp-no-wait: {missing} of {total} lower-order records ({trial}) are not there yet; "
+                    "run this shard again once the other shards have finished them"
+                )
+            session.forget_contexts(self.xp_exp)
+        else:
+            wait_for_lower_orders(session, self.xp_exp, self.xp_trial.order, timeout=settings.wait_s, label=label)
+        session._stages_ready.add(stage)
+
     def setup(self) -> None:
+        if self.xp_session.replay:
+            self.xp_cached = None
+            return
+        self._wait_for_other_shards()
         self.xp_cached = self.prepare()
         if self.xp_cached is not None:
             return  # nothing will run: skip fixture set-up too
@@ -145,6 +169,9 @@ class TrialItem(_XpItem):
 
     def runtest(self) -> None:
         __tracebackhide__ = True
+        if self.xp_session.replay:
+            self._replay()
+            return
         if self.xp_cached is not None:
             self.user_properties.append(("xp_cached", True))
             self.user_properties.append(("xp_success", True))
@@ -204,7 +231,22 @@ class TrialItem(_XpItem):
             raise ResultNotJSON(message) from None
         record(success_fields(result))
 
+    def _replay(self) -> None:
+        """Report the record another process wrote (a launcher ran this combination elsewhere)."""
+        record = self.xp_session.store.read_record(self.record_path)
+        if record is None:
+            self.user_properties.append(("xp_success", False))
+            raise RemoteFailure(f"no record at {self.record_path}: the task that should run it left none")
+        self.user_properties.append(("xp_success", bool(record.get("success"))))
+        self.user_properties.append(("xp_duration", record.get("duration_s") or 0.0))
+        if not record.get("success"):
+            raise RemoteFailure(
+                f"{record.get('type', 'Error')} (return code {record.get('return_code')}):\n{record.get('error', '')}"
+            )
+
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
+        if isinstance(excinfo.value, RemoteFailure):
+            return str(excinfo.value)
         if isinstance(excinfo.value, ResultNotJSON):
             return str(excinfo.value)
         return super().repr_failure(excinfo)

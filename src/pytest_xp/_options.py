@@ -32,6 +32,8 @@ class XpConfig:
     shard: tuple[int, int] | None = None
     dirty_git: str = "warn"
     correction: str = "none"
+    wait_s: float = 3600.0
+    no_wait: bool = False
 
 
 def addoption(parser: pytest.Parser) -> None:
@@ -66,7 +68,8 @@ def addoption(parser: pytest.Parser) -> None:
         const="term",
         default=None,
         metavar="FORMAT",
-        help="after the run, print a summary of every verify and trial",
+        help="report after the run (repeatable): term (default: terminal summary), md:PATH, html:PATH, "
+        "json:PATH, github (Markdown appended to $GITHUB_STEP_SUMMARY)",
     )
     group.addoption(
         "--xp-cache",
@@ -103,6 +106,17 @@ def addoption(parser: pytest.Parser) -> None:
     )
     group.addoption(
         "--xp-shard", default=None, metavar="I/N", help="run shard I of N (0-based) of the selected combinations"
+    )
+    group.addoption(
+        "--xp-wait",
+        default=None,
+        metavar="SECONDS",
+        help="with --xp-shard: how long order k waits for other shards' lower-order records (default 3600)",
+    )
+    group.addoption(
+        "--xp-no-wait",
+        action="store_true",
+        help="with --xp-shard: skip combinations whose lower orders other shards have not finished",
     )
     group.addoption(
         "--xp-dirty-git",
@@ -146,10 +160,9 @@ def build_config(config: pytest.Config) -> XpConfig:
     except ValueError as exc:
         raise pytest.UsageError(f"{source}: {exc}") from None
 
-    reports = tuple(config.getoption("xp_report") or ())
-    for spec in reports:
-        if spec != "term":
-            raise pytest.UsageError(f"--xp-report={spec!r}: use --xp-report (terminal summary)")
+    reports = tuple(
+        normalize_report_spec(spec, config.invocation_params.dir) for spec in config.getoption("xp_report") or ()
+    )
     patterns = tuple(str(p) for p in config.getini("xp_files"))
     dirty_git = config.getoption("xp_dirty_git") or str(config.getini("xp_dirty_git"))
     if dirty_git not in ("ignore", "warn", "error"):
@@ -157,7 +170,16 @@ def build_config(config: pytest.Config) -> XpConfig:
     correction = config.getoption("xp_correction") or str(config.getini("xp_correction"))
     if correction not in ("holm", "bh", "none"):
         raise pytest.UsageError(f"ini xp_correction = {correction!r}: use holm, bh or none")
+    raw_wait = config.getoption("xp_wait")
+    try:
+        wait_s = float(raw_wait) if raw_wait is not None else 3600.0
+    except ValueError:
+        wait_s = -1.0
+    if wait_s < 0:
+        raise pytest.UsageError(f"--xp-wait={raw_wait!r}: give a number of seconds >= 0")
     return XpConfig(
+        wait_s=wait_s,
+        no_wait=bool(config.getoption("xp_no_wait")),
         correction=correction,
         xp_dir=xp_dir,
         seed=seed,
@@ -174,6 +196,40 @@ def build_config(config: pytest.Config) -> XpConfig:
         shard=parse_shard(config.getoption("xp_shard")),
         dirty_git=dirty_git,
     )
+
+
+#: ``--xp-report`` formats: those that write a file take ``FORMAT:PATH``.
+REPORT_FORMATS = {"term": False, "github": False, "md": True, "html": True, "json": True}
+_REPORT_ALIASES = {"terminal": "term", "markdown": "md"}
+
+
+def parse_report_spec(spec: str) -> tuple[str, str | None]:
+    """``FORMAT`` or ``FORMAT:PATH`` -> (format, path or None); ValueError saying what is accepted."""
+    kind, sep, path = spec.partition(":")
+    kind = _REPORT_ALIASES.get(kind.strip().lower(), kind.strip().lower())
+    usage = "use term, github, md:PATH, html:PATH or json:PATH (e.g. --xp-report=html:report.html)"
+    if kind not in REPORT_FORMATS:
+        hint = ""
+        if not sep:
+            hint = "; write --xp-report=FORMAT with '=': a bare --xp-report takes the next argument as its format"
+        raise ValueError(f"unknown report format {spec!r}: {usage}{hint}")
+    if REPORT_FORMATS[kind] and not path.strip():
+        raise ValueError(f"{kind} report needs a file: --xp-report={kind}:PATH")
+    if not REPORT_FORMATS[kind] and sep:
+        raise ValueError(f"{kind} report takes no path: --xp-report={kind}")
+    return kind, path.strip() or None
+
+
+def normalize_report_spec(spec: str, base: Path) -> str:
+    """A validated spec with an absolute path (relative paths are taken from the invocation directory)."""
+    try:
+        kind, path = parse_report_spec(spec)
+    except ValueError as exc:
+        raise pytest.UsageError(f"--xp-report={spec!r}: {exc}") from None
+    if path is None:
+        return kind
+    target = Path(path).expanduser()
+    return f"{kind}:{target if target.is_absolute() else base / target}"
 
 
 def _positive_int(option: str, raw: str | None) -> int | None:

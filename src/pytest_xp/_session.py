@@ -20,8 +20,11 @@ from typing import Any
 
 from filelock import FileLock
 
+from . import _seeding
+from ._cache import cache_key, key_parts
 from ._codec import NotJSONError, loads, to_json_value
-from ._experiment import Experiment
+from ._experiment import Experiment, TrialDef
+from ._grid import Combination
 from ._options import XpConfig
 from ._records import describe_exception
 from ._store import Store, write_json_atomic
@@ -47,6 +50,8 @@ class XpSession:
     store: Store = field(init=False)
     experiments: dict[str, Experiment] = field(default_factory=dict)
     samples: dict[str, set[int]] = field(default_factory=dict)  # "module::trial" -> indices kept by --xp-sample
+    replay: bool = False  # trials report from the store (a launcher ran them elsewhere)
+    _stages_ready: set[tuple[str, int]] = field(default_factory=set)
     _setups: dict[str, dict[str, Any] | SetupFailed] = field(default_factory=dict)
     _contexts: dict[tuple[str, float], dict[str, Any]] = field(default_factory=dict)
 
@@ -105,10 +110,14 @@ class XpSession:
         return context
 
     # -- context of a stage ----------------------------------------------------------------
-    def context_for(self, exp: Experiment, rank: float) -> dict[str, Any]:
-        """SETUP plus the context updates of all trials below ``rank``, in a fixed order."""
+    def context_for(self, exp: Experiment, rank: float, *, fresh: bool = False) -> dict[str, Any]:
+        """SETUP plus the context updates of all trials below ``rank``, in a fixed order.
+
+        Memoized per stage (the store no longer changes below a stage that may start);
+        ``fresh`` re-reads it, for shard sessions that are still waiting on other shards.
+        """
         key = (exp.module_id, rank)
-        if key not in self._contexts:
+        if fresh or key not in self._contexts:
             context = self.setup_context(exp)
             for trial in exp.trials_before(rank):
                 for combo in trial.combinations:
@@ -119,8 +128,25 @@ class XpSession:
                     update = result.get("context_update") if isinstance(result, dict) else None
                     if isinstance(update, dict):
                         context.update(update)
+            if fresh:
+                return context
             self._contexts[key] = context
         return copy.deepcopy(self._contexts[key])
+
+    def forget_contexts(self, exp: Experiment) -> None:
+        for key in [k for k in self._contexts if k[0] == exp.module_id]:
+            del self._contexts[key]
+
+    def key_for(
+        self, exp: Experiment, trial: TrialDef, combo: Combination, *, context: dict[str, Any] | None = None
+    ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any], str]:
+        """(context, seeds, key parts, cache key) of one combination as it would run now."""
+        if context is None:
+            context = self.context_for(exp, trial.order)
+        identity = f"{exp.module_id}::{trial.name}[{combo.params_digest}]"
+        seeds = _seeding.resolve(context, combo.params, self.settings.seed, identity)
+        parts = key_parts(exp.module_id, trial.name, combo.params, context, seeds, trial.version)
+        return context, seeds, parts, cache_key(parts)
 
 
 def _run_setups(exp: Experiment) -> dict[str, Any]:

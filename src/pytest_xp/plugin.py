@@ -16,7 +16,6 @@ from typing import Any
 import pytest
 
 from . import _options, _provenance, _terminal
-from ._codec import digest
 from ._decorators import MARK_ATTR, SetupMark, TrialMark, VerifyMark
 from ._experiment import Experiment, ExperimentError, discover
 from ._handle import Xp
@@ -25,6 +24,7 @@ from ._plugin_state import SESSION_KEY
 from ._records import now_iso
 from ._seeding import derive_seed
 from ._session import XpSession, new_session_id
+from ._shards import shard_of
 
 EXPERIMENT_KEY = pytest.StashKey["Experiment | None"]()
 REPORTER_KEY = pytest.StashKey[_terminal.XpReporter]()
@@ -205,7 +205,7 @@ def _select(config: pytest.Config, items: list[pytest.Item]) -> None:
             chosen = item.xp_combo.index in samples[key]
         if chosen and settings.shard is not None:
             index, total = settings.shard
-            chosen = int(digest(item.identity)[:12], 16) % total == index
+            chosen = shard_of(item.identity, total) == index
         (keep if chosen else dropped).append(item)
     if dropped:
         config.hook.pytest_deselected(items=dropped)
