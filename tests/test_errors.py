@@ -125,7 +125,7 @@ def test_non_json_setup_errors_every_item_with_the_setup_name(pytester: pytest.P
         """
     )
     result = pytester.runpytest()
-    assert_counts(result, errors=2)
+    assert_counts(result, failed=2)
     result.stdout.fnmatch_lines(
         ["*xp_bad.py:3: setup function init() returned a context that is not JSON-serializable*"]
     )
@@ -147,7 +147,7 @@ def test_setup_exception_is_reported_once_per_item(pytester: pytest.Pytester) ->
         """
     )
     result = pytester.runpytest()
-    assert_counts(result, errors=1)
+    assert_counts(result, failed=1)
     result.stdout.fnmatch_lines(["*setup function init() raised FileNotFoundError*", "*data/*"])
 
 
@@ -189,3 +189,85 @@ def test_bad_options_are_usage_errors(pytester: pytest.Pytester, args: list[str]
     result = pytester.runpytest(*args)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     assert fragment in result.stderr.str()
+
+
+def test_oversized_result_suggests_an_artifact(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        xp_big="""
+        from pytest_xp import trial
+
+        @trial(1, {"n": [17 * 2**20]})
+        def t(n):
+            return "x" * n
+        """
+    )
+    result = pytester.runpytest()
+    assert_counts(result, failed=1)
+    result.stdout.fnmatch_lines(["*t() returned 17.0 MiB of JSON; a record holds at most 16 MiB*xp.output_path*"])
+
+
+def test_unwritable_store_says_how_to_fix(pytester: pytest.Pytester) -> None:
+    blocker = pytester.path / "blocked"
+    blocker.write_text("a file, not a directory")
+    pytester.makepyfile(xp_w="from pytest_xp import trial\n@trial(1, {'i': [0]})\ndef t(i):\n    return i\n")
+    result = pytester.runpytest("--xp-dir", str(blocker / "store"))
+    assert "INTERNALERROR" not in result.stdout.str()
+    result.stdout.fnmatch_lines(
+        ["StoreError: pytest-xp cannot read *: Not a directory. Point --xp-dir (or ini xp_dir)*"]
+    )
+    assert "_store.py" not in result.stdout.str()
+
+
+def test_newer_schema_in_store_is_refused_clearly(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(xp_s="from pytest_xp import trial\n@trial(1, {'i': [0]})\ndef t(i):\n    return i\n")
+    pytester.runpytest()
+    record = next((pytester.path / ".xp").rglob("record.json"))
+    record.write_text(record.read_text().replace('"schema_version": 1', '"schema_version": 99'))
+    result = pytester.runpytest()
+    result.stdout.fnmatch_lines(
+        ["*was written by a newer pytest-xp (schema 99*upgrade pytest-xp or use another --xp-dir*"]
+    )
+
+
+def test_corrupt_record_is_quarantined_and_rerun(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(xp_s="from pytest_xp import trial\n@trial(1, {'i': [0, 1]})\ndef t(i):\n    return i\n")
+    pytester.runpytest()
+    record = sorted((pytester.path / ".xp").rglob("record.json"))[0]
+    record.write_text('{"schema_version": 1, "trunc')
+    result = pytester.runpytest("-W", "default")
+    assert_counts(result, passed=1, cached=1)
+    result.stdout.fnmatch_lines(["*could not be read*moved it to*.quarantine*"])
+    assert list((pytester.path / ".xp" / ".quarantine").iterdir())
+
+
+def test_path_traversal_params_stay_inside_the_store(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        xp_p="""
+        from pytest_xp import trial
+
+        @trial(1, {"name": ["../../escape", "/etc/passwd", "a" * 400, "..", "ok"]})
+        def t(name, xp):
+            return str(xp.output_path)
+        """
+    )
+    assert_counts(pytester.runpytest(), passed=5)
+    store = (pytester.path / ".xp").resolve()
+    for path in (pytester.path / ".xp").rglob("record.json"):
+        assert path.resolve().is_relative_to(store)
+        assert len(path.parent.name) < 80
+    assert not (pytester.path.parent / "escape").exists()
+
+
+def test_records_respect_the_umask(pytester: pytest.Pytester) -> None:
+    import os
+    import stat
+
+    pytester.makepyfile(xp_u="from pytest_xp import trial\n@trial(1, {'i': [0]})\ndef t(i):\n    return i\n")
+    old = os.umask(0o022)
+    try:
+        pytester.runpytest_subprocess()
+    finally:
+        os.umask(old)
+    for path in (pytester.path / ".xp").rglob("*"):
+        mode = path.stat().st_mode
+        assert not mode & stat.S_IWOTH, path

@@ -3,28 +3,32 @@
 from __future__ import annotations
 
 import inspect
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from filelock import FileLock, Timeout
 
 from . import _seeding
 from ._cache import is_hit, why_run
-from ._codec import NotJSONError, to_json_value
+from ._codec import NotJSONError, dumps, to_json_value
 from ._experiment import Experiment, TrialDef, VerifyDef
 from ._grid import Combination
 from ._handle import Xp
 from ._plugin_state import SESSION_KEY
 from ._records import base_record, describe_exception, failure_fields, now_iso, run_dict, success_fields
 from ._results import Results
-from ._session import XpSession
-from ._shards import missing_below, wait_for_lower_orders
-from ._store import RECORD_NAME
+from ._session import SetupFailed, XpSession
+from ._shards import ShardWaitTimeout, missing_below, wait_for_lower_orders
+from ._store import RECORD_NAME, StoreError
 from ._verdicts import Outcome, Verdict, coerce_verdict, verdict_fails
 
 PLUG_NAME = "__pytest_xp_plug__"
+#: Largest result a record accepts; bigger data belongs in a file beside the record.
+MAX_RESULT_BYTES = 16 * 2**20
 
 
 class ResultNotJSON(Exception):
@@ -42,6 +46,10 @@ class VerdictFailed(Exception):
         super().__init__(outcome.message)
         self.outcome = outcome
         self.detail = detail
+
+
+#: Errors that are messages for the person running pytest; shown without a plugin traceback.
+USER_ERRORS = (RemoteFailure, ResultNotJSON, StoreError, SetupFailed, ShardWaitTimeout)
 
 
 def _fixture_signature(fn: Callable[..., Any], fixture_names: tuple[str, ...]) -> Callable[..., Any]:
@@ -78,6 +86,16 @@ class _XpItem(pytest.Function):
     def _bind_setup(self, context: dict[str, Any]) -> None:
         self.xp_fn.__globals__["SETUP"] = context
 
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
+        """pytest-xp's own errors are messages for the user, not tracebacks into the plugin."""
+        exc = excinfo.value
+        if isinstance(exc, VerdictFailed):
+            head = f"{exc.outcome.verdict.value.upper()}: {exc.outcome.message or '(no message)'}"
+            return f"{head}\n{exc.detail}" if exc.detail else head
+        if isinstance(exc, USER_ERRORS):
+            return f"{type(exc).__name__}: {exc}"
+        return super().repr_failure(excinfo)
+
 
 class TrialItem(_XpItem):
     """One combination of a trial's grid."""
@@ -90,6 +108,8 @@ class TrialItem(_XpItem):
     xp_key: str
     xp_cached: dict[str, Any] | None = None
     xp_handle: Xp | None = None
+    xp_lock: FileLock | None = None
+    xp_error: Exception | None = None
 
     @classmethod
     def create(cls, parent: pytest.Module, exp: Experiment, trial: TrialDef, combo: Combination) -> TrialItem:
@@ -150,10 +170,20 @@ class TrialItem(_XpItem):
         if self.xp_session.replay:
             self.xp_cached = None
             return
-        self._wait_for_other_shards()
-        self.xp_cached = self.prepare()
+        try:
+            self._wait_for_other_shards()
+            self.xp_cached = self.prepare()
+        except USER_ERRORS as exc:
+            # Raised again from runtest, where pytest renders it through repr_failure: a message, not
+            # a traceback into the plugin.
+            self.xp_error = exc
+            return
         if self.xp_cached is not None:
             return  # nothing will run: skip fixture set-up too
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        self.xp_cached = self._claim()
+        if self.xp_cached is not None:
+            return
         self.xp_handle = Xp(
             store=self.xp_session.store,
             exp=self.xp_exp,
@@ -164,11 +194,41 @@ class TrialItem(_XpItem):
             setup=self.xp_context,
             seeds=self.xp_seeds,
         )
-        self.output_dir.mkdir(parents=True, exist_ok=True)
         super().setup()
+
+    def _claim(self) -> dict[str, Any] | None:
+        """Hold this combination's lock while it runs, so two sessions never run it at once.
+
+        A session that finds it taken waits; if the other one left a usable record, that is reused.
+        """
+        self.xp_lock = FileLock(str(self.output_dir / ".lock"))
+        try:
+            self.xp_lock.acquire(timeout=1)
+        except Timeout:
+            stream = sys.__stderr__ or sys.stderr
+            stream.write(f"pytest-xp: {self.nodeid} is running in another session; waiting for it\n")
+            self.xp_lock.acquire()
+        settings = self.xp_session.settings
+        record = self.xp_session.store.read_record(self.record_path)
+        if settings.cache and is_hit(record, self.xp_key) and record is not None:
+            if record.get("session") != self.xp_session.session_id and not settings.rerun:
+                self.xp_lock.release()
+                self.xp_lock = None
+                return record
+        return None
+
+    def teardown(self) -> None:
+        try:
+            super().teardown()
+        finally:
+            if self.xp_lock is not None:
+                self.xp_lock.release()
+                self.xp_lock = None
 
     def runtest(self) -> None:
         __tracebackhide__ = True
+        if self.xp_error is not None:
+            raise self.xp_error
         if self.xp_session.replay:
             self._replay()
             return
@@ -229,6 +289,15 @@ class TrialItem(_XpItem):
             )
             record(failure_fields("NotJSONSerializable", message))
             raise ResultNotJSON(message) from None
+        size = len(dumps(result).encode())
+        if size > MAX_RESULT_BYTES:
+            message = (
+                f"{trial.name}() returned {size / 2**20:.1f} MiB of JSON; a record holds at most "
+                f"{MAX_RESULT_BYTES // 2**20} MiB. Write large data to a file under xp.output_path "
+                "(the `xp` fixture) and return its name and a summary instead"
+            )
+            record(failure_fields("ResultTooLarge", message))
+            raise ResultNotJSON(message)
         record(success_fields(result))
 
     def _replay(self) -> None:
@@ -243,13 +312,6 @@ class TrialItem(_XpItem):
             raise RemoteFailure(
                 f"{record.get('type', 'Error')} (return code {record.get('return_code')}):\n{record.get('error', '')}"
             )
-
-    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
-        if isinstance(excinfo.value, RemoteFailure):
-            return str(excinfo.value)
-        if isinstance(excinfo.value, ResultNotJSON):
-            return str(excinfo.value)
-        return super().repr_failure(excinfo)
 
 
 class VerifyItem(_XpItem):
@@ -269,8 +331,14 @@ class VerifyItem(_XpItem):
 
     xp_handle: Xp | None = None
 
+    xp_error: Exception | None = None
+
     def setup(self) -> None:
-        context = self.xp_session.context_for(self.xp_exp, self.xp_verify.rank)
+        try:
+            context = self.xp_session.context_for(self.xp_exp, self.xp_verify.rank)
+        except USER_ERRORS as exc:
+            self.xp_error = exc
+            return
         self.xp_handle = Xp(
             store=self.xp_session.store,
             exp=self.xp_exp,
@@ -307,6 +375,8 @@ class VerifyItem(_XpItem):
 
     def runtest(self) -> None:
         __tracebackhide__ = True
+        if self.xp_error is not None:
+            raise self.xp_error
         verify = self.xp_verify
         results, missing = self.collect_results()
         detail = ""
@@ -341,13 +411,6 @@ class VerifyItem(_XpItem):
             return
         if verdict_fails(outcome.verdict, self.xp_session.settings.fail_on):
             raise VerdictFailed(outcome, detail)
-
-    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
-        exc = excinfo.value
-        if isinstance(exc, VerdictFailed):
-            head = f"{exc.outcome.verdict.value.upper()}: {exc.outcome.message or '(no message)'}"
-            return f"{head}\n{exc.detail}" if exc.detail else head
-        return super().repr_failure(excinfo)
 
 
 class PlugItem(pytest.Item):

@@ -123,6 +123,11 @@ class Store:
             text = path.read_text(encoding="utf-8")
         except FileNotFoundError:
             return None
+        except OSError as exc:
+            raise StoreError(
+                f"pytest-xp cannot read {path}: {exc.strerror or exc}. "
+                "Point --xp-dir (or ini xp_dir) at a readable, writable directory."
+            ) from exc
         try:
             data = loads(text)
             if not isinstance(data, dict) or "schema_version" not in data:
