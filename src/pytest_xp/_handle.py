@@ -45,19 +45,47 @@ class MetricLog:
         self.columns: dict[str, None] = {}
         self.count = 0
 
-    def log(self, step: int | None = None, /, **scalars: Any) -> None:
+    def log(self, step: int | None = None, **scalars: Any) -> None:
         if self._fh is None:
             self._fh = open(self.directory / METRICS_JSONL, "w", encoding="utf-8")  # noqa: SIM115 - kept open
         wallclock = time.perf_counter() - self.start
         if step is None:
             step = self.count
         parts = [f'"step":{int(step)}', f'"wallclock":{wallclock:.6f}']
+        finite: dict[str, float | int] = {}
         for name, raw in scalars.items():
             value = _scalar(name, raw)
             if value is None or (isinstance(value, float) and not math.isfinite(value)):
                 parts.append(f'"{name}":null')
                 continue
             parts.append(f'"{name}":{value!r}')
+            finite[name] = value
+        self._update(step, finite)
+        self._fh.write("{" + ",".join(parts) + "}\n")
+        self._fh.flush()
+        self.count += 1
+
+    @classmethod
+    def from_file(cls, directory: Path) -> MetricLog:
+        """Rebuild the summary of a log another process wrote (it ran the combination in a child)."""
+        from ._codec import loads
+
+        log = cls(directory)
+        with open(directory / METRICS_JSONL, encoding="utf-8") as fh:
+            for line in fh:
+                try:
+                    row = loads(line)
+                except ValueError:
+                    break  # a child killed mid-write leaves a torn last line
+                step = row.pop("step", log.count)
+                row.pop("wallclock", None)
+                log._update(step, {k: v for k, v in row.items() if isinstance(v, (int, float))})
+                log.count += 1
+        log._fh = open(directory / METRICS_JSONL, "a", encoding="utf-8")  # noqa: SIM115 - closed by close()
+        return log
+
+    def _update(self, step: int, values: dict[str, float | int]) -> None:
+        for name, value in values.items():
             stats = self.summary.get(name)
             if stats is None:
                 self.columns[name] = None
@@ -76,9 +104,6 @@ class MetricLog:
                 stats["min"], stats["step_of_min"] = value, step
             if value > stats["max"]:
                 stats["max"], stats["step_of_max"] = value, step
-        self._fh.write("{" + ",".join(parts) + "}\n")
-        self._fh.flush()
-        self.count += 1
 
     def close(self) -> None:
         """Close the log and export ``metrics.csv`` beside it."""
@@ -131,7 +156,7 @@ class Xp:
         self._output_path.mkdir(parents=True, exist_ok=True)
         return self._output_path
 
-    def log(self, step: int | None = None, /, **scalars: Any) -> None:
+    def log(self, step: int | None = None, **scalars: Any) -> None:
         """Record scalars (loss=..., lr=...) at ``step`` in ``metrics.jsonl`` with the wallclock time."""
         if self._metrics is None:
             self._metrics = MetricLog(self.output_path)
@@ -141,6 +166,10 @@ class Xp:
         return self._metrics.summary if self._metrics is not None else {}
 
     def close(self) -> None:
+        """Finish the metric log; pick up one a child process wrote (isolated combinations)."""
+        written_by_child = self._output_path is not None and (self._output_path / METRICS_JSONL).exists()
+        if self._metrics is None and written_by_child:
+            self._metrics = MetricLog.from_file(self._output_path)  # type: ignore[arg-type]
         if self._metrics is not None:
             self._metrics.close()
 

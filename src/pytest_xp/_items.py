@@ -17,7 +17,8 @@ from ._cache import is_hit, why_run
 from ._codec import NotJSONError, dumps, to_json_value
 from ._experiment import Experiment, TrialDef, VerifyDef
 from ._grid import Combination
-from ._handle import Xp
+from ._handle import METRICS_CSV, METRICS_JSONL, Xp
+from ._isolate import IsolationError, run_isolated
 from ._plugin_state import SESSION_KEY
 from ._records import base_record, describe_exception, failure_fields, now_iso, run_dict, success_fields
 from ._results import Results
@@ -35,6 +36,10 @@ class ResultNotJSON(Exception):
     """A trial returned something that cannot be stored as JSON."""
 
 
+class IsolatedFailure(Exception):
+    """A combination run in a child process crashed, timed out, ran out of memory or raised."""
+
+
 class RemoteFailure(Exception):
     """A combination run by a launcher elsewhere failed or left no record."""
 
@@ -49,7 +54,15 @@ class VerdictFailed(Exception):
 
 
 #: Errors that are messages for the person running pytest; shown without a plugin traceback.
-USER_ERRORS = (RemoteFailure, ResultNotJSON, StoreError, SetupFailed, ShardWaitTimeout)
+USER_ERRORS = (
+    IsolatedFailure,
+    IsolationError,
+    RemoteFailure,
+    ResultNotJSON,
+    SetupFailed,
+    ShardWaitTimeout,
+    StoreError,
+)
 
 
 def _fixture_signature(fn: Callable[..., Any], fixture_names: tuple[str, ...]) -> Callable[..., Any]:
@@ -184,6 +197,8 @@ class TrialItem(_XpItem):
         self.xp_cached = self._claim()
         if self.xp_cached is not None:
             return
+        for stale in (METRICS_JSONL, METRICS_CSV):
+            (self.output_dir / stale).unlink(missing_ok=True)  # from an earlier run of this combination
         self.xp_handle = Xp(
             store=self.xp_session.store,
             exp=self.xp_exp,
@@ -210,11 +225,11 @@ class TrialItem(_XpItem):
             self.xp_lock.acquire()
         settings = self.xp_session.settings
         record = self.xp_session.store.read_record(self.record_path)
-        if settings.cache and is_hit(record, self.xp_key) and record is not None:
-            if record.get("session") != self.xp_session.session_id and not settings.rerun:
-                self.xp_lock.release()
-                self.xp_lock = None
-                return record
+        finished_elsewhere = record is not None and record.get("session") != self.xp_session.session_id
+        if settings.cache and not settings.rerun and finished_elsewhere and is_hit(record, self.xp_key):
+            self.xp_lock.release()
+            self.xp_lock = None
+            return record
         return None
 
     def teardown(self) -> None:
@@ -239,8 +254,8 @@ class TrialItem(_XpItem):
             return
         session, trial, combo = self.xp_session, self.xp_trial, self.xp_combo
         kwargs = {**combo.params, **self._fixture_values(trial.fixture_names)}
-        self._bind_setup(self.xp_context)
-        seeds = dict(self.xp_seeds, seeded=_seeding.apply(self.xp_seeds))
+        isolation = self._isolation()
+        seeds = dict(self.xp_seeds)
         started_at, start = now_iso(), time.perf_counter()
 
         def record(fields: dict[str, Any]) -> None:
@@ -269,26 +284,47 @@ class TrialItem(_XpItem):
             self.user_properties.append(("xp_success", bool(fields["success"])))
             self.user_properties.append(("xp_duration", rec["duration_s"]))
 
-        try:
-            value = trial.fn(**kwargs)
-        except (KeyboardInterrupt, pytest.skip.Exception):
-            raise
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
-            record(failure_fields(f"Exit({code})", describe_exception(exc)[1], code))
-            raise
-        except BaseException as exc:
-            record(failure_fields(*describe_exception(exc)))
-            raise
-        try:
-            result = to_json_value(value, "result")
-        except NotJSONError as exc:
-            message = (
-                f"{trial.name}() returned a result that cannot be stored: {exc}. "
-                "Return JSON data (numbers, strings, lists, dicts); write large or binary data to a file"
+        if isolation is not None:
+            method, timeout, max_memory = isolation
+            outcome = run_isolated(
+                trial.fn,
+                kwargs,
+                globals_update={"SETUP": self.xp_context},
+                seeds=self.xp_seeds,
+                start_method=method,
+                timeout=timeout,
+                max_memory=max_memory,
             )
-            record(failure_fields("NotJSONSerializable", message))
-            raise ResultNotJSON(message) from None
+            seeds["seeded"] = list(outcome.seeded)
+            if not outcome.success:
+                if outcome.error_type == "Skipped":
+                    pytest.skip(outcome.error or "skipped")
+                record(failure_fields(outcome.error_type or "Error", outcome.error or "", outcome.return_code))
+                raise IsolatedFailure(f"{outcome.error_type} in an isolated child ({method}):\n{outcome.error}")
+            result = outcome.result
+        else:
+            self._bind_setup(self.xp_context)
+            seeds["seeded"] = _seeding.apply(self.xp_seeds)
+            try:
+                value = trial.fn(**kwargs)
+            except (KeyboardInterrupt, pytest.skip.Exception):
+                raise
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+                record(failure_fields(f"Exit({code})", describe_exception(exc)[1], code))
+                raise
+            except BaseException as exc:
+                record(failure_fields(*describe_exception(exc)))
+                raise
+            try:
+                result = to_json_value(value, "result")
+            except NotJSONError as exc:
+                message = (
+                    f"{trial.name}() returned a result that cannot be stored: {exc}. "
+                    "Return JSON data (numbers, strings, lists, dicts); write large or binary data to a file"
+                )
+                record(failure_fields("NotJSONSerializable", message))
+                raise ResultNotJSON(message) from None
         size = len(dumps(result).encode())
         if size > MAX_RESULT_BYTES:
             message = (
@@ -299,6 +335,17 @@ class TrialItem(_XpItem):
             record(failure_fields("ResultTooLarge", message))
             raise ResultNotJSON(message)
         record(success_fields(result))
+
+    def _isolation(self) -> tuple[str, float | None, int | None] | None:
+        """(start method, timeout, memory limit) when this combination runs in a child process."""
+        settings, options = self.xp_session.settings, self.xp_trial.options
+        timeout = options.get("timeout") or settings.timeout_s
+        method = settings.isolate or ("fork" if options.get("isolate") else None)
+        if method is None and (timeout is not None or settings.max_memory is not None):
+            method = "fork"
+        if method is None:
+            return None
+        return method, timeout, settings.max_memory
 
     def _replay(self) -> None:
         """Report the record another process wrote (a launcher ran this combination elsewhere)."""

@@ -34,6 +34,9 @@ class XpConfig:
     correction: str = "none"
     wait_s: float = 3600.0
     no_wait: bool = False
+    isolate: str | None = None  # start method, when every combination runs in a child process
+    timeout_s: float | None = None
+    max_memory: int | None = None
 
 
 def addoption(parser: pytest.Parser) -> None:
@@ -108,6 +111,28 @@ def addoption(parser: pytest.Parser) -> None:
         "--xp-shard", default=None, metavar="I/N", help="run shard I of N (0-based) of the selected combinations"
     )
     group.addoption(
+        "--xp-isolate",
+        nargs="?",
+        const="fork",
+        default=None,
+        choices=("fork", "forkserver", "spawn"),
+        help="run each combination in a child process of the worker (default start method: fork; "
+        "use forkserver or spawn once the worker has touched CUDA)",
+    )
+    group.addoption(
+        "--xp-timeout",
+        default=None,
+        metavar="SECONDS",
+        help="kill a combination's process group after this long and record Timeout (implies --xp-isolate)",
+    )
+    group.addoption(
+        "--xp-max-memory",
+        default=None,
+        metavar="SIZE",
+        help="kill a combination whose processes use more memory (e.g. 4G) and record MemoryLimit "
+        "(implies --xp-isolate)",
+    )
+    group.addoption(
         "--xp-wait",
         default=None,
         metavar="SECONDS",
@@ -177,7 +202,31 @@ def build_config(config: pytest.Config) -> XpConfig:
         wait_s = -1.0
     if wait_s < 0:
         raise pytest.UsageError(f"--xp-wait={raw_wait!r}: give a number of seconds >= 0")
+    timeout_s: float | None = None
+    raw_timeout = config.getoption("xp_timeout")
+    if raw_timeout is not None:
+        try:
+            timeout_s = float(raw_timeout)
+        except ValueError:
+            timeout_s = -1.0
+        if timeout_s <= 0:
+            raise pytest.UsageError(f"--xp-timeout={raw_timeout!r}: give a positive number of seconds")
+    max_memory: int | None = None
+    raw_memory = config.getoption("xp_max_memory")
+    if raw_memory is not None:
+        from ._isolate import parse_memory
+
+        try:
+            max_memory = parse_memory(raw_memory)
+        except ValueError as exc:
+            raise pytest.UsageError(f"--xp-max-memory={raw_memory!r}: {exc}") from None
+    isolate = config.getoption("xp_isolate")
+    if isolate is None and (timeout_s is not None or max_memory is not None):
+        isolate = "fork"
     return XpConfig(
+        isolate=isolate,
+        timeout_s=timeout_s,
+        max_memory=max_memory,
         wait_s=wait_s,
         no_wait=bool(config.getoption("xp_no_wait")),
         correction=correction,
