@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -183,6 +184,15 @@ class TrialItem(_XpItem):
         if self.xp_session.replay:
             self.xp_cached = None
             return
+        needed = int(self.xp_trial.options.get("gpus") or 0)
+        if needed:
+            from ._gpus import visible_gpus
+
+            if visible_gpus() < needed:
+                pytest.skip(
+                    f"{self.xp_trial.name} needs {needed} GPU(s) (@trial(..., gpus={needed})); "
+                    f"{visible_gpus()} visible here"
+                )
         try:
             self._wait_for_other_shards()
             self.xp_cached = self.prepare()
@@ -272,6 +282,8 @@ class TrialItem(_XpItem):
                 duration_s=time.perf_counter() - start,
             )
             rec["key_parts"] = self.xp_key_parts
+            if session.settings.gpus or trial.options.get("gpus"):
+                rec["cuda_visible_devices"] = os.environ.get("CUDA_VISIBLE_DEVICES")
             if not session.settings.cache:
                 rec["cacheable"] = False
             handle = self.xp_handle

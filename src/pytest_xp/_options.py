@@ -34,6 +34,7 @@ class XpConfig:
     correction: str = "none"
     wait_s: float = 3600.0
     no_wait: bool = False
+    gpus: tuple[str, ...] = ()  # device ids handed to xdist workers round robin
     isolate: str | None = None  # start method, when every combination runs in a child process
     timeout_s: float | None = None
     max_memory: int | None = None
@@ -133,6 +134,12 @@ def addoption(parser: pytest.Parser) -> None:
         "(implies --xp-isolate)",
     )
     group.addoption(
+        "--xp-gpus",
+        default=None,
+        metavar="IDS",
+        help="give xdist worker k the device IDS[k % len] through CUDA_VISIBLE_DEVICES (e.g. 0,1 or auto)",
+    )
+    group.addoption(
         "--xp-wait",
         default=None,
         metavar="SECONDS",
@@ -223,7 +230,19 @@ def build_config(config: pytest.Config) -> XpConfig:
     isolate = config.getoption("xp_isolate")
     if isolate is None and (timeout_s is not None or max_memory is not None):
         isolate = "fork"
+    gpus: list[str] = []
+    raw_gpus = config.getoption("xp_gpus")
+    if raw_gpus is not None:
+        from ._gpus import parse_gpus
+
+        try:
+            gpus = parse_gpus(raw_gpus) or []
+        except ValueError as exc:
+            raise pytest.UsageError(f"--xp-gpus={raw_gpus!r}: {exc}") from None
+        if not gpus:
+            raise pytest.UsageError(f"--xp-gpus={raw_gpus!r}: no GPU found on this machine; list device ids instead")
     return XpConfig(
+        gpus=tuple(gpus),
         isolate=isolate,
         timeout_s=timeout_s,
         max_memory=max_memory,

@@ -339,6 +339,10 @@ class XdistHooks:
     @pytest.hookimpl
     def pytest_configure_node(self, node: WorkerController) -> None:
         node.workerinput["pytest_xp_session"] = self.session.session_id
+        if self.session.settings.gpus:
+            from ._gpus import worker_device
+
+            node.workerinput["pytest_xp_gpu"] = worker_device(list(self.session.settings.gpus), node.gateway.id)
         node.workerinput["pytest_xp_hashseed"] = os.environ.get("PYTHONHASHSEED")
 
     @pytest.hookimpl(tryfirst=True)

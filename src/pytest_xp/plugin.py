@@ -6,6 +6,7 @@ Thin on purpose: the work happens in the private modules this file wires togethe
 from __future__ import annotations
 
 import fnmatch
+import os
 import random
 import sys
 import time
@@ -55,6 +56,11 @@ def pytest_configure(config: pytest.Config) -> None:
     workerinput = getattr(config, "workerinput", None)
     session_id = workerinput["pytest_xp_session"] if workerinput else new_session_id()
     session = XpSession(settings, session_id, config.rootpath, is_worker=workerinput is not None)
+    if settings.gpus:
+        # Before any experiment module is imported, so before CUDA can initialize in this process.
+        device = workerinput.get("pytest_xp_gpu") if workerinput else settings.gpus[0]
+        if device is not None:
+            os.environ["CUDA_VISIBLE_DEVICES"] = str(device)
     config.stash[SESSION_KEY] = session
     config.addinivalue_line("markers", "xp_trial: a pytest-xp trial combination (set automatically)")
     if workerinput is None:
