@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import fcntl
+import functools
 import inspect
 import os
 import sys
@@ -11,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from filelock import FileLock, Timeout
 
 from . import _seeding
 from ._cache import is_hit, why_run
@@ -85,6 +86,33 @@ def _fixture_signature(fn: Callable[..., Any], fixture_names: tuple[str, ...]) -
     return call
 
 
+class _CombinationLock:
+    """An advisory lock held while one combination runs (``flock`` on a file in its directory).
+
+    The per-combination hot path cannot afford filelock's general machinery (about 2 ms here against
+    a few microseconds for these two system calls); the lock dies with its process, so a killed
+    session never leaves a combination locked.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.fd: int | None = None
+
+    def acquire(self, *, block: bool) -> bool:
+        if self.fd is None:
+            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | (0 if block else fcntl.LOCK_NB))
+        except BlockingIOError:
+            return False
+        return True
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # closing the descriptor releases the flock
+            self.fd = None
+
+
 class _XpItem(pytest.Function):
     xp_exp: Experiment
     xp_session: XpSession
@@ -122,7 +150,8 @@ class TrialItem(_XpItem):
     xp_key: str
     xp_cached: dict[str, Any] | None = None
     xp_handle: Xp | None = None
-    xp_lock: FileLock | None = None
+    xp_lock: _CombinationLock | None = None
+    xp_seen_record: bool = False
     xp_error: Exception | None = None
 
     @classmethod
@@ -135,11 +164,11 @@ class TrialItem(_XpItem):
         item.user_properties.append(("xp_trial", f"{exp.module_id}::{trial.name}"))
         return item
 
-    @property
+    @functools.cached_property
     def output_dir(self) -> Path:
         return self.xp_session.store.combination_dir(self.xp_exp.slug, self.xp_trial.name, self.xp_combo.slug)
 
-    @property
+    @functools.cached_property
     def record_path(self) -> Path:
         return self.output_dir / RECORD_NAME
 
@@ -153,6 +182,7 @@ class TrialItem(_XpItem):
         settings = session.settings
         self.xp_context, self.xp_seeds, self.xp_key_parts, self.xp_key = session.key_for(self.xp_exp, trial, combo)
         record = session.store.read_record(self.record_path)
+        self.xp_seen_record = record is not None
         if settings.cache and not settings.rerun and is_hit(record, self.xp_key):
             return record
         if settings.explain:
@@ -203,12 +233,14 @@ class TrialItem(_XpItem):
             return
         if self.xp_cached is not None:
             return  # nothing will run: skip fixture set-up too
+        self.xp_session.store.ensure()
         self.output_dir.mkdir(parents=True, exist_ok=True)
         self.xp_cached = self._claim()
         if self.xp_cached is not None:
             return
-        for stale in (METRICS_JSONL, METRICS_CSV):
-            (self.output_dir / stale).unlink(missing_ok=True)  # from an earlier run of this combination
+        if self.xp_seen_record:
+            for stale in (METRICS_JSONL, METRICS_CSV):
+                (self.output_dir / stale).unlink(missing_ok=True)  # from an earlier run of this combination
         self.xp_handle = Xp(
             store=self.xp_session.store,
             exp=self.xp_exp,
@@ -226,13 +258,11 @@ class TrialItem(_XpItem):
 
         A session that finds it taken waits; if the other one left a usable record, that is reused.
         """
-        self.xp_lock = FileLock(str(self.output_dir / ".lock"))
-        try:
-            self.xp_lock.acquire(timeout=1)
-        except Timeout:
+        self.xp_lock = _CombinationLock(self.output_dir / ".lock")
+        if not self.xp_lock.acquire(block=False):
             stream = sys.__stderr__ or sys.stderr
             stream.write(f"pytest-xp: {self.nodeid} is running in another session; waiting for it\n")
-            self.xp_lock.acquire()
+            self.xp_lock.acquire(block=True)
         settings = self.xp_session.settings
         record = self.xp_session.store.read_record(self.record_path)
         finished_elsewhere = record is not None and record.get("session") != self.xp_session.session_id
@@ -292,7 +322,7 @@ class TrialItem(_XpItem):
                 if handle.metrics_summary():
                     rec["metrics"] = handle.metrics_summary()
             rec.update(fields)
-            session.store.write_record(self.record_path, rec)
+            session.store.write_record(self.record_path, rec, dir_ready=True)
             self.user_properties.append(("xp_success", bool(fields["success"])))
             self.user_properties.append(("xp_duration", rec["duration_s"]))
 

@@ -50,7 +50,7 @@ def safe_part(text: str) -> str:
 
 def write_json_atomic(path: Path, data: Any) -> None:
     """Write JSON so that readers see either the old file or the whole new one, never a part."""
-    text = dumps(data, indent=1)
+    text = dumps(data)  # compact: the C encoder; json.dumps(indent=...) falls back to pure Python
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     try:
         with open(tmp, "x", encoding="utf-8") as fh:
@@ -67,10 +67,14 @@ class Store:
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        self._ensured = False
 
     def ensure(self) -> None:
         """Create the root with README, .gitignore and CACHEDIR.TAG, atomically (as pytest's cache does)."""
+        if self._ensured:
+            return
         if self.root.is_dir():
+            self._ensured = True
             return
         parent = self.root.parent
         try:
@@ -89,6 +93,7 @@ class Store:
                 staging.rmdir()
                 if not self.root.is_dir():
                     raise
+            self._ensured = True
         except OSError as exc:
             raise StoreError(
                 f"pytest-xp cannot create its store at {self.root}: {exc.strerror or exc}. "
@@ -111,10 +116,16 @@ class Store:
     def session_dir(self, session_id: str) -> Path:
         return self.root / ".sessions" / safe_part(session_id)
 
-    def write_record(self, path: Path, record: dict[str, Any]) -> None:
-        self.ensure()
-        self.inside(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
+    def write_record(self, path: Path, record: dict[str, Any], *, dir_ready: bool = False) -> None:
+        """Write one record atomically; ``dir_ready`` skips the directory checks on the hot path.
+
+        Paths from :meth:`combination_dir` are built from :func:`safe_part` components and cannot
+        leave the root; any other path is checked.
+        """
+        if not dir_ready:
+            self.ensure()
+            self.inside(path)
+            path.parent.mkdir(parents=True, exist_ok=True)
         write_json_atomic(path, record)
 
     def read_record(self, path: Path) -> dict[str, Any] | None:
