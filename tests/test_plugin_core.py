@@ -440,3 +440,22 @@ def test_only_xp_files_are_collected_from_directories(pytester: pytest.Pytester)
     assert_counts(pytester.runpytest("experiments"), passed=1)
     pytester.makeini("[pytest]\nxp_files = exp_*.py\n")
     assert pytester.runpytest("experiments").ret == pytest.ExitCode.NO_TESTS_COLLECTED
+
+
+def test_ctrl_c_keeps_every_record_already_written(pytester: pytest.Pytester, records: Records) -> None:
+    pytester.makepyfile(
+        xp_interrupt="""
+        from pytest_xp import trial
+
+        @trial(1, {"i": [0, 1, 2, 3]})
+        def t(i):
+            if i == 2:
+                raise KeyboardInterrupt
+            return i
+        """
+    )
+    result = pytester.runpytest_subprocess()
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    assert [r["index"] for r in records()] == [0, 1]
+    resumed = pytester.runpytest_subprocess("-k", "not i_2")
+    assert_counts(resumed, cached=2, passed=1, deselected=1)
