@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import load_records
 
+from conftest import load_records
 from pytest_xp._store import Store
 
 

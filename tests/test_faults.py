@@ -7,7 +7,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent / "faults"))
 
-from fault_injection import main  # noqa: E402
+from fault_injection import main
 
 
 def test_grid_survives_killed_workers(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
