@@ -7,7 +7,20 @@ Write ``experiments/xp_*.py`` with :func:`setup`, :func:`trial` and :func:`verif
 from __future__ import annotations
 
 from ._decorators import setup, trial, verify
+from ._plots import compare
+from ._report import load_metrics, load_results
 from ._results import Results
 from ._verdicts import Verdict, VerificationResult
 
-__all__ = ["Results", "Verdict", "VerificationResult", "setup", "stats", "trial", "verify"]
+__all__ = [
+    "Results",
+    "Verdict",
+    "VerificationResult",
+    "compare",
+    "load_metrics",
+    "load_results",
+    "setup",
+    "stats",
+    "trial",
+    "verify",
+]

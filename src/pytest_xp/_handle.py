@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import csv
+import json
 import math
+import shutil
 import time
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -14,6 +16,8 @@ if TYPE_CHECKING:
 
 METRICS_JSONL = "metrics.jsonl"
 METRICS_CSV = "metrics.csv"
+#: Keys every metrics.jsonl line has; a metric may not take these names.
+RESERVED_METRICS = frozenset({"step", "wallclock"})
 
 
 class OutputLookupError(LookupError):
@@ -37,28 +41,37 @@ def _scalar(name: str, value: Any) -> float | int | None:
 class MetricLog:
     """Appends one JSON line per ``log`` call, flushed at once so a crash keeps what was logged."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, start: float | None = None) -> None:
         self.directory = directory
-        self.start = time.perf_counter()
+        self.start = time.perf_counter() if start is None else start
         self._fh: IO[str] | None = None
         self.summary: dict[str, dict[str, Any]] = {}
-        self.columns: dict[str, None] = {}
+        self.columns: dict[str, str] = {}  # metric name -> its JSON-quoted key, in first-logged order
         self.count = 0
+
+    def _key(self, name: str) -> str:
+        """The JSON-quoted key of a metric; registers it as a CSV column on first use, finite or not."""
+        key = self.columns.get(name)
+        if key is None:
+            if name in RESERVED_METRICS:
+                raise ValueError(f"xp.log({name}=...): {name!r} is recorded on every line; name the metric otherwise")
+            key = self.columns[name] = json.dumps(name)
+        return key
 
     def log(self, step: int | None = None, **scalars: Any) -> None:
         if self._fh is None:
             self._fh = open(self.directory / METRICS_JSONL, "w", encoding="utf-8")  # noqa: SIM115 - kept open
         wallclock = time.perf_counter() - self.start
-        if step is None:
-            step = self.count
-        parts = [f'"step":{int(step)}', f'"wallclock":{wallclock:.6f}']
+        step = self.count if step is None else int(step)
+        parts = [f'"step":{step}', f'"wallclock":{wallclock:.6f}']
         finite: dict[str, float | int] = {}
         for name, raw in scalars.items():
+            key = self._key(name)
             value = _scalar(name, raw)
             if value is None or (isinstance(value, float) and not math.isfinite(value)):
-                parts.append(f'"{name}":null')
+                parts.append(f"{key}:null")
                 continue
-            parts.append(f'"{name}":{value!r}')
+            parts.append(f"{key}:{value!r}")
             finite[name] = value
         self._update(step, finite)
         self._fh.write("{" + ",".join(parts) + "}\n")
@@ -79,6 +92,8 @@ class MetricLog:
                     break  # a child killed mid-write leaves a torn last line
                 step = row.pop("step", log.count)
                 row.pop("wallclock", None)
+                for name in row:
+                    log._key(name)
                 log._update(step, {k: v for k, v in row.items() if isinstance(v, (int, float))})
                 log.count += 1
         log._fh = open(directory / METRICS_JSONL, "a", encoding="utf-8")  # noqa: SIM115 - closed by close()
@@ -88,17 +103,18 @@ class MetricLog:
         for name, value in values.items():
             stats = self.summary.get(name)
             if stats is None:
-                self.columns[name] = None
                 self.summary[name] = {
                     "last": value,
                     "min": value,
                     "max": value,
                     "step_of_min": step,
                     "step_of_max": step,
+                    "step_of_last": step,
                     "count": 1,
                 }
                 continue
             stats["last"] = value
+            stats["step_of_last"] = step
             stats["count"] += 1
             if value < stats["min"]:
                 stats["min"], stats["step_of_min"] = value, step
@@ -111,8 +127,6 @@ class MetricLog:
             return
         self._fh.close()
         self._fh = None
-        from ._codec import loads
-
         fields = ["step", "wallclock", *self.columns]
         with (
             open(self.directory / METRICS_JSONL, encoding="utf-8") as src,
@@ -120,9 +134,10 @@ class MetricLog:
         ):
             writer = csv.DictWriter(dst, fieldnames=fields, restval="")
             writer.writeheader()
+            decode = json.JSONDecoder().decode  # one decoder for every line (json.loads builds one per call)
             for line in src:
                 if line.strip():
-                    writer.writerow(loads(line))
+                    writer.writerow(decode(line))
 
 
 class Xp:
@@ -139,9 +154,15 @@ class Xp:
         output_path: Path | None,
         setup: dict[str, Any],
         seeds: dict[str, Any],
+        verify: str | None = None,
     ) -> None:
         self._store, self._exp, self._rank = store, exp, rank
         self.trial = trial
+        self.verify = verify
+        #: perf_counter() when the combination started; the item resets it right before the trial body.
+        self.started = time.perf_counter()
+        #: Files saved by :meth:`attach`, in order.
+        self.attachments: list[Path] = []
         self.params = params
         self.setup = setup
         self.seeds = seeds
@@ -159,8 +180,29 @@ class Xp:
     def log(self, step: int | None = None, **scalars: Any) -> None:
         """Record scalars (loss=..., lr=...) at ``step`` in ``metrics.jsonl`` with the wallclock time."""
         if self._metrics is None:
-            self._metrics = MetricLog(self.output_path)
+            self._metrics = MetricLog(self.output_path, start=self.started)
         self._metrics.log(step, **scalars)
+
+    def attach(self, figure: Any, name: str | None = None) -> Path:
+        """Save a matplotlib figure (or copy an image file, or write PNG bytes) to show in reports.
+
+        A verify's attachments appear beside its verdict in the HTML and Markdown reports; a trial's
+        are saved under its output directory. Returns the saved file.
+        """
+        from ._plots import save_attachment
+        from ._report import attachment_dir
+
+        if self._output_path is not None:
+            directory = self._output_path / "attachments"
+        elif self.verify is not None:
+            directory = attachment_dir(self._store.root, self._exp.module_id, self.verify)
+            if not self.attachments:  # figures of an earlier run of this verify are not this verdict's
+                shutil.rmtree(directory, ignore_errors=True)
+        else:
+            raise OutputLookupError("xp.attach() needs a trial combination or a verify")
+        path = save_attachment(figure, directory, name)
+        self.attachments.append(path)
+        return path
 
     def metrics_summary(self) -> dict[str, dict[str, Any]]:
         return self._metrics.summary if self._metrics is not None else {}

@@ -291,12 +291,16 @@ class TrialItem(_XpItem):
             self.user_properties.append(("xp_cached", True))
             self.user_properties.append(("xp_success", True))
             self.user_properties.append(("xp_duration", self.xp_cached.get("duration_s") or 0.0))
+            if self.xp_cached.get("metrics"):
+                self.user_properties.append(("xp_metrics", self.xp_cached["metrics"]))
             return
         session, trial, combo = self.xp_session, self.xp_trial, self.xp_combo
         kwargs = {**combo.params, **self._fixture_values(trial.fixture_names)}
         isolation = self._isolation()
         seeds = dict(self.xp_seeds)
         started_at, start = now_iso(), time.perf_counter()
+        if self.xp_handle is not None:
+            self.xp_handle.started = start  # metric wallclock counts from here
 
         def record(fields: dict[str, Any]) -> None:
             rec = base_record(
@@ -321,6 +325,7 @@ class TrialItem(_XpItem):
                 handle.close()
                 if handle.metrics_summary():
                     rec["metrics"] = handle.metrics_summary()
+                    self.user_properties.append(("xp_metrics", rec["metrics"]))
             rec.update(fields)
             session.store.write_record(self.record_path, rec, dir_ready=True)
             self.user_properties.append(("xp_success", bool(fields["success"])))
@@ -397,6 +402,8 @@ class TrialItem(_XpItem):
             raise RemoteFailure(f"no record at {self.record_path}: the task that should run it left none")
         self.user_properties.append(("xp_success", bool(record.get("success"))))
         self.user_properties.append(("xp_duration", record.get("duration_s") or 0.0))
+        if record.get("metrics"):
+            self.user_properties.append(("xp_metrics", record["metrics"]))
         if not record.get("success"):
             raise RemoteFailure(
                 f"{record.get('type', 'Error')} (return code {record.get('return_code')}):\n{record.get('error', '')}"
@@ -437,6 +444,7 @@ class VerifyItem(_XpItem):
             output_path=None,
             setup=context,
             seeds={},
+            verify=self.xp_verify.name,
         )
         super().setup()
 
@@ -450,16 +458,20 @@ class VerifyItem(_XpItem):
         missing = 0
         for name in self.xp_verify.trial_names:
             runs = []
+            entries = []
             sample = self.xp_session.samples.get(f"{exp.module_id}::{name}")
             for combo in exp.trials[name].combinations:
                 if sample is not None and combo.index not in sample:
                     continue
-                record = store.read_record(store.record_path(exp.slug, name, combo.slug))
+                directory = store.combination_dir(exp.slug, name, combo.slug)
+                record = store.read_record(directory / RECORD_NAME)
                 if record is None:
                     missing += 1
                 else:
                     runs.append(run_dict(record))
+                    entries.append((directory, record))
             results[name] = runs
+            results.add_records(name, entries, self.xp_session.session_id)
         return results, missing
 
     def runtest(self) -> None:
@@ -489,6 +501,8 @@ class VerifyItem(_XpItem):
                 outcome = coerce_verdict(value)
         self.user_properties.append(("xp_verdict", outcome.verdict.value))
         self.user_properties.append(("xp_message", outcome.message))
+        if self.xp_handle is not None and self.xp_handle.attachments:
+            self.user_properties.append(("xp_attachments", [str(p) for p in self.xp_handle.attachments]))
         if outcome.evidence is not None:
             self.user_properties.append(("xp_evidence", outcome.evidence))
             if isinstance(outcome.evidence.get("p_value"), float):

@@ -66,6 +66,7 @@ def manifest(
     args: list[str],
     git: GitState | None,
     verdicts: dict[str, str],
+    hypotheses: list[dict[str, Any]] | None = None,
     trials: dict[str, dict[str, Any]],
     exitstatus: int,
 ) -> dict[str, Any]:
@@ -94,6 +95,7 @@ def manifest(
         "duration_s": round(duration_s, 3),
         "exitstatus": exitstatus,
         "verdicts": verdicts,
+        "hypotheses": hypotheses or [],
         "trials": trials,
     }
 

@@ -110,6 +110,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         args=list(config.invocation_params.args),
         git=git,
         verdicts=reporter.verdict_map(),
+        hypotheses=reporter.hypotheses(xp_session.store.root),
         trials=reporter.trial_counts(),
         exitstatus=int(exitstatus),
     )
