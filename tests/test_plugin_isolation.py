@@ -20,12 +20,12 @@ def risky(fault, xp):
     elif fault == "exit3":
         os._exit(3)
     elif fault == "sleep":
-        time.sleep(10)
+        time.sleep(60)
     elif fault == "hog":
         chunks = []
         for _ in range(60):
-            chunks.append(bytearray(50 * 2**20))
-            time.sleep(0.01)
+            chunks.append(b"x" * (50 * 2**20))  # written, so resident at once
+            time.sleep(0.005)
     elif fault == "raise":
         raise ValueError("bad value")
     xp.log(1, loss=0.5)
@@ -50,13 +50,13 @@ EXPECTED = {
 @pytest.mark.parametrize("workers", [[], ["-n", "2"]])
 def test_each_fault_gives_its_failure_record(pytester: pytest.Pytester, workers: list[str]) -> None:
     pytester.makepyfile(xp_faults=FAULTS)
-    result = pytester.runpytest_subprocess("--xp-timeout", "2", "--xp-max-memory", "600M", *workers)
+    result = pytester.runpytest_subprocess("--xp-timeout", "6", "--xp-max-memory", "600M", *workers)
     assert_counts(result, passed=1, failed=5, supports=1)
     records = {r["params"]["fault"]: r for r in load_records(pytester.path / ".xp")}
     for fault, (kind, code) in EXPECTED.items():
         record = records[fault]
         assert (record.get("type"), record.get("return_code")) == (kind, code), (fault, record)
-    assert "time limit of 2.0 s" in records["sleep"]["error"]
+    assert "time limit of 6.0 s" in records["sleep"]["error"]
     assert "bad value" in records["raise"]["error"]
     assert records["none"]["metrics"]["loss"]["last"] == 0.5  # logged in the child, summarized by the parent
     out = result.stdout.str()
