@@ -22,7 +22,7 @@ test: install
 	$(PY) -m pytest -n $(PYTEST_WORKERS)
 
 lint: install
-	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff check src tests $(wildcard benchmarks)
 	$(VENV)/bin/ruff format --check src tests
 	$(VENV)/bin/mypy
 
