@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ._codec import SCHEMA_VERSION, loads
-from ._records import host_facts
+from ._records import host_and_versions
 from ._store import write_json_atomic
 
 
@@ -70,11 +70,7 @@ def manifest(
     trials: dict[str, dict[str, Any]],
     exitstatus: int,
 ) -> dict[str, Any]:
-    hostname, versions = host_facts()
-    versions = dict(versions)
-    torch = sys.modules.get("torch")
-    if torch is not None and isinstance(getattr(torch, "__version__", None), str):
-        versions["torch"] = str(torch.__version__)
+    hostname, versions = host_and_versions()
     try:
         user = getpass.getuser()
     except (OSError, KeyError):

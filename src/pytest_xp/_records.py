@@ -32,6 +32,16 @@ def host_facts() -> tuple[str, dict[str, str]]:
     return socket.gethostname(), versions
 
 
+def host_and_versions() -> tuple[str, dict[str, str]]:
+    """Host name and package versions, torch's included when the experiment imported it."""
+    hostname, versions = host_facts()
+    versions = dict(versions)
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(getattr(torch, "__version__", None), str):
+        versions["torch"] = str(torch.__version__)
+    return hostname, versions
+
+
 def base_record(
     *,
     module_id: str,
@@ -45,11 +55,7 @@ def base_record(
     started_at: str,
     duration_s: float,
 ) -> dict[str, Any]:
-    hostname, versions = host_facts()
-    versions = dict(versions)
-    torch = sys.modules.get("torch")
-    if torch is not None and isinstance(getattr(torch, "__version__", None), str):
-        versions["torch"] = str(torch.__version__)
+    hostname, versions = host_and_versions()
     return {
         "schema_version": SCHEMA_VERSION,
         "module": module_id,
