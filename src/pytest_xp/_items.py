@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from . import _seeding
+from . import _seeding, _slurm
 from ._cache import is_hit, why_run
 from ._codec import NotJSONError, dumps, to_json_value
 from ._experiment import Experiment, TrialDef, VerifyDef
@@ -396,6 +396,9 @@ class TrialItem(_XpItem):
 
     def _replay(self) -> None:
         """Report the record another process wrote (a launcher ran this combination elsewhere)."""
+        error = _slurm.prepare_error(self)
+        if error is not None:
+            raise error  # prepare() failed in the submitter (e.g. its setup raised): never submitted
         record = self.xp_session.store.read_record(self.record_path)
         if record is None:
             self.user_properties.append(("xp_success", False))

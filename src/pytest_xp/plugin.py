@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from . import _options, _provenance, _terminal
+from . import _options, _provenance, _slurm, _terminal
 from ._decorators import MARK_ATTR, SetupMark, TrialMark, VerifyMark
 from ._experiment import Experiment, ExperimentError, discover
 from ._handle import Xp
@@ -47,6 +47,9 @@ def pytest_cmdline_main(config: pytest.Config) -> int | None:
     if config.getoption("xp_plan") and getattr(config.option, "numprocesses", None):
         config.option.numprocesses = 0
         config.option.dist = "no"
+    if _slurm.wants_launcher(config) and getattr(config.option, "numprocesses", None):
+        config.option.numprocesses = 0  # the submitter starts no workers; its tasks keep -n
+        config.option.dist = "no"
     return None
 
 
@@ -64,6 +67,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[SESSION_KEY] = session
     config.addinivalue_line("markers", "xp_trial: a pytest-xp trial combination (set automatically)")
     if workerinput is None:
+        _slurm.get_settings(config)  # a bad launcher option stops the session before collection
         if settings.dirty_git == "error":
             state = _provenance.git_state(config.rootpath)
             if state is not None and state.dirty:
@@ -266,10 +270,13 @@ def xp_setup(request: pytest.FixtureRequest) -> dict[str, Any]:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtestloop(session: pytest.Session) -> bool | None:
-    """``--xp-plan``: say what would run, from the store, and run nothing."""
+    """``--xp-plan`` says what would run and runs nothing; ``--xp-slurm``/``--xp-launcher`` run the
+    trials elsewhere first, then the loop reports them from the store and runs the verifies here."""
     config = session.config
-    if not config.stash[SESSION_KEY].settings.plan or hasattr(config, "workerinput"):
+    if hasattr(config, "workerinput"):
         return None
+    if not config.stash[SESSION_KEY].settings.plan:
+        return True if _slurm.launch(session) else None  # True: a dry run printed the submission
     from ._plan import write_plan
 
     write_plan(config, session.items)

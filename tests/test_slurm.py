@@ -1,0 +1,680 @@
+"""The Slurm/local launcher: options, the generated submission, dead tasks, and real runs.
+
+Unit tests need no cluster. ``--xp-launcher local`` runs the whole path with submitit's
+LocalExecutor. The ``test_slurm_*`` tests submit to a real cluster and are skipped where none answers
+(CI starts one, see .ci/run). Each of them has its own deadline and cancels its jobs by name when
+the deadline passes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from conftest import assert_counts, load_records
+from pytest_xp import _slurm
+from pytest_xp._slurm import TaskEnd
+
+if os.environ.get("XP_REQUIRE_SLURM") != "1":  # CI wants a failure, not a skip, when submitit is missing
+    pytest.importorskip("submitit")
+
+GOLDEN = Path(__file__).parent / "golden"
+
+#: Registers the launcher in the sessions these tests start, the way the plugin does.
+#: Harmless once the plugin registers it itself: a second ``addoption`` or ``launch`` is a no-op.
+SHIM = """
+import pytest
+from pytest_xp import _slurm
+
+def pytest_addoption(parser):
+    try:
+        _slurm.addoption(parser.getgroup("xp"), parser)
+    except ValueError:
+        pass  # the plugin registers the options already
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtestloop(session):
+    return True if _slurm.launch(session) else None
+"""
+
+#: Two orders and a verify. Every run of a combination appends a line to ran.txt beside the module.
+#: Order 2 depends on order 1's context updates.
+TWO_ORDERS = """
+import json
+import os
+import time
+from pathlib import Path
+from pytest_xp import trial, verify, Verdict
+
+HERE = Path(__file__).parent
+
+def _ran(name):
+    with open(HERE / "ran.txt", "a") as fh:
+        fh.write(f"{name} {os.environ.get('SLURM_ARRAY_JOB_ID', '')}_{os.environ.get('SLURM_ARRAY_TASK_ID', '')}\\n")
+
+@trial(1, {"x": [1, 2, 3]})
+def base(x):
+    _ran(f"base{x}")
+    if x == 3 and (HERE / "slow").exists():
+        env = {k: os.environ.get(f"SLURM_{k.upper()}", "") for k in ("array_job_id", "array_task_id", "job_id")}
+        (HERE / "started").write_text(json.dumps(env))
+        time.sleep(120)
+    return {"y": x * 2, "context_update": {f"b{x}": x}}
+
+@trial(2, {"k": [10, 20]})
+def top(k):
+    _ran(f"top{k}")
+    return {"z": k + SETUP["b1"] + SETUP["b3"]}
+
+@verify(["base", "top"])
+def sums(results):
+    ys = [r["result"]["y"] for r in results["base"]]
+    zs = [r["result"]["z"] for r in results["top"]]
+    return Verdict.SUPPORTS if ys == [2, 4, 6] and zs == [14, 24] else Verdict.REFUTES
+"""
+
+
+def _project(pytester: pytest.Pytester, experiment: str = TWO_ORDERS) -> None:
+    pytester.makeconftest(SHIM)
+    pytester.makepyfile(xp_demo=experiment)
+
+
+def _ran(pytester: pytest.Pytester) -> Counter[str]:
+    path = pytester.path / "ran.txt"
+    lines = path.read_text().splitlines() if path.exists() else []
+    return Counter(line.split()[0] for line in lines)
+
+
+def _settings(pytester: pytest.Pytester, *args: str) -> _slurm.SlurmSettings:
+    pytester.makeconftest(SHIM)  # a conftest registers after the plugin: a no-op once the plugin has the options
+    config = pytester.parseconfig(*args)
+    return _slurm.build_settings(config)
+
+
+# -- options -------------------------------------------------------------------------------------
+def test_no_launcher_by_default(pytester: pytest.Pytester) -> None:
+    assert _settings(pytester) == _slurm.SlurmSettings()
+
+
+def test_command_line_options_are_read(pytester: pytest.Pytester) -> None:
+    settings = _settings(
+        pytester,
+        "--xp-slurm",
+        "--xp-slurm-tasks=3",
+        "--xp-slurm-partition=gpu",
+        "--xp-slurm-time=90",
+        "--xp-slurm-gpus-per-task=2",
+        "--xp-slurm-cpus-per-task=8",
+        "--xp-slurm-mem=16g",
+        "--xp-slurm-array-parallelism=4",
+        "--xp-slurm-sbatch=--account=ml",
+        "--xp-slurm-sbatch=#SBATCH --exclusive",
+        "--xp-slurm-setup=module load cuda",
+    )
+    assert settings == _slurm.SlurmSettings(
+        launcher="slurm",
+        tasks=3,
+        partition="gpu",
+        time_min=90,
+        gpus_per_task=2,
+        cpus_per_task=8,
+        mem="16G",
+        array_parallelism=4,
+        sbatch=(("account", "ml"), ("exclusive", None)),
+        setup=("module load cuda",),
+    )
+    params = settings.sbatch_parameters()
+    assert params["additional_parameters"] == {"account": "ml", "exclusive": True}
+    assert params["gpus_per_task"] == 2 and params["time"] == 90 and params["mem"] == "16G"
+
+
+def test_ini_keys_apply_and_the_command_line_wins(pytester: pytest.Pytester) -> None:
+    pytester.makeini(
+        """
+        [pytest]
+        xp_slurm_partition = cpu
+        xp_slurm_time = 30
+        xp_slurm_gpus_per_task = 1
+        xp_slurm_cpus_per_task = 2
+        xp_slurm_mem = 4G
+        xp_slurm_array_parallelism = 5
+        xp_slurm_sbatch =
+            --account=ml
+            --qos high
+        xp_slurm_setup =
+            module load a
+            export B=1
+        """
+    )
+    settings = _settings(pytester, "--xp-launcher=local", "--xp-slurm-time=45")
+    assert settings.launcher == "local"
+    assert (settings.partition, settings.time_min, settings.gpus_per_task) == ("cpu", 45, 1)
+    assert (settings.cpus_per_task, settings.mem, settings.array_parallelism) == (2, "4G", 5)
+    assert settings.sbatch == (("account", "ml"), ("qos", "high"))
+    assert settings.setup == ("module load a", "export B=1")
+
+
+def test_dry_run_alone_means_slurm(pytester: pytest.Pytester) -> None:
+    settings = _settings(pytester, "--xp-slurm-dry-run")
+    assert (settings.launcher, settings.dry_run) == ("slurm", True)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--xp-slurm-time=1h"], "--xp-slurm-time='1h': give a positive integer, e.g. --xp-slurm-time 90"),
+        (["--xp-slurm-time=0"], "--xp-slurm-time='0'"),
+        (["--xp-slurm-tasks=-2"], "--xp-slurm-tasks='-2': give a positive integer"),
+        (["--xp-slurm-gpus-per-task=x"], "--xp-slurm-gpus-per-task='x': give 0 or more"),
+        (["--xp-slurm-cpus-per-task=0"], "--xp-slurm-cpus-per-task='0'"),
+        (["--xp-slurm-array-parallelism=many"], "--xp-slurm-array-parallelism='many'"),
+        (["--xp-slurm-mem=lots"], "--xp-slurm-mem='lots': give a size Slurm reads, e.g. 16G"),
+        (["--xp-slurm-partition=gpu; rm -rf /"], "--xp-slurm-partition='gpu; rm -rf /': give a partition name"),
+        (["--xp-slurm-sbatch=-A ml"], "give one long sbatch option"),
+        (["--xp-slurm-sbatch=--array=0-9"], "pytest-xp sets --array itself"),
+        (["--xp-slurm-sbatch=--output=x.log"], "pytest-xp sets --output itself"),
+        (["--xp-slurm-sbatch=--comment=a\nb"], "must be a single line"),
+        (["--xp-slurm-setup=echo a\necho b"], "--xp-slurm-setup='echo a\\necho b': must be a single line"),
+        (["--xp-slurm", "--xp-launcher=local"], "pick one, --xp-slurm or --xp-launcher local"),
+        (["--xp-slurm", "--xp-shard=0/2"], "--xp-shard with a launcher"),
+    ],
+)
+def test_bad_values_are_usage_errors(pytester: pytest.Pytester, args: list[str], message: str) -> None:
+    with pytest.raises(pytest.UsageError) as excinfo:
+        _settings(pytester, *args)
+    assert message in str(excinfo.value)
+
+
+def test_bad_ini_value_names_the_ini_key(pytester: pytest.Pytester) -> None:
+    pytester.makeini("[pytest]\nxp_slurm_mem = 2 gigs\n")
+    with pytest.raises(pytest.UsageError, match=r"ini xp_slurm_mem='2 gigs'"):
+        _settings(pytester)
+
+
+def test_a_task_never_launches_again(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(_slurm.ENV_TASK, "1")
+    assert _settings(pytester, "--xp-slurm").launcher is None
+
+
+# -- task commands and the generated script ----------------------------------------------------------
+def test_task_args_drop_launcher_options_and_shared_paths() -> None:
+    args = [
+        "experiments/",
+        "--xp-slurm",
+        "--xp-slurm-partition",
+        "gpu",
+        "--xp-slurm-time=5",
+        "--xp-slurm-sbatch=--account=ml",
+        "--xp-slurm-setup",
+        "module load x",
+        "--xp-dir",
+        "store",
+        "--basetemp=/tmp/b",
+        "--junitxml",
+        "out.xml",
+        "-k",
+        "adam",
+        "--xp-seed=3",
+        "-n",
+        "4",
+        "--",
+        "--xp-slurm",
+    ]
+    assert _slurm.task_args(args) == ["experiments/", "-k", "adam", "--xp-seed=3", "-n", "4", "--", "--xp-slurm"]
+    gpus = ["x/", "--xp-gpus", "0,1", "-x"]
+    assert _slurm.task_args(gpus) == gpus  # local tasks keep them for their xdist workers
+    assert _slurm.task_args(gpus, slurm=True) == ["x/", "-x"]  # Slurm assigns each task its GPUs
+    argv = _slurm.task_argv(args[:2], shard=1, total=3, xp_dir=Path("/s"), cache_dir=Path("/c"), no_wait=True)
+    assert argv[:3] == [sys.executable, "-m", "pytest"]
+    assert argv[3:] == [
+        "experiments/",
+        "--xp-shard=1/3",
+        "--xp-dir=/s",
+        "--xp-no-wait",
+        "-p",
+        "pytest_xp._slurm",
+        "-o",
+        "cache_dir=/c",
+    ]
+
+
+def test_shard_assignment_is_the_one_xp_shard_selects_with() -> None:
+    from pytest_xp import _shards
+
+    assert _slurm.shard_of is _shards.shard_of  # and a task refuses to run when its collection disagrees
+
+
+def test_every_value_in_the_script_is_quoted(tmp_path: Path) -> None:
+    nasty = 'it\'s $(rm -rf ~) `x` "q"'
+    settings = _slurm.SlurmSettings(
+        launcher="slurm", partition="gpu", mem="8G", sbatch=(("comment", nasty), ("job-name", "a b")), setup=("true",)
+    )
+    script = _slurm.sbatch_script(tmp_path / "it's here", settings.sbatch_parameters(), 3)
+    lines = {line.split("=", 1)[0]: line.split("=", 1)[1] for line in script.splitlines() if "=" in line}
+    assert shlex.split(lines["#SBATCH --comment"]) == [nasty]
+    assert shlex.split(lines["#SBATCH --job-name"]) == ["a b"]  # the sbatch line replaced the default name
+    assert shlex.split(lines["#SBATCH --output"]) == [f"{tmp_path}/it's here/%A_%a_0_log.out"]
+    assert lines["#SBATCH --array"] == "0-2%3"
+    assert script.count("--job-name") == 1
+    srun = next(line for line in script.splitlines() if line.startswith("srun "))
+    assert shlex.split(srun)[-1] == f"{tmp_path}/it's here"
+
+
+def test_shell_command_quotes_everything() -> None:
+    text = _slurm.shell_command("/a b", {"K": "v w"}, ["py", "-k", "x and y"])
+    assert shlex.split(text) == ["cd", "/a b", "&&", "K=v w", "py", "-k", "x and y"]
+
+
+def _normalize(text: str, pytester: pytest.Pytester) -> str:
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("pytest-xp dry run"))
+    end = next(i for i in range(start, len(lines)) if lines[i].startswith("=" * 10))
+    body = "\n".join(lines[start:end]).rstrip() + "\n"
+    folder = body.splitlines()[0].rsplit(" ", 1)[1]
+    return (
+        body.replace(folder, "<SUBMISSION>")
+        .replace(shlex.quote(sys.executable), "<PYTHON>")
+        .replace(sys.executable, "<PYTHON>")
+        .replace(str(pytester.path), "<CWD>")
+    )
+
+
+def test_dry_run_matches_the_golden_file(pytester: pytest.Pytester) -> None:
+    """The dry run prints the sbatch script and the task commands; it submits and runs nothing."""
+    _project(pytester)
+    result = pytester.runpytest_subprocess(
+        "--xp-slurm-dry-run",
+        "--xp-slurm-partition=debug",
+        "--xp-slurm-gpus-per-task=1",
+        "--xp-slurm-time=30",
+        "--xp-slurm-sbatch=--comment=it's a test",
+        "--xp-slurm-setup=echo ready",
+        "-k",
+        "base or top",
+    )
+    assert result.ret == 0, result.stdout.str()
+    got = _normalize(result.stdout.str(), pytester)
+    golden = GOLDEN / "sbatch_dry_run.txt"
+    if os.environ.get("XP_UPDATE_GOLDEN"):
+        golden.write_text(got)
+    assert got == golden.read_text(), "the dry run changed; XP_UPDATE_GOLDEN=1 rewrites tests/golden/"
+    assert not (pytester.path / "ran.txt").exists()
+    submission = next((pytester.path / ".xp" / "slurm").iterdir())
+    assert (submission / "stage-1" / "submission.sh").is_file()
+    tasks = json.loads((submission / "stage-1" / "tasks.json").read_text())["tasks"]
+    assert {t["env"][_slurm.ENV_TASK] for t in tasks} == {"1"}
+
+
+# -- dead tasks --------------------------------------------------------------------------------------
+SACCT = """\
+77_0|COMPLETED|0:0
+77_1|CANCELLED by 0|0:15
+77_2|OUT_OF_MEMORY|0:125
+77_3|TIMEOUT|0:0
+77_4|NODE_FAIL|1:0
+77_[5-6,8%2]|PENDING|0:0
+78_0|FAILED|2:0
+77_9.batch|FAILED|3:0
+"""
+
+
+def test_sacct_states_and_exit_codes() -> None:
+    ends = _slurm.parse_sacct(SACCT, "77")
+    assert ends[0] == TaskEnd("COMPLETED", "0:0", 0)
+    assert ends[1] == TaskEnd("CANCELLED", "0:15", -15)
+    assert ends[2] == TaskEnd("OUT_OF_MEMORY", "0:125", -125)
+    assert ends[3] == TaskEnd("TIMEOUT", "0:0", 0)
+    assert ends[4] == TaskEnd("NODE_FAIL", "1:0", 1)
+    assert {i for i, e in ends.items() if e.state == "PENDING"} == {5, 6, 8}
+    assert 9 not in ends
+    assert _slurm.parse_sacct("77|PENDING|0:0\n", "77") == {}
+    assert _slurm.parse_sacct("77|TIMEOUT|0:0\n", "77", single=True) == {0: TaskEnd("TIMEOUT", "0:0", 0)}
+    assert _slurm.parse_squeue("77_1|RUNNING\n77_2|PENDING\n", "77") == {1: "RUNNING", 2: "PENDING"}
+    assert [_slurm.failure_type("slurm", e) for e in (ends[1], ends[2])] == ["Slurm(CANCELLED)", "Slurm(OUT_OF_MEMORY)"]
+    assert _slurm.failure_type("local", TaskEnd("TIMEOUT")) == "Local(TIMEOUT)"
+
+
+#: Replaces submitit and Slurm with a fake array whose tasks die: no cluster, the real bookkeeping.
+FAKE_SLURM = (
+    SHIM
+    + """
+from pathlib import Path
+from pytest_xp._slurm import TaskEnd
+
+_slurm.shutil.which = lambda name: "/usr/bin/" + name
+_slurm._require_submitit = lambda: None
+ENDS = {"OUT_OF_MEMORY": "0:125", "TIMEOUT": "0:0", "CANCELLED": "0:15"}
+
+class FakeArray:
+    label = "Slurm array 4242"
+
+    def __init__(self, folder, params, tasks):
+        self.tasks = tasks
+        for task in tasks:
+            task.job_id = f"4242_{task.index}"
+            task.stderr = Path(folder) / f"4242_{task.index}_0_log.err"
+            task.stdout = Path(folder) / f"4242_{task.index}_0_log.out"
+            task.stderr.write_text("starting\\nslurmstepd: error: Detected 1 oom-kill event(s)\\n")
+
+    def poll(self):
+        return {task.index: "dead" for task in self.tasks}
+
+    def cancel(self):
+        pass
+
+    def end_of(self, task):
+        state = (Path(__file__).parent / "state.txt").read_text().strip()
+        return TaskEnd(state, ENDS[state], _slurm.return_code_of(ENDS[state]))
+
+_slurm.SlurmArray = FakeArray
+"""
+)
+
+
+@pytest.mark.parametrize(("state", "code"), [("OUT_OF_MEMORY", -125), ("TIMEOUT", 0), ("CANCELLED", -15)])
+def test_a_task_that_dies_leaves_failure_records(pytester: pytest.Pytester, state: str, code: int) -> None:
+    pytester.makeconftest(FAKE_SLURM)
+    pytester.makepyfile(xp_demo=TWO_ORDERS)
+    (pytester.path / "state.txt").write_text(state)
+    result = pytester.runpytest_subprocess("--xp-slurm", "-k", "base", "-rf")
+    assert_counts(result, failed=3, deselected=3)
+    records = load_records(pytester.path / ".xp")
+    assert [r["type"] for r in records] == [f"Slurm({state})"] * 3
+    assert {r["return_code"] for r in records} == {code}
+    assert all(r["success"] is False and r["combination"] for r in records)
+    error = records[0]["error"]
+    assert "Slurm array 4242 task 4242_" in error and f"it ended {state}" in error
+    assert "_0_log.err" in error and "oom-kill event" in error
+    result.stdout.fnmatch_lines([f"FAILED *base[[]x_1[]]*Slurm({state})*"])
+    assert not (pytester.path / "ran.txt").exists()
+
+
+# -- the local launcher (submitit's LocalExecutor): the whole path without a cluster ------------------
+def test_local_launcher_matches_a_plain_run(pytester: pytest.Pytester) -> None:
+    _project(pytester)
+    plain = pytester.runpytest_subprocess("--xp-dir=plain", "-p", "no:cacheprovider")
+    assert_counts(plain, passed=5, supports=1)
+    (pytester.path / "ran.txt").unlink()
+
+    result = pytester.runpytest_subprocess("--xp-launcher=local", "-p", "no:cacheprovider", "-v")
+    assert_counts(result, passed=5, supports=1)
+    assert result.ret == 0
+    result.stdout.fnmatch_lines(
+        [
+            "pytest-xp: stage 1/2 (order 1 of xp_demo.py): 3 of 3 combinations in * task(s): local jobs*",
+            "pytest-xp: local jobs: pending 0, running 0, done *, failed 0 *",
+            "pytest-xp: stage 2/2 (order 2 of xp_demo.py): 2 of 2 combinations in * task(s): local jobs*",
+            "*::sums SUPPORTS*",
+        ]
+    )
+    assert _ran(pytester) == Counter(["base1", "base2", "base3", "top10", "top20"])
+    launched = load_records(pytester.path / ".xp")
+    by_plain = {(r["trial"], r["index"]): r for r in load_records(pytester.path / "plain")}
+    for record in launched:
+        assert record["result"] == by_plain[(record["trial"], record["index"])]["result"]
+        assert record["key"] == by_plain[(record["trial"], record["index"])]["key"]
+
+    again = pytester.runpytest_subprocess("--xp-launcher=local", "-p", "no:cacheprovider")
+    assert_counts(again, cached=5, supports=1)
+    again.stdout.fnmatch_lines(["*stage 1/2 *nothing to submit (3 cached)", "*stage 2/2 *nothing to submit (2 cached)"])
+    assert "local jobs" not in again.stdout.str()
+    assert sum(_ran(pytester).values()) == 5
+
+
+def test_local_task_whose_pytest_dies_is_recorded_and_rerun(pytester: pytest.Pytester) -> None:
+    """A trial that kills its process: failure record TaskExited, then a re-run submits only that one."""
+    _project(
+        pytester,
+        """
+        import os
+        from pathlib import Path
+        from pytest_xp import trial
+
+        HERE = Path(__file__).parent
+
+        @trial(1, {"x": [1, 2]})
+        def t(x):
+            with open(HERE / "ran.txt", "a") as fh:
+                fh.write(f"t{x}\\n")
+            if x == 2 and (HERE / "die").exists():
+                os._exit(3)
+            return x
+        """,
+    )
+    (pytester.path / "die").touch()
+    result = pytester.runpytest_subprocess("--xp-launcher=local", "--xp-slurm-tasks=1", "-p", "no:cacheprovider")
+    assert_counts(result, passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*local jobs: pending 0, running 0, done 0, failed 1*"])
+    records = {r["index"]: r for r in load_records(pytester.path / ".xp")}
+    assert records[0]["success"] is True
+    assert (records[1]["type"], records[1]["return_code"]) == ("TaskExited(exit code 3)", 3)
+    assert "its pytest ended with exit code 3" in records[1]["error"]
+
+    (pytester.path / "die").unlink()
+    again = pytester.runpytest_subprocess("--xp-launcher=local", "-p", "no:cacheprovider")
+    assert_counts(again, passed=2)
+    again.stdout.fnmatch_lines(["*stage 1/1 (order 1 of xp_demo.py): 1 of 2 combinations in 1 task(s)*"])
+    assert _ran(pytester) == Counter({"t1": 1, "t2": 2})
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+
+
+def test_ctrl_c_cancels_the_local_jobs(pytester: pytest.Pytester) -> None:
+    _project(
+        pytester,
+        """
+        import os, time
+        from pathlib import Path
+        from pytest_xp import trial
+
+        @trial(1, {"x": [1]})
+        def t(x):
+            (Path(__file__).parent / "pid").write_text(str(os.getpid()))
+            time.sleep(120)
+        """,
+    )
+    proc = pytester.popen(
+        [sys.executable, "-m", "pytest", "--xp-launcher=local", "-p", "no:cacheprovider"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+    )
+    pid_file = pytester.path / "pid"
+    try:
+        deadline = time.monotonic() + 60
+        while not pid_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert pid_file.exists(), "the task never started"
+        time.sleep(0.2)
+        task_pid = int(pid_file.read_text())
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert "pytest-xp: interrupted; cancelling local jobs" in out.decode()
+    assert proc.returncode == 2
+    deadline = time.monotonic() + 10
+    while _alive(task_pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _alive(task_pid), "the task's pytest outlived the cancel"
+    assert load_records(pytester.path / ".xp") == []
+
+
+# -- a real cluster ----------------------------------------------------------------------------------
+def _slurm_answers() -> str | None:
+    """None when a Slurm cluster accepts jobs here; otherwise why the cluster tests are skipped."""
+    for tool in ("sbatch", "sinfo", "squeue", "sacct", "scancel"):
+        if shutil.which(tool) is None:
+            return f"no Slurm here: {tool} is not on PATH (CI starts a cluster with start-slurm.sh)"
+    try:
+        info = subprocess.run(["sinfo", "-h", "-o", "%t"], capture_output=True, text=True, timeout=5, check=False)
+    except subprocess.TimeoutExpired:
+        return "Slurm does not answer: sinfo took more than 5 s (slurmctld down? start-slurm.sh starts one)"
+    states = info.stdout.split()
+    if info.returncode != 0:
+        return f"Slurm does not answer: sinfo exited {info.returncode}: {info.stderr.strip()[:200]}"
+    if not any(s.rstrip("*~#") in ("idle", "mix", "alloc") for s in states):
+        return f"Slurm has no usable node (sinfo states: {' '.join(states) or 'none'})"
+    acct = subprocess.run(["sacct", "-n", "-X", "-S", "now-1minutes"], capture_output=True, timeout=10, check=False)
+    if acct.returncode != 0:
+        return "Slurm accounting is off (sacct fails); the launcher needs it to see how tasks ended"
+    return None
+
+
+@pytest.fixture(scope="module")
+def slurm_cluster() -> None:
+    """Skip where no Slurm answers; under XP_REQUIRE_SLURM=1 (CI, which starts one) fail instead."""
+    reason = _slurm_answers()
+    if reason is not None:
+        if os.environ.get("XP_REQUIRE_SLURM") == "1":
+            pytest.fail(f"XP_REQUIRE_SLURM=1 but {reason}")
+        pytest.skip(reason)
+
+
+CLUSTER_DEADLINE_S = 90
+
+
+def _scancel_name(name: str) -> None:
+    subprocess.run(["scancel", "--name", name], capture_output=True, timeout=30, check=False)
+
+
+def _submit(pytester: pytest.Pytester, name: str, *args: str) -> pytest.RunResult:
+    """Run a submitting session with its own deadline; on expiry cancel its jobs and fail."""
+    try:
+        return pytester.runpytest_subprocess(
+            "--xp-slurm", f"--xp-slurm-sbatch=--job-name={name}", "--xp-slurm-time=5", *args, timeout=CLUSTER_DEADLINE_S
+        )
+    except pytester.TimeoutExpired:
+        _scancel_name(name)
+        pytest.fail(f"the submitting session ran past {CLUSTER_DEADLINE_S} s; its jobs ({name}) were cancelled")
+
+
+@pytest.mark.usefixtures("slurm_cluster")
+def test_slurm_runs_two_orders_and_a_verify(pytester: pytest.Pytester) -> None:
+    _project(pytester)
+    name = f"xptest-{uuid.uuid4().hex[:8]}"
+    try:
+        result = _submit(pytester, name, "-v", "-p", "no:cacheprovider")
+    finally:
+        _scancel_name(name)
+    assert_counts(result, passed=5, supports=1)
+    result.stdout.fnmatch_lines(
+        [
+            "pytest-xp: stage 1/2 (order 1 of xp_demo.py): 3 of 3 combinations in * task(s): Slurm *",
+            "pytest-xp: Slurm * done *, failed 0 *",
+            "pytest-xp: stage 2/2 (order 2 of xp_demo.py): 2 of 2 combinations in * task(s): Slurm *",
+            "*::sums SUPPORTS*",
+        ]
+    )
+    assert _ran(pytester) == Counter(["base1", "base2", "base3", "top10", "top20"])
+    lines = (pytester.path / "ran.txt").read_text().splitlines()
+    assert all(line.split()[1] != "_" for line in lines), "every combination ran inside a Slurm job"
+    jobs = subprocess.run(
+        ["sacct", "-X", "-n", "-P", "--name", name, "-o", "JobID,State"], capture_output=True, text=True, timeout=30
+    ).stdout.split()
+    assert jobs and all(j.endswith("|COMPLETED") for j in jobs), jobs
+
+    again = _submit(pytester, name, "-p", "no:cacheprovider")
+    assert_counts(again, cached=5, supports=1)
+    assert "Slurm array" not in again.stdout.str() and "Slurm job" not in again.stdout.str()
+    assert sum(_ran(pytester).values()) == 5
+
+
+@pytest.mark.usefixtures("slurm_cluster")
+def test_slurm_scancelled_task_becomes_a_failure_record_and_a_rerun_completes_it(pytester: pytest.Pytester) -> None:
+    _project(pytester)
+    (pytester.path / "slow").touch()
+    name = f"xptest-{uuid.uuid4().hex[:8]}"
+    args = ["--xp-slurm", f"--xp-slurm-sbatch=--job-name={name}", "--xp-slurm-time=5", "-k", "base", "-rf"]
+    proc = pytester.popen(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+    )
+    started = pytester.path / "started"
+    try:
+        deadline = time.monotonic() + CLUSTER_DEADLINE_S
+        while not started.exists() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+        assert started.exists(), "the slow combination never started"
+        ids = json.loads(started.read_text())
+        target = f"{ids['array_job_id']}_{ids['array_task_id']}" if ids["array_task_id"] else ids["job_id"]
+        subprocess.run(["scancel", target], check=True, timeout=30)
+        out, _ = proc.communicate(timeout=CLUSTER_DEADLINE_S)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        _scancel_name(name)
+    text = out.decode()
+    assert "failed 1" in text, text
+    records = {r["index"]: r for r in load_records(pytester.path / ".xp")}
+    assert records[0]["success"] and records[1]["success"]
+    dead = records[2]
+    assert dead["success"] is False and dead["type"] == "Slurm(CANCELLED)", dead
+    assert "it ended CANCELLED" in dead["error"] and "_log.err" in dead["error"]
+    assert "FAILED" in text and "Slurm(CANCELLED)" in text
+
+    (pytester.path / "slow").unlink()
+    again = _submit(pytester, name, "-k", "base", "-p", "no:cacheprovider")
+    assert_counts(again, passed=3, deselected=3)
+    again.stdout.fnmatch_lines(["*stage 1/1 (order 1 of xp_demo.py): 1 of 3 combinations in 1 task(s)*"])
+    assert load_records(pytester.path / ".xp")[2]["success"] is True
+    assert _ran(pytester) == Counter({"base1": 1, "base2": 1, "base3": 2})
+
+
+@pytest.mark.usefixtures("slurm_cluster")
+def test_slurm_ctrl_c_cancels_the_array(pytester: pytest.Pytester) -> None:
+    _project(pytester)
+    (pytester.path / "slow").touch()
+    name = f"xptest-{uuid.uuid4().hex[:8]}"
+    args = ["--xp-slurm", f"--xp-slurm-sbatch=--job-name={name}", "--xp-slurm-time=5", "-k", "base"]
+    proc = pytester.popen(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+    )
+    started = pytester.path / "started"
+    try:
+        deadline = time.monotonic() + CLUSTER_DEADLINE_S
+        while not started.exists() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+        assert started.exists(), "the slow combination never started"
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+        deadline = time.monotonic() + 30
+        queued = "?"
+        while queued and time.monotonic() < deadline:
+            queued = subprocess.run(
+                ["squeue", "-h", "--name", name, "-o", "%i"], capture_output=True, text=True, timeout=30
+            ).stdout.strip()
+            time.sleep(0.5)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        _scancel_name(name)
+    assert "pytest-xp: interrupted; cancelling Slurm" in out.decode(), out.decode()
+    assert proc.returncode == 2
+    assert not queued, f"still queued after Ctrl-C: {queued}"
+    assert 2 not in {r["index"] for r in load_records(pytester.path / ".xp")}, "no record for a cancelled run"
