@@ -30,10 +30,7 @@ class Combination:
     params: dict[str, Any]
     id: str
     slug: str
-
-    @property
-    def params_digest(self) -> str:
-        return digest(self.params)
+    params_digest: str  # sha256 of the params' canonical JSON: the combination's stable identity
 
 
 def check_literal(value: object, where: str) -> None:
@@ -110,10 +107,10 @@ def combination_id(params: dict[str, Any]) -> str:
     return "-".join(f"{name}_{_readable(value)}" for name, value in params.items())
 
 
-def _slug(readable: str, params: dict[str, Any]) -> str:
+def _slug(readable: str, params_digest: str) -> str:
     """Directory name: readable part (bounded, path-safe) plus a short hash of the parameters."""
     safe = re.sub(r"[^A-Za-z0-9._+\-]", "_", readable)[:_MAX_READABLE].strip("._-") or "run"
-    return f"{safe}-{digest(params)[:6]}"
+    return f"{safe}-{params_digest[:6]}"
 
 
 def expand(params: dict[str, list[Any]]) -> list[Combination]:
@@ -123,9 +120,14 @@ def expand(params: dict[str, list[Any]]) -> list[Combination]:
     seen: dict[str, int] = {}
     for index, choice in enumerate(itertools.product(*(params[n] for n in names))):
         point = dict(zip(names, choice, strict=True))
+        point_digest = digest(point)
         cid = combination_id(point)
         if cid in seen:
-            cid = f"{cid}-{digest(point)[:6]}"
+            cid = f"{cid}-{point_digest[:6]}"
         seen[cid] = index
-        combos.append(Combination(index=index, params=point, id=cid, slug=_slug(cid or "run", point)))
+        combos.append(
+            Combination(
+                index=index, params=point, id=cid, slug=_slug(cid or "run", point_digest), params_digest=point_digest
+            )
+        )
     return combos

@@ -20,7 +20,6 @@ from ._codec import NotJSONError, dumps, to_json_value
 from ._experiment import Experiment, TrialDef, VerifyDef
 from ._grid import Combination
 from ._handle import METRICS_CSV, METRICS_JSONL, Xp
-from ._isolate import IsolationError, run_isolated
 from ._plugin_state import SESSION_KEY
 from ._records import base_record, describe_exception, failure_fields, now_iso, run_dict, success_fields
 from ._results import Results
@@ -58,7 +57,6 @@ class VerdictFailed(Exception):
 #: Errors that are messages for the person running pytest; shown without a plugin traceback.
 USER_ERRORS = (
     IsolatedFailure,
-    IsolationError,
     RemoteFailure,
     ResultNotJSON,
     SetupFailed,
@@ -153,6 +151,7 @@ class TrialItem(_XpItem):
     xp_lock: _CombinationLock | None = None
     xp_seen_record: bool = False
     xp_error: Exception | None = None
+    xp_prepared: bool = False  # prepare() ran already (a cache miss found by the fast path)
 
     @classmethod
     def create(cls, parent: pytest.Module, exp: Experiment, trial: TrialDef, combo: Combination) -> TrialItem:
@@ -172,9 +171,25 @@ class TrialItem(_XpItem):
     def record_path(self) -> Path:
         return self.output_dir / RECORD_NAME
 
-    @property
+    @functools.cached_property
     def identity(self) -> str:
         return f"{self.xp_exp.module_id}::{self.xp_trial.name}[{self.xp_combo.params_digest}]"
+
+    def cached_record(self) -> dict[str, Any] | None:
+        """The reusable record of this combination, if the cache has one and nothing else must run first.
+
+        For the fast path of cached items (``pytest_runtest_protocol``): anything unusual — a shard
+        barrier, a launcher replay, a GPU check, an error — returns None and takes the full protocol.
+        """
+        settings = self.xp_session.settings
+        if self.xp_session.replay or settings.shard is not None or self.xp_trial.options.get("gpus"):
+            return None
+        try:
+            record = self.prepare()
+        except USER_ERRORS:
+            return None
+        self.xp_prepared = True
+        return record
 
     def prepare(self) -> dict[str, Any] | None:
         """Work out context, seeds and key; return the cached record when it can be reused."""
@@ -225,7 +240,7 @@ class TrialItem(_XpItem):
                 )
         try:
             self._wait_for_other_shards()
-            self.xp_cached = self.prepare()
+            self.xp_cached = self.prepare() if not self.xp_prepared else None
         except USER_ERRORS as exc:
             # Raised again from runtest, where pytest renders it through repr_failure: a message, not
             # a traceback into the plugin.
@@ -280,6 +295,18 @@ class TrialItem(_XpItem):
                 self.xp_lock.release()
                 self.xp_lock = None
 
+    def cached_properties(self) -> list[tuple[str, object]]:
+        """What a cached combination reports (through ``user_properties``)."""
+        assert self.xp_cached is not None
+        props: list[tuple[str, object]] = [
+            ("xp_cached", True),
+            ("xp_success", True),
+            ("xp_duration", self.xp_cached.get("duration_s") or 0.0),
+        ]
+        if self.xp_cached.get("metrics"):
+            props.append(("xp_metrics", self.xp_cached["metrics"]))
+        return props
+
     def runtest(self) -> None:
         __tracebackhide__ = True
         if self.xp_error is not None:
@@ -288,11 +315,7 @@ class TrialItem(_XpItem):
             self._replay()
             return
         if self.xp_cached is not None:
-            self.user_properties.append(("xp_cached", True))
-            self.user_properties.append(("xp_success", True))
-            self.user_properties.append(("xp_duration", self.xp_cached.get("duration_s") or 0.0))
-            if self.xp_cached.get("metrics"):
-                self.user_properties.append(("xp_metrics", self.xp_cached["metrics"]))
+            self.user_properties.extend(self.cached_properties())
             return
         session, trial, combo = self.xp_session, self.xp_trial, self.xp_combo
         kwargs = {**combo.params, **self._fixture_values(trial.fixture_names)}
@@ -333,15 +356,20 @@ class TrialItem(_XpItem):
 
         if isolation is not None:
             method, timeout, max_memory = isolation
-            outcome = run_isolated(
-                trial.fn,
-                kwargs,
-                globals_update={"SETUP": self.xp_context},
-                seeds=self.xp_seeds,
-                start_method=method,
-                timeout=timeout,
-                max_memory=max_memory,
-            )
+            from ._isolate import IsolationError, run_isolated  # only isolated sessions pay for it
+
+            try:
+                outcome = run_isolated(
+                    trial.fn,
+                    kwargs,
+                    globals_update={"SETUP": self.xp_context},
+                    seeds=self.xp_seeds,
+                    start_method=method,
+                    timeout=timeout,
+                    max_memory=max_memory,
+                )
+            except IsolationError as exc:
+                raise IsolatedFailure(str(exc)) from None
             seeds["seeded"] = list(outcome.seeded)
             if not outcome.success:
                 if outcome.error_type == "Skipped":
