@@ -259,3 +259,39 @@ def test_output_of_errors_are_clear(pytester: pytest.Pytester) -> None:
     assert "OutputLookupError: xp.output_of('gen'): gen has order 1, not lower than same_order (order 1)" in out
     assert "OutputLookupError: xp.output_of('gen', n=3): no such combination (n in [1, 2])" in out
     assert "_handle.py" not in out
+
+
+def test_cached_fast_path_keeps_fixtures_and_reports_consistent(pytester: pytest.Pytester) -> None:
+    log = pytester.path / "fixture.log"
+    pytester.makeconftest(
+        f"""
+        import pytest
+
+        @pytest.fixture(scope="module")
+        def shared():
+            with open({str(log)!r}, "a") as fh:
+                fh.write("setup\\n")
+            yield 1
+            with open({str(log)!r}, "a") as fh:
+                fh.write("teardown\\n")
+        """
+    )
+    pytester.makepyfile(
+        xp_fast="""
+        from pytest_xp import trial
+
+        @trial(1, {"i": [0, 1, 2]})
+        def uses(i, shared):
+            return i + shared
+        """,
+        test_after="""
+        def test_other(shared):
+            assert shared == 1
+        """,
+    )
+    assert_counts(pytester.runpytest("xp_fast.py", "test_after.py"), passed=4)
+    result = pytester.runpytest("xp_fast.py", "test_after.py", "--junitxml=out.xml")
+    assert_counts(result, cached=3, passed=1)
+    lines = log.read_text().split()
+    assert lines.count("setup") == lines.count("teardown")  # nothing left set up, nothing torn down twice
+    assert (pytester.path / "out.xml").read_text().count("<testcase") == 4
