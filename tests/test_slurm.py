@@ -23,8 +23,8 @@ from pathlib import Path
 import pytest
 
 from conftest import assert_counts, load_records
-from pytest_xp import _slurm
-from pytest_xp._slurm import TaskEnd
+from pytest_xp import _launch_options, _slurm, _slurm_arrays, _slurm_task
+from pytest_xp._slurm_arrays import TaskEnd
 
 if os.environ.get("XP_REQUIRE_SLURM") != "1":  # CI wants a failure, not a skip, when submitit is missing
     pytest.importorskip("submitit")
@@ -35,11 +35,11 @@ GOLDEN = Path(__file__).parent / "golden"
 #: Harmless once the plugin registers it itself: a second ``addoption`` or ``launch`` is a no-op.
 SHIM = """
 import pytest
-from pytest_xp import _slurm
+from pytest_xp import _launch_options, _slurm
 
 def pytest_addoption(parser):
     try:
-        _slurm.addoption(parser.getgroup("xp"), parser)
+        _launch_options.addoption(parser.getgroup("xp"), parser)
     except ValueError:
         pass  # the plugin registers the options already
 
@@ -96,15 +96,15 @@ def _ran(pytester: pytest.Pytester) -> Counter[str]:
     return Counter(line.split()[0] for line in lines)
 
 
-def _settings(pytester: pytest.Pytester, *args: str) -> _slurm.SlurmSettings:
+def _settings(pytester: pytest.Pytester, *args: str) -> _launch_options.SlurmSettings:
     pytester.makeconftest(SHIM)  # a conftest registers after the plugin: a no-op once the plugin has the options
     config = pytester.parseconfig(*args)
-    return _slurm.build_settings(config)
+    return _launch_options.build_settings(config)
 
 
 # -- options -------------------------------------------------------------------------------------
 def test_no_launcher_by_default(pytester: pytest.Pytester) -> None:
-    assert _settings(pytester) == _slurm.SlurmSettings()
+    assert _settings(pytester) == _launch_options.SlurmSettings()
 
 
 def test_command_line_options_are_read(pytester: pytest.Pytester) -> None:
@@ -122,7 +122,7 @@ def test_command_line_options_are_read(pytester: pytest.Pytester) -> None:
         "--xp-slurm-sbatch=#SBATCH --exclusive",
         "--xp-slurm-setup=module load cuda",
     )
-    assert settings == _slurm.SlurmSettings(
+    assert settings == _launch_options.SlurmSettings(
         launcher="slurm",
         tasks=3,
         partition="gpu",
@@ -203,7 +203,7 @@ def test_bad_ini_value_names_the_ini_key(pytester: pytest.Pytester) -> None:
 
 
 def test_a_task_never_launches_again(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(_slurm.ENV_TASK, "1")
+    monkeypatch.setenv(_launch_options.ENV_TASK, "1")
     assert _settings(pytester, "--xp-slurm").launcher is None
 
 
@@ -231,11 +231,11 @@ def test_task_args_drop_launcher_options_and_shared_paths() -> None:
         "--",
         "--xp-slurm",
     ]
-    assert _slurm.task_args(args) == ["experiments/", "-k", "adam", "--xp-seed=3", "-n", "4", "--", "--xp-slurm"]
+    assert _slurm_task.task_args(args) == ["experiments/", "-k", "adam", "--xp-seed=3", "-n", "4", "--", "--xp-slurm"]
     gpus = ["x/", "--xp-gpus", "0,1", "-x"]
-    assert _slurm.task_args(gpus) == gpus  # local tasks keep them for their xdist workers
-    assert _slurm.task_args(gpus, slurm=True) == ["x/", "-x"]  # Slurm assigns each task its GPUs
-    argv = _slurm.task_argv(args[:2], shard=1, total=3, xp_dir=Path("/s"), cache_dir=Path("/c"), no_wait=True)
+    assert _slurm_task.task_args(gpus) == gpus  # local tasks keep them for their xdist workers
+    assert _slurm_task.task_args(gpus, slurm=True) == ["x/", "-x"]  # Slurm assigns each task its GPUs
+    argv = _slurm_task.task_argv(args[:2], shard=1, total=3, xp_dir=Path("/s"), cache_dir=Path("/c"), no_wait=True)
     assert argv[:3] == [sys.executable, "-m", "pytest"]
     assert argv[3:] == [
         "experiments/",
@@ -243,7 +243,7 @@ def test_task_args_drop_launcher_options_and_shared_paths() -> None:
         "--xp-dir=/s",
         "--xp-no-wait",
         "-p",
-        "pytest_xp._slurm",
+        "pytest_xp._slurm_task",
         "-o",
         "cache_dir=/c",
     ]
@@ -257,10 +257,10 @@ def test_shard_assignment_is_the_one_xp_shard_selects_with() -> None:
 
 def test_every_value_in_the_script_is_quoted(tmp_path: Path) -> None:
     nasty = 'it\'s $(rm -rf ~) `x` "q"'
-    settings = _slurm.SlurmSettings(
+    settings = _launch_options.SlurmSettings(
         launcher="slurm", partition="gpu", mem="8G", sbatch=(("comment", nasty), ("job-name", "a b")), setup=("true",)
     )
-    script = _slurm.sbatch_script(tmp_path / "it's here", settings.sbatch_parameters(), 3)
+    script = _slurm_arrays.sbatch_script(tmp_path / "it's here", settings.sbatch_parameters(), 3)
     lines = {line.split("=", 1)[0]: line.split("=", 1)[1] for line in script.splitlines() if "=" in line}
     assert shlex.split(lines["#SBATCH --comment"]) == [nasty]
     assert shlex.split(lines["#SBATCH --job-name"]) == ["a b"]  # the sbatch line replaced the default name
@@ -272,7 +272,7 @@ def test_every_value_in_the_script_is_quoted(tmp_path: Path) -> None:
 
 
 def test_shell_command_quotes_everything() -> None:
-    text = _slurm.shell_command("/a b", {"K": "v w"}, ["py", "-k", "x and y"])
+    text = _slurm_task.shell_command("/a b", {"K": "v w"}, ["py", "-k", "x and y"])
     assert shlex.split(text) == ["cd", "/a b", "&&", "K=v w", "py", "-k", "x and y"]
 
 
@@ -313,7 +313,7 @@ def test_dry_run_matches_the_golden_file(pytester: pytest.Pytester) -> None:
     submission = next((pytester.path / ".xp" / "slurm").iterdir())
     assert (submission / "stage-1" / "submission.sh").is_file()
     tasks = json.loads((submission / "stage-1" / "tasks.json").read_text())["tasks"]
-    assert {t["env"][_slurm.ENV_TASK] for t in tasks} == {"1"}
+    assert {t["env"][_launch_options.ENV_TASK] for t in tasks} == {"1"}
 
 
 # -- dead tasks --------------------------------------------------------------------------------------
@@ -330,7 +330,7 @@ SACCT = """\
 
 
 def test_sacct_states_and_exit_codes() -> None:
-    ends = _slurm.parse_sacct(SACCT, "77")
+    ends = _slurm_arrays.parse_sacct(SACCT, "77")
     assert ends[0] == TaskEnd("COMPLETED", "0:0", 0)
     assert ends[1] == TaskEnd("CANCELLED", "0:15", -15)
     assert ends[2] == TaskEnd("OUT_OF_MEMORY", "0:125", -125)
@@ -338,9 +338,9 @@ def test_sacct_states_and_exit_codes() -> None:
     assert ends[4] == TaskEnd("NODE_FAIL", "1:0", 1)
     assert {i for i, e in ends.items() if e.state == "PENDING"} == {5, 6, 8}
     assert 9 not in ends
-    assert _slurm.parse_sacct("77|PENDING|0:0\n", "77") == {}
-    assert _slurm.parse_sacct("77|TIMEOUT|0:0\n", "77", single=True) == {0: TaskEnd("TIMEOUT", "0:0", 0)}
-    assert _slurm.parse_squeue("77_1|RUNNING\n77_2|PENDING\n", "77") == {1: "RUNNING", 2: "PENDING"}
+    assert _slurm_arrays.parse_sacct("77|PENDING|0:0\n", "77") == {}
+    assert _slurm_arrays.parse_sacct("77|TIMEOUT|0:0\n", "77", single=True) == {0: TaskEnd("TIMEOUT", "0:0", 0)}
+    assert _slurm_arrays.parse_squeue("77_1|RUNNING\n77_2|PENDING\n", "77") == {1: "RUNNING", 2: "PENDING"}
     assert [_slurm.failure_type("slurm", e) for e in (ends[1], ends[2])] == ["Slurm(CANCELLED)", "Slurm(OUT_OF_MEMORY)"]
     assert _slurm.failure_type("local", TaskEnd("TIMEOUT")) == "Local(TIMEOUT)"
 
@@ -350,7 +350,7 @@ FAKE_SLURM = (
     SHIM
     + """
 from pathlib import Path
-from pytest_xp._slurm import TaskEnd
+from pytest_xp._slurm_arrays import TaskEnd, return_code_of
 
 _slurm.shutil.which = lambda name: "/usr/bin/" + name
 _slurm._require_submitit = lambda: None
@@ -375,7 +375,7 @@ class FakeArray:
 
     def end_of(self, task):
         state = (Path(__file__).parent / "state.txt").read_text().strip()
-        return TaskEnd(state, ENDS[state], _slurm.return_code_of(ENDS[state]))
+        return TaskEnd(state, ENDS[state], return_code_of(ENDS[state]))
 
 _slurm.SlurmArray = FakeArray
 """

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from . import _seeding, _slurm
+from . import _seeding
 from ._cache import is_hit, why_run
 from ._codec import NotJSONError, dumps, to_json_value
 from ._experiment import Experiment, TrialDef, VerifyDef
@@ -424,7 +424,9 @@ class TrialItem(_XpItem):
 
     def _replay(self) -> None:
         """Report the record another process wrote (a launcher ran this combination elsewhere)."""
-        error = _slurm.prepare_error(self)
+        from ._slurm import prepare_error
+
+        error = prepare_error(self)
         if error is not None:
             raise error  # prepare() failed in the submitter (e.g. its setup raised): never submitted
         record = self.xp_session.store.read_record(self.record_path)

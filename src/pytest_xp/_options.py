@@ -170,7 +170,7 @@ def addoption(parser: pytest.Parser) -> None:
     parser.addini("xp_fail_on", "what makes the session fail (see --xp-fail-on)", default=",".join(DEFAULT_FAIL_ON))
     parser.addini("xp_files", "glob patterns of experiment modules to collect", type="args", default=["xp_*.py"])
 
-    from ._slurm import addoption as add_launcher_options
+    from ._launch_options import addoption as add_launcher_options
 
     add_launcher_options(group, parser)
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from . import _options, _provenance, _slurm, _terminal
+from . import _launch_options, _options, _provenance, _terminal
 from ._decorators import MARK_ATTR, SetupMark, TrialMark, VerifyMark
 from ._experiment import Experiment, ExperimentError, discover
 from ._handle import Xp
@@ -47,7 +47,7 @@ def pytest_cmdline_main(config: pytest.Config) -> int | None:
     if config.getoption("xp_plan") and getattr(config.option, "numprocesses", None):
         config.option.numprocesses = 0
         config.option.dist = "no"
-    if _slurm.wants_launcher(config) and getattr(config.option, "numprocesses", None):
+    if _launch_options.wants_launcher(config) and getattr(config.option, "numprocesses", None):
         config.option.numprocesses = 0  # the submitter starts no workers; its tasks keep -n
         config.option.dist = "no"
     return None
@@ -67,7 +67,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[SESSION_KEY] = session
     config.addinivalue_line("markers", "xp_trial: a pytest-xp trial combination (set automatically)")
     if workerinput is None:
-        _slurm.get_settings(config)  # a bad launcher option stops the session before collection
+        _launch_options.get_settings(config)  # a bad launcher option stops the session before collection
         if settings.dirty_git == "error":
             state = _provenance.git_state(config.rootpath)
             if state is not None and state.dirty:
@@ -276,6 +276,10 @@ def pytest_runtestloop(session: pytest.Session) -> bool | None:
     if hasattr(config, "workerinput"):
         return None
     if not config.stash[SESSION_KEY].settings.plan:
+        if _launch_options.get_settings(config).launcher is None:
+            return None
+        from . import _slurm  # the submitter (and submitit) only where a launcher runs
+
         return True if _slurm.launch(session) else None  # True: a dry run printed the submission
     from ._plan import write_plan
 
