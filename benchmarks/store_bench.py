@@ -1,0 +1,116 @@
+"""In-process timing of pytest-xp's store against plain JSON files (run by ``run.py`` as a subprocess).
+
+Writes and reads N records shaped like the ones a trial leaves, once through
+``pytest_xp._store.Store.write_record`` / ``read_record`` (A) and once with ``json.dumps`` /
+``json.loads`` into the same layout (B, the floor: one directory and one file per record).
+Each repeat uses fresh directories and runs A then B; prints one JSON object with the times.
+
+    python benchmarks/store_bench.py --n 10000 --repeats 3 --dir /tmp/somewhere
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from pytest_xp._store import Store
+
+try:
+    from pytest_xp._codec import SCHEMA_VERSION
+except ImportError:  # pragma: no cover - older layouts
+    SCHEMA_VERSION = 1
+
+
+def make_record(i: int) -> dict[str, Any]:
+    """A record of a trivial combination, with the fields a real one carries."""
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "module": "experiments/xp_bench.py",
+        "trial": "work",
+        "combination": f"x_{i}",
+        "index": i,
+        "params": {"x": i},
+        "key": f"{i:064x}",
+        "seeds": {"seed": i, "numpy_seed": i, "torch_seed": i, "derived": True, "seeded": ["random", "numpy"]},
+        "session": "20260101T000000-bench",
+        "started_at": "2026-01-01T00:00:00.000+00:00",
+        "ended_at": "2026-01-01T00:00:00.001+00:00",
+        "duration_s": 1e-05,
+        "hostname": "bench",
+        "versions": {"python": "3.11", "pytest": "9", "pytest-xp": "0.1.0", "numpy": "2"},
+        "success": True,
+        "result": {"y": i * 2, "loss": 1.0 / (i + 1)},
+    }
+
+
+def paths_for(store: Store, n: int) -> list[Path]:
+    return [store.record_path("experiments.xp_bench", "work", f"x_{i}-{i:06x}") for i in range(n)]
+
+
+class Clock:
+    """Wall and CPU time of a block."""
+
+    def __enter__(self) -> Clock:
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.wall, self.cpu = time.perf_counter() - self.wall, time.process_time() - self.cpu
+
+
+def time_xp(root: Path, records: list[dict[str, Any]]) -> tuple[Clock, Clock]:
+    store = Store(root)
+    paths = paths_for(store, len(records))
+    with Clock() as write:
+        for path, rec in zip(paths, records, strict=True):
+            store.write_record(path, rec)
+    with Clock() as read:
+        for path in paths:
+            if store.read_record(path) is None:
+                raise RuntimeError(f"read_record({path}) returned None")
+    return write, read
+
+
+def time_plain(root: Path, records: list[dict[str, Any]]) -> tuple[Clock, Clock]:
+    paths = paths_for(Store(root), len(records))
+    with Clock() as write:
+        for path, rec in zip(paths, records, strict=True):
+            os.makedirs(path.parent, exist_ok=True)
+            with open(path, "w", encoding="utf-8") as fh:
+                fh.write(json.dumps(rec))
+    with Clock() as read:
+        for path in paths:
+            with open(path, encoding="utf-8") as fh:
+                json.loads(fh.read())
+    return write, read
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--n", type=int, default=10_000)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--dir", type=Path, required=True)
+    args = parser.parse_args()
+    records = [make_record(i) for i in range(args.n)]
+    out: dict[str, list[float]] = {}
+    for r in range(args.repeats):
+        xp_root, plain_root = args.dir / f"xp{r}", args.dir / f"plain{r}"
+        for side, timer, root in (("xp", time_xp, xp_root), ("plain", time_plain, plain_root)):
+            write, read = timer(root, records)
+            for op, clock in (("write", write), ("read", read)):
+                out.setdefault(f"{side}_{op}", []).append(clock.wall)
+                out.setdefault(f"{side}_{op}_cpu", []).append(clock.cpu)
+        shutil.rmtree(xp_root, ignore_errors=True)
+        shutil.rmtree(plain_root, ignore_errors=True)
+    print(json.dumps(out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
