@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -10,72 +11,19 @@ from typing import Any
 import numpy  # noqa: F401 - imported before pytester snapshots sys.modules: C extensions load once
 import pytest
 
-#: The reference document's first example, with only its import line changed.
-DOC_EXAMPLE = """
-from pytest_xp import setup, trial, verify, VerificationResult
-import numpy as np
+#: The reference decorators document (the API contract), beside the checkout as in CI.
+REFERENCE_DOC = Path(__file__).resolve().parents[2] / "shared" / "seeds" / "002_9a49f98dcc0f83f1.txt"
 
-@setup()
-def init():
-    return {"seed": 42, "numpy_seed": 42, "torch_seed": 42}
 
-@trial(1, {"n": [3]})
-def t(n: int):
-    x = np.random.RandomState(SETUP.get("numpy_seed", 0)).randn(n)
-    return {"x_mean": float(x.mean())}
+def doc_example(index: int) -> str:
+    """The document's ``index``-th Python example, with only its import line changed.
 
-@verify(["t"])
-def check(results):
-    runs = results.get("t", [])
-    if not runs:
-        return VerificationResult.INCONCLUSIVE
-    ok = all(r.get("success") and ("result" in r) for r in runs)
-    return VerificationResult.SUPPORTS if ok else VerificationResult.REFUTES
-"""
-
-#: The document's second example (numpy and torch seeding), import changed.
-DOC_EXAMPLE_SEEDS = """
-from pytest_xp import setup, trial, verify, VerificationResult
-import sys
-
-@setup()
-def init():
-    return {"seed": 123, "numpy_seed": 123, "torch_seed": 123}
-
-@trial(1, {"n": [5]})
-def train(n: int):
-    import numpy as np
-    try:
-        import torch
-        t = torch.randn(n).tolist()
-    except Exception:
-        t = []
-    rng = np.random.default_rng(SETUP.get("numpy_seed", 0))
-    x = rng.standard_normal(n)
-    return {"torch_sample": t, "np_mean": float(x.mean())}
-
-@verify(["train"])
-def check(results):
-    runs = results.get("train", [])
-    if not runs:
-        return VerificationResult.INCONCLUSIVE
-    ok = all(r.get("success") and ("np_mean" in r.get("result", {})) for r in runs)
-    return VerificationResult.SUPPORTS if ok else VerificationResult.REFUTES
-"""
-
-#: The document's context-update example, import changed.
-DOC_EXAMPLE_CONTEXT = """
-from pytest_xp import setup, trial
-
-@setup()
-def init():
-    return {"path": "/tmp/data"}
-
-@trial(1, {"n": [1, 2, 3]})
-def gen(n: int):
-    p = SETUP["path"]
-    return {"context_update": {"last_n": n}}
-"""
+    Read from the document itself rather than copied here, so the contract is tested as written.
+    """
+    if not REFERENCE_DOC.exists():
+        pytest.skip(f"the reference document is not at {REFERENCE_DOC}")
+    blocks = re.findall(r"```python\n(.*?)```", REFERENCE_DOC.read_text(encoding="utf-8"), flags=re.DOTALL)
+    return blocks[index].replace("from decorators import", "from pytest_xp import")
 
 
 def load_records(root: Path) -> list[dict[str, Any]]:

@@ -9,23 +9,23 @@ from typing import Any
 
 import pytest
 
-from conftest import DOC_EXAMPLE, DOC_EXAMPLE_CONTEXT, DOC_EXAMPLE_SEEDS, assert_counts, load_records
+from conftest import assert_counts, doc_example, load_records
 from pytest_xp._records import VOLATILE_FIELDS
 
 Records = Callable[[], list[dict[str, Any]]]
 
 
-@pytest.mark.parametrize("example", [DOC_EXAMPLE, DOC_EXAMPLE_SEEDS])
+@pytest.mark.parametrize("example", [0, 2], ids=["seeds-and-verify", "numpy-and-torch"])
 @pytest.mark.parametrize("workers", [[], ["-n", "2"], ["-p", "no:xdist"]])
-def test_document_examples_support(pytester: pytest.Pytester, example: str, workers: list[str]) -> None:
-    pytester.makepyfile(xp_doc=example)
+def test_document_examples_support(pytester: pytest.Pytester, example: int, workers: list[str]) -> None:
+    pytester.makepyfile(xp_doc=doc_example(example))
     result = pytester.runpytest_subprocess(*workers)
     assert_counts(result, passed=1, supports=1)
     assert result.ret == 0
 
 
 def test_document_context_example_runs(pytester: pytest.Pytester, records: Records) -> None:
-    pytester.makepyfile(xp_doc=DOC_EXAMPLE_CONTEXT)
+    pytester.makepyfile(xp_doc=doc_example(1))
     assert_counts(pytester.runpytest(), passed=3)
     assert [r["result"]["context_update"]["last_n"] for r in records()] == [1, 2, 3]
 
