@@ -271,3 +271,11 @@ def test_records_respect_the_umask(pytester: pytest.Pytester) -> None:
     for path in (pytester.path / ".xp").rglob("*"):
         mode = path.stat().st_mode
         assert not mode & stat.S_IWOTH, path
+
+
+def test_help_lists_every_option(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest("--help")
+    assert result.ret == 0
+    out = result.stdout.str()
+    for option in ("--xp-dir", "--xp-report", "--xp-isolate", "--xp-gpus", "--xp-shard", "--xp-slurm", "xp_files"):
+        assert option in out

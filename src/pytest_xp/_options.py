@@ -137,7 +137,7 @@ def addoption(parser: pytest.Parser) -> None:
         "--xp-gpus",
         default=None,
         metavar="IDS",
-        help="give xdist worker k the device IDS[k % len] through CUDA_VISIBLE_DEVICES (e.g. 0,1 or auto)",
+        help="give xdist worker k the device IDS[k %% len] through CUDA_VISIBLE_DEVICES (e.g. 0,1 or auto)",
     )
     group.addoption(
         "--xp-wait",
