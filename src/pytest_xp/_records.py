@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import platform
+import signal
 import socket
 import sys
 import traceback
@@ -88,6 +89,16 @@ def describe_exception(exc: BaseException, limit_lines: int = 30) -> tuple[str, 
     text = "".join(lines).rstrip()
     tail = text.splitlines()[-limit_lines:]
     return type(exc).__name__, "\n".join(tail)
+
+
+def describe_return_code(code: int) -> str:
+    """How a process ended, in words: ``exit code 3`` or ``signal SIGSEGV``."""
+    if code < 0:
+        try:
+            return f"signal {signal.Signals(-code).name}"
+        except ValueError:
+            return f"signal {-code}"
+    return f"exit code {code}"
 
 
 def run_dict(record: dict[str, Any]) -> dict[str, Any]:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -33,7 +32,7 @@ import pytest
 
 from ._launch_options import ENV_SELECT, ENV_TASK, SlurmSettings, get_settings
 from ._plugin_state import SESSION_KEY
-from ._records import base_record, failure_fields, now_iso
+from ._records import base_record, describe_return_code, failure_fields, now_iso
 from ._shards import shard_of
 from ._slurm_arrays import LocalArray, SlurmArray, Task, TaskEnd, _Array, _require_submitit, sbatch_script
 from ._slurm_task import shell_command, task_argv
@@ -91,15 +90,6 @@ def prepare_error(item: TrialItem) -> BaseException | None:
 # -- how a dead task is described --------------------------------------------------------------
 def failure_type(launcher: str, end: TaskEnd) -> str:
     return f"{'Slurm' if launcher == 'slurm' else 'Local'}({end.state})"
-
-
-def describe_return_code(code: int) -> str:
-    if code < 0:
-        try:
-            return f"signal {signal.Signals(-code).name}"
-        except ValueError:
-            return f"signal {-code}"
-    return f"exit code {code}"
 
 
 def _tail(path: Path, lines: int = _STDERR_TAIL_LINES) -> str:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import heapq
 import os
-import signal
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,7 +25,7 @@ from xdist.workermanage import WorkerController, parse_tx_spec_config
 
 from ._codec import loads
 from ._items import PLUG_NAME, PlugItem, TrialItem, VerifyItem
-from ._records import base_record, failure_fields, now_iso
+from ._records import base_record, describe_return_code, failure_fields, now_iso
 from ._session import XpSession
 from ._store import write_json_atomic
 
@@ -284,7 +283,7 @@ class XpScheduling:
         if existing is not None and existing.get("session") == self.session.session_id:
             return  # it finished and wrote its record; the worker died afterwards
         code = _exit_code(node)
-        kind = "WorkerCrashed" if code is None else f"WorkerCrashed({_describe_code(code)})"
+        kind = "WorkerCrashed" if code is None else f"WorkerCrashed({describe_return_code(code)})"
         record = base_record(
             module_id=meta["group"],
             trial=meta["trial"],
@@ -299,7 +298,7 @@ class XpScheduling:
         )
         error = (
             f"the xdist worker {node.gateway.id} died while running this combination "
-            f"({_describe_code(code) if code is not None else 'exit status unknown'}); "
+            f"({describe_return_code(code) if code is not None else 'exit status unknown'}); "
             "run it with --xp-isolate to keep crashes inside a child process"
         )
         record.update(failure_fields(kind, error, code))
@@ -317,15 +316,6 @@ def _exit_code(node: WorkerController) -> int | None:
     except Exception:  # noqa: BLE001 - best effort only
         return None
     return int(code) if isinstance(code, int) else None
-
-
-def _describe_code(code: int) -> str:
-    if code < 0:
-        try:
-            return f"signal {signal.Signals(-code).name}"
-        except ValueError:
-            return f"signal {-code}"
-    return f"exit code {code}"
 
 
 class XdistHooks:
