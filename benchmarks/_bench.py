@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -261,6 +261,8 @@ class Row:
     status: str = ""
     note: str = ""
     repeats: int = 0
+    scenario: str = ""  # set by run.py: which scenario produced the row (for --merge)
+    measured_at: str = ""  # set by run.py: when (UTC)
 
     @property
     def ratios(self) -> list[float]:
@@ -320,6 +322,9 @@ class Row:
             "goal": self.goal,
             "status": self.status,
             "note": self.note,
+            "scenario": self.scenario,
+            "measured_at": self.measured_at,
+            "raw": asdict(self),  # everything, so that run.py --merge can rebuild the row
         }
 
 
@@ -330,6 +335,8 @@ def _rounded(d: dict[str, float]) -> dict[str, float]:
 def fmt_value(v: float, unit: str) -> str:
     if unit == "MB":
         return f"{v:.0f} MB"
+    if unit == "ms":
+        return f"{v:.1f} ms"
     if v >= 100:
         return f"{v:.0f} s"
     if v >= 10:

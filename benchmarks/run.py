@@ -164,6 +164,25 @@ def describe(info: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def merge_previous(
+    path: Path, rows: list[Row], chosen: list[str], prof: dict[str, Any] | None, info: dict[str, Any]
+) -> tuple[list[Row], dict[str, Any] | None, str]:
+    """Rows of the scenarios not re-run now, taken from the previous latest.json, in scenario order."""
+    old = json.loads(path.read_text(encoding="utf-8"))
+    kept = [Row(**r["raw"]) for r in old.get("rows", []) if r.get("raw") and r["raw"].get("scenario") not in chosen]
+    order = {name: i for i, name in enumerate(SCENARIOS)}
+    merged = sorted([*kept, *rows], key=lambda r: order.get(r.scenario, len(order)))
+    if prof is None and "profile" not in chosen:
+        prof = old.get("profile")
+    before = old.get("machine", {})
+    info["merged_from"] = {"date": old.get("date"), "commit": before.get("pytest_xp_commit"),
+                           "source_digest": before.get("pytest_xp_source_digest")}
+    when = sorted({r.measured_at for r in kept if r.measured_at})
+    note = (f" Merged: {', '.join(chosen)} re-measured now; the other rows were measured {f'from {when[0]} to {when[-1]}' if when else 'earlier'} "
+            f"(the previous file's pytest-xp source digest: {before.get('pytest_xp_source_digest')}).")
+    return merged, prof, note
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="tiny sizes and 1-2 repeats (CI smoke run)")
@@ -177,6 +196,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tmp", type=Path, default=None, metavar="DIR",
                         help="where the experiment files, stores and baselines' outputs go (default: the system "
                         "temp dir). Its file system is part of every figure: see the probe in the machine lines")
+    parser.add_argument("--merge", action="store_true",
+                        help="keep the rows of scenarios not re-run from the existing latest.json (each row "
+                        "says when it was measured); for re-measuring one scenario on a noisy machine")
     parser.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (experiment files, stores)")
     parser.add_argument("--hydra-site", type=Path, default=Path(os.environ.get("XP_BENCH_HYDRA_SITE", DEFAULT_HYDRA)),
                         help="a `pip install --target` directory holding hydra-core, used when this environment "
@@ -232,12 +254,18 @@ def main(argv: list[str] | None = None) -> int:
                             note=f"{type(exc).__name__}: {exc}"[:200]))
         else:
             for row in got:
+                row.scenario = name
+                row.measured_at = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
                 row.evaluate()
                 if args.quick and row.status in ("met", "missed"):
                     row.status += "*"
             rows.extend(got)
         timings[name] = round(time.perf_counter() - t0, 1)
         log(f"   {name} took {timings[name]:.0f} s")
+    merged_note = ""
+    prof = ctx.extras.get("profile")
+    if args.merge and (args.out / "latest.json").is_file():
+        rows, prof, merged_note = merge_previous(args.out / "latest.json", rows, chosen, prof, info)
     info["loadavg_end"] = list(os.getloadavg())
     info["tmp"]["probe_end_s"] = fs_probe(tmp)
     total = time.perf_counter() - started
@@ -245,12 +273,12 @@ def main(argv: list[str] | None = None) -> int:
     table = markdown_table(rows)
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     mode = "quick (tiny sizes, not representative: a smoke test)" if args.quick else "full"
-    md = [f"# pytest-xp benchmarks — {mode}", "", f"Run {stamp}, {total:.0f} s in all.", "", describe(info), "",
+    md = [f"# pytest-xp benchmarks — {mode}", "", f"Run {stamp}, {total:.0f} s in all.{merged_note}", "",
+          describe(info), "",
           "A is what is measured, B the baseline run alternately with it in the same session. "
           "A/B: lower is better (overhead); B/A: speed-up of A over B. Medians of the repeats; "
           "ratio min–max in brackets." + (" `*`: quick sizes, the goals apply to full runs." if args.quick else ""),
           "", table]
-    prof = ctx.extras.get("profile")
     if prof:
         md += ["", f"## Profile: {prof['n']} trivial combinations, `-n 0` (cProfile; profiled "
                f"{prof['profiled_total_s']} s, unprofiled wall {prof['wall_unprofiled_s']} s)", "",
