@@ -1,7 +1,7 @@
 """In-process timing of pytest-xp's store against plain JSON files (run by ``run.py`` as a subprocess).
 
 Writes and reads N records shaped like the ones a trial leaves, once through
-``pytest_xp._store.Store.write_record`` / ``read_record`` (A) and once with ``json.dumps`` /
+``pytest_xp.store.store.Store.write_record`` / ``read_record`` (A) and once with ``json.dumps`` /
 ``json.loads`` into the same layout (B, the floor: one directory and one file per record).
 Each repeat uses fresh directories and runs A then B; prints one JSON object with the times.
 
@@ -19,10 +19,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pytest_xp._store import Store
+from pytest_xp.store.store import Store
 
 try:
-    from pytest_xp._codec import SCHEMA_VERSION
+    from pytest_xp.store.codec import SCHEMA_VERSION
 except ImportError:  # pragma: no cover - older layouts
     SCHEMA_VERSION = 1
 

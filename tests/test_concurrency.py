@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from conftest import load_records
-from pytest_xp._store import Store
+from pytest_xp.store.store import Store
 
 
 def _writer(root: str, worker: int, count: int, total_workers: int) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from conftest import assert_counts, load_records
-from pytest_xp._gpus import parse_gpus, visible_gpus, worker_device
+from pytest_xp.schedule.gpus import parse_gpus, visible_gpus, worker_device
 
 
 def test_round_robin_over_workers() -> None:

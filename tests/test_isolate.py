@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from pytest_xp import _isolate
-from pytest_xp._isolate import ChildOutcome, IsolationError, parse_memory, run_isolated
+from pytest_xp.run import isolate as _isolate
+from pytest_xp.run.isolate import ChildOutcome, IsolationError, parse_memory, run_isolated
 
 SEEDS = {"seed": 1234, "numpy_seed": 4321, "torch_seed": 99, "derived": False}
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from conftest import assert_counts, doc_example, load_records
-from pytest_xp._records import VOLATILE_FIELDS
+from pytest_xp.store.records import VOLATILE_FIELDS
 
 Records = Callable[[], list[dict[str, Any]]]
 

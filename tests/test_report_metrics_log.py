@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pytest_xp._handle import MetricLog
+from pytest_xp.run.handle import MetricLog
 
 
 def lines(path: Path) -> list[dict[str, object]]:
@@ -34,7 +34,7 @@ def test_each_call_is_flushed_before_close(tmp_path: Path) -> None:
 
 def test_a_process_killed_midway_keeps_what_it_logged(tmp_path: Path) -> None:
     script = (
-        "import os, sys; from pathlib import Path; from pytest_xp._handle import MetricLog\n"
+        "import os, sys; from pathlib import Path; from pytest_xp.run.handle import MetricLog\n"
         "log = MetricLog(Path(sys.argv[1]))\n"
         "for step in range(5): log.log(step, loss=float(step))\n"
         "os._exit(3)\n"  # no close, no atexit, no buffer flush: only what log() flushed survives

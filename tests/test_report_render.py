@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from pytest_xp._options import parse_report_spec
-from pytest_xp._render import (
+from pytest_xp.config import parse_report_spec
+from pytest_xp.report.data import Hypothesis, gather
+from pytest_xp.report.render import (
     GITHUB_LIMIT,
     JSON_KIND,
     JSON_SCHEMA_VERSION,
@@ -22,7 +23,6 @@ from pytest_xp._render import (
     summarize,
     write_report,
 )
-from pytest_xp._report import Hypothesis, gather
 from test_report_store import MODULE, SESSION_A, curve, write_combo, write_run
 
 EVIL = '<script>alert("x")</script><img src=x onerror=alert(1)>'

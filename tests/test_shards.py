@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from conftest import assert_counts, load_records
-from pytest_xp._records import VOLATILE_FIELDS
+from pytest_xp.store.records import VOLATILE_FIELDS
 
 TWO_ORDERS = """
 from pytest_xp import setup, trial, verify
@@ -82,7 +82,7 @@ def test_wait_times_out_with_a_clear_error(pytester: pytest.Pytester) -> None:
 
 
 def test_shards_cover_the_grid_once() -> None:
-    from pytest_xp._shards import shard_of
+    from pytest_xp.run.shards import shard_of
 
     ids = [f"xp_m.py::t[{i}]" for i in range(300)]
     counts = [sum(shard_of(i, 3) == s for i in ids) for s in range(3)]

@@ -23,8 +23,11 @@ from pathlib import Path
 import pytest
 
 from conftest import assert_counts, load_records
-from pytest_xp import _launch_options, _slurm, _slurm_arrays, _slurm_task
-from pytest_xp._slurm_arrays import TaskEnd
+from pytest_xp.launch import arrays as _slurm_arrays
+from pytest_xp.launch import options as _launch_options
+from pytest_xp.launch import slurm as _slurm
+from pytest_xp.launch import task as _slurm_task
+from pytest_xp.launch.arrays import TaskEnd
 
 if os.environ.get("XP_REQUIRE_SLURM") != "1":  # CI wants a failure, not a skip, when submitit is missing
     pytest.importorskip("submitit")
@@ -35,7 +38,8 @@ GOLDEN = Path(__file__).parent / "golden"
 #: Harmless once the plugin registers it itself: a second ``addoption`` or ``launch`` is a no-op.
 SHIM = """
 import pytest
-from pytest_xp import _launch_options, _slurm
+from pytest_xp.launch import options as _launch_options
+from pytest_xp.launch import slurm as _slurm
 
 def pytest_addoption(parser):
     try:
@@ -243,14 +247,14 @@ def test_task_args_drop_launcher_options_and_shared_paths() -> None:
         "--xp-dir=/s",
         "--xp-no-wait",
         "-p",
-        "pytest_xp._slurm_task",
+        "pytest_xp.launch.task",
         "-o",
         "cache_dir=/c",
     ]
 
 
 def test_shard_assignment_is_the_one_xp_shard_selects_with() -> None:
-    from pytest_xp import _shards
+    from pytest_xp.run import shards as _shards
 
     assert _slurm.shard_of is _shards.shard_of  # and a task refuses to run when its collection disagrees
 
@@ -350,7 +354,7 @@ FAKE_SLURM = (
     SHIM
     + """
 from pathlib import Path
-from pytest_xp._slurm_arrays import TaskEnd, return_code_of
+from pytest_xp.launch.arrays import TaskEnd, return_code_of
 
 _slurm.shutil.which = lambda name: "/usr/bin/" + name
 _slurm._require_submitit = lambda: None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pytest_xp import Verdict, VerificationResult
-from pytest_xp._verdicts import coerce_verdict, parse_fail_on, verdict_fails
+from pytest_xp.define.verdicts import coerce_verdict, parse_fail_on, verdict_fails
 
 
 @pytest.mark.parametrize(

@@ -8,16 +8,16 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ._decorators import setup, trial, verify
-from ._results import Results
-from ._verdicts import Verdict, VerificationResult
+from pytest_xp.define.decorators import setup, trial, verify
+from pytest_xp.define.verdicts import Verdict, VerificationResult
+from pytest_xp.run.results import Results
 
 if TYPE_CHECKING:
-    from . import stats
-    from ._plots import compare
-    from ._report import load_metrics, load_results
+    from pytest_xp import stats
+    from pytest_xp.store.frames import load_metrics, load_results
+    from pytest_xp.report.plots import compare
 
-_LAZY = {"compare": "._plots", "load_metrics": "._report", "load_results": "._report"}
+_LAZY = {"compare": ".report.plots", "load_metrics": ".store.frames", "load_results": ".store.frames"}
 
 
 def __getattr__(name: str) -> Any:

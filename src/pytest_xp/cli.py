@@ -45,7 +45,7 @@ def _fail(message: str) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from ._options import parse_report_spec
+    from pytest_xp.config import parse_report_spec
 
     try:
         kind, spec_path = parse_report_spec(args.format)
@@ -55,8 +55,15 @@ def _report(args: argparse.Namespace) -> int:
         return _fail(f"--format {args.format!r}: choose from {', '.join(FORMATS)}")
     output = args.output or (Path(spec_path) if spec_path else None)
     try:
-        from ._render import append_github_summary, render_html, render_json, render_markdown, render_text, write_report
-        from ._report import gather
+        from pytest_xp.report.data import gather
+        from pytest_xp.report.render import (
+            append_github_summary,
+            render_html,
+            render_json,
+            render_markdown,
+            render_text,
+            write_report,
+        )
 
         data = gather(args.xp_dir, experiment=args.experiment, trial=args.trial)
     except ImportError as exc:
@@ -83,7 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not root.is_dir():
         return _fail(f"no store at {root}: run some experiments first, or name the store: pytest-xp {args.command} DIR")
     if args.command == "runs":
-        from ._provenance import format_runs, list_runs
+        from pytest_xp.store.provenance import format_runs, list_runs
 
         sys.stdout.write("\n".join(format_runs(list_runs(root))) + "\n")
         return 0

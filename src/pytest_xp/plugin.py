@@ -16,16 +16,19 @@ from typing import Any
 
 import pytest
 
-from . import _launch_options, _options, _provenance, _terminal
-from ._decorators import MARK_ATTR, SetupMark, TrialMark, VerifyMark
-from ._experiment import Experiment, ExperimentError, discover
-from ._handle import Xp
-from ._items import PLUG_NAME, PlugItem, TrialItem, VerifyItem
-from ._plugin_state import SESSION_KEY
-from ._records import now_iso
-from ._seeding import derive_seed
-from ._session import XpSession, new_session_id
-from ._shards import shard_of
+from pytest_xp import config as _options
+from pytest_xp.define.decorators import MARK_ATTR, SetupMark, TrialMark, VerifyMark
+from pytest_xp.define.discovery import Experiment, ExperimentError, discover
+from pytest_xp.launch import options as _launch_options
+from pytest_xp.report import terminal as _terminal
+from pytest_xp.run.handle import Xp
+from pytest_xp.run.items import PLUG_NAME, PlugItem, TrialItem, VerifyItem
+from pytest_xp.run.seeding import derive_seed
+from pytest_xp.run.session import XpSession, new_session_id
+from pytest_xp.run.shards import shard_of
+from pytest_xp.run.state import SESSION_KEY
+from pytest_xp.store import provenance as _provenance
+from pytest_xp.store.records import now_iso
 
 EXPERIMENT_KEY = pytest.StashKey["Experiment | None"]()
 REPORTER_KEY = pytest.StashKey[_terminal.XpReporter]()
@@ -82,7 +85,7 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.register(reporter, "pytest-xp-reporter")
         config.stash[REPORTER_KEY] = reporter
         if config.pluginmanager.hasplugin("xdist"):
-            from ._xdist import XdistHooks
+            from pytest_xp.schedule.xdist import XdistHooks
 
             config.pluginmanager.register(XdistHooks(session), "pytest-xp-xdist")
 
@@ -244,7 +247,7 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
 def pytest_collection_finish(session: pytest.Session) -> None:
     workerinput = getattr(session.config, "workerinput", None)
     if workerinput is not None:
-        from ._xdist import write_sidecar
+        from pytest_xp.schedule.xdist import write_sidecar
 
         write_sidecar(session.config.stash[SESSION_KEY], workerinput["workerid"], session.items)
 
@@ -278,10 +281,10 @@ def pytest_runtestloop(session: pytest.Session) -> bool | None:
     if not config.stash[SESSION_KEY].settings.plan:
         if _launch_options.get_settings(config).launcher is None:
             return None
-        from . import _slurm  # the submitter (and submitit) only where a launcher runs
+        from pytest_xp.launch import slurm as _slurm  # the submitter (and submitit) only where a launcher runs
 
         return True if _slurm.launch(session) else None  # True: a dry run printed the submission
-    from ._plan import write_plan
+    from pytest_xp.schedule.plan import write_plan
 
     write_plan(config, session.items)
     return True

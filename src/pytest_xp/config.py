@@ -1,0 +1,370 @@
+"""Command-line options and ini keys, validated once into a frozen config object."""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_xp.define.grid import GridError, check_literal
+from pytest_xp.define.verdicts import DEFAULT_FAIL_ON, parse_fail_on
+
+
+@dataclass(frozen=True)
+class XpConfig:
+    """Validated pytest-xp settings of one session (identical in controller and workers)."""
+
+    xp_dir: Path
+    seed: int
+    fail_on: frozenset[str]
+    reports: tuple[str, ...]
+    file_patterns: tuple[str, ...]
+    cache: bool = True
+    rerun: bool = False
+    explain: bool = False
+    plan: bool = False
+    value_overrides: tuple[tuple[str, str, list[Any]], ...] = ()
+    context_overrides: tuple[tuple[str, Any], ...] = ()
+    sample: int | None = None
+    shard: tuple[int, int] | None = None
+    dirty_git: str = "warn"
+    correction: str = "none"
+    wait_s: float = 3600.0
+    no_wait: bool = False
+    gpus: tuple[str, ...] = ()  # device ids handed to xdist workers round robin
+    isolate: str | None = None  # start method, when every combination runs in a child process
+    timeout_s: float | None = None
+    max_memory: int | None = None
+
+
+def addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("xp", "pytest-xp: hypothesis experiments")
+    group.addoption(
+        "--xp-dir",
+        dest="xp_dir",
+        default=None,
+        metavar="DIR",
+        help="results store directory (default: ini xp_dir, else .xp in the rootdir)",
+    )
+    group.addoption(
+        "--xp-seed",
+        dest="xp_seed",
+        default=None,
+        metavar="INT",
+        help="base seed for combinations that get no seed from SETUP or their parameters (default 0)",
+    )
+    group.addoption(
+        "--xp-fail-on",
+        dest="xp_fail_on",
+        default=None,
+        metavar="LIST",
+        help="comma list of what makes the session fail: refutes, invalid, inconclusive, continue, "
+        f"trial-failures (default: ini xp_fail_on, else {','.join(DEFAULT_FAIL_ON)})",
+    )
+    group.addoption(
+        "--xp-report",
+        dest="xp_report",
+        action="append",
+        nargs="?",
+        const="term",
+        default=None,
+        metavar="FORMAT",
+        help="report after the run (repeatable): term (default: terminal summary), md:PATH, html:PATH, "
+        "json:PATH, github (Markdown appended to $GITHUB_STEP_SUMMARY)",
+    )
+    group.addoption(
+        "--xp-cache",
+        dest="xp_cache",
+        choices=("on", "off"),
+        default="on",
+        help="on (default): reuse successful records whose key matches; off: neither reuse nor offer records for reuse",
+    )
+    group.addoption(
+        "--xp-rerun", action="store_true", help="run the selected combinations even when cached (-k narrows)"
+    )
+    group.addoption("--xp-explain", action="store_true", help="say for each combination that runs why the cache missed")
+    group.addoption(
+        "--xp-plan",
+        action="store_true",
+        help="print per trial the grid size, cached and to-run combinations and an estimated time; run nothing",
+    )
+    group.addoption(
+        "--xp-values",
+        action="append",
+        default=[],
+        metavar="TRIAL.PARAM=LIST",
+        help="replace one trial's value list, e.g. --xp-values 'train.lr=[0.1, 0.01]' (repeatable)",
+    )
+    group.addoption(
+        "--xp-context",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a SETUP key after the setup functions ran, e.g. --xp-context seed=7 (repeatable)",
+    )
+    group.addoption(
+        "--xp-sample", default=None, metavar="K", help="run a seeded random subset of K combinations per trial"
+    )
+    group.addoption(
+        "--xp-shard", default=None, metavar="I/N", help="run shard I of N (0-based) of the selected combinations"
+    )
+    group.addoption(
+        "--xp-isolate",
+        nargs="?",
+        const="fork",
+        default=None,
+        choices=("fork", "forkserver", "spawn"),
+        help="run each combination in a child process of the worker (default start method: fork; "
+        "use forkserver or spawn once the worker has touched CUDA)",
+    )
+    group.addoption(
+        "--xp-timeout",
+        default=None,
+        metavar="SECONDS",
+        help="kill a combination's process group after this long and record Timeout (implies --xp-isolate)",
+    )
+    group.addoption(
+        "--xp-max-memory",
+        default=None,
+        metavar="SIZE",
+        help="kill a combination whose processes use more memory (e.g. 4G) and record MemoryLimit "
+        "(implies --xp-isolate)",
+    )
+    group.addoption(
+        "--xp-gpus",
+        default=None,
+        metavar="IDS",
+        help="give xdist worker k the device IDS[k %% len] through CUDA_VISIBLE_DEVICES (e.g. 0,1 or auto)",
+    )
+    group.addoption(
+        "--xp-wait",
+        default=None,
+        metavar="SECONDS",
+        help="with --xp-shard: how long order k waits for other shards' lower-order records (default 3600)",
+    )
+    group.addoption(
+        "--xp-no-wait",
+        action="store_true",
+        help="with --xp-shard: skip combinations whose lower orders other shards have not finished",
+    )
+    group.addoption(
+        "--xp-dirty-git",
+        choices=("ignore", "warn", "error"),
+        default=None,
+        help="uncommitted changes when experiments run: ignore, warn (default) or error (refuse to run)",
+    )
+    group.addoption(
+        "--xp-correction",
+        choices=("holm", "bh", "none"),
+        default=None,
+        help="adjust the p-values of all evidence in the session (Holm or Benjamini-Hochberg) and re-judge "
+        "those verdicts (default: ini xp_correction, else none)",
+    )
+    group.addoption("--xp-runs", action="store_true", help="list past sessions recorded in the store and exit")
+    parser.addini("xp_correction", "multiple-comparison correction: holm, bh or none", default="none")
+    parser.addini("xp_dirty_git", "ignore, warn or error on uncommitted changes (see --xp-dirty-git)", default="warn")
+    parser.addini("xp_dir", "pytest-xp results store directory, relative to the rootdir", default=".xp")
+    parser.addini("xp_fail_on", "what makes the session fail (see --xp-fail-on)", default=",".join(DEFAULT_FAIL_ON))
+    parser.addini("xp_files", "glob patterns of experiment modules to collect", type="args", default=["xp_*.py"])
+
+    from pytest_xp.launch.options import addoption as add_launcher_options
+
+    add_launcher_options(group, parser)
+
+
+def build_config(config: pytest.Config) -> XpConfig:
+    """Read and check every option; a bad value is a UsageError naming the option and the fix."""
+    raw_dir = config.getoption("xp_dir") or config.getini("xp_dir") or ".xp"
+    xp_dir = Path(raw_dir).expanduser()
+    if not xp_dir.is_absolute():
+        base = Path.cwd() if config.getoption("xp_dir") else config.rootpath
+        xp_dir = base / xp_dir
+
+    raw_seed = config.getoption("xp_seed")
+    try:
+        seed = int(raw_seed) if raw_seed is not None else 0
+    except ValueError:
+        raise pytest.UsageError(f"--xp-seed={raw_seed!r}: give an integer, e.g. --xp-seed=0") from None
+
+    raw_fail_on = config.getoption("xp_fail_on")
+    source = "--xp-fail-on" if raw_fail_on is not None else "ini xp_fail_on"
+    try:
+        fail_on = parse_fail_on(raw_fail_on if raw_fail_on is not None else str(config.getini("xp_fail_on")))
+    except ValueError as exc:
+        raise pytest.UsageError(f"{source}: {exc}") from None
+
+    reports = tuple(
+        normalize_report_spec(spec, config.invocation_params.dir) for spec in config.getoption("xp_report") or ()
+    )
+    patterns = tuple(str(p) for p in config.getini("xp_files"))
+    dirty_git = config.getoption("xp_dirty_git") or str(config.getini("xp_dirty_git"))
+    if dirty_git not in ("ignore", "warn", "error"):
+        raise pytest.UsageError(f"ini xp_dirty_git = {dirty_git!r}: use ignore, warn or error")
+    correction = config.getoption("xp_correction") or str(config.getini("xp_correction"))
+    if correction not in ("holm", "bh", "none"):
+        raise pytest.UsageError(f"ini xp_correction = {correction!r}: use holm, bh or none")
+    raw_wait = config.getoption("xp_wait")
+    try:
+        wait_s = float(raw_wait) if raw_wait is not None else 3600.0
+    except ValueError:
+        wait_s = -1.0
+    if wait_s < 0:
+        raise pytest.UsageError(f"--xp-wait={raw_wait!r}: give a number of seconds >= 0")
+    timeout_s: float | None = None
+    raw_timeout = config.getoption("xp_timeout")
+    if raw_timeout is not None:
+        try:
+            timeout_s = float(raw_timeout)
+        except ValueError:
+            timeout_s = -1.0
+        if timeout_s <= 0:
+            raise pytest.UsageError(f"--xp-timeout={raw_timeout!r}: give a positive number of seconds")
+    max_memory: int | None = None
+    raw_memory = config.getoption("xp_max_memory")
+    if raw_memory is not None:
+        from pytest_xp.run.isolate import parse_memory
+
+        try:
+            max_memory = parse_memory(raw_memory)
+        except ValueError as exc:
+            raise pytest.UsageError(f"--xp-max-memory={raw_memory!r}: {exc}") from None
+    isolate = config.getoption("xp_isolate")
+    if isolate is None and (timeout_s is not None or max_memory is not None):
+        isolate = "fork"
+    gpus: list[str] = []
+    raw_gpus = config.getoption("xp_gpus")
+    if raw_gpus is not None:
+        from pytest_xp.schedule.gpus import parse_gpus
+
+        try:
+            gpus = parse_gpus(raw_gpus) or []
+        except ValueError as exc:
+            raise pytest.UsageError(f"--xp-gpus={raw_gpus!r}: {exc}") from None
+        if not gpus:
+            raise pytest.UsageError(f"--xp-gpus={raw_gpus!r}: no GPU found on this machine; list device ids instead")
+    return XpConfig(
+        gpus=tuple(gpus),
+        isolate=isolate,
+        timeout_s=timeout_s,
+        max_memory=max_memory,
+        wait_s=wait_s,
+        no_wait=bool(config.getoption("xp_no_wait")),
+        correction=correction,
+        xp_dir=xp_dir,
+        seed=seed,
+        fail_on=fail_on,
+        reports=reports,
+        file_patterns=patterns,
+        cache=config.getoption("xp_cache") != "off",
+        rerun=bool(config.getoption("xp_rerun")),
+        explain=bool(config.getoption("xp_explain")),
+        plan=bool(config.getoption("xp_plan")),
+        value_overrides=tuple(parse_value_override(text) for text in config.getoption("xp_values")),
+        context_overrides=tuple(parse_context_override(text) for text in config.getoption("xp_context")),
+        sample=_positive_int("--xp-sample", config.getoption("xp_sample")),
+        shard=parse_shard(config.getoption("xp_shard")),
+        dirty_git=dirty_git,
+    )
+
+
+#: ``--xp-report`` formats: those that write a file take ``FORMAT:PATH``.
+REPORT_FORMATS = {"term": False, "github": False, "md": True, "html": True, "json": True}
+_REPORT_ALIASES = {"terminal": "term", "markdown": "md"}
+
+
+def parse_report_spec(spec: str) -> tuple[str, str | None]:
+    """``FORMAT`` or ``FORMAT:PATH`` -> (format, path or None); ValueError saying what is accepted."""
+    kind, sep, path = spec.partition(":")
+    kind = _REPORT_ALIASES.get(kind.strip().lower(), kind.strip().lower())
+    usage = "use term, github, md:PATH, html:PATH or json:PATH (e.g. --xp-report=html:report.html)"
+    if kind not in REPORT_FORMATS:
+        hint = ""
+        if not sep:
+            hint = "; write --xp-report=FORMAT with '=': a bare --xp-report takes the next argument as its format"
+        raise ValueError(f"unknown report format {spec!r}: {usage}{hint}")
+    if REPORT_FORMATS[kind] and not path.strip():
+        raise ValueError(f"{kind} report needs a file: --xp-report={kind}:PATH")
+    if not REPORT_FORMATS[kind] and sep:
+        raise ValueError(f"{kind} report takes no path: --xp-report={kind}")
+    return kind, path.strip() or None
+
+
+def normalize_report_spec(spec: str, base: Path) -> str:
+    """A validated spec with an absolute path (relative paths are taken from the invocation directory)."""
+    try:
+        kind, path = parse_report_spec(spec)
+    except ValueError as exc:
+        raise pytest.UsageError(f"--xp-report={spec!r}: {exc}") from None
+    if path is None:
+        return kind
+    target = Path(path).expanduser()
+    return f"{kind}:{target if target.is_absolute() else base / target}"
+
+
+def _positive_int(option: str, raw: str | None) -> int | None:
+    if raw is None:
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise pytest.UsageError(f"{option}={raw!r}: give a positive integer")
+    return value
+
+
+def parse_shard(raw: str | None) -> tuple[int, int] | None:
+    if raw is None:
+        return None
+    index, sep, total = raw.partition("/")
+    try:
+        i, n = int(index), int(total)
+    except ValueError:
+        i, n = -1, 0
+    if not sep or n < 1 or not 0 <= i < n:
+        raise pytest.UsageError(f"--xp-shard={raw!r}: use I/N with 0 <= I < N, e.g. --xp-shard 0/4")
+    return i, n
+
+
+def _literal(text: str) -> Any:
+    try:
+        return ast.literal_eval(text.strip())
+    except (ValueError, SyntaxError):
+        return text.strip()
+
+
+def parse_value_override(text: str) -> tuple[str, str, list[Any]]:
+    """``trial.param=[...]`` -> (trial, param, values), validated like decorator values."""
+    target, sep, raw = text.partition("=")
+    trial, dot, param = target.strip().partition(".")
+    if not sep or not dot or not trial.isidentifier() or not param.isidentifier():
+        raise pytest.UsageError(f"--xp-values {text!r}: use TRIAL.PARAM=LIST, e.g. --xp-values 'train.lr=[0.1, 0.01]'")
+    try:
+        values = ast.literal_eval(raw.strip())
+    except (ValueError, SyntaxError):
+        raise pytest.UsageError(
+            f"--xp-values {text!r}: {raw.strip()!r} is not a Python literal list; quote strings: \"['a', 'b']\""
+        ) from None
+    if not isinstance(values, list) or not values:
+        raise pytest.UsageError(f"--xp-values {text!r}: the value must be a non-empty list, e.g. [{raw.strip()}]")
+    try:
+        check_literal(values, f"--xp-values {trial}.{param}")
+    except GridError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    return trial, param, values
+
+
+def parse_context_override(text: str) -> tuple[str, Any]:
+    """``key=value``: the value is a Python literal when it parses as one, else the string itself."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip().isidentifier():
+        raise pytest.UsageError(f"--xp-context {text!r}: use KEY=VALUE, e.g. --xp-context seed=7")
+    value = _literal(raw)
+    try:
+        check_literal(value, f"--xp-context {key.strip()}")
+    except GridError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    return key.strip(), value

@@ -1,0 +1,1 @@
+"""What an experiment declares: decorators, discovery, grids, verdicts. Pure: no pytest."""

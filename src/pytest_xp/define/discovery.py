@@ -1,0 +1,300 @@
+"""Discovery: turn the marks in one module into a validated experiment definition.
+
+All problems of a module are gathered and reported at once, each naming file, line and fix.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import textwrap
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from pytest_xp.define.decorators import MODULE_REGISTRY, SetupMark, TrialMark, VerifyMark
+from pytest_xp.define.grid import Combination, GridError, expand, split_values
+from pytest_xp.define.verdicts import Verdict
+
+
+class ExperimentError(TypeError):
+    """An experiment module uses the decorators wrongly; the message lists every problem."""
+
+
+@dataclass(frozen=True)
+class SetupDef:
+    name: str
+    fn: Callable[..., Any]
+    order: int | None
+    lineno: int
+
+
+@dataclass(frozen=True)
+class TrialDef:
+    name: str
+    fn: Callable[..., Any]
+    order: int
+    position: int
+    lineno: int
+    params: dict[str, list[Any]]
+    parallel: int | None
+    combinations: list[Combination]
+    fixture_names: tuple[str, ...]
+    version: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class VerifyDef:
+    name: str
+    fn: Callable[..., Any]
+    position: int
+    lineno: int
+    trial_names: tuple[str, ...]
+    fixture_names: tuple[str, ...]
+    expect: Verdict | None
+    rank: float
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """Everything pytest-xp knows about one module; the same in every process that collects it."""
+
+    module_id: str  # rootdir-relative path with '/', e.g. "experiments/xp_hello.py"
+    path: Path
+    setups: tuple[SetupDef, ...]
+    trials: dict[str, TrialDef]
+    verifies: dict[str, VerifyDef]
+
+    @property
+    def slug(self) -> str:
+        """Store directory name of the module: its relative path, dotted, without '.py'."""
+        stem = self.module_id[:-3] if self.module_id.endswith(".py") else self.module_id
+        return stem.replace("/", ".")
+
+    def trials_before(self, rank: float) -> list[TrialDef]:
+        """Trials whose order is below ``rank``, in the order their context updates apply."""
+        return sorted((t for t in self.trials.values() if t.order < rank), key=lambda t: (t.order, t.position))
+
+
+def source_version(fn: Callable[..., Any]) -> str:
+    """Default version token: a hash of the function's source, so editing it invalidates the cache."""
+    try:
+        text = textwrap.dedent(inspect.getsource(fn))
+    except (OSError, TypeError):
+        text = fn.__code__.co_code.hex() if hasattr(fn, "__code__") else repr(fn)
+    return "src:" + hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _lineno(fn: object) -> int:
+    code = getattr(fn, "__code__", None)
+    return int(code.co_firstlineno) if code is not None else 0
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _signature(fn: Callable[..., Any]) -> inspect.Signature | None:
+    try:
+        return inspect.signature(fn)
+    except (TypeError, ValueError):
+        return None
+
+
+def _mandatory(sig: inspect.Signature, skip: set[str]) -> tuple[str, ...]:
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return tuple(
+        p.name for p in sig.parameters.values() if p.kind in kinds and p.default is p.empty and p.name not in skip
+    )
+
+
+def discover(
+    module: ModuleType,
+    module_id: str,
+    path: Path,
+    value_overrides: tuple[tuple[str, str, list[Any]], ...] = (),
+) -> Experiment | None:
+    """Build the experiment of ``module``; None when it uses no pytest-xp decorator.
+
+    ``value_overrides`` (from ``--xp-values``) replace one parameter's list of a named trial.
+    """
+    marks = module.__dict__.get(MODULE_REGISTRY)
+    if not marks:
+        return None
+    problems: list[str] = []
+
+    def problem(fn: object, what: str) -> None:
+        name = getattr(fn, "__name__", repr(fn))
+        problems.append(f"{module_id}:{_lineno(fn)}: {name}: {what}")
+
+    setups: list[SetupDef] = []
+    trials: dict[str, TrialDef] = {}
+    verify_marks: list[tuple[int, VerifyMark]] = []
+    names_seen: dict[str, int] = {}
+    for position, mark in enumerate(marks):
+        fn = mark.fn
+        name = getattr(fn, "__name__", "?")
+        if not inspect.isfunction(fn):
+            problem(fn, "pytest-xp decorators apply to plain functions defined at module level")
+            continue
+        if fn.__module__ != module.__name__:
+            continue  # imported from another module: it belongs to that one
+        if name in names_seen and not isinstance(mark, SetupMark):
+            problem(fn, f"a second definition with this name (the first is at line {names_seen[name]}); rename one")
+            continue
+        names_seen[name] = _lineno(fn)
+        sig = _signature(fn)
+        if sig is None:
+            problem(fn, "cannot read its signature")
+            continue
+        if isinstance(mark, SetupMark):
+            if mark.order is not None and not _is_int(mark.order):
+                problem(fn, f"@setup(order=...) must be an int or None, got {mark.order!r}")
+                continue
+            if _mandatory(sig, set()):
+                problem(fn, "a setup function takes no arguments; read paths and settings inside it")
+                continue
+            setups.append(SetupDef(name, fn, mark.order, _lineno(fn)))  # type: ignore[arg-type]
+        elif isinstance(mark, TrialMark):
+            overrides = {param: values for trial, param, values in value_overrides if trial == name}
+            trial_def = _trial_def(mark, name, position, sig, problem, overrides)
+            if trial_def is not None:
+                trials[name] = trial_def
+        else:
+            verify_marks.append((position, mark))
+
+    verifies: dict[str, VerifyDef] = {}
+    for position, vmark in verify_marks:
+        verify_def = _verify_def(vmark, position, trials, problem)
+        if verify_def is not None:
+            verifies[verify_def.name] = verify_def
+    if problems:
+        raise ExperimentError(
+            "pytest-xp cannot use this experiment module:\n" + "\n".join(f"  - {p}" for p in problems)
+        )
+    ordered_setups = [s for s in setups if s.order is None] + sorted(
+        (s for s in setups if s.order is not None),
+        key=lambda s: s.order,  # type: ignore[arg-type,return-value]
+    )
+    return Experiment(module_id, path, tuple(ordered_setups), trials, verifies)
+
+
+def _trial_def(
+    mark: TrialMark,
+    name: str,
+    position: int,
+    sig: inspect.Signature,
+    problem: Callable[[object, str], None],
+    overrides: dict[str, list[Any]],
+) -> TrialDef | None:
+    fn = mark.fn
+    if mark.order is None and mark.values is None:
+        problem(fn, "@trial needs an order and values, e.g. @trial(1, {'lr': [0.1, 0.01]})")
+        return None
+    if not _is_int(mark.order):
+        problem(fn, f"@trial order must be an int (stages run in ascending order), got {mark.order!r}")
+        return None
+    try:
+        params, parallel = split_values(mark.values)
+    except GridError as exc:
+        problem(fn, str(exc))
+        return None
+    for param, values in overrides.items():
+        if param not in params:
+            problem(
+                fn,
+                f"--xp-values {name}.{param}: {name} has no parameter {param!r}; its parameters: "
+                f"{', '.join(params) or 'none'}",
+            )
+            return None
+        params[param] = values
+    accepts_kwargs = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.parameters.values())
+    by_keyword = {
+        p.name
+        for p in sig.parameters.values()
+        if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    }
+    missing = [k for k in params if k not in by_keyword]
+    if missing and not accepts_kwargs:
+        problem(
+            fn,
+            f"values names {', '.join(map(repr, missing))} but the function has no such argument; "
+            f"add it to the signature or remove it from values (arguments: {', '.join(sorted(by_keyword)) or 'none'})",
+        )
+        return None
+    options = dict(mark.options)
+    version = options.get("version")
+    if version is not None and not isinstance(version, str):
+        problem(fn, f"@trial(version=...) must be a string, got {version!r}")
+        return None
+    timeout = options.get("timeout")
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0):
+        problem(fn, f"@trial(timeout=...) must be a positive number of seconds, got {timeout!r}")
+        return None
+    gpus = options.get("gpus", 0)
+    if not _is_int(gpus) or gpus < 0:
+        problem(fn, f"@trial(gpus=...) must be an int >= 0, got {gpus!r}")
+        return None
+    return TrialDef(
+        name=name,
+        fn=fn,
+        order=mark.order,  # type: ignore[arg-type]
+        position=position,
+        lineno=_lineno(fn),
+        params=params,
+        parallel=parallel,
+        combinations=expand(params),
+        fixture_names=_mandatory(sig, set(params)),
+        version=f"user:{version}" if version is not None else source_version(fn),
+        options=options,
+    )
+
+
+def _verify_def(
+    mark: VerifyMark, position: int, trials: dict[str, TrialDef], problem: Callable[[object, str], None]
+) -> VerifyDef | None:
+    fn = mark.fn
+    names = mark.trial_names
+    if isinstance(names, str):
+        names = [names]
+    if not isinstance(names, (list, tuple)) or not names or not all(isinstance(n, str) for n in names):
+        problem(fn, f"@verify needs a list of trial names, e.g. @verify(['train']), got {mark.trial_names!r}")
+        return None
+    unknown = [n for n in names if n not in trials]
+    if unknown:
+        known = ", ".join(sorted(trials)) or "none"
+        problem(fn, f"@verify names unknown trial(s) {', '.join(map(repr, unknown))}; trials in this module: {known}")
+        return None
+    expect: Verdict | None = None
+    if mark.expect is not None:
+        try:
+            expect = Verdict(str(mark.expect).lower()) if not isinstance(mark.expect, Verdict) else mark.expect
+        except ValueError:
+            problem(
+                fn, f"@verify(expect=...) must be one of {', '.join(v.value for v in Verdict)}, got {mark.expect!r}"
+            )
+            return None
+    sig = _signature(fn)
+    assert sig is not None  # checked by the caller
+    positional = [
+        p
+        for p in sig.parameters.values()
+        if p.kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    ]
+    if not positional:
+        problem(fn, "a verify function takes the results as its first argument: def check(results): ...")
+        return None
+    rank = max(trials[n].order for n in names) + 0.5
+    return VerifyDef(
+        name=fn.__name__,
+        fn=fn,
+        position=position,
+        lineno=_lineno(fn),
+        trial_names=tuple(dict.fromkeys(names)),
+        fixture_names=_mandatory(sig, {positional[0].name}),
+        expect=expect,
+        rank=rank,
+    )

@@ -1,0 +1,133 @@
+"""Parameter grids: validate literal values, expand the cartesian product, name each combination."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from pytest_xp.store.codec import canonical, digest
+
+#: Keys of ``values`` that are not parameters.
+PARALLEL_KEY = "__parallel__"
+RESERVED_KEYS = frozenset({"setup"})
+
+_ID_UNSAFE = re.compile(r"[^\w.+:/\-]")
+_MAX_READABLE = 60
+
+
+class GridError(ValueError):
+    """A ``values`` mapping that cannot be a grid; the message says which key and how to fix it."""
+
+
+@dataclass(frozen=True)
+class Combination:
+    """One point of a trial's grid."""
+
+    index: int
+    params: dict[str, Any]
+    id: str
+    slug: str
+    params_digest: str  # sha256 of the params' canonical JSON: the combination's stable identity
+
+
+def check_literal(value: object, where: str) -> None:
+    """Raise GridError unless ``value`` is a JSON literal (int, float, bool, str, None, list, dict)."""
+    if value is None or isinstance(value, (bool, int, str)):
+        return
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise GridError(f"{where}: {value!r} cannot be stored as JSON; use a string or None")
+        return
+    if isinstance(value, list):
+        for i, item in enumerate(value):
+            check_literal(item, f"{where}[{i}]")
+        return
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise GridError(f"{where}: dict key {key!r} must be a string")
+            check_literal(item, f"{where}[{key!r}]")
+        return
+    kind = type(value).__name__
+    hint = " (use a list)" if isinstance(value, tuple) else ""
+    raise GridError(
+        f"{where} is a {kind}{hint}; values must be literals (int, float, bool, str, None, "
+        "and lists/dicts of those). For coupled or structured settings use one parameter "
+        "whose values are dicts, e.g. values={'cfg': [{'lr': 0.1, 'opt': 'sgd'}]}, and build objects inside the trial"
+    )
+
+
+def split_values(values: object) -> tuple[dict[str, list[Any]], int | None]:
+    """Validate a trial's ``values`` and return (parameter lists, ``__parallel__`` cap or None)."""
+    if not isinstance(values, dict):
+        raise GridError(f"values must be a dict of parameter lists, got a {type(values).__name__}")
+    params: dict[str, list[Any]] = {}
+    parallel: int | None = None
+    for key, options in values.items():
+        if not isinstance(key, str):
+            raise GridError(f"values key {key!r} must be a string naming a parameter")
+        if key == PARALLEL_KEY:
+            if isinstance(options, bool) or not isinstance(options, int) or options < 1:
+                raise GridError(f"values[{PARALLEL_KEY!r}] must be an int >= 1 (how many combinations run at once)")
+            parallel = options
+            continue
+        if key in RESERVED_KEYS:
+            raise GridError(
+                f"values[{key!r}]: {key!r} is reserved (the run context is the SETUP global); rename the parameter"
+            )
+        if key.startswith("__") or not key.isidentifier():
+            raise GridError(f"values key {key!r} is not a valid parameter name")
+        if not isinstance(options, list):
+            raise GridError(f"values[{key!r}] must be a list of literals, e.g. [{options!r}]")
+        if not options:
+            raise GridError(f"values[{key!r}] is empty; give at least one value")
+        for i, option in enumerate(options):
+            check_literal(option, f"values[{key!r}][{i}]")
+        params[key] = options
+    return params, parallel
+
+
+def _readable(value: Any) -> str:
+    if isinstance(value, str):
+        text = value
+    elif isinstance(value, (dict, list)):
+        text = canonical(value).replace('"', "").replace(",", "_").replace(" ", "")
+    else:
+        text = repr(value)
+    return _ID_UNSAFE.sub("_", text)
+
+
+def combination_id(params: dict[str, Any]) -> str:
+    """Readable id from the parameters alone, selectable with ``-k`` (no '=' or spaces)."""
+    if not params:
+        return ""
+    return "-".join(f"{name}_{_readable(value)}" for name, value in params.items())
+
+
+def _slug(readable: str, params_digest: str) -> str:
+    """Directory name: readable part (bounded, path-safe) plus a short hash of the parameters."""
+    safe = re.sub(r"[^A-Za-z0-9._+\-]", "_", readable)[:_MAX_READABLE].strip("._-") or "run"
+    return f"{safe}-{params_digest[:6]}"
+
+
+def expand(params: dict[str, list[Any]]) -> list[Combination]:
+    """Cartesian product in the order the keys and values were given; ids made unique if two collide."""
+    names = list(params)
+    combos: list[Combination] = []
+    seen: dict[str, int] = {}
+    for index, choice in enumerate(itertools.product(*(params[n] for n in names))):
+        point = dict(zip(names, choice, strict=True))
+        point_digest = digest(point)
+        cid = combination_id(point)
+        if cid in seen:
+            cid = f"{cid}-{point_digest[:6]}"
+        seen[cid] = index
+        combos.append(
+            Combination(
+                index=index, params=point, id=cid, slug=_slug(cid or "run", point_digest), params_digest=point_digest
+            )
+        )
+    return combos

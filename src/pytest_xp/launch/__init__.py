@@ -1,0 +1,1 @@
+"""Submitters: Slurm job arrays and local arrays through submitit, and their options."""

@@ -1,0 +1,1 @@
+"""Reading results back for people: report data, renderers, plots, the terminal summary."""

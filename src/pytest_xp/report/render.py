@@ -1,0 +1,503 @@
+"""Report renderers: plain text, Markdown, self-contained HTML, versioned JSON, GitHub step summaries.
+
+All of them render one :class:`~pytest_xp.report.data.ReportData`. Every string that comes from an
+experiment (parameter values, messages, errors, names) is escaped for the target format; the HTML
+page also forbids scripts through its Content-Security-Policy, so a value that slipped through
+would still be inert.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+import os
+import re
+import shutil
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from pytest_xp.report.data import Hypothesis, ReportData, TrialSection
+
+#: Version of the JSON report layout (docs/reports.md); bumped when a field changes meaning or goes.
+JSON_SCHEMA_VERSION = 1
+JSON_KIND = "pytest-xp/report"
+#: Rows of combinations shown per trial in HTML / Markdown / GitHub summaries.
+HTML_ROWS, MARKDOWN_ROWS, GITHUB_ROWS = 500, 200, 30
+#: Metrics and result columns shown per trial in tables.
+MAX_METRIC_COLUMNS, MAX_RESULT_COLUMNS = 4, 6
+#: GitHub refuses step summaries above 1 MiB; stay below.
+GITHUB_LIMIT = 900_000
+_MIME = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".gif": "image/gif", ".svg": "image/svg+xml"}
+
+
+# -- shared pieces ----------------------------------------------------------------------------
+def fmt(value: Any, width: int = 60) -> str:
+    """A cell: numbers with 4 significant digits, missing values as '-', long text cut."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if hasattr(value, "item") and callable(value.item):
+        try:
+            return fmt(value.item(), width)
+        except (TypeError, ValueError):
+            pass
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def metric_names(section: TrialSection) -> list[str]:
+    """Metrics with a stored summary, in column order."""
+    return [
+        c[len("metrics.") : -len(".last")]
+        for c in section.results.columns
+        if c.startswith("metrics.") and c.endswith(".last")
+    ]
+
+
+def _as_float(value: Any) -> float | None:
+    if isinstance(value, bool) or value is None:
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def summarize(values: Iterable[tuple[str, Any]]) -> str:
+    """``min 0.01 (combo) · median 0.2 · max 0.9 (combo)`` over (combination, value) pairs."""
+    finite = sorted((number, combo) for combo, v in values if (number := _as_float(v)) is not None)
+    if not finite:
+        return "no finite values"
+    if len(finite) == 1:
+        return f"{fmt(finite[0][0])} ({finite[0][1] or 'single'})"
+    if finite[0][0] == finite[-1][0]:
+        return f"{fmt(finite[0][0])} (all {len(finite)})"
+    half = len(finite) // 2
+    middle = finite[half][0] if len(finite) % 2 else (finite[half - 1][0] + finite[half][0]) / 2
+    (low, low_combo), (high, high_combo) = finite[0], finite[-1]
+    return f"min {fmt(low)} ({low_combo}) · median {fmt(middle)} · max {fmt(high)} ({high_combo})"
+
+
+def key_metrics(section: TrialSection) -> list[tuple[str, str]]:
+    """(metric, summary of its last value across combinations) for the trial's logged metrics."""
+    frame = section.results
+    return [
+        (name, summarize(zip(frame["combination"].astype(str), frame[f"metrics.{name}.last"], strict=True)))
+        for name in metric_names(section)[:MAX_METRIC_COLUMNS]
+    ]
+
+
+def trial_line(key: str, counts: dict[str, Any], width: int) -> str:
+    return (
+        f"{key:<{width}}  {counts['combinations']:>5} combinations  {counts['ok']:>5} ok  "
+        f"{counts['failed']:>4} failed  {counts['cached']:>5} cached  {counts['duration_s']:9.2f} s"
+    )
+
+
+def _result_columns(section: TrialSection) -> list[str]:
+    frame = section.results
+    chosen = []
+    for column in frame.columns:
+        if not (column == "result" or column.startswith("result.")) or column.startswith("result.context_update."):
+            continue
+        sample = frame[column].dropna()
+        if len(sample) and all(isinstance(v, (int, float, str, bool)) or hasattr(v, "item") for v in sample[:20]):
+            chosen.append(column)
+        if len(chosen) == MAX_RESULT_COLUMNS:
+            break
+    return chosen
+
+
+def run_table(section: TrialSection, limit: int) -> tuple[list[str], list[list[str]], int]:
+    """(headers, rows, rows left out) of a trial's combinations: status, params, time, metrics, results."""
+    frame = section.results
+    metrics = metric_names(section)[:MAX_METRIC_COLUMNS]
+    results = _result_columns(section)
+    headers = ["status", *section.params, "duration (s)", *(f"{m} (last)" for m in metrics)]
+    headers += [c.removeprefix("result.") for c in results]
+    rows = []
+    for _, row in frame.head(limit).iterrows():
+        if not row["success"]:
+            status = f"FAILED ({row.get('error_type') or 'Error'})"
+        else:
+            status = "cached" if row["cached"] else "ok"
+        cells = [status, *(fmt(row.get(p)) for p in section.params), fmt(row.get("duration_s"))]
+        cells += [fmt(row.get(f"metrics.{m}.last")) for m in metrics]
+        cells += [fmt(row.get(c)) for c in results]
+        rows.append(cells)
+    return headers, rows, max(0, len(frame) - limit)
+
+
+def figures(data: ReportData, dpi: int = 90) -> dict[str, bytes]:
+    """PNG of each trial's metric figure, by trial key (trials that logged nothing have none)."""
+    from pytest_xp.report.plots import png_bytes, trial_figure
+
+    out = {}
+    for section in data.trials:
+        fig = trial_figure(section.metrics, section.params, title=section.key)
+        if fig is not None:
+            out[section.key] = png_bytes(fig, dpi=dpi)
+    return out
+
+
+def _session_facts(data: ReportData) -> list[tuple[str, str]]:
+    session = data.session or {}
+    facts = [("store", str(data.xp_dir)), ("generated", data.generated_at)]
+    if session:
+        git = session.get("git") or {}
+        commit = (git.get("commit") or "-")[:12] + (" (uncommitted changes)" if git.get("dirty") else "")
+        facts += [
+            ("session", str(session.get("session", "-"))),
+            ("started", str(session.get("started_at", "-"))),
+            ("duration", f"{fmt(session.get('duration_s'))} s"),
+            ("host", str(session.get("hostname", "-"))),
+            ("git", commit if git else "-"),
+        ]
+    return facts
+
+
+def _verdict_summary(hypotheses: Iterable[Hypothesis]) -> str:
+    counts: dict[str, int] = {}
+    for h in hypotheses:
+        counts[h.verdict] = counts.get(h.verdict, 0) + 1
+    return ", ".join(f"{n} {v}" for v, n in sorted(counts.items())) or "no hypotheses"
+
+
+# -- text -------------------------------------------------------------------------------------
+def render_text(data: ReportData) -> str:
+    """What ``pytest-xp report`` prints: verdicts, then per trial counts and key metrics."""
+    lines = [f"pytest-xp report of {data.xp_dir}"]
+    if data.hypotheses:
+        lines.append("hypotheses:")
+        for h in data.hypotheses:
+            lines.append(f"  {h.verdict.upper():<12} {h.nodeid}" + (f": {h.message}" if h.message else ""))
+    if data.trials:
+        lines.append("trials:")
+        width = max(len(s.key) for s in data.trials)
+        for section in data.trials:
+            lines.append("  " + trial_line(section.key, section.counts(), width))
+            lines.extend(f"      {name} (last): {summary}" for name, summary in key_metrics(section))
+    if not data.hypotheses and not data.trials:
+        lines.append("nothing stored yet")
+    return "\n".join(lines) + "\n"
+
+
+# -- Markdown ---------------------------------------------------------------------------------
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]|#])")
+
+
+def md_escape(text: str) -> str:
+    """Text that Markdown (and the HTML GitHub allows inside it) shows literally, on one line."""
+    text = html.escape(" ".join(str(text).split()), quote=False)
+    return _MD_SPECIAL.sub(r"\\\1", text)
+
+
+def _md_table(headers: list[str], rows: list[list[str]]) -> list[str]:
+    out = ["| " + " | ".join(md_escape(h) for h in headers) + " |", "|" + "---|" * len(headers)]
+    out += ["| " + " | ".join(md_escape(c) for c in row) + " |" for row in rows]
+    return out
+
+
+def render_markdown(data: ReportData, images: dict[str, str] | None = None, *, rows: int = MARKDOWN_ROWS) -> str:
+    """Markdown; ``images`` maps trial keys and attachment paths to links (none: no images)."""
+    images = images or {}
+    out = [f"# {md_escape(data.title)}", ""]
+    out += [f"- **{name}**: {md_escape(value)}" for name, value in _session_facts(data)]
+    out += ["", f"## Hypotheses ({md_escape(_verdict_summary(data.hypotheses))})", ""]
+    if data.hypotheses:
+        out += _md_table(
+            ["verdict", "hypothesis", "evidence"],
+            [[h.verdict.upper(), h.nodeid, h.message or "-"] for h in data.hypotheses],
+        )
+        for h in data.hypotheses:
+            out += [
+                f"\n![{md_escape(h.name)}: {md_escape(p.name)}]({images[str(p)]})"
+                for p in h.attachments
+                if str(p) in images
+            ]
+    out += ["", "## Trials", ""]
+    for section in data.trials:
+        counts = section.counts()
+        out += [f"### {md_escape(section.key)}", ""]
+        out.append(
+            f"{counts['combinations']} combinations: {counts['ok']} ok, {counts['failed']} failed, "
+            f"{counts['cached']} cached; {fmt(counts['duration_s'])} s computing"
+        )
+        out += [""] + [f"- {md_escape(name)} (last): {md_escape(summary)}" for name, summary in key_metrics(section)]
+        if section.key in images:
+            out += ["", f"![metrics of {md_escape(section.key)}]({images[section.key]})"]
+        headers, table, left = run_table(section, rows)
+        out += ["", *_md_table(headers, table)]
+        if left:
+            out.append(f"\n… and {left} more combinations (see the HTML or JSON report)")
+        out.append("")
+    return "\n".join(out) + "\n"
+
+
+def write_markdown(data: ReportData, path: Path) -> Path:
+    """Markdown at ``path``, its figures as PNG files in ``<stem>_files/`` beside it."""
+    assets = path.with_name(path.stem + "_files")
+    shutil.rmtree(assets, ignore_errors=True)
+    links: dict[str, str] = {}
+    pngs = figures(data)
+    if pngs or any(h.attachments for h in data.hypotheses):
+        assets.mkdir(parents=True, exist_ok=True)
+    for n, (key, png) in enumerate(pngs.items(), 1):
+        target = assets / f"trial-{n}.png"
+        target.write_bytes(png)
+        links[key] = f"{assets.name}/{target.name}"
+    for n, h in enumerate(data.hypotheses, 1):
+        for m, attachment in enumerate(h.attachments, 1):
+            if attachment.is_file():
+                target = assets / f"verify-{n}-{m}{attachment.suffix.lower()}"
+                shutil.copyfile(attachment, target)
+                links[str(attachment)] = f"{assets.name}/{target.name}"
+    path.write_text(render_markdown(data, links), encoding="utf-8")
+    return path
+
+
+def append_github_summary(data: ReportData, env: dict[str, str] | None = None) -> Path | None:
+    """Append the Markdown report (no images: GitHub shows none from a summary) to $GITHUB_STEP_SUMMARY."""
+    target = (env if env is not None else os.environ).get("GITHUB_STEP_SUMMARY")
+    if not target:
+        return None
+    text = render_markdown(data, rows=GITHUB_ROWS)
+    if len(text.encode()) > GITHUB_LIMIT:
+        text = text.encode()[:GITHUB_LIMIT].decode(errors="ignore") + "\n\n… (cut: GitHub's summary limit)\n"
+    with open(target, "a", encoding="utf-8") as fh:
+        fh.write(text)
+    return Path(target)
+
+
+# -- HTML -------------------------------------------------------------------------------------
+_CSS = """
+body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;margin:2rem auto;max-width:1200px;
+padding:0 1rem;color:#1b1f24}
+h1{margin-bottom:.2rem}h2{border-bottom:1px solid #d0d7de;padding-bottom:.2rem;margin-top:2rem}
+dl.facts{display:grid;grid-template-columns:max-content 1fr;gap:.1rem 1rem;color:#57606a}dl.facts dt{font-weight:600}
+table{border-collapse:collapse;margin:.6rem 0;font-size:13px}th,td{border:1px solid #d0d7de;padding:.25rem .5rem;
+text-align:left;vertical-align:top}th{background:#f6f8fa}td.num{text-align:right;font-variant-numeric:tabular-nums}
+.badge{font-weight:700;padding:.1rem .4rem;border-radius:.3rem;color:#fff;white-space:nowrap}
+.v-supports{background:#1a7f37}.v-refutes,.v-invalid{background:#cf222e}.v-inconclusive,.v-continue{background:#9a6700}
+.failed{color:#cf222e;font-weight:600}.cached{color:#57606a}figure{margin:.8rem 0}img.plot{max-width:100%;height:auto}
+img.attachment{max-width:560px;height:auto;display:block;margin-top:.4rem}.muted{color:#57606a}
+pre{white-space:pre-wrap;background:#f6f8fa;padding:.4rem;font-size:12px}
+"""
+_CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
+
+
+def _e(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def data_uri(data: bytes, mime: str = "image/png") -> str:
+    return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
+
+
+def _attachment_html(path: Path) -> str:
+    mime = _MIME.get(path.suffix.lower())
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return f'<p class="muted">attachment {_e(path.name)} is missing</p>'
+    if mime is None:
+        return f'<p class="muted">attachment {_e(path.name)} is not an image</p>'
+    return f'<img class="attachment" src="{data_uri(data, mime)}" alt="{_e(path.name)}">'
+
+
+def _html_table(headers: list[str], rows: list[list[str]], first_numeric: int) -> str:
+    head = "".join(f"<th>{_e(h)}</th>" for h in headers)
+    body = []
+    for row in rows:
+        cells = []
+        for i, cell in enumerate(row):
+            css = "failed" if cell.startswith("FAILED") else "cached" if cell == "cached" else ""
+            css = (css + " num").strip() if i >= first_numeric and _as_float(cell) is not None else css
+            cells.append(f'<td class="{css}">{_e(cell)}</td>' if css else f"<td>{_e(cell)}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def render_html(data: ReportData, pngs: dict[str, bytes] | None = None) -> str:
+    """One self-contained page: verdict table, then per trial its metric figure and combinations."""
+    pngs = figures(data) if pngs is None else pngs
+    parts = [
+        "<!doctype html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f'<meta http-equiv="Content-Security-Policy" content="{_CSP}">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>{_e(data.title)}</title><style>{_CSS}</style></head><body>",
+        f"<h1>{_e(data.title)}</h1>",
+        '<dl class="facts">' + "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in _session_facts(data)) + "</dl>",
+        '<section id="hypotheses"><h2>Hypotheses '
+        f'<span class="muted">({_e(_verdict_summary(data.hypotheses))})</span></h2>',
+    ]
+    if data.hypotheses:
+        rows = []
+        for h in data.hypotheses:
+            expect = f' <span class="muted">(expected {_e(h.expect.upper())})</span>' if h.expect else ""
+            shots = "".join(_attachment_html(p) for p in h.attachments)
+            rows.append(
+                f'<tr class="verdict"><td><span class="badge v-{_e(h.verdict)}">{_e(h.verdict.upper())}</span>'
+                f"{expect}</td>"
+                f"<td><code>{_e(h.nodeid)}</code></td><td>{_e(h.message or '-')}{shots}</td></tr>"
+            )
+        parts.append(
+            '<table class="verdicts"><thead><tr><th>verdict</th><th>hypothesis</th><th>evidence</th></tr></thead>'
+            f"<tbody>{''.join(rows)}</tbody></table>"
+        )
+    else:
+        parts.append('<p class="muted">No verify has run.</p>')
+    parts.append('</section><section id="trials"><h2>Trials</h2>')
+    for section in data.trials:
+        counts = section.counts()
+        parts.append(f'<article class="trial"><h3><code>{_e(section.key)}</code></h3>')
+        parts.append(
+            f"<p>{counts['combinations']} combinations: {counts['ok']} ok, "
+            f'<span class="{"failed" if counts["failed"] else ""}">{counts["failed"]} failed</span>, '
+            f"{counts['cached']} cached; {_e(fmt(counts['duration_s']))} s computing</p>"
+        )
+        summaries = key_metrics(section)
+        if summaries:
+            parts.append("<ul>" + "".join(f"<li><b>{_e(n)}</b> (last): {_e(s)}</li>" for n, s in summaries) + "</ul>")
+        png = pngs.get(section.key)
+        if png is not None:
+            parts.append(
+                f'<figure><img class="plot" src="{data_uri(png)}" alt="metrics of {_e(section.key)}">'
+                f'<figcaption class="muted">each metric against step and wallclock</figcaption></figure>'
+            )
+        headers, rows_, left = run_table(section, HTML_ROWS)
+        parts.append(_html_table(headers, rows_, 1 + len(section.params)))
+        if left:
+            parts.append(f'<p class="muted">… and {left} more combinations (see the JSON report)</p>')
+        failures = section.results[~section.results["success"].astype(bool)].head(20)
+        for _, row in failures.iterrows():
+            parts.append(
+                f"<details><summary>{_e(row['combination'])}: {_e(row.get('error_type'))}</summary>"
+                f"<pre>{_e(row.get('error') or '')}</pre></details>"
+            )
+        parts.append("</article>")
+    if not data.trials:
+        parts.append('<p class="muted">No combination is stored.</p>')
+    parts.append("</section></body></html>")
+    return "\n".join(parts) + "\n"
+
+
+# -- JSON -------------------------------------------------------------------------------------
+def _plain(value: Any) -> Any:
+    """JSON-safe copy: NaN and infinities become None, numpy scalars become Python ones."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if hasattr(value, "item") and callable(value.item) and not isinstance(value, (str, bytes)):
+        try:
+            return _plain(value.item())
+        except (TypeError, ValueError):
+            return str(value)
+    return value
+
+
+def _relative(path: str | Path, root: Path) -> str:
+    try:
+        return Path(path).resolve().relative_to(root.resolve()).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def report_dict(data: ReportData) -> dict[str, Any]:
+    """The JSON report as a dict (layout version :data:`JSON_SCHEMA_VERSION`, see docs/reports.md)."""
+    session = data.session or None
+    out: dict[str, Any] = _plain(
+        {
+            "kind": JSON_KIND,
+            "schema_version": JSON_SCHEMA_VERSION,
+            "generated_at": data.generated_at,
+            "xp_dir": str(data.xp_dir),
+            "session": None
+            if session is None
+            else {
+                k: session.get(k)
+                for k in ("session", "started_at", "ended_at", "duration_s", "exitstatus", "hostname", "git")
+            },
+            "hypotheses": [
+                {
+                    "nodeid": h.nodeid,
+                    "experiment": h.experiment,
+                    "name": h.name,
+                    "verdict": h.verdict,
+                    "message": h.message,
+                    "expect": h.expect,
+                    "failed": h.failed,
+                    "session": h.session,
+                    "attachments": [_relative(p, data.xp_dir) for p in h.attachments],
+                    "evidence": h.evidence,
+                }
+                for h in data.hypotheses
+            ],
+            "trials": [
+                {
+                    "experiment": s.experiment,
+                    "trial": s.trial,
+                    **s.counts(),
+                    "metrics": {name: summary for name, summary in key_metrics(s)},
+                    "runs": [_run_entry(rec, data.xp_dir) for rec in s.records],
+                }
+                for s in data.trials
+            ],
+        }
+    )
+    return out
+
+
+def _run_entry(record: dict[str, Any], root: Path) -> dict[str, Any]:
+    success = bool(record.get("success"))
+    entry: dict[str, Any] = {
+        "combination": record.get("combination"),
+        "index": record.get("index"),
+        "params": record.get("params") or {},
+        "success": success,
+        "cached": bool(record.get("cached")),
+        "duration_s": record.get("duration_s"),
+        "session": record.get("session"),
+        "started_at": record.get("started_at"),
+        "seeds": record.get("seeds") or {},
+        "metrics": record.get("metrics") or {},
+        "path": _relative(record.get("path", ""), root),
+    }
+    if success:
+        entry["result"] = record.get("result")
+    else:
+        entry["error_type"] = record.get("type", "Error")
+        entry["error"] = record.get("error", "")
+    return entry
+
+
+def render_json(data: ReportData) -> str:
+    return json.dumps(report_dict(data), indent=1, ensure_ascii=False, allow_nan=False) + "\n"
+
+
+# -- writing ----------------------------------------------------------------------------------
+def write_report(kind: str, path: Path | None, data: ReportData) -> Path | None:
+    """Write one report; returns where it went (None: github without $GITHUB_STEP_SUMMARY)."""
+    if kind == "github":
+        return append_github_summary(data)
+    assert path is not None, f"report format {kind} needs a path"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if kind == "md":
+        return write_markdown(data, path)
+    text = render_html(data) if kind == "html" else render_json(data) if kind == "json" else render_text(data)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+    return path

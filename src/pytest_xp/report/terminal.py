@@ -1,0 +1,402 @@
+"""What the terminal shows: verdict words per item, the verdict section, and ``--xp-report``."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_xp.define.verdicts import Verdict
+from pytest_xp.run.state import SESSION_KEY
+
+#: Metrics named in a combination's progress word.
+PROGRESS_METRICS = 3
+
+_LETTERS = {
+    Verdict.SUPPORTS.value: "S",
+    Verdict.REFUTES.value: "R",
+    Verdict.INCONCLUSIVE.value: "I",
+    Verdict.INVALID.value: "!",
+    Verdict.CONTINUE.value: "C",
+}
+_COLORS = {
+    Verdict.SUPPORTS.value: {"green": True},
+    Verdict.REFUTES.value: {"red": True},
+    Verdict.INCONCLUSIVE.value: {"yellow": True},
+    Verdict.INVALID.value: {"red": True},
+    Verdict.CONTINUE.value: {"yellow": True},
+}
+
+
+def teststatus(report: pytest.TestReport) -> tuple[str, str, tuple[str, dict[str, bool]]] | None:
+    """(category, letter, word) for experiment items; None leaves other reports to pytest."""
+    if report.when != "call":
+        return None
+    props = dict(report.user_properties)
+    verdict = props.get("xp_verdict")
+    if isinstance(verdict, str):
+        if props.get("xp_expect") == verdict:
+            return "expected", "e", (f"{verdict.upper()} (expected)", {"green": True})
+        return verdict, _LETTERS.get(verdict, "?"), (verdict.upper(), _COLORS.get(verdict, {}))
+    progress = report.__dict__.get("xp_progress")
+    tail = f" {progress}" if isinstance(progress, str) and progress else ""
+    if props.get("xp_cached"):
+        return "cached", "c", ("CACHED" + tail, {"green": True})
+    if props.get("xp_tolerated"):
+        return "tolerated", "t", ("FAILED (tolerated)" + tail, {"yellow": True})
+    if tail and report.passed:
+        return "passed", ".", ("PASSED" + tail, {"green": True})
+    return None  # a failure keeps pytest's own word: summaries and tools match "FAILED <nodeid>"
+
+
+def progress_text(trial: str, done: int, total: int | None, metrics: Any) -> str:
+    """``[train 3/10] loss=0.0123 lr=0.001 @200``: the trial's count and the last logged values.
+
+    Shown in the verbose word of each finished combination; under xdist a worker cannot write to
+    the terminal mid-item, so this is where progress appears, one line per combination, unbroken.
+    """
+    name = trial.rpartition("::")[2]
+    text = f"[{name} {done}/{total}]" if total else f"[{name} {done}]"
+    if isinstance(metrics, dict) and metrics:
+        shown = []
+        steps = []
+        for metric, stats in list(metrics.items())[:PROGRESS_METRICS]:
+            if isinstance(stats, dict) and isinstance(stats.get("last"), (int, float)):
+                shown.append(f"{metric}={stats['last']:.4g}")
+                if isinstance(stats.get("step_of_last"), int):
+                    steps.append(stats["step_of_last"])
+        if shown:
+            text += " " + " ".join(shown) + (f" @{max(steps)}" if steps else "")
+    return text
+
+
+@dataclass
+class TrialTally:
+    ok: int = 0
+    failed: int = 0
+    cached: int = 0
+    duration_s: float = 0.0
+
+
+@dataclass
+class VerdictLine:
+    nodeid: str
+    verdict: str
+    message: str
+    expect: str | None
+    failed: bool
+    longrepr: str
+    evidence: dict[str, Any] | None = None
+    raw_verdict: str | None = None  # before --xp-correction re-judged it
+    attachments: list[str] = field(default_factory=list)  # figures the verify attached (absolute paths)
+
+
+@dataclass
+class XpReporter:
+    """Collects experiment reports in the process that prints (the controller under xdist)."""
+
+    show_report: bool
+    explain: bool = False
+    correction: str = "none"
+    verdicts: list[VerdictLine] = field(default_factory=list)
+    trials: dict[str, TrialTally] = field(default_factory=lambda: defaultdict(TrialTally))
+    tolerated: list[tuple[str, str]] = field(default_factory=list)
+    why: list[tuple[str, str]] = field(default_factory=list)
+    dirty_git: bool = False
+    manifest_path: Any = None
+    totals: dict[str, int] = field(default_factory=dict)  # "module::trial" -> combinations selected
+    combinations: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))  # reported ids
+    trial_metrics: dict[str, list[tuple[str, dict[str, Any]]]] = field(default_factory=lambda: defaultdict(list))
+    written: list[tuple[str, str, bool]] = field(default_factory=list)  # (format, where or why, ok)
+
+    def apply_correction(self, method: str, fail_on: frozenset[str]) -> bool:
+        """Adjust every evidence p-value of the session and re-judge; True if a verdict now fails."""
+        lines = [line for line in self.verdicts if line.evidence and line.evidence.get("p_value") is not None]
+        if method == "none" or not lines:
+            return False
+        from pytest_xp.stats import Evidence, adjust_p_values
+
+        adjusted = adjust_p_values([float(line.evidence["p_value"]) for line in lines], method)  # type: ignore[index]
+        newly_failing = False
+        for line, p_adj in zip(lines, adjusted, strict=True):
+            evidence = Evidence.from_dict(line.evidence).with_adjusted_p(p_adj, method)  # type: ignore[arg-type]
+            line.evidence = evidence.to_dict()
+            line.message = evidence.message
+            new = evidence.verdict.value
+            if new != line.verdict:
+                line.raw_verdict, line.verdict = line.verdict, new
+                if line.expect is not None:
+                    fails = new != line.expect
+                else:
+                    fails = new != Verdict.SUPPORTS.value and new in fail_on
+                if fails and not line.failed:
+                    line.failed = newly_failing = True
+        return newly_failing
+
+    def uncorrected_p_values(self) -> int:
+        return sum(1 for line in self.verdicts if line.evidence and line.evidence.get("p_value") is not None)
+
+    @property
+    def ran_experiments(self) -> bool:
+        return bool(self.verdicts or self.trials)
+
+    def verdict_map(self) -> dict[str, str]:
+        return {line.nodeid: line.verdict for line in self.verdicts}
+
+    def trial_counts(self) -> dict[str, dict[str, Any]]:
+        return {
+            name: {"ok": t.ok, "failed": t.failed, "cached": t.cached, "duration_s": round(t.duration_s, 3)}
+            for name, t in sorted(self.trials.items())
+        }
+
+    def hypotheses(self, store_root: Path | None = None) -> list[dict[str, Any]]:
+        """Every verdict of the session with its message and attachments, for the run manifest."""
+        return [
+            {
+                "nodeid": line.nodeid,
+                "verdict": line.verdict,
+                "message": line.message,
+                "expect": line.expect,
+                "failed": line.failed,
+                "attachments": [_store_relative(path, store_root) for path in line.attachments],
+                "evidence": line.evidence,
+            }
+            for line in self.verdicts
+        ]
+
+    # -- progress: how many combinations of each trial there are ------------------------------
+    @pytest.hookimpl
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        counts: dict[str, int] = {}
+        for item in session.items:
+            trial = dict(item.user_properties).get("xp_trial")
+            if isinstance(trial, str):
+                counts[trial] = counts.get(trial, 0) + 1
+        if counts:
+            self.totals = counts
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
+        """Under xdist the controller collects nothing; count from a worker's node ids."""
+        if self.totals:
+            return
+        counts: dict[str, int] = {}
+        for nodeid in ids:
+            key = nodeid.split("[", 1)[0]
+            counts[key] = counts.get(key, 0) + 1
+        self.totals = counts
+
+    def _note_trial(self, report: pytest.TestReport, props: dict[str, Any]) -> None:
+        key = str(props["xp_trial"])
+        name = report.nodeid.partition(".py::")[2]  # "<trial>[<combination id>]", whatever the module prefix
+        combination = name.partition("[")[2][:-1] if name.endswith("]") else ""
+        self.combinations[key].add(combination)
+        metrics = props.get("xp_metrics")
+        if isinstance(metrics, dict) and metrics:
+            self.trial_metrics[key].append((combination, metrics))
+        tally = self.trials[key]
+        report.__dict__["xp_progress"] = progress_text(key, tally.ok + tally.failed, self.totals.get(key), metrics)
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        """Runs before the terminal reporter's, so that the verbose word can show the progress."""
+        props = dict(report.user_properties)
+        if report.when == "call" and "xp_verdict" in props:
+            self.verdicts.append(
+                VerdictLine(
+                    nodeid=report.nodeid,
+                    verdict=str(props["xp_verdict"]),
+                    message=str(props.get("xp_message") or ""),
+                    expect=str(props["xp_expect"]) if props.get("xp_expect") else None,
+                    failed=report.failed,
+                    longrepr=str(report.longrepr) if report.longrepr else "",
+                    evidence=evidence if isinstance(evidence := props.get("xp_evidence"), dict) else None,
+                    attachments=[str(p) for p in shots]
+                    if isinstance(shots := props.get("xp_attachments"), (list, tuple))
+                    else [],
+                )
+            )
+        if "xp_success" in props and "xp_trial" in props and report.when in ("call", "???"):
+            tally = self.trials[str(props["xp_trial"])]
+            if props.get("xp_cached"):
+                tally.cached += 1
+            if props["xp_success"]:
+                tally.ok += 1
+            else:
+                tally.failed += 1
+            if not props.get("xp_cached"):
+                tally.duration_s += float(props.get("xp_duration") or 0.0)  # type: ignore[arg-type]
+            if "xp_why" in props:
+                self.why.append((report.nodeid, str(props["xp_why"])))
+            if props.get("xp_tolerated"):
+                self.tolerated.append((report.nodeid, str(report.longrepr or "")))
+            self._note_trial(report, props)
+
+    @pytest.hookimpl
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        tr = terminalreporter
+        notable = [
+            v
+            for v in self.verdicts
+            if v.failed or v.raw_verdict is not None or (v.verdict != Verdict.SUPPORTS.value and v.expect is None)
+        ]
+        if notable or self.tolerated:
+            tr.write_sep("=", "experiment verdicts")
+            for line in notable:
+                expect = f" (expected {line.expect.upper()})" if line.expect else ""
+                mark = "FAILED " if line.failed else ""
+                raw = f" (was {line.raw_verdict.upper()} before correction)" if line.raw_verdict else ""
+                tr.write_line(
+                    f"{mark}{line.nodeid} - {line.verdict.upper()}{expect}{raw}: {line.message or '(no message)'}"
+                )
+                if line.verdict == Verdict.INVALID.value and line.longrepr and line.longrepr != line.message:
+                    for text in line.longrepr.splitlines()[1:]:
+                        tr.write_line(f"    {text}")
+            for nodeid, longrepr in self.tolerated:
+                last = longrepr.strip().splitlines()[-1:] or [""]
+                tr.write_line(f"TOLERATED {nodeid} - {last[0]}")
+        if self.explain and self.why:
+            tr.write_sep("-", "why these combinations ran (--xp-explain)")
+            for nodeid, why in self.why:
+                tr.write_line(f"{nodeid}: {why}")
+        if self.show_report and "term" in _report_specs(tr.config, default=("term",)):
+            self._write_report(tr)
+        for kind, where, ok in self.written:
+            tr.write_line(f"pytest-xp: {kind} report {where}", **({} if ok else {"red": True}))
+        if self.correction == "none" and self.uncorrected_p_values() >= 2:
+            tr.write_line(
+                f"pytest-xp: {self.uncorrected_p_values()} p-values in this session were judged without a "
+                "multiple-comparison correction; consider --xp-correction=holm (or bh)",
+                yellow=True,
+            )
+        if self.dirty_git:
+            tr.write_line(
+                "pytest-xp: experiments ran on a git tree with uncommitted changes; the manifest records the "
+                "diff's hash (--xp-dirty-git=error refuses, =ignore hides this)",
+                yellow=True,
+            )
+
+    def _write_report(self, tr: Any) -> None:
+        tr.write_sep("=", "pytest-xp report")
+        if self.verdicts:
+            tr.write_line("hypotheses:")
+            for line in self.verdicts:
+                tr.write_line(
+                    f"  {line.verdict.upper():<12} {line.nodeid}" + (f": {line.message}" if line.message else "")
+                )
+        if self.trials:
+            tr.write_line("trials:")
+            width = max(len(name) for name in self.trials)
+            for name, tally in sorted(self.trials.items()):
+                tr.write_line(
+                    f"  {name:<{width}}  {tally.ok + tally.failed:>5} combinations  {tally.ok:>5} ok  "
+                    f"{tally.failed:>4} failed  {tally.cached:>5} cached  {tally.duration_s:9.2f} s"
+                )
+                for metric, summary in self._metric_summaries(name):
+                    tr.write_line(f"      {metric} (last): {summary}")
+        if not self.verdicts and not self.trials:
+            tr.write_line("no experiment ran in this session")
+
+    def _metric_summaries(self, trial: str) -> list[tuple[str, str]]:
+        """Per logged metric of a trial: its last value across combinations (min, median, max)."""
+        from pytest_xp.report.render import MAX_METRIC_COLUMNS, summarize
+
+        names: dict[str, None] = {}
+        for _, metrics in self.trial_metrics.get(trial, []):
+            names.update(dict.fromkeys(metrics))
+        out = []
+        for name in list(names)[:MAX_METRIC_COLUMNS]:
+            pairs = [
+                (combo, m[name].get("last")) for combo, m in self.trial_metrics[trial] if isinstance(m.get(name), dict)
+            ]
+            out.append((name, summarize(pairs)))
+        return out
+
+    # -- file reports ------------------------------------------------------------------------
+    @pytest.hookimpl(trylast=True)
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        """Write ``--xp-report=md:/html:/json:/github`` reports, after the run manifest is written."""
+        from pytest_xp.config import parse_report_spec
+
+        xp = session.config.stash.get(SESSION_KEY, None)
+        if xp is None or xp.is_worker or xp.settings.plan:
+            return
+        specs = [parse_report_spec(spec) for spec in _report_specs(session.config, default=()) if spec != "term"]
+        if not specs:
+            return
+        if not self.ran_experiments:
+            self.written.append(("file", "not written: no experiment ran in this session", True))
+            return
+        try:
+            data = self.report_data(xp.store.root, xp.session_id)
+        except ImportError as exc:
+            self.written.append(
+                ("file", f"not written: {exc}; install them with pip install 'pytest-xp[reports]'", False)
+            )
+            return
+        from pytest_xp.report.render import write_report
+
+        for kind, path in specs:
+            try:
+                where = write_report(kind, Path(path) if path else None, data)
+            except ImportError as exc:
+                self.written.append((kind, f"not written: {exc}; pip install 'pytest-xp[reports]'", False))
+                continue
+            except (OSError, ValueError) as exc:
+                self.written.append((kind, f"could not be written: {exc}", False))
+                continue
+            if where is None:
+                self.written.append((kind, "skipped: $GITHUB_STEP_SUMMARY is not set", True))
+            else:
+                self.written.append((kind, f"written to {where}", True))
+
+    def report_data(self, store_root: Path, session_id: str) -> Any:
+        """This session's combinations, read back from the store, with this session's verdicts."""
+        from pytest_xp.report.data import Hypothesis, gather
+        from pytest_xp.store.codec import loads
+
+        manifest = None
+        if self.manifest_path is not None:
+            try:
+                manifest = loads(Path(self.manifest_path).read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                manifest = None
+        selection: dict[str, set[str] | None] = {key: set(ids) for key, ids in self.combinations.items()}
+        hypotheses = [
+            Hypothesis(
+                nodeid=line.nodeid,
+                verdict=line.verdict,
+                message=line.message,
+                expect=line.expect,
+                failed=line.failed,
+                session=session_id,
+                attachments=[Path(p) for p in line.attachments],
+                evidence=line.evidence,
+            )
+            for line in self.verdicts
+        ]
+        return gather(
+            store_root,
+            selection=selection,
+            current_session=session_id,
+            hypotheses=hypotheses,
+            session=manifest if isinstance(manifest, dict) else None,
+        )
+
+
+def _report_specs(config: pytest.Config, default: tuple[str, ...]) -> tuple[str, ...]:
+    """The validated ``--xp-report`` specs of this session (``default`` when pytest-xp is not configured)."""
+    xp = config.stash.get(SESSION_KEY, None)
+    return tuple(xp.settings.reports) if xp is not None else default
+
+
+def _store_relative(path: str, root: Path | None) -> str:
+    if root is None:
+        return path
+    try:
+        return Path(path).resolve().relative_to(root.resolve()).as_posix()
+    except ValueError:
+        return path

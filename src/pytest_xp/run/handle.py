@@ -1,0 +1,249 @@
+"""The ``xp`` fixture: a combination's output directory, metric logging, and earlier outputs."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import shutil
+import time
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pytest_xp.define.discovery import Experiment
+    from pytest_xp.store.store import Store
+
+METRICS_JSONL = "metrics.jsonl"
+METRICS_CSV = "metrics.csv"
+#: Keys every metrics.jsonl line has; a metric may not take these names.
+RESERVED_METRICS = frozenset({"step", "wallclock"})
+
+
+class OutputLookupError(LookupError):
+    """``xp.output_of`` named a trial or combination that cannot provide an output."""
+
+
+def _scalar(name: str, value: Any) -> float | int | None:
+    if value is None or isinstance(value, bool):
+        return None if value is None else int(value)
+    if isinstance(value, (int, float)):
+        return value
+    item = getattr(value, "item", None)  # numpy scalars, 0-d arrays, one-element tensors
+    if callable(item):
+        try:
+            return _scalar(name, item())
+        except (TypeError, ValueError, RuntimeError):
+            pass
+    raise TypeError(f"xp.log({name}=...) takes numbers, got a {type(value).__name__}")
+
+
+class MetricLog:
+    """Appends one JSON line per ``log`` call, flushed at once so a crash keeps what was logged."""
+
+    def __init__(self, directory: Path, start: float | None = None) -> None:
+        self.directory = directory
+        self.start = time.perf_counter() if start is None else start
+        self._fh: IO[str] | None = None
+        self.summary: dict[str, dict[str, Any]] = {}
+        self.columns: dict[str, str] = {}  # metric name -> its JSON-quoted key, in first-logged order
+        self.count = 0
+
+    def _key(self, name: str) -> str:
+        """The JSON-quoted key of a metric; registers it as a CSV column on first use, finite or not."""
+        key = self.columns.get(name)
+        if key is None:
+            if name in RESERVED_METRICS:
+                raise ValueError(f"xp.log({name}=...): {name!r} is recorded on every line; name the metric otherwise")
+            key = self.columns[name] = json.dumps(name)
+        return key
+
+    def log(self, step: int | None = None, **scalars: Any) -> None:
+        if self._fh is None:
+            self._fh = open(self.directory / METRICS_JSONL, "w", encoding="utf-8")  # noqa: SIM115 - kept open
+        wallclock = time.perf_counter() - self.start
+        step = self.count if step is None else int(step)
+        parts = [f'"step":{step}', f'"wallclock":{wallclock:.6f}']
+        finite: dict[str, float | int] = {}
+        for name, raw in scalars.items():
+            key = self._key(name)
+            value = _scalar(name, raw)
+            if value is None or (isinstance(value, float) and not math.isfinite(value)):
+                parts.append(f"{key}:null")
+                continue
+            parts.append(f"{key}:{value!r}")
+            finite[name] = value
+        self._update(step, finite)
+        self._fh.write("{" + ",".join(parts) + "}\n")
+        self._fh.flush()
+        self.count += 1
+
+    @classmethod
+    def from_file(cls, directory: Path) -> MetricLog:
+        """Rebuild the summary of a log another process wrote (it ran the combination in a child)."""
+        from pytest_xp.store.codec import loads
+
+        log = cls(directory)
+        with open(directory / METRICS_JSONL, encoding="utf-8") as fh:
+            for line in fh:
+                try:
+                    row = loads(line)
+                except ValueError:
+                    break  # a child killed mid-write leaves a torn last line
+                step = row.pop("step", log.count)
+                row.pop("wallclock", None)
+                for name in row:
+                    log._key(name)
+                log._update(step, {k: v for k, v in row.items() if isinstance(v, (int, float))})
+                log.count += 1
+        log._fh = open(directory / METRICS_JSONL, "a", encoding="utf-8")  # noqa: SIM115 - closed by close()
+        return log
+
+    def _update(self, step: int, values: dict[str, float | int]) -> None:
+        for name, value in values.items():
+            stats = self.summary.get(name)
+            if stats is None:
+                self.summary[name] = {
+                    "last": value,
+                    "min": value,
+                    "max": value,
+                    "step_of_min": step,
+                    "step_of_max": step,
+                    "step_of_last": step,
+                    "count": 1,
+                }
+                continue
+            stats["last"] = value
+            stats["step_of_last"] = step
+            stats["count"] += 1
+            if value < stats["min"]:
+                stats["min"], stats["step_of_min"] = value, step
+            if value > stats["max"]:
+                stats["max"], stats["step_of_max"] = value, step
+
+    def close(self) -> None:
+        """Close the log and export ``metrics.csv`` beside it."""
+        if self._fh is None:
+            return
+        self._fh.close()
+        self._fh = None
+        fields = ["step", "wallclock", *self.columns]
+        with (
+            open(self.directory / METRICS_JSONL, encoding="utf-8") as src,
+            open(self.directory / METRICS_CSV, "w", encoding="utf-8", newline="") as dst,
+        ):
+            writer = csv.DictWriter(dst, fieldnames=fields, restval="")
+            writer.writeheader()
+            decode = json.JSONDecoder().decode  # one decoder for every line (json.loads builds one per call)
+            for line in src:
+                if line.strip():
+                    writer.writerow(decode(line))
+
+
+class Xp:
+    """What a trial (or verify) gets from the ``xp`` fixture."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        exp: Experiment,
+        trial: str | None,
+        rank: float,
+        params: dict[str, Any],
+        output_path: Path | None,
+        setup: dict[str, Any],
+        seeds: dict[str, Any],
+        verify: str | None = None,
+    ) -> None:
+        self._store, self._exp, self._rank = store, exp, rank
+        self.trial = trial
+        self.verify = verify
+        #: perf_counter() when the combination started; the item resets it right before the trial body.
+        self.started = time.perf_counter()
+        #: Files saved by :meth:`attach`, in order.
+        self.attachments: list[Path] = []
+        self.params = params
+        self.setup = setup
+        self.seeds = seeds
+        self._output_path = output_path
+        self._metrics: MetricLog | None = None
+
+    @property
+    def output_path(self) -> Path:
+        """This combination's own directory, kept across runs; the record is written beside its files."""
+        if self._output_path is None:
+            raise OutputLookupError("xp.output_path exists for trial combinations only; a verify has none")
+        self._output_path.mkdir(parents=True, exist_ok=True)
+        return self._output_path
+
+    def log(self, step: int | None = None, **scalars: Any) -> None:
+        """Record scalars (loss=..., lr=...) at ``step`` in ``metrics.jsonl`` with the wallclock time."""
+        if self._metrics is None:
+            self._metrics = MetricLog(self.output_path, start=self.started)
+        self._metrics.log(step, **scalars)
+
+    def attach(self, figure: Any, name: str | None = None) -> Path:
+        """Save a matplotlib figure (or copy an image file, or write PNG bytes) to show in reports.
+
+        A verify's attachments appear beside its verdict in the HTML and Markdown reports; a trial's
+        are saved under its output directory. Returns the saved file.
+        """
+        from pytest_xp.store.frames import attachment_dir
+        from pytest_xp.report.plots import save_attachment
+
+        if self._output_path is not None:
+            directory = self._output_path / "attachments"
+        elif self.verify is not None:
+            directory = attachment_dir(self._store.root, self._exp.module_id, self.verify)
+            if not self.attachments:  # figures of an earlier run of this verify are not this verdict's
+                shutil.rmtree(directory, ignore_errors=True)
+        else:
+            raise OutputLookupError("xp.attach() needs a trial combination or a verify")
+        path = save_attachment(figure, directory, name)
+        self.attachments.append(path)
+        return path
+
+    def metrics_summary(self) -> dict[str, dict[str, Any]]:
+        return self._metrics.summary if self._metrics is not None else {}
+
+    def close(self) -> None:
+        """Finish the metric log; pick up one a child process wrote (isolated combinations)."""
+        written_by_child = self._output_path is not None and (self._output_path / METRICS_JSONL).exists()
+        if self._metrics is None and written_by_child:
+            self._metrics = MetricLog.from_file(self._output_path)  # type: ignore[arg-type]
+        if self._metrics is not None:
+            self._metrics.close()
+
+    def output_of(self, trial: str, **params: Any) -> Path:
+        """The output directory of a combination of an earlier-order trial of this module."""
+        __tracebackhide__ = True
+        exp = self._exp
+        target = exp.trials.get(trial)
+        if target is None:
+            raise OutputLookupError(
+                f"xp.output_of({trial!r}): no trial of that name in {exp.module_id}; trials: {', '.join(exp.trials)}"
+            )
+        if target.order >= self._rank:
+            here = f"{self.trial} (order {int(self._rank)})" if self.trial else "this verify"
+            raise OutputLookupError(
+                f"xp.output_of({trial!r}): {trial} has order {target.order}, not lower than {here}; "
+                "only earlier stages have finished outputs. Give it a lower order"
+            )
+        unknown = sorted(set(params) - set(target.params))
+        if unknown:
+            raise OutputLookupError(
+                f"xp.output_of({trial!r}, ...): {trial} has no parameter(s) {', '.join(unknown)}; "
+                f"its parameters: {', '.join(target.params)}"
+            )
+        matches = [c for c in target.combinations if all(c.params[k] == v for k, v in params.items())]
+        if not matches:
+            shown = ", ".join(f"{k}={v!r}" for k, v in params.items())
+            grid = "; ".join(f"{k} in {v!r}" for k, v in target.params.items())
+            raise OutputLookupError(f"xp.output_of({trial!r}, {shown}): no such combination ({grid})")
+        if len(matches) > 1:
+            raise OutputLookupError(
+                f"xp.output_of({trial!r}, ...) matches {len(matches)} combinations; "
+                f"name all of its parameters: {', '.join(target.params)}"
+            )
+        return self._store.combination_dir(exp.slug, trial, matches[0].slug)

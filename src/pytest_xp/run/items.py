@@ -1,0 +1,563 @@
+"""The pytest items: one per trial combination, one per verify, and the scheduler's no-op plug."""
+
+from __future__ import annotations
+
+import fcntl
+import functools
+import inspect
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_xp.define.discovery import Experiment, TrialDef, VerifyDef
+from pytest_xp.define.grid import Combination
+from pytest_xp.define.verdicts import Outcome, Verdict, coerce_verdict, verdict_fails
+from pytest_xp.run import seeding as _seeding
+from pytest_xp.run.handle import METRICS_CSV, METRICS_JSONL, Xp
+from pytest_xp.run.results import Results
+from pytest_xp.run.session import SetupFailed, XpSession
+from pytest_xp.run.shards import ShardWaitTimeout, missing_below, wait_for_lower_orders
+from pytest_xp.run.state import SESSION_KEY
+from pytest_xp.store.codec import NotJSONError, dumps, to_json_value
+from pytest_xp.store.keys import is_hit, why_run
+from pytest_xp.store.records import base_record, describe_exception, failure_fields, now_iso, run_dict, success_fields
+from pytest_xp.store.store import RECORD_NAME, StoreError
+
+PLUG_NAME = "__pytest_xp_plug__"
+#: Largest result a record accepts; bigger data belongs in a file beside the record.
+MAX_RESULT_BYTES = 16 * 2**20
+
+
+class ResultNotJSON(Exception):
+    """A trial returned something that cannot be stored as JSON."""
+
+
+class IsolatedFailure(Exception):
+    """A combination run in a child process crashed, timed out, ran out of memory or raised."""
+
+
+class RemoteFailure(Exception):
+    """A combination run by a launcher elsewhere failed or left no record."""
+
+
+class VerdictFailed(Exception):
+    """A verify's verdict is one the gating policy fails on."""
+
+    def __init__(self, outcome: Outcome, detail: str) -> None:
+        super().__init__(outcome.message)
+        self.outcome = outcome
+        self.detail = detail
+
+
+#: Errors that are messages for the person running pytest; shown without a plugin traceback.
+USER_ERRORS = (
+    IsolatedFailure,
+    RemoteFailure,
+    ResultNotJSON,
+    SetupFailed,
+    ShardWaitTimeout,
+    StoreError,
+)
+
+
+def _fixture_signature(fn: Callable[..., Any], fixture_names: tuple[str, ...]) -> Callable[..., Any]:
+    """A stand-in whose signature lists only the fixtures, so pytest resolves just those."""
+
+    def call(**kwargs: Any) -> Any:  # pragma: no cover - the items call the real function
+        raise RuntimeError("pytest-xp items call the experiment function themselves")
+
+    call.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY) for n in fixture_names]
+    )
+    call.__name__ = fn.__name__
+    call.__qualname__ = fn.__qualname__
+    call.__module__ = fn.__module__
+    call.__doc__ = fn.__doc__
+    marks = getattr(fn, "pytestmark", None)
+    if marks is not None:
+        call.pytestmark = marks  # type: ignore[attr-defined]
+    return call
+
+
+class _CombinationLock:
+    """An advisory lock held while one combination runs (``flock`` on a file in its directory).
+
+    The per-combination hot path cannot afford filelock's general machinery (about 2 ms here against
+    a few microseconds for these two system calls); the lock dies with its process, so a killed
+    session never leaves a combination locked.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.fd: int | None = None
+
+    def acquire(self, *, block: bool) -> bool:
+        if self.fd is None:
+            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | (0 if block else fcntl.LOCK_NB))
+        except BlockingIOError:
+            return False
+        return True
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # closing the descriptor releases the flock
+            self.fd = None
+
+
+class _XpItem(pytest.Function):
+    xp_exp: Experiment
+    xp_session: XpSession
+    xp_fn: Callable[..., Any]
+    xp_lineno: int
+
+    def reportinfo(self) -> tuple[Path, int, str]:
+        return self.path, self.xp_lineno - 1, self.name
+
+    def _fixture_values(self, names: tuple[str, ...]) -> dict[str, Any]:
+        return {name: self.funcargs[name] for name in names}
+
+    def _bind_setup(self, context: dict[str, Any]) -> None:
+        self.xp_fn.__globals__["SETUP"] = context
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
+        """pytest-xp's own errors are messages for the user, not tracebacks into the plugin."""
+        exc = excinfo.value
+        if isinstance(exc, VerdictFailed):
+            head = f"{exc.outcome.verdict.value.upper()}: {exc.outcome.message or '(no message)'}"
+            return f"{head}\n{exc.detail}" if exc.detail else head
+        if isinstance(exc, USER_ERRORS):
+            return f"{type(exc).__name__}: {exc}"
+        return super().repr_failure(excinfo)
+
+
+class TrialItem(_XpItem):
+    """One combination of a trial's grid."""
+
+    xp_trial: TrialDef
+    xp_combo: Combination
+    xp_context: dict[str, Any]
+    xp_seeds: dict[str, Any]
+    xp_key_parts: dict[str, Any]
+    xp_key: str
+    xp_cached: dict[str, Any] | None = None
+    xp_handle: Xp | None = None
+    xp_lock: _CombinationLock | None = None
+    xp_seen_record: bool = False
+    xp_error: Exception | None = None
+    xp_prepared: bool = False  # prepare() ran already (a cache miss found by the fast path)
+
+    @classmethod
+    def create(cls, parent: pytest.Module, exp: Experiment, trial: TrialDef, combo: Combination) -> TrialItem:
+        name = f"{trial.name}[{combo.id}]" if combo.id else trial.name
+        item: TrialItem = cls.from_parent(parent, name=name, callobj=_fixture_signature(trial.fn, trial.fixture_names))
+        item.xp_exp, item.xp_trial, item.xp_combo = exp, trial, combo
+        item.xp_fn, item.xp_lineno = trial.fn, trial.lineno
+        item.xp_session = parent.config.stash[SESSION_KEY]
+        item.user_properties.append(("xp_trial", f"{exp.module_id}::{trial.name}"))
+        return item
+
+    @functools.cached_property
+    def output_dir(self) -> Path:
+        return self.xp_session.store.combination_dir(self.xp_exp.slug, self.xp_trial.name, self.xp_combo.slug)
+
+    @functools.cached_property
+    def record_path(self) -> Path:
+        return self.output_dir / RECORD_NAME
+
+    @functools.cached_property
+    def identity(self) -> str:
+        return f"{self.xp_exp.module_id}::{self.xp_trial.name}[{self.xp_combo.params_digest}]"
+
+    def cached_record(self) -> dict[str, Any] | None:
+        """The reusable record of this combination, if the cache has one and nothing else must run first.
+
+        For the fast path of cached items (``pytest_runtest_protocol``): anything unusual — a shard
+        barrier, a launcher replay, a GPU check, an error — returns None and takes the full protocol.
+        """
+        settings = self.xp_session.settings
+        if self.xp_session.replay or settings.shard is not None or self.xp_trial.options.get("gpus"):
+            return None
+        try:
+            record = self.prepare()
+        except USER_ERRORS:
+            return None
+        self.xp_prepared = True
+        return record
+
+    def prepare(self) -> dict[str, Any] | None:
+        """Work out context, seeds and key; return the cached record when it can be reused."""
+        session, trial, combo = self.xp_session, self.xp_trial, self.xp_combo
+        settings = session.settings
+        self.xp_context, self.xp_seeds, self.xp_key_parts, self.xp_key = session.key_for(self.xp_exp, trial, combo)
+        record = session.store.read_record(self.record_path)
+        self.xp_seen_record = record is not None
+        if settings.cache and not settings.rerun and is_hit(record, self.xp_key):
+            return record
+        if settings.explain:
+            why = why_run(record, self.xp_key, self.xp_key_parts, rerun=settings.rerun, cache_on=settings.cache)
+            self.user_properties.append(("xp_why", why))
+        return None
+
+    def _wait_for_other_shards(self) -> None:
+        """In a shard session, hold order k until every shard's lower orders have their records."""
+        __tracebackhide__ = True
+        session, settings = self.xp_session, self.xp_session.settings
+        stage = (self.xp_exp.module_id, self.xp_trial.order)
+        if settings.shard is None or stage in session._stages_ready or not self.xp_exp.trials_before(stage[1]):
+            return
+        label = f"shard {settings.shard[0]}/{settings.shard[1]}"
+        if settings.no_wait:
+            missing, total, trial = missing_below(session, self.xp_exp, self.xp_trial.order)
+            if missing:
+                pytest.skip(
+                    f"--xp-no-wait: {missing} of {total} lower-order records ({trial}) are not there yet; "
+                    "run this shard again once the other shards have finished them"
+                )
+            session.forget_contexts(self.xp_exp)
+        else:
+            wait_for_lower_orders(session, self.xp_exp, self.xp_trial.order, timeout=settings.wait_s, label=label)
+        session._stages_ready.add(stage)
+
+    def setup(self) -> None:
+        if self.xp_session.replay:
+            self.xp_cached = None
+            return
+        needed = int(self.xp_trial.options.get("gpus") or 0)
+        if needed:
+            from pytest_xp.schedule.gpus import visible_gpus
+
+            if visible_gpus() < needed:
+                pytest.skip(
+                    f"{self.xp_trial.name} needs {needed} GPU(s) (@trial(..., gpus={needed})); "
+                    f"{visible_gpus()} visible here"
+                )
+        try:
+            self._wait_for_other_shards()
+            self.xp_cached = self.prepare() if not self.xp_prepared else None
+        except USER_ERRORS as exc:
+            # Raised again from runtest, where pytest renders it through repr_failure: a message, not
+            # a traceback into the plugin.
+            self.xp_error = exc
+            return
+        if self.xp_cached is not None:
+            return  # nothing will run: skip fixture set-up too
+        self.xp_session.store.ensure()
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        self.xp_cached = self._claim()
+        if self.xp_cached is not None:
+            return
+        if self.xp_seen_record:
+            for stale in (METRICS_JSONL, METRICS_CSV):
+                (self.output_dir / stale).unlink(missing_ok=True)  # from an earlier run of this combination
+        self.xp_handle = Xp(
+            store=self.xp_session.store,
+            exp=self.xp_exp,
+            trial=self.xp_trial.name,
+            rank=self.xp_trial.order,
+            params=dict(self.xp_combo.params),
+            output_path=self.output_dir,
+            setup=self.xp_context,
+            seeds=self.xp_seeds,
+        )
+        super().setup()
+
+    def _claim(self) -> dict[str, Any] | None:
+        """Hold this combination's lock while it runs, so two sessions never run it at once.
+
+        A session that finds it taken waits; if the other one left a usable record, that is reused.
+        """
+        self.xp_lock = _CombinationLock(self.output_dir / ".lock")
+        if not self.xp_lock.acquire(block=False):
+            stream = sys.__stderr__ or sys.stderr
+            stream.write(f"pytest-xp: {self.nodeid} is running in another session; waiting for it\n")
+            self.xp_lock.acquire(block=True)
+        settings = self.xp_session.settings
+        record = self.xp_session.store.read_record(self.record_path)
+        finished_elsewhere = record is not None and record.get("session") != self.xp_session.session_id
+        if settings.cache and not settings.rerun and finished_elsewhere and is_hit(record, self.xp_key):
+            self.xp_lock.release()
+            self.xp_lock = None
+            return record
+        return None
+
+    def teardown(self) -> None:
+        try:
+            super().teardown()
+        finally:
+            if self.xp_lock is not None:
+                self.xp_lock.release()
+                self.xp_lock = None
+
+    def cached_properties(self) -> list[tuple[str, object]]:
+        """What a cached combination reports (through ``user_properties``)."""
+        assert self.xp_cached is not None
+        props: list[tuple[str, object]] = [
+            ("xp_cached", True),
+            ("xp_success", True),
+            ("xp_duration", self.xp_cached.get("duration_s") or 0.0),
+        ]
+        if self.xp_cached.get("metrics"):
+            props.append(("xp_metrics", self.xp_cached["metrics"]))
+        return props
+
+    def runtest(self) -> None:
+        __tracebackhide__ = True
+        if self.xp_error is not None:
+            raise self.xp_error
+        if self.xp_session.replay:
+            self._replay()
+            return
+        if self.xp_cached is not None:
+            self.user_properties.extend(self.cached_properties())
+            return
+        session, trial, combo = self.xp_session, self.xp_trial, self.xp_combo
+        kwargs = {**combo.params, **self._fixture_values(trial.fixture_names)}
+        isolation = self._isolation()
+        seeds = dict(self.xp_seeds)
+        started_at, start = now_iso(), time.perf_counter()
+        if self.xp_handle is not None:
+            self.xp_handle.started = start  # metric wallclock counts from here
+
+        def record(fields: dict[str, Any]) -> None:
+            rec = base_record(
+                module_id=self.xp_exp.module_id,
+                trial=trial.name,
+                combination_id=combo.id,
+                index=combo.index,
+                params=combo.params,
+                key=self.xp_key,
+                seeds=seeds,
+                session=session.session_id,
+                started_at=started_at,
+                duration_s=time.perf_counter() - start,
+            )
+            rec["key_parts"] = self.xp_key_parts
+            if session.settings.gpus or trial.options.get("gpus"):
+                rec["cuda_visible_devices"] = os.environ.get("CUDA_VISIBLE_DEVICES")
+            if not session.settings.cache:
+                rec["cacheable"] = False
+            handle = self.xp_handle
+            if handle is not None:
+                handle.close()
+                if handle.metrics_summary():
+                    rec["metrics"] = handle.metrics_summary()
+                    self.user_properties.append(("xp_metrics", rec["metrics"]))
+            rec.update(fields)
+            session.store.write_record(self.record_path, rec, dir_ready=True)
+            self.user_properties.append(("xp_success", bool(fields["success"])))
+            self.user_properties.append(("xp_duration", rec["duration_s"]))
+
+        if isolation is not None:
+            method, timeout, max_memory = isolation
+            from pytest_xp.run.isolate import IsolationError, run_isolated  # only isolated sessions pay for it
+
+            try:
+                outcome = run_isolated(
+                    trial.fn,
+                    kwargs,
+                    globals_update={"SETUP": self.xp_context},
+                    seeds=self.xp_seeds,
+                    start_method=method,
+                    timeout=timeout,
+                    max_memory=max_memory,
+                )
+            except IsolationError as exc:
+                raise IsolatedFailure(str(exc)) from None
+            seeds["seeded"] = list(outcome.seeded)
+            if not outcome.success:
+                if outcome.error_type == "Skipped":
+                    pytest.skip(outcome.error or "skipped")
+                record(failure_fields(outcome.error_type or "Error", outcome.error or "", outcome.return_code))
+                raise IsolatedFailure(f"{outcome.error_type} in an isolated child ({method}):\n{outcome.error}")
+            result = outcome.result
+        else:
+            self._bind_setup(self.xp_context)
+            seeds["seeded"] = _seeding.apply(self.xp_seeds)
+            try:
+                value = trial.fn(**kwargs)
+            except (KeyboardInterrupt, pytest.skip.Exception):
+                raise
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+                record(failure_fields(f"Exit({code})", describe_exception(exc)[1], code))
+                raise
+            except BaseException as exc:
+                record(failure_fields(*describe_exception(exc)))
+                raise
+            try:
+                result = to_json_value(value, "result")
+            except NotJSONError as exc:
+                message = (
+                    f"{trial.name}() returned a result that cannot be stored: {exc}. "
+                    "Return JSON data (numbers, strings, lists, dicts); write large or binary data to a file"
+                )
+                record(failure_fields("NotJSONSerializable", message))
+                raise ResultNotJSON(message) from None
+        size = len(dumps(result).encode())
+        if size > MAX_RESULT_BYTES:
+            message = (
+                f"{trial.name}() returned {size / 2**20:.1f} MiB of JSON; a record holds at most "
+                f"{MAX_RESULT_BYTES // 2**20} MiB. Write large data to a file under xp.output_path "
+                "(the `xp` fixture) and return its name and a summary instead"
+            )
+            record(failure_fields("ResultTooLarge", message))
+            raise ResultNotJSON(message)
+        record(success_fields(result))
+
+    def _isolation(self) -> tuple[str, float | None, int | None] | None:
+        """(start method, timeout, memory limit) when this combination runs in a child process."""
+        settings, options = self.xp_session.settings, self.xp_trial.options
+        timeout = options.get("timeout") or settings.timeout_s
+        method = settings.isolate or ("fork" if options.get("isolate") else None)
+        if method is None and (timeout is not None or settings.max_memory is not None):
+            method = "fork"
+        if method is None:
+            return None
+        return method, timeout, settings.max_memory
+
+    def _replay(self) -> None:
+        """Report the record another process wrote (a launcher ran this combination elsewhere)."""
+        from pytest_xp.launch.slurm import prepare_error
+
+        error = prepare_error(self)
+        if error is not None:
+            raise error  # prepare() failed in the submitter (e.g. its setup raised): never submitted
+        record = self.xp_session.store.read_record(self.record_path)
+        if record is None:
+            self.user_properties.append(("xp_success", False))
+            raise RemoteFailure(f"no record at {self.record_path}: the task that should run it left none")
+        self.user_properties.append(("xp_success", bool(record.get("success"))))
+        self.user_properties.append(("xp_duration", record.get("duration_s") or 0.0))
+        if record.get("metrics"):
+            self.user_properties.append(("xp_metrics", record["metrics"]))
+        if not record.get("success"):
+            raise RemoteFailure(
+                f"{record.get('type', 'Error')} (return code {record.get('return_code')}):\n{record.get('error', '')}"
+            )
+
+
+class VerifyItem(_XpItem):
+    """One verify function: runs once all combinations of its trials have finished."""
+
+    xp_verify: VerifyDef
+
+    @classmethod
+    def create(cls, parent: pytest.Module, exp: Experiment, verify: VerifyDef) -> VerifyItem:
+        item: VerifyItem = cls.from_parent(
+            parent, name=verify.name, callobj=_fixture_signature(verify.fn, verify.fixture_names)
+        )
+        item.xp_exp, item.xp_verify = exp, verify
+        item.xp_fn, item.xp_lineno = verify.fn, verify.lineno
+        item.xp_session = parent.config.stash[SESSION_KEY]
+        return item
+
+    xp_handle: Xp | None = None
+
+    xp_error: Exception | None = None
+
+    def setup(self) -> None:
+        try:
+            context = self.xp_session.context_for(self.xp_exp, self.xp_verify.rank)
+        except USER_ERRORS as exc:
+            self.xp_error = exc
+            return
+        self.xp_handle = Xp(
+            store=self.xp_session.store,
+            exp=self.xp_exp,
+            trial=None,
+            rank=self.xp_verify.rank,
+            params={},
+            output_path=None,
+            setup=context,
+            seeds={},
+            verify=self.xp_verify.name,
+        )
+        super().setup()
+
+    def collect_results(self) -> tuple[Results, int]:
+        """Runs of every named trial, in combination order, and how many records are missing.
+
+        Under ``--xp-sample`` only the sampled combinations count.
+        """
+        store, exp = self.xp_session.store, self.xp_exp
+        results = Results()
+        missing = 0
+        for name in self.xp_verify.trial_names:
+            runs = []
+            entries = []
+            sample = self.xp_session.samples.get(f"{exp.module_id}::{name}")
+            for combo in exp.trials[name].combinations:
+                if sample is not None and combo.index not in sample:
+                    continue
+                directory = store.combination_dir(exp.slug, name, combo.slug)
+                record = store.read_record(directory / RECORD_NAME)
+                if record is None:
+                    missing += 1
+                else:
+                    runs.append(run_dict(record))
+                    entries.append((directory, record))
+            results[name] = runs
+            results.add_records(name, entries, self.xp_session.session_id)
+        return results, missing
+
+    def runtest(self) -> None:
+        __tracebackhide__ = True
+        if self.xp_error is not None:
+            raise self.xp_error
+        verify = self.xp_verify
+        results, missing = self.collect_results()
+        detail = ""
+        if missing:
+            outcome = Outcome(
+                Verdict.INCONCLUSIVE,
+                f"waiting for {missing} record(s) of {', '.join(verify.trial_names)}: "
+                "those combinations have not run (deselected, interrupted or on another shard)",
+            )
+        else:
+            assert self.xp_handle is not None  # set in setup()
+            self._bind_setup(self.xp_handle.setup)
+            try:
+                value = verify.fn(results, **self._fixture_values(verify.fixture_names))
+            except (KeyboardInterrupt, pytest.skip.Exception):
+                raise
+            except Exception as exc:  # noqa: BLE001 - an exception in verify is an INVALID verdict
+                kind, detail = describe_exception(exc)
+                outcome = Outcome(Verdict.INVALID, f"{verify.name}() raised {kind}: {exc}")
+            else:
+                outcome = coerce_verdict(value)
+        self.user_properties.append(("xp_verdict", outcome.verdict.value))
+        self.user_properties.append(("xp_message", outcome.message))
+        if self.xp_handle is not None and self.xp_handle.attachments:
+            self.user_properties.append(("xp_attachments", [str(p) for p in self.xp_handle.attachments]))
+        if outcome.evidence is not None:
+            self.user_properties.append(("xp_evidence", outcome.evidence))
+            if isinstance(outcome.evidence.get("p_value"), float):
+                self.user_properties.append(("xp_p_value", outcome.evidence["p_value"]))
+        if verify.expect is not None:
+            self.user_properties.append(("xp_expect", verify.expect.value))
+            if outcome.verdict is not verify.expect:
+                raise VerdictFailed(outcome, f"expected {verify.expect.value.upper()}\n{detail}".rstrip())
+            return
+        if verdict_fails(outcome.verdict, self.xp_session.settings.fail_on):
+            raise VerdictFailed(outcome, detail)
+
+
+class PlugItem(pytest.Item):
+    """A no-op item the xdist scheduler hands a worker so that its last real item runs.
+
+    An xdist worker runs an item only once it holds the next one; at a stage barrier there may be
+    no next real item yet, and this stands in. It never reports anything.
+    """
+
+    def runtest(self) -> None:
+        pass
+
+    def reportinfo(self) -> tuple[Path, int | None, str]:
+        return self.path, None, self.name

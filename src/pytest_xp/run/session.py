@@ -1,0 +1,173 @@
+"""Session state shared by the items of one process: store, session id, SETUP contexts.
+
+SETUP runs once per session per module, whichever process needs it first (a file lock in the
+session's scratch directory); the others read what it wrote. The context a stage sees is SETUP
+merged with the ``context_update`` of every lower-order combination, read back from the store in
+a fixed order, so it is the same in every process and under any ``-n``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import os
+import shutil
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock
+
+from pytest_xp.config import XpConfig
+from pytest_xp.define.discovery import Experiment, TrialDef
+from pytest_xp.define.grid import Combination
+from pytest_xp.run import seeding as _seeding
+from pytest_xp.store.codec import NotJSONError, loads, to_json_value
+from pytest_xp.store.keys import cache_key, key_parts
+from pytest_xp.store.records import describe_exception
+from pytest_xp.store.store import Store, write_json_atomic
+
+
+class SetupFailed(Exception):
+    """A setup function raised or returned something unusable; every item of its module errors."""
+
+
+def new_session_id() -> str:
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
+    return f"{stamp}-{uuid.uuid4().hex[:8]}"
+
+
+@dataclass
+class XpSession:
+    """One process's view of the running session (controller, xdist worker, or a plain run)."""
+
+    settings: XpConfig
+    session_id: str
+    rootpath: Path
+    is_worker: bool
+    store: Store = field(init=False)
+    experiments: dict[str, Experiment] = field(default_factory=dict)
+    samples: dict[str, set[int]] = field(default_factory=dict)  # "module::trial" -> indices kept by --xp-sample
+    replay: bool = False  # trials report from the store (a launcher ran them elsewhere)
+    _stages_ready: set[tuple[str, int]] = field(default_factory=set)
+    _setups: dict[str, dict[str, Any] | SetupFailed] = field(default_factory=dict)
+    _contexts: dict[tuple[str, float], dict[str, Any]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.store = Store(self.settings.xp_dir)
+
+    @property
+    def scratch(self) -> Path:
+        return self.store.session_dir(self.session_id)
+
+    def ensure_scratch(self) -> Path:
+        self.store.ensure()
+        self.scratch.mkdir(parents=True, exist_ok=True)
+        return self.scratch
+
+    def remove_scratch(self) -> None:
+        shutil.rmtree(self.scratch, ignore_errors=True)
+        parent = self.scratch.parent
+        with contextlib.suppress(OSError):
+            parent.rmdir()  # only when no other session is running
+
+    def module_id(self, path: Path) -> str:
+        try:
+            return path.relative_to(self.rootpath).as_posix()
+        except ValueError:
+            return path.as_posix().lstrip("/")
+
+    # -- SETUP -----------------------------------------------------------------------------
+    def setup_context(self, exp: Experiment) -> dict[str, Any]:
+        """The merged SETUP of ``exp``; runs its setup functions if no process has yet."""
+        __tracebackhide__ = True
+        cached = self._setups.get(exp.module_id)
+        if cached is None:
+            cached = self._load_or_run_setup(exp)
+            self._setups[exp.module_id] = cached
+        if isinstance(cached, SetupFailed):
+            raise cached
+        return copy.deepcopy(cached)
+
+    def _load_or_run_setup(self, exp: Experiment) -> dict[str, Any] | SetupFailed:
+        overrides = dict(self.settings.context_overrides)
+        if not exp.setups:
+            return overrides
+        scratch = self.ensure_scratch()
+        target = scratch / f"setup-{exp.slug}.json"
+        with FileLock(str(target) + ".lock"):
+            if target.exists():
+                saved = loads(target.read_text(encoding="utf-8"))
+            else:
+                saved = _run_setups(exp)
+                write_json_atomic(target, saved)
+        if "error" in saved:
+            return SetupFailed(saved["error"])
+        context: dict[str, Any] = saved["context"]
+        context.update(overrides)
+        return context
+
+    # -- context of a stage ----------------------------------------------------------------
+    def context_for(self, exp: Experiment, rank: float, *, fresh: bool = False) -> dict[str, Any]:
+        """SETUP plus the context updates of all trials below ``rank``, in a fixed order.
+
+        Memoized per stage (the store no longer changes below a stage that may start);
+        ``fresh`` re-reads it, for shard sessions that are still waiting on other shards.
+        """
+        key = (exp.module_id, rank)
+        if fresh or key not in self._contexts:
+            context = self.setup_context(exp)
+            for trial in exp.trials_before(rank):
+                for combo in trial.combinations:
+                    record = self.store.read_record(self.store.record_path(exp.slug, trial.name, combo.slug))
+                    if not record or not record.get("success"):
+                        continue
+                    result = record.get("result")
+                    update = result.get("context_update") if isinstance(result, dict) else None
+                    if isinstance(update, dict):
+                        context.update(update)
+            if fresh:
+                return context
+            self._contexts[key] = context
+        return copy.deepcopy(self._contexts[key])
+
+    def forget_contexts(self, exp: Experiment) -> None:
+        for key in [k for k in self._contexts if k[0] == exp.module_id]:
+            del self._contexts[key]
+
+    def key_for(
+        self, exp: Experiment, trial: TrialDef, combo: Combination, *, context: dict[str, Any] | None = None
+    ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any], str]:
+        """(context, seeds, key parts, cache key) of one combination as it would run now."""
+        if context is None:
+            context = self.context_for(exp, trial.order)
+        identity = f"{exp.module_id}::{trial.name}[{combo.params_digest}]"
+        seeds = _seeding.resolve(context, combo.params, self.settings.seed, identity)
+        parts = key_parts(exp.module_id, trial.name, combo.params, context, seeds, trial.version)
+        return context, seeds, parts, cache_key(parts)
+
+
+def _run_setups(exp: Experiment) -> dict[str, Any]:
+    """Call the setup functions in order and merge their dicts; failures become an error entry."""
+    merged: dict[str, Any] = {}
+    for setup_def in exp.setups:
+        where = f"{exp.module_id}:{setup_def.lineno}: setup function {setup_def.name}()"
+        try:
+            value = setup_def.fn()
+        except Exception as exc:  # noqa: BLE001 - reported to every item of the module
+            kind, text = describe_exception(exc)
+            return {"error": f"{where} raised {kind}:\n{text}"}
+        if value is None:
+            continue
+        if not isinstance(value, dict):
+            return {"error": f"{where} returned a {type(value).__name__}; a setup function returns a dict (or None)"}
+        try:
+            merged.update(to_json_value(value, "context"))
+        except NotJSONError as exc:
+            return {
+                "error": f"{where} returned a context that is not JSON-serializable: {exc}. "
+                "SETUP holds paths and settings, not live objects; build those inside the trial"
+            }
+    return {"context": merged, "pid": os.getpid()}

@@ -1,0 +1,1 @@
+"""Controller side: the xdist scheduler, crash records, GPUs per worker, ``--xp-plan``."""

@@ -1,0 +1,317 @@
+""":class:`Evidence`, the result of :mod:`pytest_xp.stats`: its fields, JSON round trip, decision rule and message.
+
+The verdict is always derived from the stored fields by :func:`_decide`, so an Evidence rebuilt from
+its dict, or re-judged with a multiplicity-adjusted p-value, reaches the verdict the rule gives. The
+class is re-exported by :mod:`pytest_xp.stats`, its public home.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from pytest_xp.define.verdicts import Verdict
+from pytest_xp.stats.distributions import _norm_isf
+from pytest_xp.stats.inputs import StatsTypeError, StatsValueError, _real
+
+#: Power the "samples needed" hint of an inconclusive verdict aims for.
+TARGET_POWER = 0.8
+#: Below this standardized effect the observed effect is reported as "about zero", not as a sample size.
+NEGLIGIBLE_STD_EFFECT = 0.05
+
+
+# --------------------------------------------------------------------------------------------
+# Evidence
+# --------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Evidence:
+    """A verdict and the numbers it rests on; return it from a ``@verify`` function.
+
+    ``ci`` is the two-sided ``1 - alpha`` interval a reader expects. The verdict uses
+    ``decision_ci``, the two-sided ``1 - 2*alpha`` interval: its ends are the one-sided bounds at
+    level ``alpha`` that match the one-sided test (and the two one-sided tests of TOST), so the
+    interval condition never makes a test stricter than its stated alpha.
+    """
+
+    verdict: Verdict
+    message: str
+    #: "greater", "less" or "equivalent": the hypothesis about a - b.
+    alternative: str
+    #: The requested method: one of :data:`METHODS`.
+    method: str
+    #: The test actually run, in words (for example "paired t-test" for welch with paired=True).
+    test: str
+    paired: bool
+    #: Raw p-value of the hypothesis: one-sided for greater/less, the larger TOST p for equivalent.
+    p_value: float
+    #: One-sided p-value in the opposite direction (greater/less only).
+    p_opposite: float | None
+    #: The two TOST p-values (effect > -margin, effect < margin) for equivalent.
+    tost_p: tuple[float, float] | None
+    #: The method's statistic: t (welch, and the t of the data for bootstrap), U of a (mannwhitney),
+    #: T+ (signed-rank), or the observed mean difference (permutation).
+    statistic: float
+    df: float | None
+    #: Point estimate of ``estimand`` for a - b (the mean difference, or the Hodges-Lehmann shift).
+    diff: float
+    estimand: str
+    #: Cohen's d (d_z when paired): the mean difference over the pooled SD (the SD of differences).
+    std_effect: float
+    #: The SD that ``std_effect`` divides by.
+    sd: float
+    ci: tuple[float, float]
+    decision_ci: tuple[float, float]
+    alpha: float
+    min_effect: float
+    margin: float | None
+    #: Sizes of a and b (equal when paired).
+    n: tuple[int, int]
+    n_resamples: int | None = None
+    seed: int | None = None
+    p_adjusted: float | None = None
+    correction: str | None = None
+
+    def __str__(self) -> str:
+        return self.message
+
+    @property
+    def cohen_d(self) -> float:
+        """Alias of ``std_effect``."""
+        return self.std_effect
+
+    @property
+    def confidence(self) -> float:
+        """Confidence level of ``ci``."""
+        return 1.0 - self.alpha
+
+    def with_adjusted_p(self, p_adj: float, correction: str) -> Evidence:
+        """A copy judged with a multiplicity-adjusted p-value (see :func:`adjust_p_values`).
+
+        ``p_value`` stays raw; ``p_adjusted`` replaces it in the SUPPORTS condition. The REFUTES
+        conditions (a significant effect the other way, or an interval inside the negligible band)
+        are not discoveries being multiplied, so they are left as they were.
+        """
+        p = _real(p_adj, "p_adj")
+        if not 0.0 <= p <= 1.0:
+            raise StatsValueError(f"p_adj must be a probability in [0, 1], got {p!r}")
+        if not isinstance(correction, str) or not correction.strip():
+            raise StatsTypeError(f"correction must be a non-empty name such as 'holm', got {correction!r}")
+        return _judged(dataclasses.replace(self, p_adjusted=p, correction=correction.strip()))
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-safe dict: plain Python types, non-finite floats as None, the verdict as its name."""
+        return {f.name: _json_safe(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Evidence:
+        """Rebuild an Evidence from :meth:`to_dict` output; unknown keys are ignored.
+
+        None in an interval end becomes -inf/inf; None in other numbers becomes NaN (so a value that
+        was infinite before, such as the d of zero-variance data, comes back as NaN).
+        """
+        if not isinstance(data, Mapping):
+            raise StatsTypeError(f"Evidence.from_dict needs a mapping, got {type(data).__name__}")
+        required = [f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING]
+        missing = [name for name in required if name not in data]
+        if missing:
+            raise StatsValueError(f"cannot rebuild Evidence: missing key(s) {', '.join(missing)}")
+        try:
+            return cls(
+                verdict=Verdict(str(data["verdict"]).strip().lower()),
+                message=str(data["message"]),
+                alternative=str(data["alternative"]),
+                method=str(data["method"]),
+                test=str(data["test"]),
+                paired=bool(data["paired"]),
+                p_value=_float_or_nan(data["p_value"]),
+                p_opposite=_float_or_none(data["p_opposite"]),
+                tost_p=_pair_or_none(data["tost_p"]),
+                statistic=_float_or_nan(data["statistic"]),
+                df=_float_or_none(data["df"]),
+                diff=_float_or_nan(data["diff"]),
+                estimand=str(data["estimand"]),
+                std_effect=_float_or_nan(data["std_effect"]),
+                sd=_float_or_nan(data["sd"]),
+                ci=_interval(data["ci"]),
+                decision_ci=_interval(data["decision_ci"]),
+                alpha=_float_or_nan(data["alpha"]),
+                min_effect=_float_or_nan(data["min_effect"]),
+                margin=_float_or_none(data["margin"]),
+                n=(int(data["n"][0]), int(data["n"][1])),
+                n_resamples=_int_or_none(data.get("n_resamples")),
+                seed=_int_or_none(data.get("seed")),
+                p_adjusted=_float_or_none(data.get("p_adjusted")),
+                correction=None if data.get("correction") is None else str(data["correction"]),
+            )
+        except (TypeError, ValueError, IndexError) as exc:
+            raise StatsValueError(f"cannot rebuild Evidence from this dict: {exc}") from exc
+
+
+def _json_safe(value: object) -> Any:
+    if isinstance(value, Verdict):
+        return value.value
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, (tuple, list)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def _float_or_nan(value: object) -> float:
+    return math.nan if value is None else float(value)  # type: ignore[arg-type]
+
+
+def _float_or_none(value: object) -> float | None:
+    return None if value is None else float(value)  # type: ignore[arg-type]
+
+
+def _int_or_none(value: object) -> int | None:
+    return None if value is None else int(value)  # type: ignore[call-overload]
+
+
+def _interval(value: Sequence[object]) -> tuple[float, float]:
+    low, high = value
+    start = -math.inf if low is None else float(low)  # type: ignore[arg-type]
+    end = math.inf if high is None else float(high)  # type: ignore[arg-type]
+    return start, end
+
+
+def _pair_or_none(value: Sequence[object] | None) -> tuple[float, float] | None:
+    if value is None:
+        return None
+    first, second = value
+    return _float_or_nan(first), _float_or_nan(second)
+
+
+# --------------------------------------------------------------------------------------------
+# Decision rule and message
+# --------------------------------------------------------------------------------------------
+
+
+def _decide(ev: Evidence) -> tuple[Verdict, str]:
+    """The verdict and a reason code, from the fields stored on the Evidence (so it can be redone)."""
+    p = ev.p_value if ev.p_adjusted is None else ev.p_adjusted
+    low, high = ev.decision_ci
+    if ev.alternative == "equivalent":
+        margin = ev.margin if ev.margin is not None else 0.0
+        if p < ev.alpha and -margin < low and high < margin:
+            return Verdict.SUPPORTS, "within"
+        if low >= margin or high <= -margin:
+            return Verdict.REFUTES, "outside"
+        return Verdict.INCONCLUSIVE, ""
+    # the bound on the hypothesized side, as a distance in the hypothesized direction
+    near = low if ev.alternative == "greater" else -high
+    if p < ev.alpha and near > ev.min_effect:
+        return Verdict.SUPPORTS, "significant"
+    if ev.p_opposite is not None and ev.p_opposite < ev.alpha:
+        return Verdict.REFUTES, "opposite"
+    if ev.min_effect > 0.0 and -ev.min_effect < low and high < ev.min_effect:
+        return Verdict.REFUTES, "negligible"
+    return Verdict.INCONCLUSIVE, ""
+
+
+def _fmt(x: float, digits: int = 3) -> str:
+    """A short number for messages: ``digits`` significant figures, no exponent for everyday sizes."""
+    if math.isnan(x):
+        return "nan"
+    if math.isinf(x):
+        return "inf" if x > 0 else "-inf"
+    if x == 0.0:
+        return "0"
+    magnitude = math.floor(math.log10(abs(x)))
+    if -4 <= magnitude < 6:
+        text = f"{x:.{max(0, digits - 1 - magnitude)}f}"
+        if "." in text:
+            text = text.rstrip("0").rstrip(".")
+        return text
+    return f"{x:.{digits - 1}e}"
+
+
+def _pct(level: float) -> str:
+    return _fmt(100.0 * level, 4)
+
+
+_SHORT_ESTIMAND = {"mean difference": "mean diff", "Hodges-Lehmann shift": "HL shift"}
+_SHORT_METHOD = {("welch", True): "paired t", ("mannwhitney", True): "wilcoxon"}
+
+
+def _hint(ev: Evidence) -> str:
+    """Why an inconclusive verdict is inconclusive and, when it helps, how many samples would do.
+
+    The count is the normal approximation n = k * ((z_{1-alpha} + z_{power}) / d)^2 per group (k = 2
+    for two groups, 1 for pairs), with d the observed standardized distance still to cover.
+    """
+    if not (ev.sd > 0.0 and math.isfinite(ev.sd)):
+        return "the data have no spread, so no sample size estimate"
+    unlikely = "more samples are unlikely to"
+    if ev.alternative == "equivalent":
+        margin = ev.margin if ev.margin is not None else 0.0
+        distance = (margin - abs(ev.diff)) / ev.sd
+        if distance <= 0.0:
+            return "the observed difference is at or beyond the margin; more samples would more likely refute"
+        if distance < NEGLIGIBLE_STD_EFFECT:
+            return f"the observed difference is about at the margin; {unlikely} settle it soon"
+        what = "difference"
+    else:
+        observed = (ev.diff if ev.alternative == "greater" else -ev.diff) / ev.sd
+        if abs(observed) < NEGLIGIBLE_STD_EFFECT:
+            return f"the observed effect is ≈ 0 (d={_fmt(ev.diff / ev.sd, 2)}); {unlikely} support it"
+        if observed < 0.0:
+            return f"the observed effect points the other way; {unlikely} support it"
+        distance = observed - ev.min_effect / ev.sd
+        if distance < NEGLIGIBLE_STD_EFFECT:
+            floor = _fmt(ev.min_effect)
+            return f"the observed effect is not clearly above min_effect={floor}; {unlikely} support it"
+        what = "effect"
+    z = _norm_isf(ev.alpha) + _norm_isf(1.0 - TARGET_POWER)
+    needed = math.ceil((1.0 if ev.paired else 2.0) * (z / distance) ** 2)
+    unit = "pairs" if ev.paired else "per group"
+    return f"≈ {needed} {unit} needed ({_pct(TARGET_POWER)}% power at the observed {what})"
+
+
+def _message(ev: Evidence, verdict: Verdict, reason: str) -> str:
+    if ev.alternative == "equivalent":
+        claim = f"a ≈ b (within ±{_fmt(ev.margin if ev.margin is not None else 0.0)})"
+    else:
+        claim = "a > b" if ev.alternative == "greater" else "a < b"
+    word = {Verdict.SUPPORTS: "supported", Verdict.REFUTES: "refuted"}.get(verdict, "inconclusive")
+    low, high = ev.decision_ci
+    decision_level = f"{_pct(1.0 - 2.0 * ev.alpha)}% CI [{_fmt(low)}, {_fmt(high)}]"
+    why = {
+        "opposite": "the difference goes the other way: ",
+        "negligible": f"no effect worth having ({decision_level} inside ±{_fmt(ev.min_effect)}): ",
+        "outside": f"the difference exceeds the margin ({decision_level} outside ±{_fmt(ev.margin or 0)}): ",
+    }.get(reason, "")
+    label = _SHORT_ESTIMAND.get(ev.estimand, ev.estimand)
+    parts = [
+        f"{label} {_fmt(ev.diff)} [{_fmt(ev.ci[0])}, {_fmt(ev.ci[1])}] ({_pct(ev.confidence)}% CI)",
+        f"d={_fmt(ev.std_effect, 2)}",
+    ]
+    p_text = f"p={_fmt(ev.p_value, 2)}" + (" (TOST)" if ev.alternative == "equivalent" else "")
+    if ev.p_adjusted is not None:
+        p_text += f", {ev.correction}-adjusted p={_fmt(ev.p_adjusted, 2)}"
+    if reason == "opposite" and ev.p_opposite is not None:
+        other = "a < b" if ev.alternative == "greater" else "a > b"
+        p_text += f", p({other})={_fmt(ev.p_opposite, 2)}"
+    parts.append(p_text)
+    parts.append(_SHORT_METHOD.get((ev.method, ev.paired), ev.method))
+    parts.append(f"n={ev.n[0]} pairs" if ev.paired else f"n={ev.n[0]}/{ev.n[1]}")
+    text = f"{claim} {word}: {why}{', '.join(parts)}"
+    if verdict is Verdict.INCONCLUSIVE:
+        text += "; " + _hint(ev)
+    return text
+
+
+def _judged(ev: Evidence) -> Evidence:
+    verdict, reason = _decide(ev)
+    return dataclasses.replace(ev, verdict=verdict, message=_message(ev, verdict, reason))

@@ -1,0 +1,341 @@
+"""Reading the store back as data: records and metric logs as plain rows and pandas frames.
+
+Everything here only reads: an unreadable file is skipped with a warning, never moved or rewritten,
+so a report can run beside a session that is still writing. pandas is imported inside the
+functions that need it, so that ``import pytest_xp`` stays cheap.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Any
+
+from pytest_xp.store.codec import loads
+from pytest_xp.store.store import RECORD_NAME, safe_part
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+METRICS_JSONL = "metrics.jsonl"
+ATTACHMENTS_DIR = "attachments"
+
+#: Columns every results frame starts and ends with; parameters and flattened keys go between.
+LEAD_COLUMNS = ("experiment", "trial", "combination", "index")
+STATUS_COLUMNS = ("success", "cached", "duration_s", "session", "started_at")
+TAIL_COLUMNS = ("error_type", "error")
+FIXED_COLUMNS = frozenset({*LEAD_COLUMNS, *STATUS_COLUMNS, *TAIL_COLUMNS, "path", "result"})
+#: Columns of the long metrics frame besides the parameters.
+METRIC_COLUMNS = ("experiment", "trial", "combination", "step", "wallclock", "metric", "value")
+METRIC_STATS = ("last", "min", "max", "step_of_min", "step_of_max", "step_of_last", "count")
+
+
+class ReportWarning(UserWarning):
+    """A file in the store could not be read and was left out of a report or frame."""
+
+
+# -- names ------------------------------------------------------------------------------------
+def module_slug(module_id: str) -> str:
+    """The store directory of a module, as the plugin names it (``experiments/xp_a.py`` -> ``experiments.xp_a``)."""
+    stem = module_id[:-3] if module_id.endswith(".py") else module_id
+    return safe_part(stem.replace("/", "."))
+
+
+def matches_experiment(module_id: str, selector: str | None) -> bool:
+    """Whether ``selector`` names this module: its id, store slug, file name, or stem (``xp_warmup``)."""
+    if selector is None:
+        return True
+    path = PurePosixPath(module_id)
+    return selector in (module_id, module_slug(module_id), path.name, path.stem) or module_id.endswith("/" + selector)
+
+
+def param_column(name: str) -> str:
+    """A parameter's column: its own name, unless that is one of the fixed columns."""
+    return f"params.{name}" if name in FIXED_COLUMNS else name
+
+
+def attachment_dir(store_root: Path, module_id: str, owner: str) -> Path:
+    """Where a verify's attached figures live: ``<store>/<module-slug>/<verify>/attachments/``."""
+    return store_root / module_slug(module_id) / safe_part(owner) / ATTACHMENTS_DIR
+
+
+# -- raw reading ------------------------------------------------------------------------------
+def _read_json(path: Path) -> Any:
+    try:
+        return loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        warnings.warn(ReportWarning(f"pytest-xp: skipped {path}: {exc}"), stacklevel=3)
+        return None
+
+
+def iter_records(
+    xp_dir: Path | str, experiment: str | None = None, trial: str | None = None
+) -> Iterator[tuple[Path, dict[str, Any]]]:
+    """(combination directory, record) for each readable record, optionally narrowed."""
+    root = Path(xp_dir)
+    if not root.is_dir():
+        return
+    pattern = f"*/{safe_part(trial)}/*/{RECORD_NAME}" if trial else f"*/*/*/{RECORD_NAME}"
+    for path in sorted(root.glob(pattern)):
+        parts = path.relative_to(root).parts
+        if parts[0] == "runs" or any(part.startswith(".") for part in parts):
+            continue
+        record = _read_json(path)
+        if not isinstance(record, dict) or "schema_version" not in record:
+            continue
+        module = str(record.get("module", ""))
+        if not matches_experiment(module, experiment) or (trial is not None and record.get("trial") != trial):
+            continue
+        yield path.parent, record
+
+
+def read_metric_lines(path: Path) -> list[dict[str, Any]]:
+    """The lines of a ``metrics.jsonl``; a torn last line (a crash mid-write) is dropped."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return []
+    rows: list[dict[str, Any]] = []
+    lines = text.split("\n")
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)  # the shared default decoder: fast, and NaN is harmless in a plot
+        except ValueError:
+            if number < len(lines):  # the unterminated last line is a torn write, not damage
+                warnings.warn(ReportWarning(f"pytest-xp: skipped line {number} of {path}"), stacklevel=2)
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+    return rows
+
+
+def list_manifests(xp_dir: Path | str) -> list[dict[str, Any]]:
+    """Run manifests of the store, oldest first (by start time, then file name)."""
+    runs = Path(xp_dir) / "runs"
+    found: list[tuple[str, str, dict[str, Any]]] = []
+    for path in sorted(runs.glob("*.json")):
+        data = _read_json(path)
+        if isinstance(data, dict) and data.get("kind") == "pytest-xp/run":
+            found.append((str(data.get("started_at", "")), path.name, data))
+    return [data for _, _, data in sorted(found, key=lambda entry: (entry[0], entry[1]))]
+
+
+def _latest_sessions(manifests: list[dict[str, Any]]) -> dict[str, str]:
+    """``module::trial`` -> the last session that ran or served it."""
+    latest: dict[str, str] = {}
+    for manifest in manifests:
+        for key in manifest.get("trials") or {}:
+            latest[str(key)] = str(manifest.get("session", ""))
+    return latest
+
+
+# -- frames -----------------------------------------------------------------------------------
+def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> None:
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            _flatten(f"{prefix}.{key}", item, out)
+    else:
+        out[prefix] = value
+
+
+def result_fields(result: Any) -> dict[str, Any]:
+    """A result as columns: dict keys flattened to ``result.a.b``; anything else in ``result``."""
+    out: dict[str, Any] = {}
+    if isinstance(result, Mapping):
+        _flatten("result", result, out)
+    elif result is not None:
+        out["result"] = result
+    return out
+
+
+def _seed_fields(seeds: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if isinstance(seeds, Mapping):
+        for key, value in seeds.items():
+            out[f"seeds.{key}"] = ",".join(map(str, value)) if isinstance(value, list) else value
+    return out
+
+
+def _metric_fields(metrics: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if isinstance(metrics, Mapping):
+        for name, stats in metrics.items():
+            if isinstance(stats, Mapping):
+                for stat in METRIC_STATS:
+                    if stat in stats:
+                        out[f"metrics.{name}.{stat}"] = stats[stat]
+    return out
+
+
+def record_row(record: Mapping[str, Any], *, cached: bool, path: Path | None) -> dict[str, Any]:
+    """One row of :func:`load_results` (columns documented in docs/reports.md)."""
+    row: dict[str, Any] = {
+        "experiment": record.get("module"),
+        "trial": record.get("trial"),
+        "combination": record.get("combination"),
+        "index": record.get("index"),
+    }
+    for name, value in (record.get("params") or {}).items():
+        row[param_column(name)] = value
+    success = bool(record.get("success"))
+    row.update(
+        success=success,
+        cached=cached,
+        duration_s=record.get("duration_s"),
+        session=record.get("session"),
+        started_at=record.get("started_at"),
+    )
+    row.update(result_fields(record.get("result")) if success else {})
+    row.update(_metric_fields(record.get("metrics")))
+    row["error_type"] = None if success else record.get("type", "Error")
+    row["error"] = None if success else record.get("error", "")
+    row.update(_seed_fields(record.get("seeds")))
+    row["path"] = str(path) if path is not None else None
+    return row
+
+
+def run_row(run: Mapping[str, Any], trial: str) -> dict[str, Any]:
+    """A row built from a verify's run dict: the subset of :func:`record_row` that a run dict holds."""
+    row: dict[str, Any] = {"trial": trial}
+    for name, value in (run.get("params") or {}).items():
+        row[param_column(name)] = value
+    success = bool(run.get("success"))
+    row.update(success=success, cached=bool(run.get("cached", False)), duration_s=run.get("duration_s"))
+    row.update(result_fields(run.get("result")) if success else {})
+    row["error_type"] = None if success else run.get("type", "Error")
+    row["error"] = None if success else run.get("error", "")
+    row.update(_seed_fields(run.get("seeds")))
+    return row
+
+
+def _rank(name: str) -> int:
+    if name in LEAD_COLUMNS:
+        return 0
+    if name in STATUS_COLUMNS:
+        return 2
+    if name == "result" or name.startswith("result."):
+        return 3
+    if name.startswith("metrics."):
+        return 4
+    if name in TAIL_COLUMNS:
+        return 5
+    if name.startswith("seeds."):
+        return 6
+    if name == "path":
+        return 7
+    return 1  # a parameter
+
+
+def _ordered_columns(rows: list[dict[str, Any]]) -> list[str]:
+    """Fixed columns in their documented order; parameters, results, metrics and seeds as first seen."""
+    seen: dict[str, None] = {}
+    for row in rows:
+        for key in row:
+            seen.setdefault(key, None)
+    buckets: dict[int, list[str]] = {}
+    for name in seen:
+        buckets.setdefault(_rank(name), []).append(name)
+    buckets[0] = [name for name in LEAD_COLUMNS if name in seen]
+    buckets[2] = [name for name in STATUS_COLUMNS if name in seen]
+    buckets[5] = [name for name in TAIL_COLUMNS if name in seen]
+    return [name for rank in sorted(buckets) for name in buckets[rank]]
+
+
+def rows_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """A DataFrame of rows with the documented column order (an empty frame keeps the fixed columns)."""
+    import pandas as pd
+
+    if not rows:
+        return pd.DataFrame(columns=[*LEAD_COLUMNS, *STATUS_COLUMNS, *TAIL_COLUMNS, "path"])
+    frame = pd.DataFrame(rows, columns=_ordered_columns(rows))
+    for name in ("success", "cached"):
+        if name in frame.columns:
+            frame[name] = frame[name].astype(bool)
+    return frame
+
+
+def _sort_key(record: Mapping[str, Any]) -> tuple[str, str, int]:
+    index = record.get("index")
+    return str(record.get("module", "")), str(record.get("trial", "")), index if isinstance(index, int) else 0
+
+
+def load_results(xp_dir: Path | str = ".xp", experiment: str | None = None, trial: str | None = None) -> pd.DataFrame:
+    """One row per stored combination: parameters as columns, flattened results, status, metric summaries.
+
+    ``experiment`` narrows to one module (its path, store directory name, file name or stem), ``trial``
+    to one trial name. ``cached`` is True when the last session that ran the trial reused the record
+    rather than computing it. The columns are listed in docs/reports.md.
+    """
+    latest = _latest_sessions(list_manifests(xp_dir))
+    found = sorted(iter_records(xp_dir, experiment, trial), key=lambda entry: _sort_key(entry[1]))
+    rows = []
+    for path, record in found:
+        owner = latest.get(f"{record.get('module')}::{record.get('trial')}")
+        rows.append(record_row(record, cached=owner is not None and owner != record.get("session"), path=path))
+    return rows_frame(rows)
+
+
+def metrics_rows(
+    directory: Path, record: Mapping[str, Any], names: Iterable[str] | None = None
+) -> dict[str, list[Any]]:
+    """Columns (as lists) of the long metrics frame for one combination."""
+    wanted = set(names) if names is not None else None
+    columns: dict[str, list[Any]] = {name: [] for name in METRIC_COLUMNS}
+    for line in read_metric_lines(directory / METRICS_JSONL):
+        step, wallclock = line.get("step"), line.get("wallclock")
+        for name, value in line.items():
+            if name in ("step", "wallclock") or (wanted is not None and name not in wanted):
+                continue
+            columns["step"].append(step)
+            columns["wallclock"].append(wallclock)
+            columns["metric"].append(name)
+            columns["value"].append(float("nan") if value is None else value)
+    count = len(columns["metric"])
+    columns["experiment"] = [record.get("module")] * count
+    columns["trial"] = [record.get("trial")] * count
+    columns["combination"] = [record.get("combination")] * count
+    for name, value in (record.get("params") or {}).items():
+        columns[param_column(name)] = [value] * count
+    return columns
+
+
+def load_metrics(
+    xp_dir: Path | str = ".xp",
+    experiment: str | None = None,
+    trial: str | None = None,
+    metrics: Iterable[str] | None = None,
+) -> pd.DataFrame:
+    """Every logged scalar as one row: experiment, trial, combination, parameters, step, wallclock, metric, value.
+
+    Read from each combination's ``metrics.jsonl`` (so a combination that crashed midway shows what
+    it logged). ``metrics`` keeps only the named metrics.
+    """
+    found = sorted(iter_records(xp_dir, experiment, trial), key=lambda entry: _sort_key(entry[1]))
+    names = list(metrics) if metrics is not None else None
+    return metrics_frame([metrics_rows(path, record, names) for path, record in found])
+
+
+def metrics_frame(parts: list[dict[str, list[Any]]]) -> pd.DataFrame:
+    """Concatenate per-combination column lists into the long metrics frame (fixed columns first)."""
+    import pandas as pd
+
+    params: dict[str, None] = {}
+    for part in parts:
+        for name in part:
+            if name not in METRIC_COLUMNS:
+                params.setdefault(name, None)
+    order = ["experiment", "trial", "combination", *params, "step", "wallclock", "metric", "value"]
+    frames = [pd.DataFrame(part, columns=[name for name in order if name in part]) for part in parts if part["metric"]]
+    if not frames:
+        return pd.DataFrame(columns=order)
+    frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    frame = frame.reindex(columns=order)
+    frame["value"] = frame["value"].astype(float)
+    frame["wallclock"] = frame["wallclock"].astype(float)
+    return frame

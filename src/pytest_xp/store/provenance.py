@@ -1,0 +1,137 @@
+"""Provenance: git state, run manifests under ``<store>/runs/``, and the list of past sessions."""
+
+from __future__ import annotations
+
+import getpass
+import hashlib
+import platform
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pytest_xp.store.codec import SCHEMA_VERSION, loads
+from pytest_xp.store.records import host_and_versions
+from pytest_xp.store.store import write_json_atomic
+
+
+@dataclass(frozen=True)
+class GitState:
+    commit: str | None
+    branch: str | None
+    dirty: bool
+    diff_sha256: str | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"commit": self.commit, "branch": self.branch, "dirty": self.dirty, "diff_sha256": self.diff_sha256}
+
+
+def _git(root: Path, *args: str) -> str | None:
+    try:
+        done = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=20, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout if done.returncode == 0 else None
+
+
+def git_state(root: Path) -> GitState | None:
+    """The repository state at ``root``; None outside a git work tree (or without git)."""
+    commit = _git(root, "rev-parse", "HEAD")
+    if commit is None:
+        inside = _git(root, "rev-parse", "--is-inside-work-tree")
+        if inside is None or inside.strip() != "true":
+            return None
+    branch = _git(root, "rev-parse", "--abbrev-ref", "HEAD")
+    status = _git(root, "status", "--porcelain", "--untracked-files=no") or ""
+    dirty = bool(status.strip())
+    diff_sha = None
+    if dirty:
+        diff = _git(root, "diff", "HEAD") or ""
+        diff_sha = hashlib.sha256(diff.encode()).hexdigest()
+    return GitState(
+        commit=commit.strip() if commit else None,
+        branch=branch.strip() if branch else None,
+        dirty=dirty,
+        diff_sha256=diff_sha,
+    )
+
+
+def manifest(
+    *,
+    session_id: str,
+    started_at: str,
+    ended_at: str,
+    duration_s: float,
+    args: list[str],
+    git: GitState | None,
+    verdicts: dict[str, str],
+    hypotheses: list[dict[str, Any]] | None = None,
+    trials: dict[str, dict[str, Any]],
+    exitstatus: int,
+) -> dict[str, Any]:
+    hostname, versions = host_and_versions()
+    try:
+        user = getpass.getuser()
+    except (OSError, KeyError):
+        user = None
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "kind": "pytest-xp/run",
+        "session": session_id,
+        "hostname": hostname,
+        "user": user,
+        "platform": platform.platform(),
+        "python": sys.version.split()[0],
+        "versions": versions,
+        "git": git.as_dict() if git else None,
+        "command": [sys.executable, "-m", "pytest", *args],
+        "started_at": started_at,
+        "ended_at": ended_at,
+        "duration_s": round(duration_s, 3),
+        "exitstatus": exitstatus,
+        "verdicts": verdicts,
+        "hypotheses": hypotheses or [],
+        "trials": trials,
+    }
+
+
+def write_manifest(store_root: Path, data: dict[str, Any]) -> Path:
+    runs = store_root / "runs"
+    runs.mkdir(parents=True, exist_ok=True)
+    path = runs / f"{data['session']}.json"
+    write_json_atomic(path, data)
+    return path
+
+
+def list_runs(store_root: Path) -> list[dict[str, Any]]:
+    """Manifests of past sessions, oldest first; unreadable files are skipped."""
+    out = []
+    for path in sorted((store_root / "runs").glob("*.json")):
+        try:
+            data = loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(data, dict) and data.get("kind") == "pytest-xp/run":
+            out.append(data)
+    return sorted(out, key=lambda run: str(run.get("started_at", "")))
+
+
+def format_runs(runs: list[dict[str, Any]]) -> list[str]:
+    if not runs:
+        return ["no sessions recorded yet"]
+    lines = [f"{'started (UTC)':<20} {'host':<14} {'commit':<13} {'verdicts':<40} {'duration':>9}"]
+    for run in runs:
+        git = run.get("git") or {}
+        commit = (git.get("commit") or "-")[:10] + ("*" if git.get("dirty") else "")
+        counts: dict[str, int] = {}
+        for verdict in (run.get("verdicts") or {}).values():
+            counts[verdict] = counts.get(verdict, 0) + 1
+        verdicts = ", ".join(f"{n} {v}" for v, n in sorted(counts.items())) or "-"
+        started = str(run.get("started_at", ""))[:19].replace("T", " ")
+        lines.append(
+            f"{started:<20} {str(run.get('hostname', ''))[:14]:<14} {commit:<13} {verdicts:<40} "
+            f"{run.get('duration_s', 0):>8.1f}s"
+        )
+    lines.append("(* = uncommitted changes)")
+    return lines

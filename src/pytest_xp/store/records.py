@@ -1,0 +1,120 @@
+"""Records: what one finished combination leaves in the store, and the run dict a verify sees."""
+
+from __future__ import annotations
+
+import contextlib
+import platform
+import signal
+import socket
+import sys
+import traceback
+from datetime import UTC, datetime
+from functools import cache
+from typing import Any
+
+from pytest_xp.store.codec import SCHEMA_VERSION
+
+#: Fields that differ between two runs of the same inputs; everything else must be identical.
+VOLATILE_FIELDS = frozenset({"started_at", "ended_at", "duration_s", "session", "hostname", "versions", "pid"})
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+@cache
+def host_facts() -> tuple[str, dict[str, str]]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    versions = {"python": platform.python_version()}
+    for dist in ("pytest", "pytest-xdist", "pytest-xp", "numpy"):
+        with contextlib.suppress(PackageNotFoundError):
+            versions[dist] = version(dist)
+    return socket.gethostname(), versions
+
+
+def host_and_versions() -> tuple[str, dict[str, str]]:
+    """Host name and package versions, torch's included when the experiment imported it."""
+    hostname, versions = host_facts()
+    versions = dict(versions)
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(getattr(torch, "__version__", None), str):
+        versions["torch"] = str(torch.__version__)
+    return hostname, versions
+
+
+def base_record(
+    *,
+    module_id: str,
+    trial: str,
+    combination_id: str,
+    index: int,
+    params: dict[str, Any],
+    key: str,
+    seeds: dict[str, Any],
+    session: str,
+    started_at: str,
+    duration_s: float,
+) -> dict[str, Any]:
+    hostname, versions = host_and_versions()
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "module": module_id,
+        "trial": trial,
+        "combination": combination_id,
+        "index": index,
+        "params": params,
+        "key": key,
+        "seeds": seeds,
+        "session": session,
+        "started_at": started_at,
+        "ended_at": now_iso(),
+        "duration_s": round(duration_s, 6),
+        "hostname": hostname,
+        "versions": versions,
+    }
+
+
+def success_fields(result: Any) -> dict[str, Any]:
+    return {"success": True, "result": result}
+
+
+def failure_fields(error_type: str, error: str, return_code: int | None = None) -> dict[str, Any]:
+    return {"success": False, "return_code": return_code, "error": error, "type": error_type}
+
+
+def describe_exception(exc: BaseException, limit_lines: int = 30) -> tuple[str, str]:
+    """(type name, message with the tail of its traceback) for a failure record."""
+    lines = traceback.format_exception(type(exc), exc, exc.__traceback__)
+    text = "".join(lines).rstrip()
+    tail = text.splitlines()[-limit_lines:]
+    return type(exc).__name__, "\n".join(tail)
+
+
+def describe_return_code(code: int) -> str:
+    """How a process ended, in words: ``exit code 3`` or ``signal SIGSEGV``."""
+    if code < 0:
+        try:
+            return f"signal {signal.Signals(-code).name}"
+        except ValueError:
+            return f"signal {-code}"
+    return f"exit code {code}"
+
+
+def run_dict(record: dict[str, Any]) -> dict[str, Any]:
+    """The view of a record that a verify receives, as the decorators document describes it."""
+    out: dict[str, Any] = {
+        "success": bool(record.get("success")),
+        "params": record.get("params", {}),
+        "seeds": record.get("seeds", {}),
+        "duration_s": record.get("duration_s"),
+    }
+    if out["success"]:
+        out["result"] = record.get("result")
+    else:
+        out["return_code"] = record.get("return_code")
+        out["error"] = record.get("error", "")
+        out["type"] = record.get("type", "Error")
+    if record.get("cached"):
+        out["cached"] = True
+    return out
