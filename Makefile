@@ -25,6 +25,7 @@ lint: install
 	$(VENV)/bin/ruff check src tests $(wildcard benchmarks)
 	$(VENV)/bin/ruff format --check src tests
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 bench-quick: install
 	$(PY) benchmarks/run.py --quick

@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 
 from conftest import assert_counts, load_records
-from pytest_xp.schedule.gpus import parse_gpus, visible_gpus, worker_device
+from pytest_xp.config import parse_gpus
+from pytest_xp.run.gpus import visible_gpus
+from pytest_xp.schedule.gpus import worker_device
 
 
 def test_round_robin_over_workers() -> None:

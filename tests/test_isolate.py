@@ -15,8 +15,9 @@ from typing import Any
 
 import pytest
 
+from pytest_xp.config import parse_memory
 from pytest_xp.run import isolate as _isolate
-from pytest_xp.run.isolate import ChildOutcome, IsolationError, parse_memory, run_isolated
+from pytest_xp.run.isolate import ChildOutcome, IsolationError, run_isolated
 
 SEEDS = {"seed": 1234, "numpy_seed": 4321, "torch_seed": 99, "derived": False}
 

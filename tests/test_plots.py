@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from pytest_xp import compare, load_metrics
-from pytest_xp.report.plots import is_lr_like, palette, panels, png_bytes, save_attachment, trial_figure
+from pytest_xp.report.plots import is_lr_like, palette, panels, png_bytes, trial_figure
+from pytest_xp.store.attachments import save_attachment
 from test_report_store import MODULE, SESSION_A, SESSION_B, curve, write_combo
 
 pytest.importorskip("matplotlib")

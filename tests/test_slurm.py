@@ -43,7 +43,7 @@ from pytest_xp.launch import slurm as _slurm
 
 def pytest_addoption(parser):
     try:
-        _launch_options.addoption(parser.getgroup("xp"), parser)
+        _launch_options.addoption(parser)
     except ValueError:
         pass  # the plugin registers the options already
 

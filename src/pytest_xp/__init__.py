@@ -14,8 +14,8 @@ from pytest_xp.run.results import Results
 
 if TYPE_CHECKING:
     from pytest_xp import stats
-    from pytest_xp.store.frames import load_metrics, load_results
     from pytest_xp.report.plots import compare
+    from pytest_xp.store.frames import load_metrics, load_results
 
 _LAZY = {"compare": ".report.plots", "load_metrics": ".store.frames", "load_results": ".store.frames"}
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ast
+import glob
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -170,10 +172,6 @@ def addoption(parser: pytest.Parser) -> None:
     parser.addini("xp_fail_on", "what makes the session fail (see --xp-fail-on)", default=",".join(DEFAULT_FAIL_ON))
     parser.addini("xp_files", "glob patterns of experiment modules to collect", type="args", default=["xp_*.py"])
 
-    from pytest_xp.launch.options import addoption as add_launcher_options
-
-    add_launcher_options(group, parser)
-
 
 def build_config(config: pytest.Config) -> XpConfig:
     """Read and check every option; a bad value is a UsageError naming the option and the fix."""
@@ -225,8 +223,6 @@ def build_config(config: pytest.Config) -> XpConfig:
     max_memory: int | None = None
     raw_memory = config.getoption("xp_max_memory")
     if raw_memory is not None:
-        from pytest_xp.run.isolate import parse_memory
-
         try:
             max_memory = parse_memory(raw_memory)
         except ValueError as exc:
@@ -237,8 +233,6 @@ def build_config(config: pytest.Config) -> XpConfig:
     gpus: list[str] = []
     raw_gpus = config.getoption("xp_gpus")
     if raw_gpus is not None:
-        from pytest_xp.schedule.gpus import parse_gpus
-
         try:
             gpus = parse_gpus(raw_gpus) or []
         except ValueError as exc:
@@ -368,3 +362,38 @@ def parse_context_override(text: str) -> tuple[str, Any]:
     except GridError as exc:
         raise pytest.UsageError(str(exc)) from None
     return key.strip(), value
+
+
+_MEMORY_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+_MEMORY_RE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*([KMGT]?)(?:I?B)?", re.IGNORECASE)
+
+
+def parse_memory(text: str) -> int:
+    """Bytes from ``"512M"``, ``"2G"``, ``"1.5GiB"`` or ``"1000000"``; every unit is a power of 1024."""
+    match = _MEMORY_RE.fullmatch(text.strip())
+    number, unit = (match.group(1), match.group(2).upper()) if match else ("", "")
+    if not match or (not unit and "." in number):
+        raise ValueError(
+            f"cannot read {text!r} as a memory size: give whole bytes or a number with K, M, G or T "
+            "(powers of 1024, an optional B or iB is ignored), e.g. 512M, 2G, 1.5GiB"
+        )
+    size = round(float(number) * _MEMORY_UNITS[unit])
+    if size <= 0:
+        raise ValueError(f"memory size {text!r} must be more than 0 bytes")
+    return size
+
+
+def parse_gpus(text: str) -> list[str] | None:
+    """``"0,1,3"`` -> device ids; ``"auto"`` -> every device found; None when nothing was asked."""
+    text = text.strip()
+    if text == "auto":
+        return [str(i) for i in range(hardware_gpus())]
+    ids = [part.strip() for part in text.split(",") if part.strip()]
+    if not ids or not all(re.fullmatch(r"[0-9]+|GPU-[0-9a-fA-F-]+|MIG-[0-9a-zA-Z/-]+", i) for i in ids):
+        raise ValueError("give device ids such as 0,1 (or UUIDs), or auto")
+    return ids
+
+
+def hardware_gpus() -> int:
+    """NVIDIA devices on this machine, from /dev (no driver call, no torch import)."""
+    return len(glob.glob("/dev/nvidia[0-9]*"))

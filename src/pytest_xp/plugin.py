@@ -37,6 +37,7 @@ STARTED_KEY = pytest.StashKey[tuple[str, float]]()
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     _options.addoption(parser)
+    _launch_options.addoption(parser)  # the launch wing owns its options
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -80,7 +81,12 @@ def pytest_configure(config: pytest.Config) -> None:
                     "or run with --xp-dirty-git=warn to record the diff's hash in the run manifest instead."
                 )
         reporter = _terminal.XpReporter(
-            show_report=bool(settings.reports), explain=settings.explain, correction=settings.correction
+            show_report=bool(settings.reports),
+            explain=settings.explain,
+            correction=settings.correction,
+            reports=settings.reports,
+            store_root=None if settings.plan else session.store.root,
+            session_id=session_id,
         )
         config.pluginmanager.register(reporter, "pytest-xp-reporter")
         config.stash[REPORTER_KEY] = reporter
@@ -247,7 +253,7 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
 def pytest_collection_finish(session: pytest.Session) -> None:
     workerinput = getattr(session.config, "workerinput", None)
     if workerinput is not None:
-        from pytest_xp.schedule.xdist import write_sidecar
+        from pytest_xp.run.sidecar import write_sidecar
 
         write_sidecar(session.config.stash[SESSION_KEY], workerinput["workerid"], session.items)
 

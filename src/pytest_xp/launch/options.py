@@ -80,8 +80,9 @@ class SlurmSettings:
         return params
 
 
-def addoption(group: pytest.OptionGroup, parser: pytest.Parser) -> None:
-    """Register the launcher's command-line options and ini keys (called from ``_options.addoption``)."""
+def addoption(parser: pytest.Parser) -> None:
+    """Register the launcher's command-line options and ini keys, in pytest-xp's option group."""
+    group = parser.getgroup("xp")
     group.addoption(
         "--xp-slurm",
         action="store_true",

@@ -78,13 +78,6 @@ class LaunchState:
     folder: Path
     dry_run: bool = False
     submitted: dict[str, Snapshot] = field(default_factory=dict)  # identity -> record file before submission
-    errors: dict[str, BaseException] = field(default_factory=dict)  # identity -> what prepare() raised
-
-
-def prepare_error(item: TrialItem) -> BaseException | None:
-    """What ``prepare()`` raised for this combination in the submitter (it was not submitted then)."""
-    state = item.config.stash.get(LAUNCH_KEY, None)
-    return None if state is None else state.errors.get(item.identity)
 
 
 # -- how a dead task is described --------------------------------------------------------------
@@ -216,13 +209,13 @@ def launch(session: pytest.Session) -> bool:
             try:
                 cached = item.prepare()
             except Exception as exc:  # noqa: BLE001 - e.g. a failing setup: reported by the item itself
-                state.errors[item.identity] = exc
+                item.xp_error = exc  # travels as data: the item raises it when it reports, not submitted
                 continue
             if cached is None:
                 to_run.append(item)
         where = _describe_stage(stage)
         if not to_run:
-            errors = sum(1 for item in stage if item.identity in state.errors)
+            errors = sum(1 for item in stage if item.xp_error is not None)
             text = f"{len(stage) - errors} cached" + (f", {errors} could not be prepared" if errors else "")
             out.line(f"pytest-xp: stage {number}/{len(stages)} ({where}): nothing to submit ({text})")
             continue

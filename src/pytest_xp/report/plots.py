@@ -10,14 +10,12 @@ import io
 import json
 import math
 import re
-import shutil
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pytest_xp.store.frames import iter_records, matches_experiment, metrics_frame, metrics_rows, param_column
-from pytest_xp.store.store import safe_part
 
 if TYPE_CHECKING:
     import numpy as np
@@ -32,7 +30,6 @@ MAX_POINTS = 1500
 #: Most lines given their own legend entry.
 MAX_LEGEND = 12
 _STYLES: tuple[LineStyleType, ...] = ("-", "--", ":", "-.")
-_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".svg", ".gif")
 
 
 def is_lr_like(name: str) -> bool:
@@ -232,45 +229,6 @@ def png_bytes(fig: Figure, dpi: int = 90) -> bytes:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=dpi)
     return buffer.getvalue()
-
-
-def save_attachment(obj: Any, directory: Path, name: str | None = None) -> Path:
-    """Save what a verify attaches: a matplotlib figure, an image file's path, or PNG bytes.
-
-    The file goes to ``directory`` (created) under ``name`` (made path-safe; ``.png`` added to
-    figures and bytes without a suffix). Returns the written path.
-    """
-    directory.mkdir(parents=True, exist_ok=True)
-    stem = safe_part(name) if name else None
-    if hasattr(obj, "savefig"):
-        target = directory / _with_suffix(stem or f"figure-{_count(directory) + 1}", ".png")
-        obj.savefig(target, format=target.suffix[1:] if target.suffix != ".jpeg" else "jpg", dpi=100)
-        return target
-    if isinstance(obj, (bytes, bytearray)):
-        target = directory / _with_suffix(stem or f"image-{_count(directory) + 1}", ".png")
-        target.write_bytes(bytes(obj))
-        return target
-    if isinstance(obj, (str, Path)):
-        source = Path(obj)
-        if not source.is_file():
-            raise FileNotFoundError(f"xp.attach({str(obj)!r}): no such file")
-        if source.suffix.lower() not in _IMAGE_SUFFIXES:
-            raise ValueError(f"xp.attach({str(obj)!r}): reports show {', '.join(_IMAGE_SUFFIXES)} files")
-        target = directory / (_with_suffix(stem, source.suffix.lower()) if stem else safe_part(source.name))
-        if source.resolve() != target.resolve():
-            shutil.copyfile(source, target)
-        return target
-    raise TypeError(
-        f"xp.attach() takes a matplotlib figure, a path to an image, or PNG bytes; got a {type(obj).__name__}"
-    )
-
-
-def _with_suffix(stem: str, default: str) -> str:
-    return stem if Path(stem).suffix.lower() in _IMAGE_SUFFIXES else stem + default
-
-
-def _count(directory: Path) -> int:
-    return sum(1 for p in directory.iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES)
 
 
 def _source_label(

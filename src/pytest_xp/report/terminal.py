@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 
 from pytest_xp.define.verdicts import Verdict
-from pytest_xp.run.state import SESSION_KEY
 
 #: Metrics named in a combination's progress word.
 PROGRESS_METRICS = 3
@@ -101,6 +100,9 @@ class XpReporter:
     show_report: bool
     explain: bool = False
     correction: str = "none"
+    reports: tuple[str, ...] = ()  # the validated --xp-report specs
+    store_root: Path | None = None  # where the session's records are; None: write no file report
+    session_id: str = ""
     verdicts: list[VerdictLine] = field(default_factory=list)
     trials: dict[str, TrialTally] = field(default_factory=lambda: defaultdict(TrialTally))
     tolerated: list[tuple[str, str]] = field(default_factory=list)
@@ -262,7 +264,7 @@ class XpReporter:
             tr.write_sep("-", "why these combinations ran (--xp-explain)")
             for nodeid, why in self.why:
                 tr.write_line(f"{nodeid}: {why}")
-        if self.show_report and "term" in _report_specs(tr.config, default=("term",)):
+        if self.show_report and "term" in self.reports:
             self._write_report(tr)
         for kind, where, ok in self.written:
             tr.write_line(f"pytest-xp: {kind} report {where}", **({} if ok else {"red": True}))
@@ -321,17 +323,16 @@ class XpReporter:
         """Write ``--xp-report=md:/html:/json:/github`` reports, after the run manifest is written."""
         from pytest_xp.config import parse_report_spec
 
-        xp = session.config.stash.get(SESSION_KEY, None)
-        if xp is None or xp.is_worker or xp.settings.plan:
+        if self.store_root is None:
             return
-        specs = [parse_report_spec(spec) for spec in _report_specs(session.config, default=()) if spec != "term"]
+        specs = [parse_report_spec(spec) for spec in self.reports if spec != "term"]
         if not specs:
             return
         if not self.ran_experiments:
             self.written.append(("file", "not written: no experiment ran in this session", True))
             return
         try:
-            data = self.report_data(xp.store.root, xp.session_id)
+            data = self.report_data(self.store_root, self.session_id)
         except ImportError as exc:
             self.written.append(
                 ("file", f"not written: {exc}; install them with pip install 'pytest-xp[reports]'", False)
@@ -385,12 +386,6 @@ class XpReporter:
             hypotheses=hypotheses,
             session=manifest if isinstance(manifest, dict) else None,
         )
-
-
-def _report_specs(config: pytest.Config, default: tuple[str, ...]) -> tuple[str, ...]:
-    """The validated ``--xp-report`` specs of this session (``default`` when pytest-xp is not configured)."""
-    xp = config.stash.get(SESSION_KEY, None)
-    return tuple(xp.settings.reports) if xp is not None else default
 
 
 def _store_relative(path: str, root: Path | None) -> str:

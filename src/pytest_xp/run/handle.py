@@ -189,8 +189,8 @@ class Xp:
         A verify's attachments appear beside its verdict in the HTML and Markdown reports; a trial's
         are saved under its output directory. Returns the saved file.
         """
+        from pytest_xp.store.attachments import save_attachment
         from pytest_xp.store.frames import attachment_dir
-        from pytest_xp.report.plots import save_attachment
 
         if self._output_path is not None:
             directory = self._output_path / "attachments"

@@ -18,7 +18,6 @@ import json
 import multiprocessing
 import os
 import pickle
-import re
 import select
 import signal
 import sys
@@ -68,25 +67,6 @@ class ChildOutcome:
     duration_s: float
     #: Libraries the child seeded (``_seeding.apply``); empty when it died before reporting.
     seeded: tuple[str, ...] = field(default=())
-
-
-_MEMORY_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
-_MEMORY_RE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*([KMGT]?)(?:I?B)?", re.IGNORECASE)
-
-
-def parse_memory(text: str) -> int:
-    """Bytes from ``"512M"``, ``"2G"``, ``"1.5GiB"`` or ``"1000000"``; every unit is a power of 1024."""
-    match = _MEMORY_RE.fullmatch(text.strip())
-    number, unit = (match.group(1), match.group(2).upper()) if match else ("", "")
-    if not match or (not unit and "." in number):
-        raise ValueError(
-            f"cannot read {text!r} as a memory size: give whole bytes or a number with K, M, G or T "
-            "(powers of 1024, an optional B or iB is ignored), e.g. 512M, 2G, 1.5GiB"
-        )
-    size = round(float(number) * _MEMORY_UNITS[unit])
-    if size <= 0:
-        raise ValueError(f"memory size {text!r} must be more than 0 bytes")
-    return size
 
 
 def format_bytes(size: float) -> str:

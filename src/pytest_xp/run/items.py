@@ -231,7 +231,7 @@ class TrialItem(_XpItem):
             return
         needed = int(self.xp_trial.options.get("gpus") or 0)
         if needed:
-            from pytest_xp.schedule.gpus import visible_gpus
+            from pytest_xp.run.gpus import visible_gpus
 
             if visible_gpus() < needed:
                 pytest.skip(
@@ -423,12 +423,11 @@ class TrialItem(_XpItem):
         return method, timeout, settings.max_memory
 
     def _replay(self) -> None:
-        """Report the record another process wrote (a launcher ran this combination elsewhere)."""
-        from pytest_xp.launch.slurm import prepare_error
+        """Report the record another process wrote (a launcher ran this combination elsewhere).
 
-        error = prepare_error(self)
-        if error is not None:
-            raise error  # prepare() failed in the submitter (e.g. its setup raised): never submitted
+        When ``prepare()`` failed in the submitter (e.g. its setup raised), the launcher put the error on
+        ``xp_error`` and ``runtest`` raised it before getting here: that combination was never submitted.
+        """
         record = self.xp_session.store.read_record(self.record_path)
         if record is None:
             self.user_properties.append(("xp_success", False))

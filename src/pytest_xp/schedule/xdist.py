@@ -23,48 +23,10 @@ from xdist.remote import Producer
 from xdist.report import report_collection_diff
 from xdist.workermanage import WorkerController, parse_tx_spec_config
 
-from pytest_xp.run.items import PLUG_NAME, PlugItem, TrialItem, VerifyItem
+from pytest_xp.run.items import PLUG_NAME
 from pytest_xp.run.session import XpSession
-from pytest_xp.store.codec import loads
+from pytest_xp.run.sidecar import read_sidecar
 from pytest_xp.store.records import base_record, describe_return_code, failure_fields, now_iso
-from pytest_xp.store.store import write_json_atomic
-
-SIDECAR_PREFIX = "items-"
-
-
-def write_sidecar(session: XpSession, worker_id: str, items: Sequence[pytest.Item]) -> None:
-    """Worker side: describe every experiment item and the plug for the controller's scheduler."""
-    described: dict[str, dict[str, Any]] = {}
-    for item in items:
-        if isinstance(item, TrialItem):
-            trial, combo = item.xp_trial, item.xp_combo
-            described[item.nodeid] = {
-                "kind": "trial",
-                "group": item.xp_exp.module_id,
-                "rank": trial.order,
-                "trial": trial.name,
-                "parallel": trial.parallel,
-                "combination": combo.id,
-                "index": combo.index,
-                "params": combo.params,
-                "record": str(item.record_path),
-            }
-        elif isinstance(item, VerifyItem):
-            described[item.nodeid] = {"kind": "verify", "group": item.xp_exp.module_id, "rank": item.xp_verify.rank}
-        elif isinstance(item, PlugItem):
-            described[item.nodeid] = {"kind": "plug"}
-    if not described:
-        return
-    scratch = session.ensure_scratch()
-    write_json_atomic(scratch / f"{SIDECAR_PREFIX}{worker_id}.json", {"items": described})
-
-
-def read_sidecar(session: XpSession) -> dict[str, dict[str, Any]]:
-    for path in sorted(session.scratch.glob(f"{SIDECAR_PREFIX}*.json")):
-        data = loads(path.read_text(encoding="utf-8"))
-        items: dict[str, dict[str, Any]] = data["items"]
-        return items
-    return {}
 
 
 class XpScheduling:
