@@ -21,7 +21,8 @@ def _writer(root: str, worker: int, count: int, total_workers: int) -> int:
     for i in range(count):
         index = worker * count + i
         path = store.record_path("stress", "t", f"c{index}")
-        store.write_record(path, {"schema_version": 1, "index": index, "payload": "x" * 200, "success": True})
+        record = {"schema_version": 1, "module": "stress", "trial": "t", "params": {"i": index}, "key": ""}
+        store.write_record(path, {**record, "index": index, "payload": "x" * 200, "success": True, "result": None})
         if i % 50 == 0:
             for other in range(total_workers):
                 probe = store.record_path("stress", "t", f"c{other * count + i // 2}")

@@ -211,11 +211,12 @@ def test_unwritable_store_says_how_to_fix(pytester: pytest.Pytester) -> None:
     blocker.write_text("a file, not a directory")
     pytester.makepyfile(xp_w="from pytest_xp import trial\n@trial(1, {'i': [0]})\ndef t(i):\n    return i\n")
     result = pytester.runpytest("--xp-dir", str(blocker / "store"))
-    assert "INTERNALERROR" not in result.stdout.str()
-    result.stdout.fnmatch_lines(
-        ["StoreError: pytest-xp cannot read *: Not a directory. Point --xp-dir (or ini xp_dir)*"]
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()
+    result.stderr.fnmatch_lines(
+        ["ERROR: StoreError: pytest-xp cannot create its store at *store: File exists (EEXIST). Point --xp-dir*"]
     )
-    assert "_store.py" not in result.stdout.str()
+    assert "store.py" not in result.stdout.str() + result.stderr.str()
 
 
 def test_newer_schema_in_store_is_refused_clearly(pytester: pytest.Pytester) -> None:

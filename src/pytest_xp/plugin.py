@@ -18,7 +18,7 @@ import pytest
 
 from pytest_xp import config as _options
 from pytest_xp.define.decorators import MARK_ATTR, SetupMark, TrialMark, VerifyMark
-from pytest_xp.define.discovery import Experiment, ExperimentError, discover
+from pytest_xp.define.discovery import Experiment, ExperimentError, discover, unknown_overrides
 from pytest_xp.launch import options as _launch_options
 from pytest_xp.report import terminal as _terminal
 from pytest_xp.run.handle import Xp
@@ -29,6 +29,7 @@ from pytest_xp.run.shards import shard_of
 from pytest_xp.run.state import SESSION_KEY
 from pytest_xp.store import provenance as _provenance
 from pytest_xp.store.records import now_iso
+from pytest_xp.store.store import StoreError
 
 EXPERIMENT_KEY = pytest.StashKey["Experiment | None"]()
 REPORTER_KEY = pytest.StashKey[_terminal.XpReporter]()
@@ -127,8 +128,11 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         trials=reporter.trial_counts(),
         exitstatus=int(exitstatus),
     )
-    xp_session.store.ensure()
-    reporter.manifest_path = _provenance.write_manifest(xp_session.store.root, data)
+    try:
+        xp_session.store.ensure()
+        reporter.manifest_path = _provenance.write_manifest(xp_session.store.root, data)
+    except OSError as exc:  # a full or read-only disk: the verdicts are still reported
+        reporter.store_problems.append(f"the run manifest was not written: {exc}")
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -196,6 +200,33 @@ def pytest_pycollect_makeitem(collector: pytest.Collector, name: str, obj: objec
     return []
 
 
+def _session_problem(config: pytest.Config, items: list[pytest.Item]) -> str | None:
+    """What stops every experiment of this session before any runs: a bad override, an unusable store."""
+    session = config.stash[SESSION_KEY]
+    settings = session.settings
+    problems = unknown_overrides(session.experiments.values(), settings.value_overrides)
+    if problems:
+        return "pytest-xp: " + "\n".join(problems)
+    if settings.plan or not any(isinstance(item, TrialItem) for item in items):
+        return None
+    try:
+        session.store.check_writable()
+    except StoreError as exc:
+        return f"StoreError: {exc}"
+    return None
+
+
+def _refuse(config: pytest.Config, items: list[pytest.Item], message: str) -> None:
+    """Stop the experiments with one message. A plain run ends as a usage error; an xdist worker
+    cannot raise one cleanly, so it reports a collection error (shown once) and keeps no experiment item."""
+    if not hasattr(config, "workerinput"):
+        raise pytest.UsageError(message)
+    config.hook.pytest_collectreport(
+        report=pytest.CollectReport(nodeid="", outcome="failed", longrepr=message, result=[])
+    )
+    items[:] = [item for item in items if not isinstance(item, (TrialItem, VerifyItem))]
+
+
 def _stage_key(item: pytest.Item) -> tuple[float, int, int]:
     if isinstance(item, TrialItem):
         return (item.xp_trial.order, item.xp_trial.position, item.xp_combo.index)
@@ -235,7 +266,11 @@ def _select(config: pytest.Config, items: list[pytest.Item]) -> None:
 
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Select (sample/shard), put each module's experiment items in stage order (what ``-n 0`` runs), add the plug."""
+    """Check the session can run, select (sample/shard), put each module's experiment items in stage
+    order (what ``-n 0`` runs), add the plug."""
+    problem = _session_problem(config, items)
+    if problem is not None:
+        _refuse(config, items, problem)
     _select(config, items)
     slots: dict[Path, list[int]] = {}
     for index, item in enumerate(items):

@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import textwrap
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -77,6 +77,30 @@ class Experiment:
     def trials_before(self, rank: float) -> list[TrialDef]:
         """Trials whose order is below ``rank``, in the order their context updates apply."""
         return sorted((t for t in self.trials.values() if t.order < rank), key=lambda t: (t.order, t.position))
+
+
+def unknown_overrides(
+    experiments: Iterable[Experiment], value_overrides: Iterable[tuple[str, str, list[Any]]]
+) -> list[str]:
+    """One message per ``--xp-values`` override naming a trial or parameter that no collected module has."""
+    trials: dict[str, list[TrialDef]] = {}
+    for exp in experiments:
+        for name, definition in exp.trials.items():
+            trials.setdefault(name, []).append(definition)
+    problems = []
+    for name, param, _ in value_overrides:
+        if name not in trials:
+            problems.append(
+                f"--xp-values {name}.{param}: no trial named {name!r} was collected; "
+                f"trials: {', '.join(sorted(trials)) or 'none'}"
+            )
+        elif not any(param in t.params for t in trials[name]):
+            known = sorted({p for t in trials[name] for p in t.params})
+            problems.append(
+                f"--xp-values {name}.{param}: {name} has no parameter {param!r}; its parameters: "
+                f"{', '.join(known) or 'none'}"
+            )
+    return problems
 
 
 def source_version(fn: Callable[..., Any]) -> str:
@@ -203,14 +227,8 @@ def _trial_def(
         problem(fn, str(exc))
         return None
     for param, values in overrides.items():
-        if param not in params:
-            problem(
-                fn,
-                f"--xp-values {name}.{param}: {name} has no parameter {param!r}; its parameters: "
-                f"{', '.join(params) or 'none'}",
-            )
-            return None
-        params[param] = values
+        if param in params:  # an unknown one is a usage error of the session (unknown_overrides)
+            params[param] = values
     accepts_kwargs = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.parameters.values())
     by_keyword = {
         p.name

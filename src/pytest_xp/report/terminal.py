@@ -109,6 +109,8 @@ class XpReporter:
     why: list[tuple[str, str]] = field(default_factory=list)
     dirty_git: bool = False
     manifest_path: Any = None
+    #: Problems of the session's own bookkeeping (an unwritable run manifest), shown at the end.
+    store_problems: list[str] = field(default_factory=list)
     totals: dict[str, int] = field(default_factory=dict)  # "module::trial" -> combinations selected
     combinations: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))  # reported ids
     trial_metrics: dict[str, list[tuple[str, dict[str, Any]]]] = field(default_factory=lambda: defaultdict(list))
@@ -268,6 +270,8 @@ class XpReporter:
             self._write_report(tr)
         for kind, where, ok in self.written:
             tr.write_line(f"pytest-xp: {kind} report {where}", **({} if ok else {"red": True}))
+        for problem in self.store_problems:
+            tr.write_line(f"pytest-xp: {problem}", red=True)
         if self.correction == "none" and self.uncorrected_p_values() >= 2:
             tr.write_line(
                 f"pytest-xp: {self.uncorrected_p_values()} p-values in this session were judged without a "

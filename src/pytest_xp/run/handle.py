@@ -10,6 +10,8 @@ import time
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from pytest_xp.store.store import open_regular
+
 if TYPE_CHECKING:
     from pytest_xp.define.discovery import Experiment
     from pytest_xp.store.store import Store
@@ -60,7 +62,7 @@ class MetricLog:
 
     def log(self, step: int | None = None, **scalars: Any) -> None:
         if self._fh is None:
-            self._fh = open(self.directory / METRICS_JSONL, "w", encoding="utf-8")  # noqa: SIM115 - kept open
+            self._fh = open_regular(self.directory / METRICS_JSONL, "w")  # kept open; never through a link
         wallclock = time.perf_counter() - self.start
         step = self.count if step is None else int(step)
         parts = [f'"step":{step}', f'"wallclock":{wallclock:.6f}']
@@ -84,7 +86,7 @@ class MetricLog:
         from pytest_xp.store.codec import loads
 
         log = cls(directory)
-        with open(directory / METRICS_JSONL, encoding="utf-8") as fh:
+        with open_regular(directory / METRICS_JSONL) as fh:
             for line in fh:
                 try:
                     row = loads(line)
@@ -96,7 +98,7 @@ class MetricLog:
                     log._key(name)
                 log._update(step, {k: v for k, v in row.items() if isinstance(v, (int, float))})
                 log.count += 1
-        log._fh = open(directory / METRICS_JSONL, "a", encoding="utf-8")  # noqa: SIM115 - closed by close()
+        log._fh = open_regular(directory / METRICS_JSONL, "a")  # closed by close()
         return log
 
     def _update(self, step: int, values: dict[str, float | int]) -> None:
@@ -129,8 +131,8 @@ class MetricLog:
         self._fh = None
         fields = ["step", "wallclock", *self.columns]
         with (
-            open(self.directory / METRICS_JSONL, encoding="utf-8") as src,
-            open(self.directory / METRICS_CSV, "w", encoding="utf-8", newline="") as dst,
+            open_regular(self.directory / METRICS_JSONL) as src,
+            open_regular(self.directory / METRICS_CSV, "w") as dst,
         ):
             writer = csv.DictWriter(dst, fieldnames=fields, restval="")
             writer.writeheader()

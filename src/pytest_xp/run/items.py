@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import functools
 import inspect
@@ -26,7 +27,7 @@ from pytest_xp.run.state import SESSION_KEY
 from pytest_xp.store.codec import NotJSONError, dumps, to_json_value
 from pytest_xp.store.keys import is_hit, why_run
 from pytest_xp.store.records import base_record, describe_exception, failure_fields, now_iso, run_dict, success_fields
-from pytest_xp.store.store import RECORD_NAME, StoreError
+from pytest_xp.store.store import RECORD_NAME, StoreError, error_name, store_error
 
 PLUG_NAME = "__pytest_xp_plug__"
 #: Largest result a record accepts; bigger data belongs in a file beside the record.
@@ -98,7 +99,15 @@ class _CombinationLock:
 
     def acquire(self, *, block: bool) -> bool:
         if self.fd is None:
-            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+            # O_NOFOLLOW: a symlink planted at the lock's name must not create or open a file elsewhere.
+            try:
+                self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
+            except OSError as exc:
+                raise store_error(
+                    exc,
+                    f"pytest-xp cannot open the lock file {self.path}: {error_name(exc)} "
+                    "(a symbolic link there is refused, never followed); remove it and run again",
+                ) from None
         try:
             fcntl.flock(self.fd, fcntl.LOCK_EX | (0 if block else fcntl.LOCK_NB))
         except BlockingIOError:
@@ -109,6 +118,21 @@ class _CombinationLock:
         if self.fd is not None:
             os.close(self.fd)  # closing the descriptor releases the flock
             self.fd = None
+
+
+def _write_short_failure(store: Any, path: Path, record: dict[str, Any], cause: StoreError) -> dict[str, Any]:
+    """After a failed write (a full disk), try to leave a small failure record instead of none.
+
+    The verify then sees a failed combination rather than one that "has not run". When even that
+    does not fit, the item's own failure (naming the error) is all that is left.
+    """
+    short = {k: v for k, v in record.items() if k not in ("result", "metrics", "error", "type", "return_code")}
+    short.update(failure_fields("StoreError", str(cause)))
+    short["success"] = False
+    short["cacheable"] = False
+    with contextlib.suppress(StoreError):
+        store.write_record(path, short, dir_ready=True)
+    return short
 
 
 class _XpItem(pytest.Function):
@@ -196,7 +220,7 @@ class TrialItem(_XpItem):
         session, trial, combo = self.xp_session, self.xp_trial, self.xp_combo
         settings = session.settings
         self.xp_context, self.xp_seeds, self.xp_key_parts, self.xp_key = session.key_for(self.xp_exp, trial, combo)
-        record = session.store.read_record(self.record_path)
+        record = session.read_combination(self.xp_exp, trial.name, combo)
         self.xp_seen_record = record is not None
         if settings.cache and not settings.rerun and is_hit(record, self.xp_key):
             return record
@@ -248,8 +272,12 @@ class TrialItem(_XpItem):
             return
         if self.xp_cached is not None:
             return  # nothing will run: skip fixture set-up too
-        self.xp_session.store.ensure()
-        self.output_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.xp_session.store.ensure()
+            self.xp_session.store.make_dir(self.output_dir)
+        except StoreError as exc:
+            self.xp_error = exc
+            return
         self.xp_cached = self._claim()
         if self.xp_cached is not None:
             return
@@ -279,7 +307,7 @@ class TrialItem(_XpItem):
             stream.write(f"pytest-xp: {self.nodeid} is running in another session; waiting for it\n")
             self.xp_lock.acquire(block=True)
         settings = self.xp_session.settings
-        record = self.xp_session.store.read_record(self.record_path)
+        record = self.xp_session.read_combination(self.xp_exp, self.xp_trial.name, self.xp_combo)
         finished_elsewhere = record is not None and record.get("session") != self.xp_session.session_id
         if settings.cache and not settings.rerun and finished_elsewhere and is_hit(record, self.xp_key):
             self.xp_lock.release()
@@ -350,7 +378,13 @@ class TrialItem(_XpItem):
                     rec["metrics"] = handle.metrics_summary()
                     self.user_properties.append(("xp_metrics", rec["metrics"]))
             rec.update(fields)
-            session.store.write_record(self.record_path, rec, dir_ready=True)
+            try:
+                session.store.write_record(self.record_path, rec, dir_ready=True)
+            except StoreError as exc:  # a full disk: the combination failed, whatever it returned
+                session.unwritten[self.record_path] = _write_short_failure(session.store, self.record_path, rec, exc)
+                self.user_properties.append(("xp_success", False))
+                self.user_properties.append(("xp_duration", rec["duration_s"]))
+                raise
             self.user_properties.append(("xp_success", bool(fields["success"])))
             self.user_properties.append(("xp_duration", rec["duration_s"]))
 
@@ -428,7 +462,7 @@ class TrialItem(_XpItem):
         When ``prepare()`` failed in the submitter (e.g. its setup raised), the launcher put the error on
         ``xp_error`` and ``runtest`` raised it before getting here: that combination was never submitted.
         """
-        record = self.xp_session.store.read_record(self.record_path)
+        record = self.xp_session.read_combination(self.xp_exp, self.xp_trial.name, self.xp_combo)
         if record is None:
             self.user_properties.append(("xp_success", False))
             raise RemoteFailure(f"no record at {self.record_path}: the task that should run it left none")
@@ -496,7 +530,7 @@ class VerifyItem(_XpItem):
                 if sample is not None and combo.index not in sample:
                     continue
                 directory = store.combination_dir(exp.slug, name, combo.slug)
-                record = store.read_record(directory / RECORD_NAME)
+                record = self.xp_session.read_combination(exp, name, combo)
                 if record is None:
                     missing += 1
                 else:

@@ -27,7 +27,8 @@ from pytest_xp.run import seeding as _seeding
 from pytest_xp.store.codec import NotJSONError, loads, to_json_value
 from pytest_xp.store.keys import cache_key, key_parts
 from pytest_xp.store.records import describe_exception
-from pytest_xp.store.store import Store, write_json_atomic
+from pytest_xp.store.store import RECORD_NAME, Store, write_json_atomic
+from pytest_xp.store.validate import Expected
 
 
 class SetupFailed(Exception):
@@ -51,6 +52,9 @@ class XpSession:
     experiments: dict[str, Experiment] = field(default_factory=dict)
     samples: dict[str, set[int]] = field(default_factory=dict)  # "module::trial" -> indices kept by --xp-sample
     replay: bool = False  # trials report from the store (a launcher ran them elsewhere)
+    #: Failure records that could not be written (a full disk), by record path: a verify in this
+    #: process still sees those combinations as failed rather than as never run.
+    unwritten: dict[Path, dict[str, Any]] = field(default_factory=dict)
     _stages_ready: set[tuple[str, int]] = field(default_factory=set)
     _setups: dict[str, dict[str, Any] | SetupFailed] = field(default_factory=dict)
     _contexts: dict[tuple[str, float], dict[str, Any]] = field(default_factory=dict)
@@ -78,6 +82,14 @@ class XpSession:
             return path.relative_to(self.rootpath).as_posix()
         except ValueError:
             return path.as_posix().lstrip("/")
+
+    def read_combination(self, exp: Experiment, trial: str, combo: Combination) -> dict[str, Any] | None:
+        """The stored record of one combination, checked to belong to it (else quarantined: None)."""
+        path = self.store.combination_dir(exp.slug, trial, combo.slug) / RECORD_NAME
+        record = self.store.read_record(path, Expected(exp.module_id, trial, combo.params))
+        if record is None and path in self.unwritten:
+            return self.unwritten[path]
+        return record
 
     # -- SETUP -----------------------------------------------------------------------------
     def setup_context(self, exp: Experiment) -> dict[str, Any]:
@@ -121,7 +133,7 @@ class XpSession:
             context = self.setup_context(exp)
             for trial in exp.trials_before(rank):
                 for combo in trial.combinations:
-                    record = self.store.read_record(self.store.record_path(exp.slug, trial.name, combo.slug))
+                    record = self.read_combination(exp, trial.name, combo)
                     if not record or not record.get("success"):
                         continue
                     result = record.get("result")

@@ -38,7 +38,7 @@ def missing_below(session: XpSession, exp: Experiment, order: int) -> tuple[int,
             if sample is not None and combo.index not in sample:
                 continue
             total += 1
-            record = session.store.read_record(session.store.record_path(exp.slug, trial.name, combo.slug))
+            record = session.read_combination(exp, trial.name, combo)
             if record is None:
                 missing += 1
             elif record.get("key") not in ("", session.key_for(exp, trial, combo, context=context)[3]):

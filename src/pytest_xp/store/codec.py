@@ -5,10 +5,14 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from typing import Any
 
 #: Version of the on-disk record layout; readers refuse records from a newer version.
 SCHEMA_VERSION = 1
+#: Deepest nesting of lists and dicts a stored value may have. Deeper data is refused when written
+#: and when read, so that neither side can exhaust Python's recursion limit.
+MAX_DEPTH = 200
 
 
 class NotJSONError(TypeError):
@@ -24,8 +28,13 @@ def to_json_value(value: object, path: str = "value") -> Any:
     """Return ``value`` as plain JSON data (dict/list/str/int/float/bool/None), or raise NotJSONError.
 
     numpy scalars become Python scalars (lossless); tuples become lists. Sets, arrays, objects,
-    non-string keys and NaN/inf are refused with a message saying what to do instead.
+    non-string keys, NaN/inf, cycles and nesting deeper than :data:`MAX_DEPTH` are refused with a
+    message saying what to do instead.
     """
+    return _to_json(value, path, [])
+
+
+def _to_json(value: object, path: str, parents: list[int]) -> Any:
     if value is None or isinstance(value, (bool, str)):
         return value
     if isinstance(value, int):
@@ -34,20 +43,33 @@ def to_json_value(value: object, path: str = "value") -> Any:
         if not math.isfinite(value):
             raise NotJSONError(path, f"{value!r} is not valid JSON; return None or a string such as 'nan'")
         return float(value)
-    if isinstance(value, dict):
-        out: dict[str, Any] = {}
-        for key, item in value.items():
-            if not isinstance(key, str):
-                raise NotJSONError(
-                    path, f"key {key!r} is a {type(key).__name__}; JSON object keys must be strings (use str(key))"
-                )
-            out[key] = to_json_value(item, f"{path}[{key!r}]")
-        return out
-    if isinstance(value, (list, tuple)):
-        return [to_json_value(item, f"{path}[{i}]") for i, item in enumerate(value)]
+    if isinstance(value, (dict, list, tuple)):
+        if id(value) in parents:
+            raise NotJSONError(
+                path, "refers to itself (a cycle); JSON holds trees only, so return a copy without the loop"
+            )
+        if len(parents) >= MAX_DEPTH:
+            raise NotJSONError(
+                path, f"nested deeper than {MAX_DEPTH} lists/dicts (the depth limit); flatten it or write it to a file"
+            )
+        parents.append(id(value))
+        try:
+            if isinstance(value, dict):
+                out: dict[str, Any] = {}
+                for key, item in value.items():
+                    if not isinstance(key, str):
+                        raise NotJSONError(
+                            path,
+                            f"key {key!r} is a {type(key).__name__}; JSON object keys must be strings (use str(key))",
+                        )
+                    out[key] = _to_json(item, f"{path}[{key!r}]", parents)
+                return out
+            return [_to_json(item, f"{path}[{i}]", parents) for i, item in enumerate(value)]
+        finally:
+            parents.pop()
     module = type(value).__module__
     if module == "numpy" and hasattr(value, "item") and getattr(value, "shape", None) == ():
-        return to_json_value(value.item(), path)
+        return _to_json(value.item(), path, parents)
     hint = ""
     if hasattr(value, "tolist"):
         hint = " (call .tolist() on arrays and tensors, or write large data to a file)"
@@ -75,6 +97,47 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+def _finite_float(text: str) -> float:
+    number = float(text)
+    if not math.isfinite(number):
+        raise ValueError(f"the number {text[:40]} is too large for a float")
+    return number
+
+
+_ESCAPE = re.compile(r"\\.", re.DOTALL)
+_STRING = re.compile(r'"[^"]*"')
+_NOT_STRUCTURE = str.maketrans("{}", "[]", "".join(chr(c) for c in range(128) if chr(c) not in '[]{}"'))
+
+
+def nested_deeper_than(text: str, limit: int) -> bool:
+    """Whether lists and dicts in JSON text nest more than ``limit`` deep, without parsing it.
+
+    Escapes, then strings, are cut out so brackets inside strings do not count; what remains
+    is brackets only, peeled off one level per pass (C-speed string operations throughout).
+    """
+    if text.count("[") + text.count("{") <= limit:
+        return False
+    brackets = _STRING.sub("", _ESCAPE.sub("", text).translate(_NOT_STRUCTURE))
+    for _ in range(limit):
+        peeled = brackets.replace("[]", "")
+        if not peeled or peeled == brackets:
+            return False
+        brackets = peeled
+    return True
+
+
 def loads(text: str | bytes) -> Any:
-    """Parse JSON strictly (no NaN/Infinity); raises ``ValueError`` on anything malformed."""
-    return json.loads(text, parse_constant=_refuse_constant)
+    """Parse JSON strictly; raises ``ValueError`` on anything malformed, and only ``ValueError``.
+
+    Refused: NaN/Infinity and numbers that overflow a float (``1e999``), bytes that are not UTF-8,
+    and nesting deeper than :data:`MAX_DEPTH` + 8 (a record's own levels; checked before parsing,
+    so that neither the parser nor whoever reads the data can hit the recursion limit).
+    """
+    if isinstance(text, (bytes, bytearray)):
+        text = bytes(text).decode("utf-8")  # UnicodeDecodeError is a ValueError
+    if nested_deeper_than(text, MAX_DEPTH + 8):
+        raise ValueError(f"JSON nested deeper than {MAX_DEPTH + 8} levels")
+    try:
+        return json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply to read") from None

@@ -14,7 +14,8 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from pytest_xp.store.codec import loads
-from pytest_xp.store.store import RECORD_NAME, safe_part
+from pytest_xp.store.store import RECORD_NAME, read_regular, safe_part
+from pytest_xp.store.validate import NewerSchema, record_problem
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -63,13 +64,24 @@ def attachment_dir(store_root: Path, module_id: str, owner: str) -> Path:
 
 # -- raw reading ------------------------------------------------------------------------------
 def _read_json(path: Path) -> Any:
+    """Strict JSON of a regular file; anything else (a link, a FIFO, bad bytes) is skipped with a warning."""
     try:
-        return loads(path.read_text(encoding="utf-8"))
+        return loads(read_regular(path))
     except FileNotFoundError:
         return None
     except (OSError, ValueError) as exc:
         warnings.warn(ReportWarning(f"pytest-xp: skipped {path}: {exc}"), stacklevel=3)
         return None
+
+
+def _linked(root: Path, path: Path) -> bool:
+    """Whether a directory between ``root`` and ``path`` is a symlink (which may lead out of the store)."""
+    current = root
+    for part in path.relative_to(root).parts[:-1]:
+        current = current / part
+        if current.is_symlink():
+            return True
+    return False
 
 
 def iter_records(
@@ -84,8 +96,20 @@ def iter_records(
         parts = path.relative_to(root).parts
         if parts[0] == "runs" or any(part.startswith(".") for part in parts):
             continue
+        if _linked(root, path):
+            warnings.warn(
+                ReportWarning(f"pytest-xp: skipped {path}: a symbolic link on the way (not followed)"), stacklevel=2
+            )
+            continue
         record = _read_json(path)
-        if not isinstance(record, dict) or "schema_version" not in record:
+        if record is None:
+            continue
+        try:
+            problem = record_problem(record)
+        except NewerSchema:
+            problem = "written by a newer pytest-xp"
+        if problem is not None:
+            warnings.warn(ReportWarning(f"pytest-xp: skipped {path}: {problem}"), stacklevel=2)
             continue
         module = str(record.get("module", ""))
         if not matches_experiment(module, experiment) or (trial is not None and record.get("trial") != trial):
@@ -96,8 +120,11 @@ def iter_records(
 def read_metric_lines(path: Path) -> list[dict[str, Any]]:
     """The lines of a ``metrics.jsonl``; a torn last line (a crash mid-write) is dropped."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_regular(path).decode("utf-8", errors="replace")
     except FileNotFoundError:
+        return []
+    except OSError as exc:
+        warnings.warn(ReportWarning(f"pytest-xp: skipped {path}: {exc}"), stacklevel=2)
         return []
     rows: list[dict[str, Any]] = []
     lines = text.split("\n")
@@ -106,7 +133,7 @@ def read_metric_lines(path: Path) -> list[dict[str, Any]]:
             continue
         try:
             row = json.loads(line)  # the shared default decoder: fast, and NaN is harmless in a plot
-        except ValueError:
+        except (ValueError, RecursionError):
             if number < len(lines):  # the unterminated last line is a torn write, not damage
                 warnings.warn(ReportWarning(f"pytest-xp: skipped line {number} of {path}"), stacklevel=2)
             continue

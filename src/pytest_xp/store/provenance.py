@@ -13,7 +13,7 @@ from typing import Any
 
 from pytest_xp.store.codec import SCHEMA_VERSION, loads
 from pytest_xp.store.records import host_and_versions
-from pytest_xp.store.store import write_json_atomic
+from pytest_xp.store.store import read_regular, write_json_atomic
 
 
 @dataclass(frozen=True)
@@ -109,7 +109,7 @@ def list_runs(store_root: Path) -> list[dict[str, Any]]:
     out = []
     for path in sorted((store_root / "runs").glob("*.json")):
         try:
-            data = loads(path.read_text(encoding="utf-8"))
+            data = loads(read_regular(path))  # a link or FIFO among the manifests is skipped, not followed
         except (OSError, ValueError):
             continue
         if isinstance(data, dict) and data.get("kind") == "pytest-xp/run":

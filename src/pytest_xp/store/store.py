@@ -10,17 +10,23 @@ Layout (``<root>`` is ``.xp`` in the rootdir unless ``--xp-dir`` says otherwise)
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import re
+import stat
 import uuid
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from pytest_xp.store.codec import SCHEMA_VERSION, dumps, loads
+from pytest_xp.store.validate import Expected, NewerSchema, record_problem
 
 _SAFE_PART = re.compile(r"[^A-Za-z0-9._+\-]")
 RECORD_NAME = "record.json"
+#: Largest file the store reads (a record holds at most 16 MiB of result, plus its fields).
+MAX_READ_BYTES = 64 * 2**20
 
 _README = """# pytest-xp store
 
@@ -35,11 +41,94 @@ _CACHEDIR_TAG = (
 
 
 class StoreError(OSError):
-    """The store cannot be used (not writable, or written by a newer pytest-xp)."""
+    """The store cannot be used (not writable, full, or written by a newer pytest-xp)."""
 
 
 class StoreWarning(UserWarning):
     """Something in the store was unreadable and was set aside."""
+
+
+class NotRegularFile(OSError):
+    """A path the store reads is a symlink, FIFO, device or directory: refused, never opened as data."""
+
+
+def error_name(exc: OSError) -> str:
+    """``No space left on device (ENOSPC)``: the words and the symbol, so both can be searched for."""
+    code = errno.errorcode.get(exc.errno or 0)
+    words = exc.strerror or str(exc)
+    return f"{words} ({code})" if code else words
+
+
+def _advice(exc: OSError) -> str:
+    if exc.errno == errno.ENOSPC or exc.errno == errno.EDQUOT:
+        return "Free space on that file system, or point --xp-dir (or ini xp_dir) at another one"
+    if exc.errno == errno.EROFS:
+        return "Remount it read-write, or point --xp-dir (or ini xp_dir) at a writable directory"
+    return "Point --xp-dir (or ini xp_dir) at a readable, writable directory"
+
+
+def read_regular(path: Path, limit: int = MAX_READ_BYTES) -> bytes:
+    """The bytes of ``path`` if it is a regular file, opened without following a final symlink.
+
+    A FIFO would block the reader, a device could stream forever and a symlink may point anywhere:
+    each raises :class:`NotRegularFile` without reading (O_NONBLOCK keeps a FIFO's open from waiting).
+    """
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise NotRegularFile(errno.ELOOP, "a symbolic link (not followed)", str(path)) from None
+        raise
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise NotRegularFile(errno.EINVAL, f"a {_file_kind(info.st_mode)}, not a regular file", str(path))
+        if info.st_size > limit:
+            raise NotRegularFile(errno.EFBIG, f"{info.st_size} bytes, over the {limit}-byte limit", str(path))
+        chunks = []
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+            if sum(map(len, chunks)) > limit:
+                raise NotRegularFile(errno.EFBIG, f"over the {limit}-byte limit", str(path))
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def open_regular(path: Path, mode: str = "r") -> IO[str]:
+    """Open a text file of the store ("r", "w" or "a") only if it is (or becomes) a regular file.
+
+    A symlink at ``path`` is refused (O_NOFOLLOW), a FIFO never blocks (O_NONBLOCK) and is refused
+    like any other special file, so nothing is written through a planted link or device.
+    """
+    flags = {"r": os.O_RDONLY, "w": os.O_WRONLY | os.O_CREAT | os.O_TRUNC, "a": os.O_WRONLY | os.O_CREAT | os.O_APPEND}
+    try:
+        fd = os.open(path, flags[mode] | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o666)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENXIO):
+            raise NotRegularFile(exc.errno, "a symbolic link or FIFO (not followed)", str(path)) from None
+        raise
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise NotRegularFile(errno.EINVAL, f"a {_file_kind(info.st_mode)}, not a regular file", str(path))
+    os.set_blocking(fd, True)
+    return open(fd, mode, encoding="utf-8", newline="" if mode != "r" else None, closefd=True)
+
+
+def _file_kind(mode: int) -> str:
+    for test, name in (
+        (stat.S_ISLNK, "symbolic link"),
+        (stat.S_ISDIR, "directory"),
+        (stat.S_ISFIFO, "FIFO"),
+        (stat.S_ISCHR, "character device"),
+        (stat.S_ISBLK, "block device"),
+        (stat.S_ISSOCK, "socket"),
+    ):
+        if test(mode):
+            return name
+    return "special file"
 
 
 def safe_part(text: str) -> str:
@@ -49,17 +138,41 @@ def safe_part(text: str) -> str:
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON so that readers see either the old file or the whole new one, never a part."""
-    text = dumps(data)  # compact: the C encoder; json.dumps(indent=...) falls back to pure Python
+    """Write JSON so that readers see either the old file or the whole new one, never a part.
+
+    A failed write (a full disk, a read-only file system) removes its temporary file, leaves the
+    old file as it was, and raises :class:`StoreError` naming the error and what to do.
+    """
+    text = (dumps(data) + "\n").encode("utf-8")  # compact: the C encoder (indent= is pure Python)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     try:
-        with open(tmp, "x", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.write("\n")
+        # O_EXCL never follows a symlink planted at the temporary name; os.replace swaps the name
+        # itself, so a symlink at ``path`` is replaced, never written through.
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
+        try:
+            view = memoryview(text)
+            while view:
+                view = view[os.write(fd, view) :]
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and not isinstance(exc, StoreError):
+            raise store_error(
+                exc,
+                f"pytest-xp cannot write {path}: {error_name(exc)}; nothing was written (the partial "
+                f"temporary file was removed, the previous file is unchanged). {_advice(exc)}.",
+            ) from exc
         raise
+
+
+def store_error(cause: OSError, message: str) -> StoreError:
+    """A StoreError carrying the errno of ``cause`` (so callers can tell a full disk apart)."""
+    error = StoreError(message)
+    error.errno = cause.errno
+    return error
 
 
 class Store:
@@ -95,9 +208,8 @@ class Store:
                     raise
             self._ensured = True
         except OSError as exc:
-            raise StoreError(
-                f"pytest-xp cannot create its store at {self.root}: {exc.strerror or exc}. "
-                "Point --xp-dir (or ini xp_dir) at a writable directory."
+            raise store_error(
+                exc, f"pytest-xp cannot create its store at {self.root}: {error_name(exc)}. {_advice(exc)}."
             ) from exc
 
     def inside(self, path: Path) -> Path:
@@ -106,6 +218,61 @@ class Store:
         if not resolved.is_relative_to(self.root.resolve()):
             raise StoreError(f"refusing to use {path}: it is outside the store {self.root}")
         return path
+
+    def check_writable(self) -> None:
+        """Create the store if needed and prove it takes a file, before anything runs.
+
+        A read-only or full store would otherwise fail once per combination, after the work.
+        """
+        self.ensure()
+        probe = self.root / f".write-probe.{os.getpid()}.{uuid.uuid4().hex[:8]}"
+        try:
+            fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            os.close(fd)
+            probe.unlink()
+        except OSError as exc:
+            raise store_error(
+                exc,
+                f"pytest-xp cannot write to its store {self.root}: {error_name(exc)}. Nothing ran. "
+                f"{_advice(exc)}; `pytest-xp report {self.root}` reads a store without writing to it.",
+            ) from exc
+
+    def _real_dirs(self, directory: Path) -> bool:
+        """Whether every existing component from the root down to ``directory`` is a real directory.
+
+        A symlink (which could lead out of the store) or a file in the way is quarantined, with a
+        warning; the caller then treats the combination as missing. The root itself may be a link.
+        """
+        try:
+            rel = directory.relative_to(self.root)
+        except ValueError:
+            raise StoreError(f"refusing to use {directory}: it is outside the store {self.root}") from None
+        current = self.root
+        for part in rel.parts:
+            current = current / part
+            try:
+                info = os.lstat(current)
+            except FileNotFoundError:
+                return True
+            except OSError as exc:
+                raise store_error(exc, f"pytest-xp cannot read {current}: {error_name(exc)}. {_advice(exc)}.") from exc
+            if not stat.S_ISDIR(info.st_mode):
+                kind = _file_kind(info.st_mode)
+                self.quarantine(current, f"a {kind} where the store keeps a directory; links are never followed")
+                return False
+        return True
+
+    def make_dir(self, directory: Path) -> Path:
+        """Create ``directory`` under the root, refusing (quarantining) links and files in the way."""
+        if not self._real_dirs(directory):
+            self._real_dirs(directory)  # what was in the way is in quarantine now: check the rest
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise store_error(exc, f"pytest-xp cannot create {directory}: {error_name(exc)}. {_advice(exc)}.") from exc
+        if not self._real_dirs(directory):  # swapped for a link meanwhile: refuse rather than race
+            raise StoreError(f"refusing to use {directory}: it changed into a link while being created")
+        return directory
 
     def combination_dir(self, module_slug: str, trial: str, combo_slug: str) -> Path:
         return self.root / safe_part(module_slug) / safe_part(trial) / safe_part(combo_slug)
@@ -128,31 +295,39 @@ class Store:
             path.parent.mkdir(parents=True, exist_ok=True)
         write_json_atomic(path, record)
 
-    def read_record(self, path: Path) -> dict[str, Any] | None:
-        """The record at ``path``; None when missing, or unreadable (then quarantined, with a warning)."""
+    def read_record(self, path: Path, expected: Expected | None = None) -> dict[str, Any] | None:
+        """The record at ``path``; None when missing, or unusable (then quarantined, with a warning).
+
+        Unusable: a link or special file anywhere on the way, bytes that are not strict JSON, or
+        a record that fails :func:`~pytest_xp.store.validate.record_problem` (for the combination
+        ``expected``, when given). A record from a newer pytest-xp is a :class:`StoreError`.
+        """
+        if not self._real_dirs(path.parent):
+            return None
         try:
-            text = path.read_text(encoding="utf-8")
+            raw = read_regular(path)
         except FileNotFoundError:
             return None
-        except OSError as exc:
-            raise StoreError(
-                f"pytest-xp cannot read {path}: {exc.strerror or exc}. "
-                "Point --xp-dir (or ini xp_dir) at a readable, writable directory."
-            ) from exc
-        try:
-            data = loads(text)
-            if not isinstance(data, dict) or "schema_version" not in data:
-                raise ValueError("not a pytest-xp record")
-        except ValueError as exc:
-            self.quarantine(path, str(exc))
+        except NotRegularFile as exc:
+            self.quarantine(path, f"it is {exc.strerror}")
             return None
-        version = data["schema_version"]
-        if not isinstance(version, int) or version > SCHEMA_VERSION:
+        except OSError as exc:
+            raise store_error(exc, f"pytest-xp cannot read {path}: {error_name(exc)}. {_advice(exc)}.") from exc
+        try:
+            data = loads(raw)
+            problem = record_problem(data, expected)
+        except ValueError as exc:
+            problem = f"not strict JSON: {exc}"
+        except NewerSchema as exc:
             raise StoreError(
-                f"{path} was written by a newer pytest-xp (schema {version!r}, this one reads up to "
+                f"{path} was written by a newer pytest-xp (schema {exc.args[0]!r}, this one reads up to "
                 f"{SCHEMA_VERSION}); upgrade pytest-xp or use another --xp-dir"
-            )
-        return data
+            ) from None
+        if problem is not None:
+            self.quarantine(path, problem)
+            return None
+        record: dict[str, Any] = data
+        return record
 
     def quarantine(self, path: Path, why: str) -> Path | None:
         """Move an unreadable file aside so it is treated as missing; say where it went."""
@@ -163,9 +338,20 @@ class Store:
             rel = Path(path.name)
         target = target_dir / (safe_part(str(rel).replace(os.sep, "__")) + f".{uuid.uuid4().hex[:6]}")
         try:
+            if os.path.islink(target_dir) or (target_dir.exists() and not target_dir.is_dir()):
+                os.replace(target_dir, self.root / f".quarantine-moved.{uuid.uuid4().hex[:6]}")
             target_dir.mkdir(parents=True, exist_ok=True)
-            os.replace(path, target)
-        except OSError:
+            os.replace(path, target)  # renames a link or FIFO itself; never opens or follows it
+        except FileNotFoundError:
+            return None  # another process moved it first
+        except OSError as exc:
+            warnings.warn(
+                StoreWarning(
+                    f"pytest-xp: {path} could not be used ({why}) nor moved aside ({error_name(exc)}); "
+                    "it is ignored: remove it by hand"
+                ),
+                stacklevel=2,
+            )
             return None
         warnings.warn(StoreWarning(f"pytest-xp: {path} could not be read ({why}); moved it to {target}"), stacklevel=2)
         return target

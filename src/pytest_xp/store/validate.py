@@ -1,0 +1,124 @@
+"""What a record read back from disk must look like before anything trusts it.
+
+A record is plain JSON that anyone can edit; the cache reuses it and verifies read its params and
+result. :func:`record_problem` checks types, the schema version, and that the record agrees with
+itself (its key is the hash of its key parts, whose params are its params) and with the
+combination it is read for. Anything else is quarantined by the store, never used.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pytest_xp.store.codec import SCHEMA_VERSION, canonical
+from pytest_xp.store.keys import cache_key
+
+
+@dataclass(frozen=True)
+class Expected:
+    """The combination a record is read for: what its identity fields must say."""
+
+    module: str
+    trial: str
+    params: Mapping[str, Any]
+
+
+class NewerSchema(Exception):
+    """The record was written by a newer pytest-xp: not damage, so it is refused, not quarantined."""
+
+
+_OPTIONAL_TYPES: dict[str, tuple[type, ...]] = {
+    "combination": (str,),
+    "session": (str,),
+    "started_at": (str,),
+    "ended_at": (str,),
+    "hostname": (str,),
+    "versions": (dict,),
+    "seeds": (dict,),
+    "metrics": (dict,),
+    "key_parts": (dict,),
+    "cacheable": (bool,),
+    "cached": (bool,),
+}
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    return (_is_int(value) or isinstance(value, float)) and math.isfinite(value)  # type: ignore[arg-type]
+
+
+def record_problem(data: object, expected: Expected | None = None) -> str | None:
+    """Why ``data`` is not a usable record (one line), or None when it is.
+
+    Raises :class:`NewerSchema` for a record of a newer layout. Numbers are known finite already
+    (the codec refuses NaN, Infinity and ``1e999``); this checks everything a reader relies on.
+    """
+    if not isinstance(data, dict):
+        return f"not a pytest-xp record (a JSON {type(data).__name__}, not an object)"
+    version = data.get("schema_version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        return f"schema_version is {version!r}, not a positive integer"
+    if version > SCHEMA_VERSION:
+        raise NewerSchema(version)
+    for name in ("module", "trial"):
+        if not isinstance(data.get(name), str):
+            return f"{name} is {type(data.get(name)).__name__}, not a string"
+    if not isinstance(data.get("params"), dict):
+        return "params is missing or not an object"
+    if not isinstance(data.get("success"), bool):
+        return f"success is {data.get('success')!r}, not true or false"
+    if not isinstance(data.get("key"), str):
+        return "key is missing or not a string"
+    for name, types in _OPTIONAL_TYPES.items():
+        if name in data and not isinstance(data[name], types):
+            return f"{name} is a {type(data[name]).__name__}, not a {' or '.join(t.__name__ for t in types)}"
+    if "index" in data and not (_is_int(data["index"]) and data["index"] >= 0):
+        return f"index is {data['index']!r}, not an integer >= 0"
+    duration = data.get("duration_s")
+    if duration is not None and not (_is_number(duration) and duration >= 0):
+        return f"duration_s is {duration!r}, not a number >= 0"
+    if data["success"]:
+        if "result" not in data:
+            return "a successful record without a result"
+    else:
+        if not isinstance(data.get("error", ""), str) or not isinstance(data.get("type", ""), str):
+            return "error and type of a failure record must be strings"
+        code = data.get("return_code")
+        if code is not None and not _is_int(code):
+            return f"return_code is {code!r}, not an integer or null"
+    problem = _key_problem(data)
+    if problem is None and expected is not None:
+        problem = _identity_problem(data, expected)
+    return problem
+
+
+def _key_problem(data: dict[str, Any]) -> str | None:
+    parts = data.get("key_parts")
+    if parts is None:
+        return None  # crash records and older records carry no parts; they are never cache hits by parts
+    if canonical(parts.get("params")) != canonical(data["params"]):
+        return "its params differ from the params in its key parts"
+    if parts.get("module") != data["module"] or parts.get("trial") != data["trial"]:
+        return "its module or trial differs from its key parts"
+    try:
+        key = cache_key(parts)
+    except (TypeError, ValueError) as exc:
+        return f"its key parts cannot be hashed ({exc})"
+    if key != data["key"]:
+        return "its key is not the hash of its key parts"
+    return None
+
+
+def _identity_problem(data: dict[str, Any], expected: Expected) -> str | None:
+    if data["module"] != expected.module or data["trial"] != expected.trial:
+        return f"it belongs to {data['module']}::{data['trial']}, not {expected.module}::{expected.trial}"
+    found, wanted = canonical(data["params"]), canonical(dict(expected.params))
+    if found != wanted:
+        return f"its params {found[:200]} are not this combination's {wanted[:200]}"
+    return None

@@ -1,0 +1,290 @@
+"""The plugin against hostile stores and odd inputs: each test is one row of docs/errors.md
+("Hostile files, full disks, odd inputs") and shows what must happen instead of a crash."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from conftest import assert_counts, load_records
+
+GRID = """
+from pytest_xp import trial, verify
+
+@trial(1, {"i": [0, 1, 2, 3]})
+def t(i):
+    return {"square": i * i}
+
+@verify(["t"])
+def check(results):
+    runs = results["t"]
+    ok = all(r["success"] and r["result"]["square"] == r["params"]["i"] ** 2 for r in runs)
+    return ok, f"{sum(r['success'] for r in runs)}/{len(runs)} ok"
+"""
+
+
+def records_by_i(root: Path) -> dict[int, Path]:
+    return {
+        json.loads(p.read_text())["params"]["i"]: p for p in root.rglob("record.json") if ".quarantine" not in p.parts
+    }
+
+
+def no_internal_error(result: pytest.RunResult) -> None:
+    text = result.stdout.str() + result.stderr.str()
+    assert "INTERNALERROR" not in text and "Traceback" not in text, text[-3000:]
+
+
+@contextmanager
+def tmpfs(where: Path, size: str) -> Iterator[Path]:
+    """A size-limited tmpfs at ``where`` (CI runs as root); skips where mounting is not permitted."""
+    where.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.decode().strip() or 'mount failed'}); CI runs as root")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+def remount(where: Path, mode: str) -> None:
+    subprocess.run(["mount", "-o", f"remount,{mode}", str(where)], check=True)
+
+
+# -- unreadable and forged records ------------------------------------------------------------
+@pytest.mark.parametrize(
+    "damage",
+    [b'{"schema_version": 1, "module": "\xff\xfe"}', b"[" * 100_000],
+    ids=["invalid-utf8", "nested-100000"],
+)
+def test_unreadable_records_are_quarantined_and_rerun(pytester: pytest.Pytester, damage: bytes) -> None:
+    pytester.makepyfile(xp_g=GRID)
+    assert_counts(pytester.runpytest(), passed=4, supports=1)
+    records_by_i(pytester.path / ".xp")[2].write_bytes(damage)
+    result = pytester.runpytest("-W", "default")
+    no_internal_error(result)
+    assert_counts(result, passed=1, cached=3, supports=1)
+    result.stdout.fnmatch_lines(["*record.json could not be read (not strict JSON*moved it to*.quarantine*"])
+
+
+def test_unreadable_record_under_xdist_keeps_the_workers(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(xp_g=GRID)
+    pytester.runpytest()
+    records_by_i(pytester.path / ".xp")[1].write_bytes(b"[" * 100_000)
+    result = pytester.runpytest_subprocess("-n", "2", "-W", "default")
+    no_internal_error(result)
+    assert_counts(result, passed=1, cached=3, supports=1)
+
+
+@pytest.mark.parametrize(
+    ("edit", "why"),
+    [
+        (lambda r: r.replace('"duration_s": ', '"duration_s": 1e999, "x": '), "too large for a float"),
+        (lambda r: r.replace('"schema_version": 1', '"schema_version": true'), "schema_version is True"),
+        (lambda r: r.replace('"success": true', '"success": "yes"'), "success is 'yes'"),
+        (lambda r: r.replace('"square": 4', '"square": 5').replace('"i": 2', '"i": 3', 1), "params differ"),
+    ],
+    ids=["1e999", "schema-true", "success-yes", "forged-params"],
+)
+def test_hand_edited_records_are_quarantined_not_used(pytester: pytest.Pytester, edit, why: str) -> None:  # type: ignore[no-untyped-def]
+    pytester.makepyfile(xp_g=GRID)
+    pytester.runpytest()
+    path = records_by_i(pytester.path / ".xp")[2]
+    path.write_text(edit(path.read_text()))
+    result = pytester.runpytest("-W", "default")
+    no_internal_error(result)
+    assert_counts(result, passed=1, cached=3, supports=1)  # re-run, never a cache hit
+    result.stdout.fnmatch_lines([f"*{path}*could not be read*{why}*moved it to*"])
+
+
+def test_a_record_copied_into_another_combination_is_refused(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(xp_g=GRID)
+    pytester.runpytest()
+    paths = records_by_i(pytester.path / ".xp")
+    paths[3].write_text(paths[1].read_text())  # consistent in itself, but i=1's params in i=3's directory
+    result = pytester.runpytest("-W", "default")
+    assert_counts(result, passed=1, cached=3, supports=1)
+    result.stdout.fnmatch_lines(['*could not be read (its params {"i":1} are not this combination\'s {"i":3})*'])
+
+
+# -- results that cannot be stored ------------------------------------------------------------
+def test_cyclic_and_too_deep_results_are_failure_records(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        xp_c="""
+        from pytest_xp import trial, verify
+
+        @trial(1, {"kind": ["cycle", "deep"]})
+        def t(kind):
+            if kind == "cycle":
+                value = {"a": []}
+                value["a"].append(value)
+                return value
+            value = []
+            for _ in range(500):
+                value = [value]
+            return value
+
+        @verify(["t"])
+        def check(results):
+            errors = [r["error"] for r in results["t"] if not r["success"]]
+            return len(errors) == 2, " | ".join(e.split(": ", 1)[1][:60] for e in errors)
+        """
+    )
+    result = pytester.runpytest("--xp-fail-on=refutes")
+    no_internal_error(result)
+    assert_counts(result, tolerated=2, supports=1)
+    types = {r["params"]["kind"]: (r["type"], r["error"]) for r in load_records(pytester.path / ".xp")}
+    assert types["cycle"][0] == types["deep"][0] == "NotJSONSerializable"
+    assert "refers to itself (a cycle)" in types["cycle"][1]
+    assert "nested deeper than 200 lists/dicts (the depth limit)" in types["deep"][1]
+
+
+# -- links, FIFOs and devices in the store ----------------------------------------------------
+def test_links_and_fifos_in_the_store_are_never_followed_or_opened(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(xp_g=GRID)
+    pytester.runpytest()
+    paths = records_by_i(pytester.path / ".xp")
+    outside = pytester.path / "outside"
+    outside.mkdir()
+    (outside / "precious.txt").write_text("keep")
+    linked_dir = paths[0].parent
+    for child in linked_dir.iterdir():
+        child.unlink()
+    linked_dir.rmdir()
+    linked_dir.symlink_to(outside)  # a combination directory leading out of the store
+    paths[1].unlink()
+    os.mkfifo(paths[1])  # a FIFO named record.json: reading it would hang the session
+    paths[2].unlink()
+    paths[2].symlink_to(outside / "precious.txt")  # a record that is a link
+    result = pytester.runpytest("-W", "default", "-p", "no:faulthandler")
+    no_internal_error(result)
+    assert_counts(result, passed=3, cached=1, supports=1)
+    result.stdout.fnmatch_lines(["*a symbolic link where the store keeps a directory*", "*it is a FIFO*"])
+    assert sorted(p.name for p in outside.iterdir()) == ["precious.txt"]
+    assert (outside / "precious.txt").read_text() == "keep"
+    fresh = records_by_i(pytester.path / ".xp")
+    assert sorted(fresh) == [0, 1, 2, 3] and not any(p.parent.is_symlink() or p.is_symlink() for p in fresh.values())
+
+
+def test_a_metrics_file_linked_out_of_the_store_is_refused(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        xp_m="""
+        from pytest_xp import trial
+
+        @trial(1, {"i": [0]})
+        def t(i, xp):
+            xp.log(loss=1.0)
+            return i
+        """
+    )
+    victim = pytester.path / "victim.txt"
+    victim.write_text("keep")
+    pytester.runpytest()
+    combo = next((pytester.path / ".xp").rglob("record.json")).parent
+    for child in combo.iterdir():
+        child.unlink()
+    (combo / "metrics.jsonl").symlink_to(victim)
+    result = pytester.runpytest()
+    assert "INTERNALERROR" not in result.stdout.str()
+    assert victim.read_text() == "keep"
+    result.stdout.fnmatch_lines(["*NotRegularFile: *a symbolic link or FIFO (not followed): *metrics.jsonl*"])
+
+
+# -- full and read-only file systems ----------------------------------------------------------
+FILLER = """
+from pathlib import Path
+from pytest_xp import trial, verify
+
+@trial(1, {"i": list(range(8))})
+def t(i, xp):
+    if i == 5 and Path("fill-the-disk").exists():  # mid-run: this record and the ones after it do not fit
+        with open(Path(xp.output_path) / "filler.bin", "wb") as fh:
+            try:
+                while True:
+                    fh.write(b"x" * 65536)
+            except OSError:
+                pass
+    return {"square": i * i, "pad": "p" * 3000}
+
+@verify(["t"])
+def check(results):
+    runs = results["t"]
+    ok = len(runs) == 8 and all(r["success"] and r["result"]["square"] == r["params"]["i"] ** 2 for r in runs)
+    return ok, f"{sum(r['success'] for r in runs)}/{len(runs)} ok"
+"""
+
+
+def test_a_full_disk_mid_run_fails_clearly_and_a_rerun_completes(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(xp_f=FILLER)
+    (pytester.path / "fill-the-disk").touch()
+    with tmpfs(pytester.path / "small", "2m") as mount:
+        store = mount / "xp"
+        result = pytester.runpytest("--xp-dir", str(store), "-p", "no:cacheprovider")
+        no_internal_error(result)
+        result.stdout.fnmatch_lines(
+            ["*StoreError: pytest-xp cannot write *record.json: No space left on device (ENOSPC)*"]
+        )
+        result.stdout.fnmatch_lines(["*check - REFUTES: 5/8 ok*"])  # failed runs, not "have not run"
+        records = {r["params"]["i"]: r for r in load_records(store)}
+        assert all(records[i]["success"] for i in range(5))  # written before the fault: intact
+        assert not list(store.rglob("*.tmp"))  # partial temporary files removed
+        for filler in store.rglob("filler.bin"):
+            filler.unlink()  # the disk is healthy again
+        (pytester.path / "fill-the-disk").unlink()
+        again = pytester.runpytest("--xp-dir", str(store), "-p", "no:cacheprovider")
+        no_internal_error(again)
+        assert again.parseoutcomes()["supports"] == 1
+        assert again.parseoutcomes()["cached"] == 5
+        assert len(load_records(store)) == 8
+
+
+def test_a_read_only_store_is_one_clear_error_before_anything_runs(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(xp_g=GRID, xp_marker="")
+    with tmpfs(pytester.path / "ro", "1m") as mount:
+        store = mount / "xp"
+        assert_counts(pytester.runpytest("--xp-dir", str(store)), passed=4, supports=1)
+        before = {p: p.read_bytes() for p in store.rglob("record.json")}
+        remount(mount, "ro")
+        pytester.makepyfile(xp_g=GRID.replace("i * i", "i * i + 0"))  # would re-run every combination
+        result = pytester.runpytest("--xp-dir", str(store))
+        no_internal_error(result)
+        assert result.ret == pytest.ExitCode.USAGE_ERROR
+        result.stderr.fnmatch_lines(
+            [
+                f"ERROR: StoreError: pytest-xp cannot write to its store {store}: Read-only file system (EROFS). "
+                "Nothing ran. Remount it read-write, or point --xp-dir*"
+            ]
+        )
+        assert result.stderr.str().count("StoreError") == 1
+        xdist = pytester.runpytest_subprocess("--xp-dir", str(store), "-n", "2")
+        no_internal_error(xdist)
+        xdist.stdout.fnmatch_lines(["*StoreError: pytest-xp cannot write to its store*(EROFS)*"])
+        assert "passed" not in xdist.stdout.str()
+        assert {p: p.read_bytes() for p in store.rglob("record.json")} == before
+        remount(mount, "rw")
+        assert_counts(pytester.runpytest("--xp-dir", str(store)), passed=4, supports=1)
+
+
+# -- options ----------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("u.i=[1]", "--xp-values u.i: no trial named 'u' was collected; trials: t"),
+        ("t.x=[1]", "--xp-values t.x: t has no parameter 'x'; its parameters: i"),
+    ],
+)
+def test_unknown_trials_and_params_in_values_are_usage_errors(
+    pytester: pytest.Pytester, value: str, message: str
+) -> None:
+    pytester.makepyfile(xp_g=GRID)
+    result = pytester.runpytest("--xp-values", value)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"ERROR: pytest-xp: {message}"])
+    assert "unknown trial" not in result.stdout.str()  # no follow-on error from the verify
+    assert not (pytester.path / ".xp").exists()
