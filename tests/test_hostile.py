@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -288,3 +290,225 @@ def test_unknown_trials_and_params_in_values_are_usage_errors(
     result.stderr.fnmatch_lines([f"ERROR: pytest-xp: {message}"])
     assert "unknown trial" not in result.stdout.str()  # no follow-on error from the verify
     assert not (pytester.path / ".xp").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--xp-timeout=inf"], "--xp-timeout='inf': give a number of seconds with 0 < SECONDS <= 3.1536e+07"),
+        (["--xp-timeout", "nan"], "--xp-timeout='nan': give a number of seconds with 0 < SECONDS <= 3.1536e+07"),
+        (["--xp-wait=inf"], "--xp-wait='inf': give a number of seconds with 0 <= SECONDS <= 3.1536e+07"),
+    ],
+)
+def test_infinite_or_nan_time_limits_are_usage_errors(pytester: pytest.Pytester, args: list[str], message: str) -> None:
+    pytester.makepyfile(xp_g=GRID)
+    result = pytester.runpytest(*args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"ERROR: {message}*"])
+
+
+@pytest.mark.parametrize("value", ['float("inf")', 'float("nan")', "1e300"])
+def test_an_infinite_trial_timeout_is_refused_at_collection(pytester: pytest.Pytester, value: str) -> None:
+    pytester.makepyfile(
+        xp_t=f"from pytest_xp import trial\n@trial(1, {{'i': [0]}}, timeout={value})\ndef t(i):\n    return i\n"
+    )
+    result = pytester.runpytest()
+    no_internal_error(result)
+    result.stdout.fnmatch_lines(
+        ["*xp_t.py:2: t: @trial(timeout=...) must be a number of seconds with 0 < timeout <= *"]
+    )
+    assert "OverflowError" not in result.stdout.str()
+
+
+def test_xp_dir_as_two_tokens_is_the_same_as_with_equals(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(xp_g=GRID)
+    store = pytester.path.parent / f"{pytester.path.name}-store"
+    store.mkdir()  # an existing directory: pytest alone would take it for a test path and root there
+    first = pytester.runpytest("--xp-dir", str(store))
+    assert_counts(first, passed=4, supports=1)
+    first.stdout.fnmatch_lines([f"rootdir: {pytester.path}"])
+    assert {r["module"] for r in load_records(store)} == {"xp_g.py"}
+    again = pytester.runpytest(f"--xp-dir={store}")
+    assert_counts(again, cached=4, supports=1)  # the same module ids, so the same records
+    assert len(load_records(store)) == 4
+
+
+def test_experiment_functions_named_like_xunit_hooks_are_refused(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        xp_x="""
+        from pytest_xp import setup, trial, verify
+
+        @setup
+        def setup_module():
+            return {"n": 1}
+
+        @trial(1, {"i": [0]})
+        def teardown_function(i):
+            return i
+
+        @verify(["teardown_function"])
+        def check(results):
+            return True
+        """
+    )
+    result = pytester.runpytest()
+    no_internal_error(result)
+    result.stdout.fnmatch_lines(
+        [
+            "*xp_x.py:3: setup_module: pytest calls a function named setup_module itself, as an xunit set-up/tear-down"
+            " hook, so it would run twice or with a module argument; rename it*",
+            "*xp_x.py:7: teardown_function: pytest calls a function named teardown_function itself*",
+        ]
+    )
+    assert "1 error" in result.stdout.str()
+    assert "unknown trial" not in result.stdout.str()  # no follow-on error from the verify
+
+
+def test_a_verify_returning_a_numpy_bool_is_a_verdict(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        xp_n="""
+        import numpy as np
+        from pytest_xp import trial, verify
+
+        @trial(1, {"x": [1.0, 2.0, 3.0]})
+        def t(x):
+            return x
+
+        @verify(["t"])
+        def above(results):
+            return np.mean([r["result"] for r in results["t"]]) > 1
+
+        @verify(["t"], expect="refutes")
+        def below(results):
+            return np.mean([r["result"] for r in results["t"]]) < 1
+        """
+    )
+    assert_counts(pytester.runpytest(), passed=3, supports=1, expected=1)
+
+
+def test_a_large_grid_is_announced_before_it_is_expanded(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("pytest_xp.define.grid.LARGE_GRID", 10)
+    pytester.makepyfile(
+        xp_big="from pytest_xp import trial\n"
+        "@trial(1, {'a': list(range(4)), 'b': list(range(3))})\ndef t(a, b):\n    return a\n"
+    )
+    result = pytester.runpytest("--xp-plan", "-W", "default")
+    result.stdout.fnmatch_lines(
+        [
+            "pytest-xp: xp_big.py:2: t: a grid of 12 combinations; collecting it needs about 0 MiB of memory*"
+            "--xp-sample K, -k or --xp-values*",
+            "*GridSizeWarning*",
+        ]
+    )
+    out = result.stdout.str()
+    assert out.index("a grid of 12 combinations") < out.index("collected")
+
+
+def test_a_killed_sessions_scratch_is_removed_by_the_next_session(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(xp_g=GRID)
+    pytester.runpytest()
+    sessions = pytester.path / ".xp" / ".sessions"
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    killed = sessions / "20260101T000000000000-dead0000"
+    live = sessions / "20260101T000000000000-live0000"
+    for directory, pid in ((killed, dead.pid), (live, os.getpid())):
+        directory.mkdir(parents=True)
+        (directory / "owner.json").write_text(json.dumps({"pid": pid, "host": os.uname().nodename}))
+    assert_counts(pytester.runpytest(), cached=4, supports=1)
+    assert not killed.exists()  # its process is gone
+    assert live.exists()  # a live session's scratch is never touched
+
+
+# -- reports written to odd places ------------------------------------------------------------
+def test_a_json_report_goes_through_to_dev_stdout(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(xp_g=GRID)
+    result = pytester.runpytest_subprocess("--xp-report=json:/dev/stdout", "-p", "no:cacheprovider")
+    assert '"kind": "pytest-xp/report"' in result.stdout.str()
+    result.stdout.fnmatch_lines(["pytest-xp: json report written to /dev/stdout"])
+
+
+def test_the_cli_reports_past_bad_records_and_special_files(pytester: pytest.Pytester) -> None:
+    from pytest_xp.cli import main
+
+    pytester.makepyfile(xp_g=GRID)
+    pytester.runpytest()
+    store = pytester.path / ".xp"
+    paths = records_by_i(store)
+    paths[0].write_bytes(b"[" * 100_000)
+    paths[1].write_bytes(b'{"schema_version": 1, "x": "\xff"}')
+    paths[2].unlink()
+    os.mkfifo(paths[2])
+    outside = pytester.path / "outside"
+    outside.mkdir()
+    (outside / "record.json").write_text(paths[3].read_text())
+    for child in paths[3].parent.iterdir():
+        child.unlink()
+    paths[3].parent.rmdir()
+    paths[3].parent.symlink_to(outside)
+    manifest = next((store / "runs").glob("*.json"))
+    os.mkfifo(store / "runs" / "zz-fifo.json")
+    with pytest.warns(UserWarning) as caught:
+        assert main(["report", str(store), "-f", "json", "-o", str(pytester.path / "r.json")]) == 0
+        assert main(["runs", str(store)]) == 0
+    skipped = " ".join(str(w.message) for w in caught)
+    assert "nested too deeply" in skipped or "208 levels" in skipped
+    assert "FIFO" in skipped and "symbolic link" in skipped
+    data = json.loads((pytester.path / "r.json").read_text())
+    assert data["kind"] == "pytest-xp/report" and manifest.exists()
+
+
+@pytest.mark.parametrize("where", ["/dev/full"])
+def test_the_cli_says_when_a_report_cannot_be_written(pytester: pytest.Pytester, where: str) -> None:
+    pytester.makepyfile(xp_g=GRID)
+    pytester.runpytest()
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest_xp.cli", "report", str(pytester.path / ".xp"), "-f", "json", "-o", where],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "the json report could not be written: [Errno 28] No space left on device" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert Path(where).is_char_device()  # written through, never replaced by a regular file
+
+
+def test_nothing_read_back_is_executed_or_unpickled(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    import pickle
+
+    from pytest_xp.cli import main
+
+    pytester.makepyfile(
+        xp_p="""
+        from pytest_xp import trial, verify
+
+        @trial(1, {"i": [0]})
+        def t(i):
+            return {"code": "__import__('os').system('touch PWNED')", "py/reduce": ["os.system", ["touch PWNED"]]}
+
+        @verify(["t"])
+        def check(results):
+            result = results["t"][0]["result"]
+            return isinstance(result["code"], str) and result["py/reduce"][0] == "os.system"
+        """
+    )
+    assert_counts(pytester.runpytest(), passed=1, supports=1)
+    store = pytester.path / ".xp"
+    combo = next(store.rglob("record.json")).parent
+    (combo / "result.pkl").write_bytes(pickle.dumps({"pwned": True}))
+    os.mkfifo(combo / "metrics.jsonl")  # opened by a reader, it would block forever
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("something in the store was unpickled")
+
+    monkeypatch.setattr(pickle, "load", refuse)
+    monkeypatch.setattr(pickle, "loads", refuse)
+    assert_counts(pytester.runpytest("-p", "no:cacheprovider"), cached=1, supports=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert main(["report", str(store), "-f", "json", "-o", str(pytester.path / "r.json")]) == 0
+    assert "__import__" in (pytester.path / "r.json").read_text()
+    assert not (pytester.path / "PWNED").exists()

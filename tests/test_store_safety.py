@@ -294,3 +294,106 @@ def test_fuzz_the_record_reader(tmp_path_factory: pytest.TempPathFactory, conten
     assert record["params"] == PARAMS and record["module"] == "xp_a.py" and record["trial"] == "train"
     if is_hit(record, KEY):
         assert record["key_parts"] == PARTS
+
+
+# -- reports to odd places (the write path of every report) -----------------------------------
+@pytest.fixture
+def report_data(tmp_path: Path) -> Any:
+    pytest.importorskip("pandas")
+    from pytest_xp.report.data import gather
+
+    return gather(tmp_path / "empty-store")
+
+
+def test_a_report_to_a_fifo_is_written_through(tmp_path: Path, report_data: Any) -> None:
+    import threading
+
+    from pytest_xp.report.render import write_report
+
+    fifo = tmp_path / "report.fifo"
+    os.mkfifo(fifo)
+    received: list[bytes] = []
+    reader = threading.Thread(target=lambda: received.append(fifo.read_bytes()))
+    reader.start()
+    write_report("json", fifo, report_data)
+    reader.join()
+    assert json.loads(received[0])["kind"] == "pytest-xp/report"
+    assert fifo.is_fifo()  # still the FIFO, never replaced
+
+
+def test_a_report_to_a_character_device_is_never_replaced(report_data: Any) -> None:
+    from pytest_xp.report.render import write_report
+
+    for kind in ("json", "md", "html"):
+        write_report(kind, Path("/dev/null"), report_data)
+    assert Path("/dev/null").is_char_device()
+    with pytest.raises(OSError, match="No space left on device"):
+        write_report("json", Path("/dev/full"), report_data)
+    assert Path("/dev/full").is_char_device()
+
+
+def test_a_report_through_a_symlink_replaces_its_target_and_keeps_the_link(tmp_path: Path, report_data: Any) -> None:
+    from pytest_xp.report.render import write_report
+
+    target = tmp_path / "real.json"
+    target.write_text("old")
+    link = tmp_path / "link.json"
+    link.symlink_to(target)
+    write_report("json", link, report_data)
+    assert link.is_symlink() and json.loads(target.read_text())["kind"] == "pytest-xp/report"
+    with pytest.raises(ValueError, match="is a directory; name a file"):
+        write_report("json", tmp_path, report_data)
+
+
+# -- odd verify returns, huge grids, stale sessions -------------------------------------------
+def test_numpy_bools_are_verdicts() -> None:
+    import numpy as np
+
+    from pytest_xp.define.verdicts import Verdict, coerce_verdict
+
+    assert coerce_verdict(np.mean([1.0, 2.0]) > 1).verdict is Verdict.SUPPORTS
+    assert coerce_verdict(np.bool_(False)).verdict is Verdict.REFUTES
+    assert coerce_verdict((np.True_, "because")).message == "because"
+
+
+def test_a_huge_grid_is_announced_before_anything_is_expanded(tmp_path: Path) -> None:
+    import types
+
+    from pytest_xp.define.discovery import discover
+
+    class Announced(Exception):
+        pass
+
+    def announce(message: str) -> None:
+        raise Announced(message)
+
+    module = types.ModuleType("xp_huge")
+    exec(  # builds a throwaway experiment module
+        "from pytest_xp import trial\n"
+        "@trial(1, {'a': list(range(1000)), 'b': list(range(1000))})\n"
+        "def t(a, b):\n    return a\n",
+        module.__dict__,
+    )
+    with pytest.raises(Announced, match=r"a grid of 1,000,000 combinations; collecting it needs about 3,906 MiB"):
+        discover(module, "xp_huge.py", tmp_path / "xp_huge.py", announce=announce)  # before 10^6 are built
+
+
+def test_only_dead_sessions_scratch_is_removed(tmp_path: Path) -> None:
+    import socket
+    import subprocess
+
+    store = Store(tmp_path / "xp")
+    finished = subprocess.Popen(["true"])
+    finished.wait()
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep").write_text("keep")
+    store.open_session_dir("dead", finished.pid)
+    store.open_session_dir("live", os.getpid())
+    other_host = store.make_dir(store.session_dir("other-host"))
+    (other_host / "owner.json").write_text(json.dumps({"pid": finished.pid, "host": socket.gethostname() + "-x"}))
+    store.session_dir("linked").symlink_to(outside)
+    removed = store.remove_stale_sessions(keep="mine")
+    assert sorted(p.name for p in removed) == ["dead", "linked"]
+    assert sorted(p.name for p in (store.root / ".sessions").iterdir()) == ["live", "other-host"]
+    assert (outside / "keep").read_text() == "keep"  # the link was removed, not followed

@@ -75,7 +75,10 @@ def _report(args: argparse.Namespace) -> int:
             sys.stderr.write("pytest-xp: $GITHUB_STEP_SUMMARY is not set; printed the summary instead\n")
         return 0
     if output is not None:
-        where = write_report(kind, output, data)
+        try:
+            where = write_report(kind, output, data)
+        except (OSError, ValueError) as exc:
+            return _fail(f"the {kind} report could not be written: {exc}")
         sys.stderr.write(f"pytest-xp: {kind} report written to {where}\n")
         return 0
     render = {"term": render_text, "md": render_markdown, "html": render_html, "json": render_json}[kind]

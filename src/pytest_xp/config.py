@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from pytest_xp.define.discovery import MAX_TIMEOUT_S
 from pytest_xp.define.grid import GridError, check_literal
 from pytest_xp.define.verdicts import DEFAULT_FAIL_ON, parse_fail_on
 
@@ -173,6 +174,44 @@ def addoption(parser: pytest.Parser) -> None:
     parser.addini("xp_files", "glob patterns of experiment modules to collect", type="args", default=["xp_*.py"])
 
 
+def settle_rootdir(config: pytest.Config, args: list[str]) -> None:
+    """Find the rootdir again once pytest-xp's options are known, so ``--xp-dir PATH`` means ``--xp-dir=PATH``.
+
+    pytest determines the rootdir and ini file before it loads plugins; an option it does not know
+    yet given as two tokens leaves its value looking like a test path, which moves the rootdir to
+    it (and with it every module id, so every combination would run again into a second tree).
+    pytest has no public way to redo that step, so this calls its own function again with the
+    arguments as parsed now, and only when an ``--xp-*`` option was given as two tokens.
+    """
+    if not any(arg.startswith("--xp-") and "=" not in arg for arg in args):
+        return
+    try:
+        from _pytest.config.findpaths import determine_setup
+
+        ns = config.known_args_namespace
+        rootpath, inipath, inicfg, ignored = determine_setup(
+            inifile=ns.inifilename,
+            override_ini=ns.override_ini,
+            args=ns.file_or_dir,
+            rootdir_cmd_arg=ns.rootdir or None,
+            invocation_dir=config.invocation_params.dir,
+        )
+        if (rootpath, inipath) == (config.rootpath, config.inipath):
+            return
+        old_confcutdir = str(config.inipath.parent if config.inipath is not None else config.rootpath)
+        config._rootpath = rootpath  # private: pytest has no public API for this (see the docstring)
+        config._inipath = inipath
+        config._inicfg = inicfg
+        config._ignored_config_files = ignored
+        config._inicache.clear()
+        config._parser.extra_info["rootdir"] = str(rootpath)
+        config._parser.extra_info["inifile"] = str(inipath)
+        if ns.confcutdir == old_confcutdir:  # pytest's default, derived from the wrong rootdir
+            ns.confcutdir = str(inipath.parent if inipath is not None else rootpath)
+    except (ImportError, AttributeError, TypeError):  # another pytest: leave its rootdir alone
+        return
+
+
 def build_config(config: pytest.Config) -> XpConfig:
     """Read and check every option; a bad value is a UsageError naming the option and the fix."""
     raw_dir = config.getoption("xp_dir") or config.getini("xp_dir") or ".xp"
@@ -209,8 +248,10 @@ def build_config(config: pytest.Config) -> XpConfig:
         wait_s = float(raw_wait) if raw_wait is not None else 3600.0
     except ValueError:
         wait_s = -1.0
-    if wait_s < 0:
-        raise pytest.UsageError(f"--xp-wait={raw_wait!r}: give a number of seconds >= 0")
+    if not 0 <= wait_s <= MAX_TIMEOUT_S:
+        raise pytest.UsageError(
+            f"--xp-wait={raw_wait!r}: give a number of seconds with 0 <= SECONDS <= {MAX_TIMEOUT_S:g}"
+        )
     timeout_s: float | None = None
     raw_timeout = config.getoption("xp_timeout")
     if raw_timeout is not None:
@@ -218,8 +259,11 @@ def build_config(config: pytest.Config) -> XpConfig:
             timeout_s = float(raw_timeout)
         except ValueError:
             timeout_s = -1.0
-        if timeout_s <= 0:
-            raise pytest.UsageError(f"--xp-timeout={raw_timeout!r}: give a positive number of seconds")
+        if not 0 < timeout_s <= MAX_TIMEOUT_S:
+            raise pytest.UsageError(
+                f"--xp-timeout={raw_timeout!r}: give a number of seconds with 0 < SECONDS <= {MAX_TIMEOUT_S:g} "
+                "(about a year); leave the option out for no limit"
+            )
     max_memory: int | None = None
     raw_memory = config.getoption("xp_max_memory")
     if raw_memory is not None:

@@ -10,7 +10,8 @@ import os
 import random
 import sys
 import time
-from collections.abc import Generator
+import warnings
+from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ import pytest
 from pytest_xp import config as _options
 from pytest_xp.define.decorators import MARK_ATTR, SetupMark, TrialMark, VerifyMark
 from pytest_xp.define.discovery import Experiment, ExperimentError, discover, unknown_overrides
+from pytest_xp.define.grid import GridSizeWarning
 from pytest_xp.launch import options as _launch_options
 from pytest_xp.report import terminal as _terminal
 from pytest_xp.run.handle import Xp
@@ -39,6 +41,11 @@ STARTED_KEY = pytest.StashKey[tuple[str, float]]()
 def pytest_addoption(parser: pytest.Parser) -> None:
     _options.addoption(parser)
     _launch_options.addoption(parser)  # the launch wing owns its options
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Parser, args: list[str]) -> None:
+    _options.settle_rootdir(early_config, args)
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -64,6 +71,8 @@ def pytest_configure(config: pytest.Config) -> None:
     workerinput = getattr(config, "workerinput", None)
     session_id = workerinput["pytest_xp_session"] if workerinput else new_session_id()
     session = XpSession(settings, session_id, config.rootpath, is_worker=workerinput is not None)
+    if workerinput and "pytest_xp_owner_pid" in workerinput:
+        session.owner_pid = int(workerinput["pytest_xp_owner_pid"])
     if settings.gpus:
         # Before any experiment module is imported, so before CUDA can initialize in this process.
         device = workerinput.get("pytest_xp_gpu") if workerinput else settings.gpus[0]
@@ -170,13 +179,27 @@ def _experiment_of(module: pytest.Module) -> Experiment | None:
         session = module.config.stash[SESSION_KEY]
         module_id = session.module_id(module.path)
         try:
-            exp = discover(module.obj, module_id, module.path, session.settings.value_overrides)
+            exp = discover(
+                module.obj, module_id, module.path, session.settings.value_overrides, _announcer(module.config)
+            )
         except ExperimentError as exc:
             raise module.CollectError(str(exc)) from None
         module.stash[EXPERIMENT_KEY] = exp
         if exp is not None:
             session.experiments[module_id] = exp
     return module.stash[EXPERIMENT_KEY]
+
+
+def _announcer(config: pytest.Config) -> Callable[[str], None]:
+    """Say a large grid out loud before it is expanded (the warning alone shows only at the end)."""
+
+    def announce(message: str) -> None:
+        terminal = config.pluginmanager.get_plugin("terminalreporter")
+        if terminal is not None and not hasattr(config, "workerinput"):
+            terminal.write_line(f"pytest-xp: {message}", yellow=True)
+        warnings.warn(GridSizeWarning(message), stacklevel=2)
+
+    return announce
 
 
 @pytest.hookimpl(tryfirst=True)

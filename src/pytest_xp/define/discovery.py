@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import textwrap
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,8 +16,36 @@ from types import ModuleType
 from typing import Any
 
 from pytest_xp.define.decorators import MODULE_REGISTRY, SetupMark, TrialMark, VerifyMark
-from pytest_xp.define.grid import Combination, GridError, expand, split_values
+from pytest_xp.define.grid import (
+    Combination,
+    GridError,
+    GridSizeWarning,
+    expand,
+    grid_size,
+    large_grid_message,
+    split_values,
+)
 from pytest_xp.define.verdicts import Verdict
+
+#: Longest time limit accepted (a year): larger ones, inf and nan overflow the timers that enforce them.
+MAX_TIMEOUT_S = 365 * 24 * 3600.0
+
+
+#: Names pytest calls by itself as xunit-style set-up and tear-down (``_pytest/python.py``).
+XUNIT_NAMES = frozenset(
+    {
+        "setup_module",
+        "setUpModule",
+        "teardown_module",
+        "tearDownModule",
+        "setup_function",
+        "teardown_function",
+        "setup_method",
+        "teardown_method",
+        "setup_class",
+        "teardown_class",
+    }
+)
 
 
 class ExperimentError(TypeError):
@@ -140,10 +169,12 @@ def discover(
     module_id: str,
     path: Path,
     value_overrides: tuple[tuple[str, str, list[Any]], ...] = (),
+    announce: Callable[[str], None] | None = None,
 ) -> Experiment | None:
     """Build the experiment of ``module``; None when it uses no pytest-xp decorator.
 
     ``value_overrides`` (from ``--xp-values``) replace one parameter's list of a named trial.
+    ``announce`` is told about a large grid before it is expanded (default: a GridSizeWarning).
     """
     marks = module.__dict__.get(MODULE_REGISTRY)
     if not marks:
@@ -170,6 +201,13 @@ def discover(
             problem(fn, f"a second definition with this name (the first is at line {names_seen[name]}); rename one")
             continue
         names_seen[name] = _lineno(fn)
+        if name in XUNIT_NAMES:
+            problem(
+                fn,
+                f"pytest calls a function named {name} itself, as an xunit set-up/tear-down hook, so it would "
+                "run twice or with a module argument; rename it (e.g. prepare_data)",
+            )
+            continue
         sig = _signature(fn)
         if sig is None:
             problem(fn, "cannot read its signature")
@@ -184,15 +222,19 @@ def discover(
             setups.append(SetupDef(name, fn, mark.order, _lineno(fn)))  # type: ignore[arg-type]
         elif isinstance(mark, TrialMark):
             overrides = {param: values for trial, param, values in value_overrides if trial == name}
-            trial_def = _trial_def(mark, name, position, sig, problem, overrides)
+            trial_def = _trial_def(
+                mark, name, position, sig, problem, overrides, f"{module_id}:{_lineno(fn)}", announce
+            )
             if trial_def is not None:
                 trials[name] = trial_def
         else:
             verify_marks.append((position, mark))
 
+    # Trials refused above were reported once; a verify naming them is not a second problem.
+    refused = {getattr(m.fn, "__name__", "?") for m in marks if isinstance(m, TrialMark)} - set(trials)
     verifies: dict[str, VerifyDef] = {}
     for position, vmark in verify_marks:
-        verify_def = _verify_def(vmark, position, trials, problem)
+        verify_def = _verify_def(vmark, position, trials, problem, refused)
         if verify_def is not None:
             verifies[verify_def.name] = verify_def
     if problems:
@@ -213,6 +255,8 @@ def _trial_def(
     sig: inspect.Signature,
     problem: Callable[[object, str], None],
     overrides: dict[str, list[Any]],
+    where: str,
+    announce: Callable[[str], None] | None,
 ) -> TrialDef | None:
     fn = mark.fn
     if mark.order is None and mark.values is None:
@@ -249,13 +293,25 @@ def _trial_def(
         problem(fn, f"@trial(version=...) must be a string, got {version!r}")
         return None
     timeout = options.get("timeout")
-    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0):
-        problem(fn, f"@trial(timeout=...) must be a positive number of seconds, got {timeout!r}")
+    if timeout is not None and (
+        isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout <= MAX_TIMEOUT_S
+    ):
+        problem(
+            fn,
+            f"@trial(timeout=...) must be a number of seconds with 0 < timeout <= {MAX_TIMEOUT_S:g} (about a year), "
+            f"got {timeout!r}; use timeout=None for no limit",
+        )
         return None
     gpus = options.get("gpus", 0)
     if not _is_int(gpus) or gpus < 0:
         problem(fn, f"@trial(gpus=...) must be an int >= 0, got {gpus!r}")
         return None
+    notice = large_grid_message(f"{where}: {name}", grid_size(params))
+    if notice is not None:
+        if announce is not None:
+            announce(notice)
+        else:
+            warnings.warn(GridSizeWarning(notice), stacklevel=2)
     return TrialDef(
         name=name,
         fn=fn,
@@ -272,7 +328,11 @@ def _trial_def(
 
 
 def _verify_def(
-    mark: VerifyMark, position: int, trials: dict[str, TrialDef], problem: Callable[[object, str], None]
+    mark: VerifyMark,
+    position: int,
+    trials: dict[str, TrialDef],
+    problem: Callable[[object, str], None],
+    refused: set[str],
 ) -> VerifyDef | None:
     fn = mark.fn
     names = mark.trial_names
@@ -281,7 +341,9 @@ def _verify_def(
     if not isinstance(names, (list, tuple)) or not names or not all(isinstance(n, str) for n in names):
         problem(fn, f"@verify needs a list of trial names, e.g. @verify(['train']), got {mark.trial_names!r}")
         return None
-    unknown = [n for n in names if n not in trials]
+    unknown = [n for n in names if n not in trials and n not in refused]
+    if any(n in refused for n in names) and not unknown:
+        return None
     if unknown:
         known = ", ".join(sorted(trials)) or "none"
         problem(fn, f"@verify names unknown trial(s) {', '.join(map(repr, unknown))}; trials in this module: {known}")

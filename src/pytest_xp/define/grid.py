@@ -22,6 +22,34 @@ class GridError(ValueError):
     """A ``values`` mapping that cannot be a grid; the message says which key and how to fix it."""
 
 
+class GridSizeWarning(UserWarning):
+    """A trial's grid is large enough that collecting it costs noticeable time and memory."""
+
+
+#: Grids above this many combinations are announced before they are expanded.
+LARGE_GRID = 20_000
+#: Memory one collected combination costs (its Combination and pytest item), measured at 10^5 and
+#: 10^6 combinations (386 MB and 3.4 GB): a little under 4 KiB.
+BYTES_PER_COMBINATION = 4 * 1024
+
+
+def grid_size(params: dict[str, list[Any]]) -> int:
+    """How many combinations ``params`` expands to, without expanding it."""
+    return math.prod(len(values) for values in params.values())
+
+
+def large_grid_message(where: str, count: int) -> str | None:
+    """The announcement of a grid above :data:`LARGE_GRID`, or None."""
+    if count <= LARGE_GRID:
+        return None
+    mib = count * BYTES_PER_COMBINATION / 2**20
+    return (
+        f"{where}: a grid of {count:,} combinations; collecting it needs about {mib:,.0f} MiB of memory in every "
+        "process that collects (each xdist worker too) and takes a while before anything runs. Run a part of it "
+        "with --xp-sample K, -k or --xp-values, or split the trial"
+    )
+
+
 @dataclass(frozen=True)
 class Combination:
     """One point of a trial's grid."""

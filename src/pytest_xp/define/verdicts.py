@@ -46,8 +46,8 @@ def coerce_verdict(value: object) -> Outcome:
         return Outcome(value)
     if value is None:
         return Outcome(Verdict.INCONCLUSIVE, "verify returned None")
-    if isinstance(value, bool):
-        return Outcome(Verdict.SUPPORTS if value else Verdict.REFUTES)
+    if isinstance(value, bool) or _is_numpy_bool(value):
+        return Outcome(Verdict.SUPPORTS if bool(value) else Verdict.REFUTES)
     if isinstance(value, str):
         try:
             return Outcome(Verdict(value.strip().lower()))
@@ -64,6 +64,12 @@ def coerce_verdict(value: object) -> Outcome:
         evidence = to_dict() if callable(to_dict) else None
         return Outcome(verdict, str(getattr(value, "message", "") or ""), evidence)
     return _invalid_return(value)
+
+
+def _is_numpy_bool(value: object) -> bool:
+    """``numpy.bool_`` (what ``xs.mean() > 1`` returns), recognized without importing numpy."""
+    kind = type(value)
+    return kind.__module__ == "numpy" and kind.__name__ in ("bool_", "bool")
 
 
 def _invalid_return(value: object) -> Outcome:

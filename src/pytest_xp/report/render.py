@@ -15,6 +15,8 @@ import math
 import os
 import re
 import shutil
+import stat
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -488,16 +490,76 @@ def render_json(data: ReportData) -> str:
 
 
 # -- writing ----------------------------------------------------------------------------------
+def _render_file(kind: str, data: ReportData) -> str:
+    return render_html(data) if kind == "html" else render_json(data) if kind == "json" else render_text(data)
+
+
+_FD_PATH = re.compile(r"/(?:dev|proc/self)/fd/(\d+)")
+
+
+def _standard_stream(path: Path) -> int | None:
+    """The open descriptor ``/dev/stdout``, ``/dev/stderr`` or ``/dev/fd/N`` names, or None.
+
+    Opening such a path again would truncate whatever stdout is redirected to (``> log.txt``);
+    writing to the descriptor appends at its position, as the shell would.
+    """
+    text = str(path)
+    if text in ("/dev/stdout", "/dev/stderr"):
+        return 1 if text.endswith("out") else 2
+    match = _FD_PATH.fullmatch(text)
+    return int(match.group(1)) if match else None
+
+
+def _write_to_descriptor(descriptor: int, text: str) -> None:
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    with os.fdopen(os.dup(descriptor), "w", encoding="utf-8") as fh:
+        fh.write(text)
+
+
 def write_report(kind: str, path: Path | None, data: ReportData) -> Path | None:
-    """Write one report; returns where it went (None: github without $GITHUB_STEP_SUMMARY)."""
+    """Write one report; returns where it went (None: github without $GITHUB_STEP_SUMMARY).
+
+    A symlink is followed on purpose (the report goes where it points, as with ``>`` in a shell).
+    A regular file is replaced atomically; a character device or FIFO is written through (so
+    ``json:/dev/stdout`` works) and never replaced; a directory or block device is refused.
+    """
     if kind == "github":
         return append_github_summary(data)
-    assert path is not None, f"report format {kind} needs a path"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if kind == "md":
-        return write_markdown(data, path)
-    text = render_html(data) if kind == "html" else render_json(data) if kind == "json" else render_text(data)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    if path is None:
+        raise ValueError(f"the {kind} report needs a path: --xp-report={kind}:PATH")
+    descriptor = _standard_stream(path)
+    if descriptor is not None:
+        text = render_markdown(data) if kind == "md" else _render_file(kind, data)
+        _write_to_descriptor(descriptor, text)
+        return path
+    try:
+        mode: int | None = os.stat(path).st_mode  # follows links: what the report would land in
+    except FileNotFoundError:
+        mode = None
+    if mode is not None and (stat.S_ISDIR(mode) or stat.S_ISBLK(mode)):
+        what = "a directory" if stat.S_ISDIR(mode) else "a block device"
+        raise ValueError(f"{path} is {what}; name a file (or a character device or FIFO) for the {kind} report")
+    stream = mode is not None and not stat.S_ISREG(mode)
+    # A link to a regular file is replaced at its target; /dev/stdout is opened as it is (its target,
+    # "pipe:[...]" under /proc, is no path at all).
+    target = path if stream else Path(os.path.realpath(path))
+    if kind == "md" and not stream:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        write_markdown(data, target)
+        return path
+    text = render_markdown(data) if kind == "md" else _render_file(kind, data)  # a stream: no figure files
+    if stream:
+        with open(target, "w", encoding="utf-8") as fh:  # a device or FIFO: write through, never replace
+            fh.write(text)
+        return path
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
+    try:
+        with open(tmp, "x", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return path

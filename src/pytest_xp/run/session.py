@@ -52,6 +52,7 @@ class XpSession:
     experiments: dict[str, Experiment] = field(default_factory=dict)
     samples: dict[str, set[int]] = field(default_factory=dict)  # "module::trial" -> indices kept by --xp-sample
     replay: bool = False  # trials report from the store (a launcher ran them elsewhere)
+    owner_pid: int = field(default_factory=os.getpid)  # the controller's: it outlives the workers
     #: Failure records that could not be written (a full disk), by record path: a verify in this
     #: process still sees those combinations as failed rather than as never run.
     unwritten: dict[Path, dict[str, Any]] = field(default_factory=dict)
@@ -68,11 +69,12 @@ class XpSession:
 
     def ensure_scratch(self) -> Path:
         self.store.ensure()
-        self.scratch.mkdir(parents=True, exist_ok=True)
-        return self.scratch
+        return self.store.open_session_dir(self.session_id, self.owner_pid)
 
     def remove_scratch(self) -> None:
+        """Remove this session's scratch, and that of sessions killed earlier (never a live one's)."""
         shutil.rmtree(self.scratch, ignore_errors=True)
+        self.store.remove_stale_sessions(keep=self.session_id)
         parent = self.scratch.parent
         with contextlib.suppress(OSError):
             parent.rmdir()  # only when no other session is running

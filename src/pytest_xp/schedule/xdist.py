@@ -291,6 +291,7 @@ class XdistHooks:
     @pytest.hookimpl
     def pytest_configure_node(self, node: WorkerController) -> None:
         node.workerinput["pytest_xp_session"] = self.session.session_id
+        node.workerinput["pytest_xp_owner_pid"] = self.session.owner_pid
         if self.session.settings.gpus:
             from pytest_xp.schedule.gpus import worker_device
 

@@ -14,7 +14,10 @@ import contextlib
 import errno
 import os
 import re
+import shutil
+import socket
 import stat
+import time
 import uuid
 import warnings
 from pathlib import Path
@@ -175,6 +178,33 @@ def store_error(cause: OSError, message: str) -> StoreError:
     return error
 
 
+#: File in a session's scratch directory naming the process (and host) that owns it.
+SESSION_OWNER = "owner.json"
+#: How old a scratch directory without an owner file (an older pytest-xp) must be to count as stale.
+OWNERLESS_STALE_S = 7 * 24 * 3600
+
+
+def _session_is_dead(directory: Path) -> bool:
+    try:
+        owner = loads(read_regular(directory / SESSION_OWNER, limit=4096))
+    except FileNotFoundError:
+        return time.time() - os.lstat(directory).st_mtime > OWNERLESS_STALE_S
+    except (OSError, ValueError):
+        return False
+    if not isinstance(owner, dict) or owner.get("host") != socket.gethostname():
+        return False
+    pid = owner.get("pid")
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False  # exists, owned by another user
+    return False
+
+
 class Store:
     """Paths and JSON I/O under one store root."""
 
@@ -282,6 +312,42 @@ class Store:
 
     def session_dir(self, session_id: str) -> Path:
         return self.root / ".sessions" / safe_part(session_id)
+
+    def open_session_dir(self, session_id: str, owner_pid: int) -> Path:
+        """Create a session's scratch directory, saying which process owns it (for :meth:`remove_stale_sessions`)."""
+        directory = self.make_dir(self.session_dir(session_id))
+        owner = directory / SESSION_OWNER
+        if not owner.exists():
+            write_json_atomic(owner, {"pid": owner_pid, "host": socket.gethostname()})
+        return directory
+
+    def remove_stale_sessions(self, keep: str) -> list[Path]:
+        """Remove scratch directories of sessions whose process is gone; return what was removed.
+
+        Only a directory whose owner file names a process of this host that no longer exists is
+        removed (one without an owner file only when a week old): another live session's scratch, or
+        one on another host sharing the store, is never touched. Links are removed, never followed.
+        """
+        sessions = self.root / ".sessions"
+        removed: list[Path] = []
+        try:
+            entries = list(os.scandir(sessions))
+        except OSError:
+            return removed
+        for entry in entries:
+            path = Path(entry.path)
+            if entry.name == safe_part(keep):
+                continue
+            try:
+                if entry.is_symlink() or not entry.is_dir(follow_symlinks=False):
+                    path.unlink()
+                    removed.append(path)
+                elif _session_is_dead(path):
+                    shutil.rmtree(path)  # never follows links inside (fd-based on Linux)
+                    removed.append(path)
+            except OSError:
+                continue  # racing another cleaner, or not ours to remove: leave it
+        return removed
 
     def write_record(self, path: Path, record: dict[str, Any], *, dir_ready: bool = False) -> None:
         """Write one record atomically; ``dir_ready`` skips the directory checks on the hot path.
