@@ -81,9 +81,20 @@ def test_palette_orders_values() -> None:
     assert len(palette(list(range(25)))) == 25
 
 
+def test_trial_figure_plots_against_step_by_default_with_a_legend_per_panel(store: Path) -> None:
+    fig = trial_figure(load_metrics(store, trial="train"), ["opt", "seed"], title="train")
+    assert fig is not None
+    loss, lr = fig.axes  # one panel per metric row, against step only
+    assert loss.get_xlabel() == "step" and lr.get_xlabel() == "step"
+    for ax in (loss, lr):
+        legend = ax.get_legend()
+        assert legend is not None and [t.get_text() for t in legend.get_texts()] == ["opt=adam", "opt=sgd"]
+        assert legend.get_title().get_text() == "mean ± SD over seed"
+
+
 def test_trial_figure_bands_over_seeds_and_puts_lr_on_its_own_panel(store: Path) -> None:
     metrics = load_metrics(store, trial="train")
-    fig = trial_figure(metrics, ["opt", "seed"], title="train")
+    fig = trial_figure(metrics, ["opt", "seed"], title="train", x=("step", "wallclock"))
     assert fig is not None
     assert len(fig.axes) == 4  # loss and lr rows, each against step and wallclock
     step_loss, wall_loss, step_lr, wall_lr = fig.axes
@@ -110,6 +121,37 @@ def test_colouring_by_the_seed_turns_the_band_off(store: Path) -> None:
     fig = trial_figure(load_metrics(store, trial="train"), ["opt", "seed"], color_by="seed")
     assert fig is not None
     assert len(fig.axes[0].get_lines()) == 6 and not fig.axes[0].collections
+
+
+def test_failed_runs_are_drawn_apart_with_a_cross_and_named_in_the_legend(store: Path) -> None:
+    metrics = load_metrics(store, trial="train")
+    failed = sorted(set(metrics.loc[metrics["opt"] == "sgd", "combination"]))[:1]
+    fig = trial_figure(metrics, ["opt", "seed"], failed=failed)
+    assert fig is not None
+    loss = fig.axes[0]
+    crosses = [line for line in loss.get_lines() if line.get_marker() == "X"]
+    assert len(crosses) == 1 and len(crosses[0].get_xdata()) == 1  # one cross, at its last point
+    assert crosses[0].get_xdata()[0] == metrics["step"].max()
+    legend = loss.get_legend()
+    assert legend is not None and "failed run (stopped here)" in [t.get_text() for t in legend.get_texts()]
+    assert len(loss.collections) == 2  # the two remaining sgd seeds still make a band
+
+
+def test_a_dozen_conditions_each_look_different_and_are_all_named(tmp_path: Path) -> None:
+    root = tmp_path / ".xp"
+    for i, width in enumerate(range(1, 13)):
+        write_combo(root, MODULE, "wide", {"width": width}, index=i, result={}, steps=curve(10, float(width)))
+    fig = trial_figure(load_metrics(root, trial="wide"), ["width"])
+    assert fig is not None
+    lines = fig.axes[0].get_lines()
+    looks = {
+        (tuple(line.get_color()) if not isinstance(line.get_color(), str) else line.get_color(), line.get_linestyle())
+        for line in lines
+    }
+    assert len(lines) == 12 and len(looks) == 12
+    legend = fig.axes[0].get_legend()
+    assert legend is not None and len(legend.get_texts()) == 12
+    assert_real_png(png_bytes(fig))
 
 
 def test_nothing_logged_gives_no_figure(store: Path) -> None:

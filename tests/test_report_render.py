@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -10,6 +13,7 @@ import pytest
 from pytest_xp.config import parse_report_spec
 from pytest_xp.report.data import Hypothesis, gather
 from pytest_xp.report.render import (
+    _SCRIPT,
     GITHUB_LIMIT,
     JSON_KIND,
     JSON_SCHEMA_VERSION,
@@ -20,6 +24,7 @@ from pytest_xp.report.render import (
     render_json,
     render_markdown,
     render_text,
+    script_hash,
     summarize,
     write_report,
 )
@@ -70,12 +75,18 @@ def test_md_escape_keeps_markup_and_tables_literal() -> None:
     assert md_escape("*_[x](y)_*") == r"\*\_\[x\](y)\_\*"
 
 
-def test_html_escapes_every_user_string_and_forbids_scripts(hostile: Path) -> None:
+def test_html_escapes_every_user_string_and_allows_only_its_own_script(hostile: Path) -> None:
     page = render_html(gather(hostile))
-    assert "<script" not in page.lower().replace("&lt;script", "")
+    assert page.lower().replace("&lt;script", "").count("<script") == 1  # the page's own, at the end
+    assert page.count(f"<script>{_SCRIPT}</script>") == 1
     assert "onerror=alert" not in page.replace("onerror=alert(1)&gt;", "")
     assert page.count("&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;") >= 3  # message, parameter, result
-    assert "default-src 'none'" in page  # even an unescaped script would not run
+    # Only a script with exactly the page's own text may run: an unescaped one would not.
+    csp = re.search(r'http-equiv="Content-Security-Policy" content="([^"]+)"', page)
+    assert csp is not None
+    assert csp.group(1) == f"default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src {script_hash()}"
+    digest = base64.b64encode(hashlib.sha256(_SCRIPT.encode()).digest()).decode()
+    assert script_hash() == f"'sha256-{digest}'" and "unsafe-inline" not in csp.group(1).split("script-src")[1]
     assert "data:image/png;base64," in page  # the metric figure is embedded
     assert "FAILED (ValueError)" in page
 

@@ -34,6 +34,12 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("-o", "--output", type=Path, default=None, help="file to write (default: standard output)")
     report.add_argument("--experiment", default=None, help="only this module (path, file name or stem)")
     report.add_argument("--trial", default=None, help="only this trial name")
+    report.add_argument(
+        "--x",
+        choices=("step", "wallclock", "both"),
+        default="step",
+        help="x axis of the metric figures (default: step)",
+    )
     runs = commands.add_parser("runs", help="list the sessions recorded in the store")
     runs.add_argument("xp_dir", nargs="?", default=".xp", metavar="XP_DIR", help="the store (default: .xp)")
     return parser
@@ -65,7 +71,8 @@ def _report(args: argparse.Namespace) -> int:
             write_report,
         )
 
-        data = gather(args.xp_dir, experiment=args.experiment, trial=args.trial)
+        axes = {"step": ("step",), "wallclock": ("wallclock",), "both": ("step", "wallclock")}[args.x]
+        data = gather(args.xp_dir, experiment=args.experiment, trial=args.trial, plot_x=axes)
     except ImportError as exc:
         return _fail(f"{exc}; reports need pandas and matplotlib: pip install 'pytest-xp[reports]'")
     if kind == "github":

@@ -15,6 +15,27 @@ from pytest_xp.define.discovery import MAX_TIMEOUT_S
 from pytest_xp.define.grid import GridError, check_literal
 from pytest_xp.define.verdicts import DEFAULT_FAIL_ON, parse_fail_on
 
+#: ``--xp-report-x`` values; ``--xp-isolate`` start methods.
+PLOT_AXES = ("step", "wallclock", "both")
+ISOLATE_METHODS = ("fork", "forkserver", "spawn")
+
+
+#: Ini keys of settings that are also options (``--xp-seed`` <- ``xp_seed``): (name, ini type, help).
+INI_SETTINGS: tuple[tuple[str, Any, str], ...] = (
+    ("xp_seed", "string", "base seed (see --xp-seed)"),
+    ("xp_report", "linelist", "reports after every run, one per line (see --xp-report)"),
+    ("xp_report_x", "string", "x axis of report figures: step, wallclock or both"),
+    ("xp_name", "string", "a name for the sessions of this project (see --xp-name)"),
+    ("xp_cache", "string", "on or off (see --xp-cache)"),
+    ("xp_explain", "bool", "say why each combination ran (see --xp-explain)"),
+    ("xp_isolate", "string", "run every combination in a child process: fork, forkserver or spawn"),
+    ("xp_timeout", "string", "seconds before a combination is killed (see --xp-timeout)"),
+    ("xp_max_memory", "string", "memory limit of a combination, e.g. 4G (see --xp-max-memory)"),
+    ("xp_gpus", "string", "device ids handed to xdist workers, or auto (see --xp-gpus)"),
+    ("xp_wait", "string", "seconds a shard waits for lower orders (see --xp-wait)"),
+    ("xp_no_wait", "bool", "a shard skips what it would wait for (see --xp-no-wait)"),
+)
+
 
 @dataclass(frozen=True)
 class XpConfig:
@@ -41,6 +62,8 @@ class XpConfig:
     isolate: str | None = None  # start method, when every combination runs in a child process
     timeout_s: float | None = None
     max_memory: int | None = None
+    report_x: tuple[str, ...] = ("step",)  # x axes of the report's metric figures
+    name: str | None = None  # the session's name, for people (reports, pytest-xp runs)
 
 
 def addoption(parser: pytest.Parser) -> None:
@@ -57,7 +80,7 @@ def addoption(parser: pytest.Parser) -> None:
         dest="xp_seed",
         default=None,
         metavar="INT",
-        help="base seed for combinations that get no seed from SETUP or their parameters (default 0)",
+        help="base seed for combinations that get no seed from SETUP or their parameters (default 0; ini xp_seed)",
     )
     group.addoption(
         "--xp-fail-on",
@@ -76,19 +99,39 @@ def addoption(parser: pytest.Parser) -> None:
         default=None,
         metavar="FORMAT",
         help="report after the run (repeatable): term (default: terminal summary), md:PATH, html:PATH, "
-        "json:PATH, github (Markdown appended to $GITHUB_STEP_SUMMARY)",
+        "json:PATH, github (Markdown appended to $GITHUB_STEP_SUMMARY); ini xp_report, one per line",
+    )
+    group.addoption(
+        "--xp-report-x",
+        dest="xp_report_x",
+        choices=PLOT_AXES,
+        default=None,
+        help="x axis of the report's metric figures: step (default), wallclock or both (ini xp_report_x)",
+    )
+    group.addoption(
+        "--xp-name",
+        dest="xp_name",
+        default=None,
+        metavar="NAME",
+        help="a name for this session, shown in reports and pytest-xp runs (ini xp_name)",
     )
     group.addoption(
         "--xp-cache",
         dest="xp_cache",
         choices=("on", "off"),
-        default="on",
-        help="on (default): reuse successful records whose key matches; off: neither reuse nor offer records for reuse",
+        default=None,
+        help="on (default): reuse successful records whose key matches; off: neither reuse nor offer records "
+        "for reuse (ini xp_cache)",
     )
     group.addoption(
         "--xp-rerun", action="store_true", help="run the selected combinations even when cached (-k narrows)"
     )
-    group.addoption("--xp-explain", action="store_true", help="say for each combination that runs why the cache missed")
+    group.addoption(
+        "--xp-explain",
+        action="store_true",
+        default=None,
+        help="say for each combination that runs why the cache missed (ini xp_explain)",
+    )
     group.addoption(
         "--xp-plan",
         action="store_true",
@@ -119,39 +162,43 @@ def addoption(parser: pytest.Parser) -> None:
         nargs="?",
         const="fork",
         default=None,
-        choices=("fork", "forkserver", "spawn"),
+        choices=ISOLATE_METHODS,
         help="run each combination in a child process of the worker (default start method: fork; "
-        "use forkserver or spawn once the worker has touched CUDA)",
+        "use forkserver or spawn once the worker has touched CUDA; ini xp_isolate)",
     )
     group.addoption(
         "--xp-timeout",
         default=None,
         metavar="SECONDS",
-        help="kill a combination's process group after this long and record Timeout (implies --xp-isolate)",
+        help="kill a combination's process group after this long and record Timeout (implies --xp-isolate; "
+        "ini xp_timeout)",
     )
     group.addoption(
         "--xp-max-memory",
         default=None,
         metavar="SIZE",
         help="kill a combination whose processes use more memory (e.g. 4G) and record MemoryLimit "
-        "(implies --xp-isolate)",
+        "(implies --xp-isolate; ini xp_max_memory)",
     )
     group.addoption(
         "--xp-gpus",
         default=None,
         metavar="IDS",
-        help="give xdist worker k the device IDS[k %% len] through CUDA_VISIBLE_DEVICES (e.g. 0,1 or auto)",
+        help="give xdist worker k the device IDS[k %% len] through CUDA_VISIBLE_DEVICES (e.g. 0,1 or auto; "
+        "ini xp_gpus)",
     )
     group.addoption(
         "--xp-wait",
         default=None,
         metavar="SECONDS",
-        help="with --xp-shard: how long order k waits for other shards' lower-order records (default 3600)",
+        help="with --xp-shard: how long order k waits for other shards' lower-order records (default 3600; "
+        "ini xp_wait)",
     )
     group.addoption(
         "--xp-no-wait",
         action="store_true",
-        help="with --xp-shard: skip combinations whose lower orders other shards have not finished",
+        default=None,
+        help="with --xp-shard: skip combinations whose lower orders other shards have not finished (ini xp_no_wait)",
     )
     group.addoption(
         "--xp-dirty-git",
@@ -167,6 +214,8 @@ def addoption(parser: pytest.Parser) -> None:
         "those verdicts (default: ini xp_correction, else none)",
     )
     group.addoption("--xp-runs", action="store_true", help="list past sessions recorded in the store and exit")
+    for name, kind, text in INI_SETTINGS:
+        parser.addini(name, text, type=kind, default=False if kind == "bool" else [] if kind == "linelist" else "")
     parser.addini("xp_correction", "multiple-comparison correction: holm, bh or none", default="none")
     parser.addini("xp_dirty_git", "ignore, warn or error on uncommitted changes (see --xp-dirty-git)", default="warn")
     parser.addini("xp_dir", "pytest-xp results store directory, relative to the rootdir", default=".xp")
@@ -220,11 +269,11 @@ def build_config(config: pytest.Config) -> XpConfig:
         base = Path.cwd() if config.getoption("xp_dir") else config.rootpath
         xp_dir = base / xp_dir
 
-    raw_seed = config.getoption("xp_seed")
+    raw_seed, seed_source = setting(config, "xp_seed")
     try:
         seed = int(raw_seed) if raw_seed is not None else 0
     except ValueError:
-        raise pytest.UsageError(f"--xp-seed={raw_seed!r}: give an integer, e.g. --xp-seed=0") from None
+        raise pytest.UsageError(f"{seed_source}={raw_seed!r}: give an integer, e.g. --xp-seed=0") from None
 
     raw_fail_on = config.getoption("xp_fail_on")
     source = "--xp-fail-on" if raw_fail_on is not None else "ini xp_fail_on"
@@ -233,9 +282,22 @@ def build_config(config: pytest.Config) -> XpConfig:
     except ValueError as exc:
         raise pytest.UsageError(f"{source}: {exc}") from None
 
-    reports = tuple(
-        normalize_report_spec(spec, config.invocation_params.dir) for spec in config.getoption("xp_report") or ()
-    )
+    if config.getoption("xp_report"):
+        reports = tuple(
+            normalize_report_spec(spec, config.invocation_params.dir) for spec in config.getoption("xp_report")
+        )
+    else:  # ini paths are taken from the rootdir, where the ini file is
+        reports = tuple(
+            normalize_report_spec(str(spec), config.rootpath, source="ini xp_report")
+            for spec in config.getini("xp_report") or ()
+        )
+    raw_axes, axes_source = setting(config, "xp_report_x")
+    if raw_axes is not None and raw_axes not in PLOT_AXES:
+        raise pytest.UsageError(f"{axes_source} = {raw_axes!r}: use {', '.join(PLOT_AXES)}")
+    report_x = {"step": ("step",), "wallclock": ("wallclock",), "both": ("step", "wallclock")}[raw_axes or "step"]
+    raw_cache, cache_source = setting(config, "xp_cache")
+    if raw_cache is not None and raw_cache not in ("on", "off"):
+        raise pytest.UsageError(f"{cache_source} = {raw_cache!r}: use on or off")
     patterns = tuple(str(p) for p in config.getini("xp_files"))
     dirty_git = config.getoption("xp_dirty_git") or str(config.getini("xp_dirty_git"))
     if dirty_git not in ("ignore", "warn", "error"):
@@ -243,17 +305,17 @@ def build_config(config: pytest.Config) -> XpConfig:
     correction = config.getoption("xp_correction") or str(config.getini("xp_correction"))
     if correction not in ("holm", "bh", "none"):
         raise pytest.UsageError(f"ini xp_correction = {correction!r}: use holm, bh or none")
-    raw_wait = config.getoption("xp_wait")
+    raw_wait, wait_source = setting(config, "xp_wait")
     try:
         wait_s = float(raw_wait) if raw_wait is not None else 3600.0
     except ValueError:
         wait_s = -1.0
     if not 0 <= wait_s <= MAX_TIMEOUT_S:
         raise pytest.UsageError(
-            f"--xp-wait={raw_wait!r}: give a number of seconds with 0 <= SECONDS <= {MAX_TIMEOUT_S:g}"
+            f"{wait_source}={raw_wait!r}: give a number of seconds with 0 <= SECONDS <= {MAX_TIMEOUT_S:g}"
         )
     timeout_s: float | None = None
-    raw_timeout = config.getoption("xp_timeout")
+    raw_timeout, timeout_source = setting(config, "xp_timeout")
     if raw_timeout is not None:
         try:
             timeout_s = float(raw_timeout)
@@ -261,51 +323,71 @@ def build_config(config: pytest.Config) -> XpConfig:
             timeout_s = -1.0
         if not 0 < timeout_s <= MAX_TIMEOUT_S:
             raise pytest.UsageError(
-                f"--xp-timeout={raw_timeout!r}: give a number of seconds with 0 < SECONDS <= {MAX_TIMEOUT_S:g} "
+                f"{timeout_source}={raw_timeout!r}: give a number of seconds with 0 < SECONDS <= {MAX_TIMEOUT_S:g} "
                 "(about a year); leave the option out for no limit"
             )
     max_memory: int | None = None
-    raw_memory = config.getoption("xp_max_memory")
+    raw_memory, memory_source = setting(config, "xp_max_memory")
     if raw_memory is not None:
         try:
             max_memory = parse_memory(raw_memory)
         except ValueError as exc:
-            raise pytest.UsageError(f"--xp-max-memory={raw_memory!r}: {exc}") from None
-    isolate = config.getoption("xp_isolate")
+            raise pytest.UsageError(f"{memory_source}={raw_memory!r}: {exc}") from None
+    isolate, isolate_source = setting(config, "xp_isolate")
+    if isolate is not None and isolate not in ISOLATE_METHODS:
+        raise pytest.UsageError(f"{isolate_source} = {isolate!r}: use {', '.join(ISOLATE_METHODS)}")
     if isolate is None and (timeout_s is not None or max_memory is not None):
         isolate = "fork"
     gpus: list[str] = []
-    raw_gpus = config.getoption("xp_gpus")
+    raw_gpus, gpus_source = setting(config, "xp_gpus")
     if raw_gpus is not None:
         try:
             gpus = parse_gpus(raw_gpus) or []
         except ValueError as exc:
-            raise pytest.UsageError(f"--xp-gpus={raw_gpus!r}: {exc}") from None
+            raise pytest.UsageError(f"{gpus_source}={raw_gpus!r}: {exc}") from None
         if not gpus:
-            raise pytest.UsageError(f"--xp-gpus={raw_gpus!r}: no GPU found on this machine; list device ids instead")
+            raise pytest.UsageError(
+                f"{gpus_source}={raw_gpus!r}: no GPU found on this machine; list device ids instead"
+            )
     return XpConfig(
         gpus=tuple(gpus),
         isolate=isolate,
         timeout_s=timeout_s,
         max_memory=max_memory,
         wait_s=wait_s,
-        no_wait=bool(config.getoption("xp_no_wait")),
+        no_wait=flag(config, "xp_no_wait"),
         correction=correction,
         xp_dir=xp_dir,
         seed=seed,
         fail_on=fail_on,
         reports=reports,
         file_patterns=patterns,
-        cache=config.getoption("xp_cache") != "off",
+        cache=raw_cache != "off",
         rerun=bool(config.getoption("xp_rerun")),
-        explain=bool(config.getoption("xp_explain")),
+        explain=flag(config, "xp_explain"),
         plan=bool(config.getoption("xp_plan")),
         value_overrides=tuple(parse_value_override(text) for text in config.getoption("xp_values")),
         context_overrides=tuple(parse_context_override(text) for text in config.getoption("xp_context")),
         sample=_positive_int("--xp-sample", config.getoption("xp_sample")),
         shard=parse_shard(config.getoption("xp_shard")),
         dirty_git=dirty_git,
+        report_x=report_x,
+        name=setting(config, "xp_name")[0],
     )
+
+
+def setting(config: pytest.Config, dest: str) -> tuple[str | None, str]:
+    """A setting's value (None: not set) and where it came from: the option, else its ini key of the same name."""
+    value = config.getoption(dest, default=None)
+    if value is not None:
+        return str(value), "--" + dest.replace("_", "-")
+    text = str(config.getini(dest) or "").strip()
+    return (text or None), f"ini {dest}"
+
+
+def flag(config: pytest.Config, dest: str) -> bool:
+    """An on/off option: given on the command line, or switched on by its ini key."""
+    return bool(config.getoption(dest, default=None)) or bool(config.getini(dest))
 
 
 #: ``--xp-report`` formats: those that write a file take ``FORMAT:PATH``.
@@ -330,12 +412,12 @@ def parse_report_spec(spec: str) -> tuple[str, str | None]:
     return kind, path.strip() or None
 
 
-def normalize_report_spec(spec: str, base: Path) -> str:
-    """A validated spec with an absolute path (relative paths are taken from the invocation directory)."""
+def normalize_report_spec(spec: str, base: Path, source: str = "--xp-report") -> str:
+    """A validated spec with an absolute path (relative paths are taken from ``base``)."""
     try:
         kind, path = parse_report_spec(spec)
     except ValueError as exc:
-        raise pytest.UsageError(f"--xp-report={spec!r}: {exc}") from None
+        raise pytest.UsageError(f"{source}={spec!r}: {exc}") from None
     if path is None:
         return kind
     target = Path(path).expanduser()

@@ -97,6 +97,7 @@ def pytest_configure(config: pytest.Config) -> None:
             reports=settings.reports,
             store_root=None if settings.plan else session.store.root,
             session_id=session_id,
+            plot_x=settings.report_x,
         )
         config.pluginmanager.register(reporter, "pytest-xp-reporter")
         config.stash[REPORTER_KEY] = reporter
@@ -136,6 +137,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         hypotheses=reporter.hypotheses(xp_session.store.root),
         trials=reporter.trial_counts(),
         exitstatus=int(exitstatus),
+        name=xp_session.settings.name,
     )
     try:
         xp_session.store.ensure()

@@ -43,6 +43,7 @@ class Hypothesis:
     session: str | None = None
     attachments: list[Path] = field(default_factory=list)
     evidence: dict[str, Any] | None = None
+    trials: list[str] = field(default_factory=list)  # "module::trial" keys of the trials it reads
 
     @property
     def experiment(self) -> str:
@@ -91,6 +92,7 @@ class ReportData:
     hypotheses: list[Hypothesis]
     trials: list[TrialSection]
     title: str = "pytest-xp report"
+    plot_x: tuple[str, ...] = ("step",)  # x axes of the metric figures: "step" and/or "wallclock"
 
 
 def _hypotheses_from_manifests(root: Path, manifests: list[dict[str, Any]], experiment: str | None) -> list[Hypothesis]:
@@ -109,6 +111,7 @@ def _hypotheses_from_manifests(root: Path, manifests: list[dict[str, Any]], expe
                 session=session,
                 attachments=[root / str(p) for p in info.get("attachments") or []],
                 evidence=info.get("evidence") if isinstance(info.get("evidence"), dict) else None,
+                trials=[str(t) for t in info.get("trials") or []],
             )
             if nodeid not in detailed:  # a manifest from before attachments were recorded: look on disk
                 latest[nodeid].attachments = find_attachments(root, latest[nodeid].experiment, latest[nodeid].name)
@@ -132,6 +135,7 @@ def gather(
     current_session: str | None = None,
     hypotheses: list[Hypothesis] | None = None,
     session: dict[str, Any] | None = None,
+    plot_x: tuple[str, ...] = ("step",),
 ) -> ReportData:
     """Collect a report's data from the store.
 
@@ -190,4 +194,6 @@ def gather(
         session=session,
         hypotheses=hypotheses,
         trials=sections,
+        plot_x=plot_x,
+        title=f"pytest-xp report: {session['name']}" if session and session.get("name") else "pytest-xp report",
     )

@@ -28,7 +28,9 @@ if TYPE_CHECKING:
 #: Longest series drawn point by point; longer ones are thinned evenly (the last point kept).
 MAX_POINTS = 1500
 #: Most lines given their own legend entry.
-MAX_LEGEND = 12
+MAX_LEGEND = 40
+#: Legend entries per column before the legend wraps into another column.
+LEGEND_ROWS = 14
 _STYLES: tuple[LineStyleType, ...] = ("-", "--", ":", "-.")
 
 
@@ -61,15 +63,36 @@ def _sorted_values(values: Iterable[Any]) -> list[Any]:
 
 
 def palette(values: Sequence[Any]) -> dict[Any, Any]:
-    """Colours for the values of the colouring parameter: tab10 for few, viridis for many."""
+    """Colours for the values of the colouring parameter: tab10 for few, tab20 up to 20, viridis beyond."""
     from matplotlib import colormaps
 
     ordered = _sorted_values(values)
     if len(ordered) <= 10:
         cmap = colormaps["tab10"]
         return {value: cmap(i) for i, value in enumerate(ordered)}
+    if len(ordered) <= 20:
+        cmap = colormaps["tab20"]
+        return {value: cmap(i) for i, value in enumerate(ordered)}
     cmap = colormaps["viridis"]
     return {value: cmap(i / (len(ordered) - 1)) for i, value in enumerate(ordered)}
+
+
+def line_styles(shades: Mapping[Any, Any]) -> dict[Any, tuple[Any, LineStyleType]]:
+    """(colour, line style) per group, from each group's colouring value: no two groups look alike.
+
+    Groups sharing a colour differ in line style; with more than ten colours, neighbouring colours
+    (hard to tell apart in a large palette) differ in line style too.
+    """
+    colours = palette(list(shades.values()))
+    ordered = _sorted_values(shades.values())
+    many = len(ordered) > 10
+    used: dict[Any, int] = {}
+    out: dict[Any, tuple[Any, LineStyleType]] = {}
+    for key, value in shades.items():
+        offset = ordered.index(value) if many else 0
+        out[key] = (colours[value], _STYLES[(used.get(value, 0) + offset) % len(_STYLES)])
+        used[value] = used.get(value, 0) + 1
+    return out
 
 
 @dataclass
@@ -100,6 +123,19 @@ def _thin(*arrays: npt.NDArray[np.float64]) -> tuple[npt.NDArray[np.float64], ..
         return arrays
     index = np.unique(np.append(np.linspace(0, size - 1, MAX_POINTS).astype(int), size - 1))
     return tuple(a[index] for a in arrays)
+
+
+def _draw_failed(ax: Axes, member: _Series, x: str, *, color: Any, style: LineStyleType) -> None:
+    """A failed combination: its own thin line, ending in a cross where it stopped."""
+    import numpy as np
+
+    xs = member.step if x == "step" else member.wallclock
+    keep = np.isfinite(member.value)
+    xs, ys = _thin(xs[keep], member.value[keep])
+    if not len(xs):
+        return
+    ax.plot(xs, ys, color=color, linestyle=style, linewidth=0.9, alpha=0.8)
+    ax.plot(xs[-1:], ys[-1:], color=color, linestyle="none", marker="X", markersize=8, markeredgecolor="black")
 
 
 def _draw(ax: Axes, members: list[_Series], x: str, *, color: Any, style: LineStyleType, band: bool) -> None:
@@ -135,13 +171,30 @@ def _maybe_log(ax: Axes, values: npt.NDArray[np.float64]) -> None:
         ax.set_yscale("log")
 
 
-def _legend(ax: Axes, entries: list[tuple[str, Any, LineStyleType]], title: str | None) -> None:
+def _legend(
+    ax: Axes, entries: list[tuple[str, Any, LineStyleType]], title: str | None, *, failed: bool = False
+) -> None:
+    """A legend beside the panel (outside it, so no curve is hidden), in columns when it is long."""
     from matplotlib.lines import Line2D
 
-    if not entries:
+    if not entries and not failed:
         return
     handles = [Line2D([], [], color=color, linestyle=style, linewidth=1.6) for _, color, style in entries]
-    ax.legend(handles, [label for label, _, _ in entries], title=title, fontsize="small", title_fontsize="small")
+    labels = [label for label, _, _ in entries]
+    if failed:
+        handles.append(Line2D([], [], color="grey", linestyle="none", marker="X", markeredgecolor="black"))
+        labels.append("failed run (stopped here)")
+    ax.legend(
+        handles,
+        labels,
+        title=title,
+        fontsize="small",
+        title_fontsize="small",
+        loc="upper left",
+        bbox_to_anchor=(1.01, 1.0),
+        borderaxespad=0.0,
+        ncols=max(1, math.ceil(len(labels) / LEGEND_ROWS)),
+    )
 
 
 def _label(params: Mapping[str, Any]) -> str:
@@ -154,25 +207,38 @@ def trial_figure(
     *,
     title: str = "",
     color_by: str | None = None,
-    band_by: str = "seed",
+    band_by: str | None = None,
+    x: Sequence[str] = ("step",),
+    failed: Iterable[str] = (),
 ) -> Figure | None:
-    """Each logged metric against step (left) and wallclock (right), one line per combination.
+    """Each logged metric against step (and, on request, wallclock), one line per condition.
 
-    Lines are coloured by ``color_by`` (default: the first parameter that varies, other than
-    ``band_by``). When ``band_by`` (``seed``) varies, combinations that differ only in it are drawn
-    as their mean with a ± 1 SD band. Returns None when nothing was logged.
+    Lines are coloured by ``color_by`` (default: the first parameter that varies, other than the
+    seeds). Combinations that differ only in a seed parameter (``band_by``, default every parameter
+    named like a seed) are drawn as their mean with a ± 1 SD band. Each condition has its own colour
+    and line style pair; ``failed`` combinations are drawn apart, ending in a cross where they
+    stopped. Every panel row with more than one line has its legend beside it. Returns None when
+    nothing was logged.
     """
     from matplotlib.figure import Figure
 
+    from pytest_xp.report.conditions import is_seed_param
+
     if metrics.empty:
         return None
+    xs_wanted = [axis for axis in ("step", "wallclock") if axis in x] or ["step"]
     combos = metrics.drop_duplicates("combination")
     columns = [c for c in (param_column(p) for p in params) if c in metrics.columns]
     values = {c: [_hashable(v) for v in combos[c]] for c in columns}
     varying = [c for c in columns if len(set(values[c])) > 1]
-    band = band_by in varying and color_by != band_by
-    grouping = [c for c in varying if c != band_by] if band else varying
+    if band_by is not None:
+        replicates = [band_by] if band_by in varying and color_by != band_by else []
+    else:
+        replicates = [c for c in varying if is_seed_param(c) and c != color_by]
+    band = bool(replicates)
+    grouping = [c for c in varying if c not in replicates]
     colour = color_by if color_by in columns else (grouping[0] if grouping else None)
+    broken = {str(c) for c in failed}
 
     groups: dict[tuple[Any, ...], list[str]] = {}
     first: dict[tuple[Any, ...], int] = {}
@@ -181,26 +247,30 @@ def trial_figure(
         groups.setdefault(key, []).append(str(combination))
         first.setdefault(key, i)
     shade = {key: (values[colour][i] if colour else n) for n, (key, i) in enumerate(first.items())}
-    colours = palette(list(shade.values()))
-    styles: dict[tuple[Any, ...], tuple[Any, LineStyleType]] = {}
-    used: dict[Any, int] = {}
-    for key, value in shade.items():
-        styles[key] = (colours[value], _STYLES[used.get(value, 0) % len(_STYLES)])
-        used[value] = used.get(value, 0) + 1
+    styles = line_styles(shade)
     shown = {key: {c: combos[c].iloc[i] for c in grouping} for key, i in first.items()}
+    any_failed = any(m in broken for members in groups.values() for m in members)
 
     series = _series(metrics, "combination")
     layout = panels(metrics["metric"])
-    fig = Figure(figsize=(11, 2.5 * len(layout) + 0.9), layout="constrained")
-    axes = fig.subplots(len(layout), 2, squeeze=False)
+    order = sorted(groups, key=lambda key: (_sorted_values(shade.values()).index(shade[key]), _label(shown[key])))
+    entries = [(_label(shown[key]), *styles[key]) for key in order] if len(groups) <= MAX_LEGEND else []
+    legend_cols = max(1, math.ceil((len(entries) + any_failed) / LEGEND_ROWS))
+    width = 5.5 * len(xs_wanted) + 1.6 + 1.9 * legend_cols * (len(groups) > 1 or band or any_failed)
+    height_per_row = max(2.6, 0.17 * min(len(entries) + 2, LEGEND_ROWS))
+    fig = Figure(figsize=(width, height_per_row * len(layout) + 0.9), layout="constrained")
+    axes = fig.subplots(len(layout), len(xs_wanted), squeeze=False)
     for row, names in enumerate(layout):
-        for col, x in enumerate(("step", "wallclock")):
+        for col, axis in enumerate(xs_wanted):
             ax = axes[row][col]
             for name in names:
                 for key, members in groups.items():
                     color, style = styles[key]
-                    found = [series[(name, m)] for m in members if (name, m) in series]
-                    _draw(ax, found, x, color=color, style=style, band=band)
+                    good = [series[(name, m)] for m in members if (name, m) in series and m not in broken]
+                    _draw(ax, good, axis, color=color, style=style, band=band)
+                    for m in members:
+                        if m in broken and (name, m) in series:
+                            _draw_failed(ax, series[(name, m)], axis, color=color, style=style)
             if len(names) == 1 and not is_lr_like(names[0]):
                 import numpy as np
 
@@ -208,20 +278,40 @@ def trial_figure(
                 _maybe_log(ax, np.concatenate(ys) if ys else np.array([]))
             ax.set_ylabel(" / ".join(names) if len(names) < 3 else "learning rate")
             ax.grid(True, alpha=0.3)
-            if row == 0:
-                ax.set_title("against step" if x == "step" else "against wallclock", fontsize="medium")
-            if row == len(layout) - 1:
-                ax.set_xlabel("step" if x == "step" else "wallclock (s)")
-    order = sorted(groups, key=lambda key: (_sorted_values(shade.values()).index(shade[key]), _label(shown[key])))
-    entries = [(_label(shown[key]), *styles[key]) for key in order] if len(groups) <= MAX_LEGEND else []
-    if len(groups) > 1:
-        note = f"mean ± SD over {band_by}" if band else None
-        _legend(axes[0][1], entries, note)
-    elif band:
-        _legend(axes[0][1], [(f"mean ± SD over {band_by}", *styles[next(iter(groups))])], None)
+            if row == 0 and len(xs_wanted) > 1:
+                ax.set_title("against step" if axis == "step" else "against wallclock", fontsize="medium")
+            ax.set_xlabel("step" if axis == "step" else "wallclock (s)")
+        last = axes[row][len(xs_wanted) - 1]
+        replicate_note = f"mean ± SD over {', '.join(replicates)}" if band else None
+        if len(groups) > 1:
+            title_text = (
+                replicate_note
+                if not entries
+                else " · ".join(filter(None, [_colour_note(colour, grouping), replicate_note]))
+            )
+            if entries:
+                _legend(last, entries, title_text or None, failed=any_failed)
+            else:
+                last.text(
+                    1.02,
+                    1.0,
+                    f"{len(groups)} conditions\n(too many to name)",
+                    transform=last.transAxes,
+                    va="top",
+                    fontsize="small",
+                )
+        elif band or any_failed:
+            label = replicate_note or _label(shown[next(iter(groups))])
+            _legend(last, [(label, *styles[next(iter(groups))])], None, failed=any_failed)
     if title:
         fig.suptitle(title, fontsize="medium")
     return fig
+
+
+def _colour_note(colour: str | None, grouping: Sequence[str]) -> str | None:
+    if colour is None or len(grouping) < 2:
+        return None
+    return f"colour: {colour}; line style: {', '.join(g for g in grouping if g != colour)}"
 
 
 def png_bytes(fig: Figure, dpi: int = 90) -> bytes:

@@ -21,6 +21,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from pytest_xp.report.conditions import ConditionTable, condition_table, finite, unique_headers
 from pytest_xp.report.data import Hypothesis, ReportData, TrialSection
 
 #: Version of the JSON report layout (docs/reports.md); bumped when a field changes meaning or goes.
@@ -28,6 +29,8 @@ JSON_SCHEMA_VERSION = 1
 JSON_KIND = "pytest-xp/report"
 #: Rows of combinations shown per trial in HTML / Markdown / GitHub summaries.
 HTML_ROWS, MARKDOWN_ROWS, GITHUB_ROWS = 500, 200, 30
+#: Tables of combinations at most this long start unfolded in HTML (longer ones: the conditions say it first).
+OPEN_ROWS = 12
 #: Metrics and result columns shown per trial in tables.
 MAX_METRIC_COLUMNS, MAX_RESULT_COLUMNS = 4, 6
 #: GitHub refuses step summaries above 1 MiB; stay below.
@@ -64,13 +67,7 @@ def metric_names(section: TrialSection) -> list[str]:
 
 
 def _as_float(value: Any) -> float | None:
-    if isinstance(value, bool) or value is None:
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
+    return None if isinstance(value, bool) else finite(value)
 
 
 def summarize(values: Iterable[tuple[str, Any]]) -> str:
@@ -119,12 +116,17 @@ def _result_columns(section: TrialSection) -> list[str]:
 
 
 def run_table(section: TrialSection, limit: int) -> tuple[list[str], list[list[str]], int]:
-    """(headers, rows, rows left out) of a trial's combinations: status, params, time, metrics, results."""
+    """(headers, rows, rows left out) of a trial's combinations: status, params, time, metrics, results.
+
+    A metric that a result of the same name already shows is left out, and no two headers read the same.
+    """
     frame = section.results
-    metrics = metric_names(section)[:MAX_METRIC_COLUMNS]
     results = _result_columns(section)
-    headers = ["status", *section.params, "duration (s)", *(f"{m} (last)" for m in metrics)]
-    headers += [c.removeprefix("result.") for c in results]
+    result_names = {c.removeprefix("result.") for c in results}
+    metrics = [m for m in metric_names(section) if m not in result_names][:MAX_METRIC_COLUMNS]
+    names = ["status", *section.params, "duration (s)", *(f"{m} (final)" for m in metrics)]
+    names += [c.removeprefix("result.") if c.removeprefix("result.") not in names else c for c in results]
+    headers = unique_headers(names)
     rows = []
     for _, row in frame.head(limit).iterrows():
         if not row["success"]:
@@ -138,13 +140,29 @@ def run_table(section: TrialSection, limit: int) -> tuple[list[str], list[list[s
     return headers, rows, max(0, len(frame) - limit)
 
 
+def conditions(section: TrialSection) -> ConditionTable:
+    """The trial's per-condition table (mean ± SD and n per non-seed parameter setting)."""
+    return condition_table(section.results, section.params)
+
+
+def verdict_label(h: Hypothesis) -> tuple[str, str]:
+    """(text, css class) of a verdict: an outcome that matches its declared ``expect`` reads as a pass."""
+    word = h.verdict.upper()
+    if h.expect is None:
+        return word, f"v-{h.verdict}"
+    if h.expect == h.verdict:
+        return f"{word} (expected)", "v-expected"
+    return f"{word} (expected {h.expect.upper()})", "v-unexpected"
+
+
 def figures(data: ReportData, dpi: int = 90) -> dict[str, bytes]:
     """PNG of each trial's metric figure, by trial key (trials that logged nothing have none)."""
     from pytest_xp.report.plots import png_bytes, trial_figure
 
     out = {}
     for section in data.trials:
-        fig = trial_figure(section.metrics, section.params, title=section.key)
+        failed = section.results.loc[~section.results["success"].astype(bool), "combination"].astype(str)
+        fig = trial_figure(section.metrics, section.params, title=section.key, x=data.plot_x, failed=list(failed))
         if fig is not None:
             out[section.key] = png_bytes(fig, dpi=dpi)
     return out
@@ -156,8 +174,11 @@ def _session_facts(data: ReportData) -> list[tuple[str, str]]:
     if session:
         git = session.get("git") or {}
         commit = (git.get("commit") or "-")[:12] + (" (uncommitted changes)" if git.get("dirty") else "")
+        if session.get("name"):
+            facts.append(("name", str(session["name"])))
         facts += [
             ("session", str(session.get("session", "-"))),
+            ("command", command_line(session.get("command"))),
             ("started", str(session.get("started_at", "-"))),
             ("duration", f"{fmt(session.get('duration_s'))} s"),
             ("host", str(session.get("hostname", "-"))),
@@ -166,10 +187,22 @@ def _session_facts(data: ReportData) -> list[tuple[str, str]]:
     return facts
 
 
+def command_line(command: Any) -> str:
+    """The session's command as one shell line, the interpreter shortened to its name."""
+    import shlex
+
+    if not isinstance(command, list) or not command:
+        return "-"
+    words = [str(w) for w in command]
+    words[0] = Path(words[0]).name or words[0]
+    return shlex.join(words)
+
+
 def _verdict_summary(hypotheses: Iterable[Hypothesis]) -> str:
     counts: dict[str, int] = {}
     for h in hypotheses:
-        counts[h.verdict] = counts.get(h.verdict, 0) + 1
+        label = verdict_label(h)[0].lower()
+        counts[label] = counts.get(label, 0) + 1
     return ", ".join(f"{n} {v}" for v, n in sorted(counts.items())) or "no hypotheses"
 
 
@@ -180,7 +213,7 @@ def render_text(data: ReportData) -> str:
     if data.hypotheses:
         lines.append("hypotheses:")
         for h in data.hypotheses:
-            lines.append(f"  {h.verdict.upper():<12} {h.nodeid}" + (f": {h.message}" if h.message else ""))
+            lines.append(f"  {verdict_label(h)[0]:<12} {h.nodeid}" + (f": {h.message}" if h.message else ""))
     if data.trials:
         lines.append("trials:")
         width = max(len(s.key) for s in data.trials)
@@ -217,7 +250,7 @@ def render_markdown(data: ReportData, images: dict[str, str] | None = None, *, r
     if data.hypotheses:
         out += _md_table(
             ["verdict", "hypothesis", "evidence"],
-            [[h.verdict.upper(), h.nodeid, h.message or "-"] for h in data.hypotheses],
+            [[verdict_label(h)[0], h.nodeid, h.message or "-"] for h in data.hypotheses],
         )
         for h in data.hypotheses:
             out += [
@@ -234,10 +267,14 @@ def render_markdown(data: ReportData, images: dict[str, str] | None = None, *, r
             f"{counts['cached']} cached; {fmt(counts['duration_s'])} s computing"
         )
         out += [""] + [f"- {md_escape(name)} (last): {md_escape(summary)}" for name, summary in key_metrics(section)]
+        table_of = conditions(section)
+        if table_of.pools:
+            out += ["", f"Per condition ({md_escape(_conditions_note(table_of))}):", ""]
+            out += _md_table(table_of.headers(), [[text for text, _ in table_of.cells(r)] for r in table_of.rows])
         if section.key in images:
             out += ["", f"![metrics of {md_escape(section.key)}]({images[section.key]})"]
         headers, table, left = run_table(section, rows)
-        out += ["", *_md_table(headers, table)]
+        out += ["", "Combinations:", "", *_md_table(headers, table)]
         if left:
             out.append(f"\n… and {left} more combinations (see the HTML or JSON report)")
         out.append("")
@@ -284,16 +321,95 @@ _CSS = """
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;margin:2rem auto;max-width:1200px;
 padding:0 1rem;color:#1b1f24}
 h1{margin-bottom:.2rem}h2{border-bottom:1px solid #d0d7de;padding-bottom:.2rem;margin-top:2rem}
+h4{margin:1rem 0 .2rem}
 dl.facts{display:grid;grid-template-columns:max-content 1fr;gap:.1rem 1rem;color:#57606a}dl.facts dt{font-weight:600}
+dl.facts dd{margin:0;font-family:ui-monospace,monospace;font-size:12px;overflow-wrap:anywhere}
 table{border-collapse:collapse;margin:.6rem 0;font-size:13px}th,td{border:1px solid #d0d7de;padding:.25rem .5rem;
 text-align:left;vertical-align:top}th{background:#f6f8fa}td.num{text-align:right;font-variant-numeric:tabular-nums}
+th button{all:unset;cursor:pointer}th button::after{content:" \\2195";color:#8c959f}
+th[aria-sort=ascending] button::after{content:" \\25B2";color:#1b1f24}
+th[aria-sort=descending] button::after{content:" \\25BC";color:#1b1f24}
 .badge{font-weight:700;padding:.1rem .4rem;border-radius:.3rem;color:#fff;white-space:nowrap}
-.v-supports{background:#1a7f37}.v-refutes,.v-invalid{background:#cf222e}.v-inconclusive,.v-continue{background:#9a6700}
+.v-supports,.v-expected{background:#1a7f37}.v-refutes,.v-invalid,.v-unexpected{background:#cf222e}
+.v-inconclusive,.v-continue{background:#9a6700}
 .failed{color:#cf222e;font-weight:600}.cached{color:#57606a}figure{margin:.8rem 0}img.plot{max-width:100%;height:auto}
 img.attachment{max-width:560px;height:auto;display:block;margin-top:.4rem}.muted{color:#57606a}
 pre{white-space:pre-wrap;background:#f6f8fa;padding:.4rem;font-size:12px}
+.controls{display:flex;flex-wrap:wrap;gap:.4rem 1rem;align-items:center;margin:.4rem 0;font-size:13px}
+.controls input[type=search]{padding:.15rem .4rem;min-width:16rem}
+.controls fieldset{border:0;padding:0;margin:0;display:flex;gap:.6rem;flex-wrap:wrap}
+.controls legend{float:left;margin-right:.4rem;color:#57606a}
+a.trial-link{margin-right:.5rem}[hidden]{display:none!important}
 """
-_CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
+#: Sorting, filtering and outcome filters. Allowed by its hash in the page's CSP and nothing else;
+#: the page is complete without it (the controls it needs stay hidden when scripts are off).
+_SCRIPT = """
+(function () {
+  "use strict";
+  function key(cell) {
+    var v = cell.getAttribute("data-v");
+    return v === null ? null : parseFloat(v);
+  }
+  function compare(a, b, col, dir) {
+    var ca = a.cells[col], cb = b.cells[col];
+    var ka = key(ca), kb = key(cb);
+    if (ka !== null && kb !== null) { return (ka - kb) * dir; }
+    if (ka !== null) { return -1; }
+    if (kb !== null) { return 1; }
+    return ca.textContent.localeCompare(cb.textContent, undefined, {numeric: true}) * dir;
+  }
+  function sortBy(table, col, th) {
+    var body = table.tBodies[0];
+    var dir = th.getAttribute("aria-sort") === "ascending" ? -1 : 1;
+    Array.prototype.forEach.call(table.tHead.rows[0].cells, function (h) { h.removeAttribute("aria-sort"); });
+    th.setAttribute("aria-sort", dir === 1 ? "ascending" : "descending");
+    var rows = Array.prototype.slice.call(body.rows);
+    rows.sort(function (a, b) { return compare(a, b, col, dir); });
+    rows.forEach(function (row) { body.appendChild(row); });
+  }
+  function apply(table) {
+    var box = document.querySelector('input.row-filter[data-table="' + table.id + '"]');
+    var words = box ? box.value.toLowerCase().split(/\\s+/).filter(Boolean) : [];
+    var off = {};
+    document.querySelectorAll('input.outcome[data-table="' + table.id + '"]').forEach(function (c) {
+      if (!c.checked) { off[c.value] = true; }
+    });
+    Array.prototype.forEach.call(table.tBodies[0].rows, function (row) {
+      var text = row.textContent.toLowerCase();
+      var shown = words.every(function (w) { return text.indexOf(w) >= 0; });
+      var outcome = row.getAttribute("data-outcome");
+      row.hidden = !(shown && !(outcome !== null && off[outcome]));
+    });
+  }
+  document.querySelectorAll("table.sortable").forEach(function (table) {
+    Array.prototype.forEach.call(table.tHead.rows[0].cells, function (th, col) {
+      var button = document.createElement("button");
+      button.type = "button";
+      button.textContent = th.textContent;
+      button.title = "sort by " + th.textContent;
+      th.textContent = "";
+      th.appendChild(button);
+      button.addEventListener("click", function () { sortBy(table, col, th); });
+    });
+  });
+  document.querySelectorAll("input.row-filter, input.outcome").forEach(function (input) {
+    var table = document.getElementById(input.getAttribute("data-table"));
+    if (table) { input.addEventListener("input", function () { apply(table); }); }
+  });
+  document.querySelectorAll(".js-only").forEach(function (el) { el.hidden = false; });
+})();
+"""
+
+
+def script_hash(script: str = _SCRIPT) -> str:
+    """The CSP source that allows exactly this inline script."""
+    import hashlib
+
+    digest = hashlib.sha256(script.encode("utf-8")).digest()
+    return f"'sha256-{base64.b64encode(digest).decode('ascii')}'"
+
+
+_CSP = f"default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src {script_hash()}"
 
 
 def _e(value: Any) -> str:
@@ -315,22 +431,111 @@ def _attachment_html(path: Path) -> str:
     return f'<img class="attachment" src="{data_uri(data, mime)}" alt="{_e(path.name)}">'
 
 
-def _html_table(headers: list[str], rows: list[list[str]], first_numeric: int) -> str:
-    head = "".join(f"<th>{_e(h)}</th>" for h in headers)
+def _filter_box(table_id: str, what: str) -> str:
+    return (
+        f'<div class="controls js-only" hidden><label>filter {_e(what)} '
+        f'<input type="search" class="row-filter" data-table="{_e(table_id)}" placeholder="text in any column">'
+        "</label></div>"
+    )
+
+
+def _cell(text: str, sort: float | None, css: str = "") -> str:
+    attrs = f' class="{css}"' if css else ""
+    if sort is not None:
+        attrs += f' data-v="{sort!r}"'
+    return f"<td{attrs}>{_e(text)}</td>"
+
+
+def _html_table(table_id: str, headers: list[str], rows: list[list[str]], first_numeric: int) -> str:
+    head = "".join(f'<th scope="col">{_e(h)}</th>' for h in headers)
     body = []
     for row in rows:
         cells = []
         for i, cell in enumerate(row):
             css = "failed" if cell.startswith("FAILED") else "cached" if cell == "cached" else ""
-            css = (css + " num").strip() if i >= first_numeric and _as_float(cell) is not None else css
-            cells.append(f'<td class="{css}">{_e(cell)}</td>' if css else f"<td>{_e(cell)}</td>")
+            number = _as_float(cell) if i >= first_numeric else None
+            css = (css + " num").strip() if number is not None else css
+            cells.append(_cell(cell, number, css))
         body.append("<tr>" + "".join(cells) + "</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    return (
+        f'<table id="{_e(table_id)}" class="sortable"><thead><tr>{head}</tr></thead>'
+        f"<tbody>{''.join(body)}</tbody></table>"
+    )
+
+
+def _conditions_note(table: ConditionTable) -> str:
+    pooled = f"mean ± SD over {', '.join(table.replicates)}" if table.replicates else "one combination each"
+    grouped = f"grouped by {', '.join(table.params)}" if table.params else "all combinations together"
+    return f"{grouped}; {pooled}; n = successful combinations"
+
+
+def _conditions_html(table_id: str, table: ConditionTable) -> str:
+    head = "".join(f'<th scope="col">{_e(h)}</th>' for h in table.headers())
+    failed_at = len(table.params) + 1 if any(r.failed for r in table.rows) else -1
+    body = []
+    for row in table.rows:
+        cells = []
+        for i, (text, sort) in enumerate(table.cells(row)):
+            css = "num" if sort is not None and i >= len(table.params) else ""
+            if i == failed_at and row.failed:
+                css = (css + " failed").strip()
+            cells.append(_cell(text, sort, css))
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return (
+        f'<h4>Per condition <span class="muted">({_e(_conditions_note(table))})</span></h4>'
+        + _filter_box(table_id, "conditions")
+        + f'<table id="{_e(table_id)}" class="sortable conditions"><thead><tr>{head}</tr></thead>'
+        f"<tbody>{''.join(body)}</tbody></table>"
+    )
+
+
+def _trial_links(h: Hypothesis, anchors: dict[str, str]) -> str:
+    keys = [k for k in h.trials if k in anchors] or [k for k in anchors if k.split("::", 1)[0] == h.experiment]
+    links = "".join(f'<a class="trial-link" href="#{anchors[k]}">{_e(k.rpartition("::")[2])}</a>' for k in keys)
+    return links or '<span class="muted">-</span>'
+
+
+def _hypotheses_html(data: ReportData, anchors: dict[str, str]) -> list[str]:
+    parts = [
+        '<section id="hypotheses"><h2>Hypotheses '
+        f'<span class="muted">({_e(_verdict_summary(data.hypotheses))})</span></h2>',
+    ]
+    if not data.hypotheses:
+        parts.append('<p class="muted">No verify has run.</p>')
+        return parts
+    labels = list(dict.fromkeys(verdict_label(h)[0] for h in data.hypotheses))
+    boxes = "".join(
+        f'<label><input type="checkbox" class="outcome" data-table="verdicts" value="{_e(label)}" checked> '
+        f"{_e(label)}</label>"
+        for label in labels
+    )
+    parts.append(
+        '<div class="controls js-only" hidden><fieldset><legend>show</legend>'
+        f"{boxes}</fieldset>"
+        '<label>filter <input type="search" class="row-filter" data-table="verdicts" '
+        'placeholder="text in any column"></label></div>'
+    )
+    rows = []
+    for h in data.hypotheses:
+        label, css = verdict_label(h)
+        shots = "".join(_attachment_html(p) for p in h.attachments)
+        rows.append(
+            f'<tr class="verdict" data-outcome="{_e(label)}"><td><span class="badge {css}">{_e(label)}</span></td>'
+            f"<td><code>{_e(h.nodeid)}</code></td><td>{_trial_links(h, anchors)}</td>"
+            f"<td>{_e(h.message or '-')}{shots}</td></tr>"
+        )
+    parts.append(
+        '<table id="verdicts" class="verdicts sortable"><thead><tr><th scope="col">verdict</th>'
+        '<th scope="col">hypothesis</th><th scope="col">trials</th><th scope="col">evidence</th></tr></thead>'
+        f"<tbody>{''.join(rows)}</tbody></table>"
+    )
+    return parts
 
 
 def render_html(data: ReportData, pngs: dict[str, bytes] | None = None) -> str:
-    """One self-contained page: verdict table, then per trial its metric figure and combinations."""
+    """One self-contained page: verdict table, then per trial its conditions, metric figure and combinations."""
     pngs = figures(data) if pngs is None else pngs
+    anchors = {section.key: f"trial-{n}" for n, section in enumerate(data.trials, 1)}
     parts = [
         "<!doctype html>",
         '<html lang="en"><head><meta charset="utf-8">',
@@ -339,47 +544,40 @@ def render_html(data: ReportData, pngs: dict[str, bytes] | None = None) -> str:
         f"<title>{_e(data.title)}</title><style>{_CSS}</style></head><body>",
         f"<h1>{_e(data.title)}</h1>",
         '<dl class="facts">' + "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in _session_facts(data)) + "</dl>",
-        '<section id="hypotheses"><h2>Hypotheses '
-        f'<span class="muted">({_e(_verdict_summary(data.hypotheses))})</span></h2>',
+        *_hypotheses_html(data, anchors),
     ]
-    if data.hypotheses:
-        rows = []
-        for h in data.hypotheses:
-            expect = f' <span class="muted">(expected {_e(h.expect.upper())})</span>' if h.expect else ""
-            shots = "".join(_attachment_html(p) for p in h.attachments)
-            rows.append(
-                f'<tr class="verdict"><td><span class="badge v-{_e(h.verdict)}">{_e(h.verdict.upper())}</span>'
-                f"{expect}</td>"
-                f"<td><code>{_e(h.nodeid)}</code></td><td>{_e(h.message or '-')}{shots}</td></tr>"
-            )
-        parts.append(
-            '<table class="verdicts"><thead><tr><th>verdict</th><th>hypothesis</th><th>evidence</th></tr></thead>'
-            f"<tbody>{''.join(rows)}</tbody></table>"
-        )
-    else:
-        parts.append('<p class="muted">No verify has run.</p>')
     parts.append('</section><section id="trials"><h2>Trials</h2>')
     for section in data.trials:
+        anchor = anchors[section.key]
         counts = section.counts()
-        parts.append(f'<article class="trial"><h3><code>{_e(section.key)}</code></h3>')
+        parts.append(f'<article class="trial" id="{anchor}"><h3><code>{_e(section.key)}</code></h3>')
         parts.append(
             f"<p>{counts['combinations']} combinations: {counts['ok']} ok, "
             f'<span class="{"failed" if counts["failed"] else ""}">{counts["failed"]} failed</span>, '
             f"{counts['cached']} cached; {_e(fmt(counts['duration_s']))} s computing</p>"
         )
-        summaries = key_metrics(section)
-        if summaries:
-            parts.append("<ul>" + "".join(f"<li><b>{_e(n)}</b> (last): {_e(s)}</li>" for n, s in summaries) + "</ul>")
+        table = conditions(section)
+        if table.pools:
+            parts.append(_conditions_html(f"{anchor}-conditions", table))
         png = pngs.get(section.key)
         if png is not None:
+            axes = " and ".join(data.plot_x)
             parts.append(
                 f'<figure><img class="plot" src="{data_uri(png)}" alt="metrics of {_e(section.key)}">'
-                f'<figcaption class="muted">each metric against step and wallclock</figcaption></figure>'
+                f'<figcaption class="muted">each metric against {_e(axes)}; a cross marks where a failed '
+                "combination stopped</figcaption></figure>"
             )
         headers, rows_, left = run_table(section, HTML_ROWS)
-        parts.append(_html_table(headers, rows_, 1 + len(section.params)))
+        is_open = " open" if len(section.results) <= OPEN_ROWS or not table.pools else ""
+        parts.append(
+            f'<details class="runs"{is_open}><summary><b>Combinations</b> '
+            f'<span class="muted">({len(section.results)}, one row each)</span></summary>'
+        )
+        parts.append(_filter_box(f"{anchor}-runs", "combinations"))
+        parts.append(_html_table(f"{anchor}-runs", headers, rows_, 1 + len(section.params)))
         if left:
             parts.append(f'<p class="muted">… and {left} more combinations (see the JSON report)</p>')
+        parts.append("</details>")
         failures = section.results[~section.results["success"].astype(bool)].head(20)
         for _, row in failures.iterrows():
             parts.append(
@@ -389,7 +587,7 @@ def render_html(data: ReportData, pngs: dict[str, bytes] | None = None) -> str:
         parts.append("</article>")
     if not data.trials:
         parts.append('<p class="muted">No combination is stored.</p>')
-    parts.append("</section></body></html>")
+    parts.append(f"</section><script>{_SCRIPT}</script></body></html>")
     return "\n".join(parts) + "\n"
 
 
@@ -430,7 +628,17 @@ def report_dict(data: ReportData) -> dict[str, Any]:
             if session is None
             else {
                 k: session.get(k)
-                for k in ("session", "started_at", "ended_at", "duration_s", "exitstatus", "hostname", "git")
+                for k in (
+                    "session",
+                    "name",
+                    "command",
+                    "started_at",
+                    "ended_at",
+                    "duration_s",
+                    "exitstatus",
+                    "hostname",
+                    "git",
+                )
             },
             "hypotheses": [
                 {
@@ -444,6 +652,7 @@ def report_dict(data: ReportData) -> dict[str, Any]:
                     "session": h.session,
                     "attachments": [_relative(p, data.xp_dir) for p in h.attachments],
                     "evidence": h.evidence,
+                    "trials": h.trials,
                 }
                 for h in data.hypotheses
             ],
@@ -453,6 +662,7 @@ def report_dict(data: ReportData) -> dict[str, Any]:
                     "trial": s.trial,
                     **s.counts(),
                     "metrics": {name: summary for name, summary in key_metrics(s)},
+                    "conditions": conditions(s).to_dict(),
                     "runs": [_run_entry(rec, data.xp_dir) for rec in s.records],
                 }
                 for s in data.trials

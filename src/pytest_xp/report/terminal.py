@@ -38,7 +38,9 @@ def teststatus(report: pytest.TestReport) -> tuple[str, str, tuple[str, dict[str
     verdict = props.get("xp_verdict")
     if isinstance(verdict, str):
         if props.get("xp_expect") == verdict:
-            return "expected", "e", (f"{verdict.upper()} (expected)", {"green": True})
+            # The verdict's own letter, green: a negative control that refuted as declared is a pass
+            # (pytest's "E" means error; a lowercase "e" read as one).
+            return "expected", _LETTERS.get(verdict, "?"), (f"{verdict.upper()} (expected)", {"green": True})
         return verdict, _LETTERS.get(verdict, "?"), (verdict.upper(), _COLORS.get(verdict, {}))
     progress = report.__dict__.get("xp_progress")
     tail = f" {progress}" if isinstance(progress, str) and progress else ""
@@ -49,6 +51,16 @@ def teststatus(report: pytest.TestReport) -> tuple[str, str, tuple[str, dict[str
     if tail and report.passed:
         return "passed", ".", ("PASSED" + tail, {"green": True})
     return None  # a failure keeps pytest's own word: summaries and tools match "FAILED <nodeid>"
+
+
+def verdict_markup(verdict: str, expect: str | None, failed: bool) -> dict[str, bool]:
+    """pytest's colours for a verdict line: red when it fails the session, green when it passes as
+    supported or as declared, yellow otherwise. The terminal writer drops them under ``--color=no``."""
+    if failed:
+        return {"red": True, "bold": True}
+    if verdict == expect or (expect is None and verdict == Verdict.SUPPORTS.value):
+        return {"green": True}
+    return {"yellow": True}
 
 
 def progress_text(trial: str, done: int, total: int | None, metrics: Any) -> str:
@@ -91,6 +103,7 @@ class VerdictLine:
     evidence: dict[str, Any] | None = None
     raw_verdict: str | None = None  # before --xp-correction re-judged it
     attachments: list[str] = field(default_factory=list)  # figures the verify attached (absolute paths)
+    trials: list[str] = field(default_factory=list)  # "module::trial" keys the verify reads
 
 
 @dataclass
@@ -115,6 +128,7 @@ class XpReporter:
     combinations: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))  # reported ids
     trial_metrics: dict[str, list[tuple[str, dict[str, Any]]]] = field(default_factory=lambda: defaultdict(list))
     written: list[tuple[str, str, bool]] = field(default_factory=list)  # (format, where or why, ok)
+    plot_x: tuple[str, ...] = ("step",)  # x axes of the file reports' metric figures
 
     def apply_correction(self, method: str, fail_on: frozenset[str]) -> bool:
         """Adjust every evidence p-value of the session and re-judge; True if a verdict now fails."""
@@ -167,6 +181,7 @@ class XpReporter:
                 "failed": line.failed,
                 "attachments": [_store_relative(path, store_root) for path in line.attachments],
                 "evidence": line.evidence,
+                "trials": line.trials,
             }
             for line in self.verdicts
         ]
@@ -221,6 +236,7 @@ class XpReporter:
                     attachments=[str(p) for p in shots]
                     if isinstance(shots := props.get("xp_attachments"), (list, tuple))
                     else [],
+                    trials=[str(t) for t in used] if isinstance(used := props.get("xp_trials"), (list, tuple)) else [],
                 )
             )
         if "xp_success" in props and "xp_trial" in props and report.when in ("call", "???"):
@@ -254,14 +270,15 @@ class XpReporter:
                 mark = "FAILED " if line.failed else ""
                 raw = f" (was {line.raw_verdict.upper()} before correction)" if line.raw_verdict else ""
                 tr.write_line(
-                    f"{mark}{line.nodeid} - {line.verdict.upper()}{expect}{raw}: {line.message or '(no message)'}"
+                    f"{mark}{line.nodeid} - {line.verdict.upper()}{expect}{raw}: {line.message or '(no message)'}",
+                    **verdict_markup(line.verdict, line.expect, line.failed),
                 )
                 if line.verdict == Verdict.INVALID.value and line.longrepr and line.longrepr != line.message:
                     for text in line.longrepr.splitlines()[1:]:
                         tr.write_line(f"    {text}")
             for nodeid, longrepr in self.tolerated:
                 last = longrepr.strip().splitlines()[-1:] or [""]
-                tr.write_line(f"TOLERATED {nodeid} - {last[0]}")
+                tr.write_line(f"TOLERATED {nodeid} - {last[0]}", yellow=True)
         if self.explain and self.why:
             tr.write_sep("-", "why these combinations ran (--xp-explain)")
             for nodeid, why in self.why:
@@ -290,8 +307,10 @@ class XpReporter:
         if self.verdicts:
             tr.write_line("hypotheses:")
             for line in self.verdicts:
+                word = line.verdict.upper() + (" (expected)" if line.expect == line.verdict else "")
                 tr.write_line(
-                    f"  {line.verdict.upper():<12} {line.nodeid}" + (f": {line.message}" if line.message else "")
+                    f"  {word:<12} {line.nodeid}" + (f": {line.message}" if line.message else ""),
+                    **verdict_markup(line.verdict, line.expect, line.failed),
                 )
         if self.trials:
             tr.write_line("trials:")
@@ -380,6 +399,7 @@ class XpReporter:
                 session=session_id,
                 attachments=[Path(p) for p in line.attachments],
                 evidence=line.evidence,
+                trials=line.trials,
             )
             for line in self.verdicts
         ]
@@ -389,6 +409,7 @@ class XpReporter:
             current_session=session_id,
             hypotheses=hypotheses,
             session=manifest if isinstance(manifest, dict) else None,
+            plot_x=self.plot_x,
         )
 
 

@@ -567,6 +567,7 @@ class VerifyItem(_XpItem):
                 outcome = coerce_verdict(value)
         self.user_properties.append(("xp_verdict", outcome.verdict.value))
         self.user_properties.append(("xp_message", outcome.message))
+        self.user_properties.append(("xp_trials", [f"{self.xp_exp.module_id}::{name}" for name in verify.trial_names]))
         if self.xp_handle is not None and self.xp_handle.attachments:
             self.user_properties.append(("xp_attachments", [str(p) for p in self.xp_handle.attachments]))
         if outcome.evidence is not None:

@@ -69,6 +69,7 @@ def manifest(
     hypotheses: list[dict[str, Any]] | None = None,
     trials: dict[str, dict[str, Any]],
     exitstatus: int,
+    name: str | None = None,
 ) -> dict[str, Any]:
     hostname, versions = host_and_versions()
     try:
@@ -79,6 +80,7 @@ def manifest(
         "schema_version": SCHEMA_VERSION,
         "kind": "pytest-xp/run",
         "session": session_id,
+        "name": name,
         "hostname": hostname,
         "user": user,
         "platform": platform.platform(),
@@ -117,21 +119,34 @@ def list_runs(store_root: Path) -> list[dict[str, Any]]:
     return sorted(out, key=lambda run: str(run.get("started_at", "")))
 
 
+def verdict_labels(run: dict[str, Any]) -> list[str]:
+    """Each verdict of a session as it reads: ``refutes (expected)`` when a verify declared that outcome."""
+    expects = {str(h.get("nodeid")): h.get("expect") for h in run.get("hypotheses") or [] if isinstance(h, dict)}
+    return [
+        f"{verdict} (expected)" if expects.get(nodeid) == verdict else str(verdict)
+        for nodeid, verdict in (run.get("verdicts") or {}).items()
+    ]
+
+
 def format_runs(runs: list[dict[str, Any]]) -> list[str]:
     if not runs:
         return ["no sessions recorded yet"]
-    lines = [f"{'started (UTC)':<20} {'host':<14} {'commit':<13} {'verdicts':<40} {'duration':>9}"]
+    named = any(run.get("name") for run in runs)
+    lines = [
+        f"{'started (UTC)':<20} {'host':<14} {'commit':<13} {'verdicts':<40} {'duration':>9}"
+        + ("  name" if named else "")
+    ]
     for run in runs:
         git = run.get("git") or {}
         commit = (git.get("commit") or "-")[:10] + ("*" if git.get("dirty") else "")
         counts: dict[str, int] = {}
-        for verdict in (run.get("verdicts") or {}).values():
+        for verdict in verdict_labels(run):
             counts[verdict] = counts.get(verdict, 0) + 1
         verdicts = ", ".join(f"{n} {v}" for v, n in sorted(counts.items())) or "-"
         started = str(run.get("started_at", ""))[:19].replace("T", " ")
         lines.append(
             f"{started:<20} {str(run.get('hostname', ''))[:14]:<14} {commit:<13} {verdicts:<40} "
-            f"{run.get('duration_s', 0):>8.1f}s"
+            f"{run.get('duration_s', 0):>8.1f}s" + (f"  {run.get('name') or '-'}" if named else "")
         )
     lines.append("(* = uncommitted changes)")
     return lines
