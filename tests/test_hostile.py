@@ -222,28 +222,47 @@ def check(results):
 """
 
 
-def test_a_full_disk_mid_run_fails_clearly_and_a_rerun_completes(pytester: pytest.Pytester) -> None:
+@pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["n0", "n2"])
+def test_a_full_disk_mid_run_fails_clearly_and_a_rerun_completes(pytester: pytest.Pytester, workers: list[str]) -> None:
     pytester.makepyfile(xp_f=FILLER)
     (pytester.path / "fill-the-disk").touch()
+    run = pytester.runpytest_subprocess if workers else pytester.runpytest
     with tmpfs(pytester.path / "small", "2m") as mount:
         store = mount / "xp"
-        result = pytester.runpytest("--xp-dir", str(store), "-p", "no:cacheprovider")
+        result = run("--xp-dir", str(store), "-p", "no:cacheprovider", *workers)
         no_internal_error(result)
         result.stdout.fnmatch_lines(
             ["*StoreError: pytest-xp cannot write *record.json: No space left on device (ENOSPC)*"]
         )
-        result.stdout.fnmatch_lines(["*check - REFUTES: 5/8 ok*"])  # failed runs, not "have not run"
+        if not workers:  # the verify runs where the records could not be written: it knows they failed
+            result.stdout.fnmatch_lines(["*check - REFUTES: 5/8 ok*"])
+        failed = result.parseoutcomes()["failed"]
         records = {r["params"]["i"]: r for r in load_records(store)}
-        assert all(records[i]["success"] for i in range(5))  # written before the fault: intact
+        assert sum(r["success"] for r in records.values()) == 8 - failed  # everything written is intact
         assert not list(store.rglob("*.tmp"))  # partial temporary files removed
         for filler in store.rglob("filler.bin"):
             filler.unlink()  # the disk is healthy again
         (pytester.path / "fill-the-disk").unlink()
-        again = pytester.runpytest("--xp-dir", str(store), "-p", "no:cacheprovider")
+        again = run("--xp-dir", str(store), "-p", "no:cacheprovider", *workers)
         no_internal_error(again)
         assert again.parseoutcomes()["supports"] == 1
-        assert again.parseoutcomes()["cached"] == 5
-        assert len(load_records(store)) == 8
+        assert again.parseoutcomes()["cached"] == 8 - failed
+        assert len(load_records(store)) == 8 and all(r["success"] for r in load_records(store))
+
+
+def test_a_store_on_a_full_disk_is_refused_before_anything_runs(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(xp_g=GRID)
+    with tmpfs(pytester.path / "full", "1m") as mount:
+        with open(mount / "filler", "wb") as fh, pytest.raises(OSError, match="No space left"):
+            while True:
+                fh.write(b"x" * 65536)
+        result = pytester.runpytest("--xp-dir", str(mount / "xp"))
+        no_internal_error(result)
+        assert result.ret == pytest.ExitCode.USAGE_ERROR
+        result.stderr.fnmatch_lines(
+            ["ERROR: StoreError: pytest-xp cannot * store *: No space left on device (ENOSPC)*"]
+        )
+        assert not list(mount.rglob("record.json"))
 
 
 def test_a_read_only_store_is_one_clear_error_before_anything_runs(pytester: pytest.Pytester) -> None:

@@ -232,8 +232,8 @@ def _session_problem(config: pytest.Config, items: list[pytest.Item]) -> str | N
     problems = unknown_overrides(session.experiments.values(), settings.value_overrides)
     if problems:
         return "pytest-xp: " + "\n".join(problems)
-    if settings.plan or not any(isinstance(item, TrialItem) for item in items):
-        return None
+    if settings.plan or config.option.collectonly or not any(isinstance(item, TrialItem) for item in items):
+        return None  # nothing will be written
     try:
         session.store.check_writable()
     except StoreError as exc:
@@ -315,7 +315,10 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     if workerinput is not None:
         from pytest_xp.run.sidecar import write_sidecar
 
-        write_sidecar(session.config.stash[SESSION_KEY], workerinput["workerid"], session.items)
+        try:
+            write_sidecar(session.config.stash[SESSION_KEY], workerinput["workerid"], session.items)
+        except StoreError as exc:  # the disk filled up since the store was checked
+            _refuse(session.config, session.items, f"StoreError: {exc}")
 
 
 # -- running --------------------------------------------------------------------------------

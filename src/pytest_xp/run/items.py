@@ -551,7 +551,8 @@ class VerifyItem(_XpItem):
             outcome = Outcome(
                 Verdict.INCONCLUSIVE,
                 f"waiting for {missing} record(s) of {', '.join(verify.trial_names)}: "
-                "those combinations have not run (deselected, interrupted or on another shard)",
+                "those combinations have not run (deselected, interrupted or on another shard) or could not "
+                "write their record (see their failures)",
             )
         else:
             assert self.xp_handle is not None  # set in setup()

@@ -211,6 +211,7 @@ class Store:
     def __init__(self, root: Path) -> None:
         self.root = root
         self._ensured = False
+        self._real: set[str] = set()  # directories under the root already found to be real ones
 
     def ensure(self) -> None:
         """Create the root with README, .gitignore and CACHEDIR.TAG, atomically (as pytest's cache does)."""
@@ -258,8 +259,11 @@ class Store:
         probe = self.root / f".write-probe.{os.getpid()}.{uuid.uuid4().hex[:8]}"
         try:
             fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-            os.close(fd)
-            probe.unlink()
+            try:
+                os.write(fd, b"\0" * 4096)  # a block's worth: an empty file fits even on a full disk
+            finally:
+                os.close(fd)
+                probe.unlink()
         except OSError as exc:
             raise store_error(
                 exc,
@@ -273,6 +277,8 @@ class Store:
         A symlink (which could lead out of the store) or a file in the way is quarantined, with a
         warning; the caller then treats the combination as missing. The root itself may be a link.
         """
+        if str(directory) in self._real:
+            return True
         try:
             rel = directory.relative_to(self.root)
         except ValueError:
@@ -280,6 +286,8 @@ class Store:
         current = self.root
         for part in rel.parts:
             current = current / part
+            if str(current) in self._real:
+                continue
             try:
                 info = os.lstat(current)
             except FileNotFoundError:
@@ -290,6 +298,7 @@ class Store:
                 kind = _file_kind(info.st_mode)
                 self.quarantine(current, f"a {kind} where the store keeps a directory; links are never followed")
                 return False
+            self._real.add(str(current))  # checked once per process: combinations share their parents
         return True
 
     def make_dir(self, directory: Path) -> Path:

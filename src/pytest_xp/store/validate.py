@@ -45,6 +45,17 @@ _OPTIONAL_TYPES: dict[str, tuple[type, ...]] = {
 }
 
 
+def same_json(a: Any, b: Any) -> bool:
+    """Equal as JSON: like ``==``, but ``1``, ``1.0`` and ``True`` differ (as they do in a cache key)."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(same_json(value, b[key]) for key, value in a.items())
+    if isinstance(a, list):
+        return len(a) == len(b) and all(same_json(x, y) for x, y in zip(a, b, strict=True))
+    return bool(a == b)
+
+
 def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -102,7 +113,7 @@ def _key_problem(data: dict[str, Any]) -> str | None:
     parts = data.get("key_parts")
     if parts is None:
         return None  # crash records and older records carry no parts; they are never cache hits by parts
-    if canonical(parts.get("params")) != canonical(data["params"]):
+    if not same_json(parts.get("params"), data["params"]):
         return "its params differ from the params in its key parts"
     if parts.get("module") != data["module"] or parts.get("trial") != data["trial"]:
         return "its module or trial differs from its key parts"
@@ -118,7 +129,7 @@ def _key_problem(data: dict[str, Any]) -> str | None:
 def _identity_problem(data: dict[str, Any], expected: Expected) -> str | None:
     if data["module"] != expected.module or data["trial"] != expected.trial:
         return f"it belongs to {data['module']}::{data['trial']}, not {expected.module}::{expected.trial}"
-    found, wanted = canonical(data["params"]), canonical(dict(expected.params))
-    if found != wanted:
+    if not same_json(data["params"], dict(expected.params)):
+        found, wanted = canonical(data["params"]), canonical(dict(expected.params))
         return f"its params {found[:200]} are not this combination's {wanted[:200]}"
     return None
