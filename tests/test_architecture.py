@@ -86,3 +86,41 @@ def test_a_preparation_error_travels_from_the_launcher_to_the_item(pytester: pyt
     result.stdout.fnmatch_lines(
         ["SetupFailed: xp_broken.py:3: setup function context() raised*", "*the data set is missing"]
     )
+
+
+#: Control flow that never leaves its module: a verdict the gating policy fails on (inside one item),
+#: a record of a newer schema (caught where the store reads it).
+INTERNAL_EXCEPTIONS = {"pytest_xp.run.items.VerdictFailed", "pytest_xp.store.validate.NewerSchema"}
+
+
+def test_every_exception_and_warning_lives_in_errors_and_is_public() -> None:
+    import importlib
+    import inspect
+    import pkgutil
+
+    import pytest_xp
+    from pytest_xp import errors
+
+    found: set[str] = set()
+    for info in pkgutil.walk_packages(pytest_xp.__path__, "pytest_xp."):
+        module = importlib.import_module(info.name)
+        for _, obj in inspect.getmembers(module, inspect.isclass):
+            if issubclass(obj, BaseException) and obj.__module__.startswith("pytest_xp"):
+                found.add(f"{obj.__module__}.{obj.__qualname__}")
+    assert found - INTERNAL_EXCEPTIONS == {f"pytest_xp.errors.{name}" for name in errors.__all__}
+    assert set(errors.__all__) <= set(pytest_xp.__all__)
+    for name in errors.__all__:
+        assert getattr(pytest_xp, name) is getattr(errors, name)
+
+
+def test_public_api_names_the_handle_type_and_the_version() -> None:
+    import pytest_xp
+    from pytest_xp.run.handle import Xp
+
+    assert pytest_xp.Xp is Xp
+    assert isinstance(pytest_xp.__version__, str) and pytest_xp.__version__
+    assert {"setup", "trial", "verify", "Verdict", "Results", "stats", "compare", "load_results"} <= set(
+        pytest_xp.__all__
+    )
+    for name in pytest_xp.__all__:
+        assert getattr(pytest_xp, name) is not None

@@ -7,7 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from pytest_xp.store.codec import NotJSONError, canonical, loads, to_json_value
+from pytest_xp.errors import NotJSONError
+from pytest_xp.store.codec import canonical, loads, to_json_value
 
 
 def test_plain_data_round_trips() -> None:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_xp.define.grid import GridError, combination_id, expand, split_values
+from pytest_xp.define.grid import combination_id, expand, split_values
+from pytest_xp.errors import GridError
 
 
 def test_cartesian_product_in_given_order() -> None:

@@ -16,8 +16,9 @@ from typing import Any
 import pytest
 
 from pytest_xp.config import parse_memory
+from pytest_xp.errors import IsolationError
 from pytest_xp.run import isolate as _isolate
-from pytest_xp.run.isolate import ChildOutcome, IsolationError, run_isolated
+from pytest_xp.run.isolate import ChildOutcome, run_isolated
 
 SEEDS = {"seed": 1234, "numpy_seed": 4321, "torch_seed": 99, "derived": False}
 

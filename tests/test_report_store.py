@@ -15,9 +15,10 @@ import pytest
 
 from pytest_xp import Results, load_metrics, load_results
 from pytest_xp.define.grid import expand
+from pytest_xp.errors import ReportWarning
 from pytest_xp.report.data import gather
 from pytest_xp.run.handle import MetricLog
-from pytest_xp.store.frames import METRIC_STATS, ReportWarning, module_slug
+from pytest_xp.store.frames import METRIC_STATS, module_slug
 from pytest_xp.store.provenance import write_manifest
 from pytest_xp.store.records import base_record, failure_fields, run_dict, success_fields
 from pytest_xp.store.store import Store

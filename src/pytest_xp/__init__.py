@@ -10,10 +10,33 @@ from typing import TYPE_CHECKING, Any
 
 from pytest_xp.define.decorators import setup, trial, verify
 from pytest_xp.define.verdicts import Verdict, VerificationResult
+from pytest_xp.errors import (
+    ExperimentError,
+    GridError,
+    GridSizeWarning,
+    IsolatedFailure,
+    IsolationError,
+    NotJSONError,
+    NotRegularFile,
+    OutputLookupError,
+    RemoteFailure,
+    ReportWarning,
+    ResultNotJSON,
+    SetupFailed,
+    ShardWaitTimeout,
+    StatsInputError,
+    StatsTypeError,
+    StatsValueError,
+    StoreError,
+    StoreWarning,
+)
+from pytest_xp.run.handle import Xp
 from pytest_xp.run.results import Results
 
 if TYPE_CHECKING:
     from pytest_xp import stats
+
+    __version__: str
     from pytest_xp.report.plots import compare
     from pytest_xp.store.frames import load_metrics, load_results
 
@@ -30,13 +53,45 @@ def __getattr__(name: str) -> Any:
         import importlib
 
         return importlib.import_module(".stats", __name__)
+    if name == "__version__":
+        return _version()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+def _version() -> str:
+    """The installed distribution's version (importlib.metadata is read only when asked)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("pytest-xp")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "0+unknown"
+
+
 __all__ = [
+    "ExperimentError",
+    "GridError",
+    "GridSizeWarning",
+    "IsolatedFailure",
+    "IsolationError",
+    "NotJSONError",
+    "NotRegularFile",
+    "OutputLookupError",
+    "RemoteFailure",
+    "ReportWarning",
+    "ResultNotJSON",
     "Results",
+    "SetupFailed",
+    "ShardWaitTimeout",
+    "StatsInputError",
+    "StatsTypeError",
+    "StatsValueError",
+    "StoreError",
+    "StoreWarning",
     "Verdict",
     "VerificationResult",
+    "Xp",
+    "__version__",
     "compare",
     "load_metrics",
     "load_results",

@@ -12,8 +12,9 @@ from typing import Any
 import pytest
 
 from pytest_xp.define.discovery import MAX_TIMEOUT_S
-from pytest_xp.define.grid import GridError, check_literal
+from pytest_xp.define.grid import check_literal
 from pytest_xp.define.verdicts import DEFAULT_FAIL_ON, parse_fail_on
+from pytest_xp.errors import GridError
 
 #: ``--xp-report-x`` values; ``--xp-isolate`` start methods.
 PLOT_AXES = ("step", "wallclock", "both")

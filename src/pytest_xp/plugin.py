@@ -19,8 +19,8 @@ import pytest
 
 from pytest_xp import config as _options
 from pytest_xp.define.decorators import MARK_ATTR, SetupMark, TrialMark, VerifyMark
-from pytest_xp.define.discovery import Experiment, ExperimentError, discover, unknown_overrides
-from pytest_xp.define.grid import GridSizeWarning
+from pytest_xp.define.discovery import Experiment, discover, unknown_overrides
+from pytest_xp.errors import ExperimentError, GridSizeWarning, StoreError
 from pytest_xp.launch import options as _launch_options
 from pytest_xp.report import terminal as _terminal
 from pytest_xp.run.handle import Xp
@@ -31,7 +31,6 @@ from pytest_xp.run.shards import shard_of
 from pytest_xp.run.state import SESSION_KEY
 from pytest_xp.store import provenance as _provenance
 from pytest_xp.store.records import now_iso
-from pytest_xp.store.store import StoreError
 
 EXPERIMENT_KEY = pytest.StashKey["Experiment | None"]()
 REPORTER_KEY = pytest.StashKey[_terminal.XpReporter]()

@@ -18,14 +18,13 @@ from typing import Any
 from pytest_xp.define.decorators import MODULE_REGISTRY, SetupMark, TrialMark, VerifyMark
 from pytest_xp.define.grid import (
     Combination,
-    GridError,
-    GridSizeWarning,
     expand,
     grid_size,
     large_grid_message,
     split_values,
 )
 from pytest_xp.define.verdicts import Verdict
+from pytest_xp.errors import ExperimentError, GridError, GridSizeWarning
 
 #: Longest time limit accepted (a year): larger ones, inf and nan overflow the timers that enforce them.
 MAX_TIMEOUT_S = 365 * 24 * 3600.0
@@ -46,10 +45,6 @@ XUNIT_NAMES = frozenset(
         "teardown_class",
     }
 )
-
-
-class ExperimentError(TypeError):
-    """An experiment module uses the decorators wrongly; the message lists every problem."""
 
 
 @dataclass(frozen=True)

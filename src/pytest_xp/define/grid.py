@@ -8,6 +8,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from pytest_xp.errors import GridError
 from pytest_xp.store.codec import canonical, digest
 
 #: Keys of ``values`` that are not parameters.
@@ -16,14 +17,6 @@ RESERVED_KEYS = frozenset({"setup"})
 
 _ID_UNSAFE = re.compile(r"[^\w.+:/\-]")
 _MAX_READABLE = 60
-
-
-class GridError(ValueError):
-    """A ``values`` mapping that cannot be a grid; the message says which key and how to fix it."""
-
-
-class GridSizeWarning(UserWarning):
-    """A trial's grid is large enough that collecting it costs noticeable time and memory."""
 
 
 #: Grids above this many combinations are announced before they are expanded.

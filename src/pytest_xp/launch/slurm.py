@@ -3,7 +3,7 @@
 The submitting pytest session collects as usual. ``launch`` works out which combinations are not
 cached, sends them to array tasks through submitit, waits while printing progress, and turns every
 combination whose task died before writing a record into a failure record. The session then goes on:
-trial items report what the store holds (``report_from_store``) and verifies run here, as usual.
+trial items report what the store holds (``TrialItem`` replays the record) and verifies run here, as usual.
 
 Why one array per *stage* (the n-th order of each module), submitted only once the stage below has
 finished: a task of order 2 never holds a Slurm slot while it waits for order-1 records, so no
@@ -193,7 +193,6 @@ def launch(session: pytest.Session) -> bool:
     _require_submitit()
     out = _Printer(config)
     stages = _stages(trials)
-    no_wait = hasattr(config.option, "xp_no_wait")  # lower orders are finished before a stage is submitted
     args = list(config.invocation_params.args)
     cwd = str(config.invocation_params.dir)
     if settings.dry_run:
@@ -230,7 +229,7 @@ def launch(session: pytest.Session) -> bool:
             cwd=cwd,
             xp_dir=xp.settings.xp_dir.resolve(),
             folder=folder,
-            no_wait=no_wait,
+            no_wait=True,  # a stage is submitted once the stages below it have finished: nothing to wait for
             slurm=settings.launcher == "slurm",
         )
         head = (

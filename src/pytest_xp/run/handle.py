@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from pytest_xp.errors import OutputLookupError
 from pytest_xp.store.store import open_regular
 
 if TYPE_CHECKING:
@@ -20,10 +21,6 @@ METRICS_JSONL = "metrics.jsonl"
 METRICS_CSV = "metrics.csv"
 #: Keys every metrics.jsonl line has; a metric may not take these names.
 RESERVED_METRICS = frozenset({"step", "wallclock"})
-
-
-class OutputLookupError(LookupError):
-    """``xp.output_of`` named a trial or combination that cannot provide an output."""
 
 
 def _scalar(name: str, value: Any) -> float | int | None:

@@ -29,8 +29,9 @@ from dataclasses import dataclass, field
 from multiprocessing.process import BaseProcess
 from typing import Any, NoReturn
 
+from pytest_xp.errors import IsolationError, NotJSONError
 from pytest_xp.run import seeding as _seeding
-from pytest_xp.store.codec import NotJSONError, loads, to_json_value
+from pytest_xp.store.codec import loads, to_json_value
 from pytest_xp.store.records import describe_exception
 
 START_METHODS = ("fork", "forkserver", "spawn")
@@ -49,10 +50,6 @@ _prctl: Any = None
 #: What a child needs to make the call: the function, its kwargs, globals_update and seeds.
 _Call = tuple[Callable[..., Any], dict[str, Any], dict[str, Any], dict[str, Any]]
 _Loader = Callable[[], _Call]
-
-
-class IsolationError(RuntimeError):
-    """The combination cannot be run isolated as asked: a setup problem, not a trial failure."""
 
 
 @dataclass(frozen=True)

@@ -18,32 +18,29 @@ import pytest
 from pytest_xp.define.discovery import Experiment, TrialDef, VerifyDef
 from pytest_xp.define.grid import Combination
 from pytest_xp.define.verdicts import Outcome, Verdict, coerce_verdict, verdict_fails
+from pytest_xp.errors import (
+    IsolatedFailure,
+    NotJSONError,
+    RemoteFailure,
+    ResultNotJSON,
+    SetupFailed,
+    ShardWaitTimeout,
+    StoreError,
+)
 from pytest_xp.run import seeding as _seeding
 from pytest_xp.run.handle import METRICS_CSV, METRICS_JSONL, Xp
 from pytest_xp.run.results import Results
-from pytest_xp.run.session import SetupFailed, XpSession
-from pytest_xp.run.shards import ShardWaitTimeout, missing_below, wait_for_lower_orders
+from pytest_xp.run.session import XpSession
+from pytest_xp.run.shards import missing_below, wait_for_lower_orders
 from pytest_xp.run.state import SESSION_KEY
-from pytest_xp.store.codec import NotJSONError, dumps, to_json_value
+from pytest_xp.store.codec import dumps, to_json_value
 from pytest_xp.store.keys import is_hit, why_run
 from pytest_xp.store.records import base_record, describe_exception, failure_fields, now_iso, run_dict, success_fields
-from pytest_xp.store.store import RECORD_NAME, StoreError, error_name, store_error
+from pytest_xp.store.store import RECORD_NAME, error_name, store_error
 
 PLUG_NAME = "__pytest_xp_plug__"
 #: Largest result a record accepts; bigger data belongs in a file beside the record.
 MAX_RESULT_BYTES = 16 * 2**20
-
-
-class ResultNotJSON(Exception):
-    """A trial returned something that cannot be stored as JSON."""
-
-
-class IsolatedFailure(Exception):
-    """A combination run in a child process crashed, timed out, ran out of memory or raised."""
-
-
-class RemoteFailure(Exception):
-    """A combination run by a launcher elsewhere failed or left no record."""
 
 
 class VerdictFailed(Exception):
@@ -390,7 +387,8 @@ class TrialItem(_XpItem):
 
         if isolation is not None:
             method, timeout, max_memory = isolation
-            from pytest_xp.run.isolate import IsolationError, run_isolated  # only isolated sessions pay for it
+            from pytest_xp.errors import IsolationError
+            from pytest_xp.run.isolate import run_isolated  # only isolated sessions pay for it
 
             try:
                 outcome = run_isolated(

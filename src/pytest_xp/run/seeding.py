@@ -12,11 +12,6 @@ import random
 import sys
 from typing import Any
 
-SEED_KEYS = ("seed", "numpy_seed", "torch_seed", "pythonhashseed")
-
-#: PYTHONHASHSEED of this interpreter, read once at import: it cannot change while it runs.
-STARTUP_HASHSEED = os.environ.get("PYTHONHASHSEED")
-
 
 def derive_seed(base: int, identity: str) -> int:
     """A 32-bit seed from the base seed and a stable identity string."""
@@ -78,10 +73,3 @@ def apply(seeds: dict[str, Any]) -> list[str]:
         # Reaches subprocesses the trial starts; this interpreter's str hashing was fixed at start-up.
         os.environ["PYTHONHASHSEED"] = str(seeds["pythonhashseed"])
     return seeded
-
-
-def hashseed_effective(seeds: dict[str, Any]) -> bool | None:
-    """Whether this interpreter really hashes with the requested PYTHONHASHSEED (None: none requested)."""
-    if "pythonhashseed" not in seeds:
-        return None
-    return str(seeds["pythonhashseed"]) == STARTUP_HASHSEED

@@ -23,16 +23,13 @@ from filelock import FileLock
 from pytest_xp.config import XpConfig
 from pytest_xp.define.discovery import Experiment, TrialDef
 from pytest_xp.define.grid import Combination
+from pytest_xp.errors import NotJSONError, SetupFailed
 from pytest_xp.run import seeding as _seeding
-from pytest_xp.store.codec import NotJSONError, loads, to_json_value
+from pytest_xp.store.codec import loads, to_json_value
 from pytest_xp.store.keys import cache_key, key_parts
 from pytest_xp.store.records import describe_exception
 from pytest_xp.store.store import RECORD_NAME, Store, write_json_atomic
 from pytest_xp.store.validate import Expected
-
-
-class SetupFailed(Exception):
-    """A setup function raised or returned something unusable; every item of its module errors."""
 
 
 def new_session_id() -> str:
@@ -49,7 +46,7 @@ class XpSession:
     rootpath: Path
     is_worker: bool
     store: Store = field(init=False)
-    experiments: dict[str, Experiment] = field(default_factory=dict)
+    experiments: dict[str, Experiment] = field(default_factory=dict)  # module id -> collected experiment
     samples: dict[str, set[int]] = field(default_factory=dict)  # "module::trial" -> indices kept by --xp-sample
     replay: bool = False  # trials report from the store (a launcher ran them elsewhere)
     owner_pid: int = field(default_factory=os.getpid)  # the controller's: it outlives the workers

@@ -11,15 +11,12 @@ import sys
 import time
 from typing import TYPE_CHECKING
 
+from pytest_xp.errors import ShardWaitTimeout
 from pytest_xp.store.codec import digest
 
 if TYPE_CHECKING:
     from pytest_xp.define.discovery import Experiment
     from pytest_xp.run.session import XpSession
-
-
-class ShardWaitTimeout(Exception):
-    """Other shards did not finish the lower orders within ``--xp-wait``."""
 
 
 def shard_of(identity: str, total: int) -> int:

@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from pytest_xp.errors import SetupFailed
 from pytest_xp.run.items import TrialItem
-from pytest_xp.run.session import SetupFailed
 
 
 @dataclass

@@ -12,7 +12,6 @@ is ready, each worker whose queue ends in a real item gets the no-op plug item, 
 from __future__ import annotations
 
 import heapq
-import os
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -296,7 +295,6 @@ class XdistHooks:
             from pytest_xp.schedule.gpus import worker_device
 
             node.workerinput["pytest_xp_gpu"] = worker_device(list(self.session.settings.gpus), node.gateway.id)
-        node.workerinput["pytest_xp_hashseed"] = os.environ.get("PYTHONHASHSEED")
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_sessionstart(self, session: pytest.Session) -> None:

@@ -32,23 +32,12 @@ import numpy as np
 import numpy.typing as npt
 
 from pytest_xp.define.verdicts import Verdict
+from pytest_xp.errors import StatsInputError, StatsTypeError, StatsValueError
 from pytest_xp.stats.distributions import _norm_cdf, _norm_ppf, _t_isf
 from pytest_xp.stats.evidence import NEGLIGIBLE_STD_EFFECT as NEGLIGIBLE_STD_EFFECT
 from pytest_xp.stats.evidence import TARGET_POWER as TARGET_POWER
 from pytest_xp.stats.evidence import Evidence, _judged
-from pytest_xp.stats.inputs import (
-    FloatArray,
-    StatsInputError,
-    StatsTypeError,
-    StatsValueError,
-    _alpha,
-    _choice,
-    _groups,
-    _n_resamples,
-    _real,
-    _rng,
-    _sample,
-)
+from pytest_xp.stats.inputs import FloatArray, _alpha, _choice, _groups, _n_resamples, _real, _rng, _sample
 from pytest_xp.stats.methods import _CHUNK_ELEMENTS, _infer, _Inference, _standardized
 
 __all__ = [
@@ -74,11 +63,10 @@ CORRECTIONS = ("holm", "bh", "none")
 #: Interval methods accepted by :func:`bootstrap_ci`.
 BOOTSTRAP_CI_METHODS = ("bca", "percentile")
 
-# The public classes are defined in the private modules above; they name this module as their home, as
-# they did before the split, so that tracebacks, reprs, pickles and generated docs show pytest_xp.stats.
-for _public in (Evidence, StatsInputError, StatsTypeError, StatsValueError):
-    _public.__module__ = __name__
-del _public
+# Evidence is defined in a private module above; it names this module as its home, as it did before
+# the split, so that tracebacks, reprs and generated docs show pytest_xp.stats. The input errors live
+# in pytest_xp.errors with every other exception, and are re-exported here.
+Evidence.__module__ = __name__
 
 
 # --------------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import math
 
-from pytest_xp.stats.inputs import StatsValueError
+from pytest_xp.errors import StatsValueError
 
 _SQRT2 = math.sqrt(2.0)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)

@@ -15,8 +15,9 @@ from typing import Any
 import numpy as np
 
 from pytest_xp.define.verdicts import Verdict
+from pytest_xp.errors import StatsTypeError, StatsValueError
 from pytest_xp.stats.distributions import _norm_isf
-from pytest_xp.stats.inputs import StatsTypeError, StatsValueError, _real
+from pytest_xp.stats.inputs import _real
 
 #: Power the "samples needed" hint of an inconclusive verdict aims for.
 TARGET_POWER = 0.8

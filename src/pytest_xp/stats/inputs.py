@@ -13,24 +13,14 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
+from pytest_xp.errors import StatsTypeError, StatsValueError
+
 FloatArray = npt.NDArray[np.float64]
 
 
 # --------------------------------------------------------------------------------------------
 # Errors
 # --------------------------------------------------------------------------------------------
-
-
-class StatsInputError(Exception):
-    """Base class of the input errors raised here, so callers can catch them all at once."""
-
-
-class StatsValueError(StatsInputError, ValueError):
-    """A value is unusable: too few samples, NaN, alpha out of range, unknown method, ..."""
-
-
-class StatsTypeError(StatsInputError, TypeError):
-    """An argument has the wrong type: non-numeric data, a non-callable statistic, ..."""
 
 
 # --------------------------------------------------------------------------------------------

@@ -8,20 +8,13 @@ import math
 import re
 from typing import Any
 
+from pytest_xp.errors import NotJSONError
+
 #: Version of the on-disk record layout; readers refuse records from a newer version.
 SCHEMA_VERSION = 1
 #: Deepest nesting of lists and dicts a stored value may have. Deeper data is refused when written
 #: and when read, so that neither side can exhaust Python's recursion limit.
 MAX_DEPTH = 200
-
-
-class NotJSONError(TypeError):
-    """A value cannot be stored as JSON without loss; ``path`` says where inside it."""
-
-    def __init__(self, path: str, reason: str) -> None:
-        super().__init__(f"{path}: {reason}")
-        self.path = path
-        self.reason = reason
 
 
 def to_json_value(value: object, path: str = "value") -> Any:

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
+from pytest_xp.errors import ReportWarning
 from pytest_xp.store.codec import loads
 from pytest_xp.store.store import RECORD_NAME, read_regular, safe_part
 from pytest_xp.store.validate import NewerSchema, record_problem
@@ -31,10 +32,6 @@ FIXED_COLUMNS = frozenset({*LEAD_COLUMNS, *STATUS_COLUMNS, *TAIL_COLUMNS, "path"
 #: Columns of the long metrics frame besides the parameters.
 METRIC_COLUMNS = ("experiment", "trial", "combination", "step", "wallclock", "metric", "value")
 METRIC_STATS = ("last", "min", "max", "step_of_min", "step_of_max", "step_of_last", "count")
-
-
-class ReportWarning(UserWarning):
-    """A file in the store could not be read and was left out of a report or frame."""
 
 
 # -- names ------------------------------------------------------------------------------------

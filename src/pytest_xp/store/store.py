@@ -23,6 +23,7 @@ import warnings
 from pathlib import Path
 from typing import IO, Any
 
+from pytest_xp.errors import NotRegularFile, StoreError, StoreWarning
 from pytest_xp.store.codec import SCHEMA_VERSION, dumps, loads
 from pytest_xp.store.validate import Expected, NewerSchema, record_problem
 
@@ -41,18 +42,6 @@ _CACHEDIR_TAG = (
     "# This file is a cache directory tag created by pytest-xp.\n"
     "# For information about cache directory tags, see https://bford.info/cachedir/spec.html\n"
 )
-
-
-class StoreError(OSError):
-    """The store cannot be used (not writable, full, or written by a newer pytest-xp)."""
-
-
-class StoreWarning(UserWarning):
-    """Something in the store was unreadable and was set aside."""
-
-
-class NotRegularFile(OSError):
-    """A path the store reads is a symlink, FIFO, device or directory: refused, never opened as data."""
 
 
 def error_name(exc: OSError) -> str:
