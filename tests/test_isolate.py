@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import random
 import signal
-import statistics
 import subprocess
 import sys
 import time
@@ -348,45 +347,3 @@ def test_parse_memory(text: str, expected: int) -> None:
 def test_parse_memory_refuses(text: str) -> None:
     with pytest.raises(ValueError, match="memory size"):
         parse_memory(text)
-
-
-# ------------------------------------------------------------------------------------------- overhead
-
-
-def _bare_fork() -> None:
-    """The floor: fork, one pipe message, reap; what any fork-based isolation pays."""
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        os.write(write_end, b"1\n")
-        os._exit(0)
-    os.close(write_end)
-    os.read(read_end, 8)
-    os.waitpid(pid, 0)
-    os.close(read_end)
-
-
-def _timed(call: Any, times: int) -> list[float]:
-    spent = []
-    for _ in range(times):
-        started = time.perf_counter()
-        call()
-        spent.append(time.perf_counter() - started)
-    return spent
-
-
-def test_overhead_per_call_with_torch_imported() -> None:
-    """Printed, not asserted: the machine's load decides the number (run with -s to see it)."""
-    torch = pytest.importorskip("torch")
-    torch.ones(2) @ torch.ones(2)  # the worker has used torch, so its allocator and pools exist
-    run(trivial)
-    ours = _timed(lambda: run(trivial), 20)
-    time.sleep(0.05)
-    _isolate.reap_leftovers()
-    floor = _timed(_bare_fork, 20)
-    load = os.getloadavg()[0]
-    print(
-        f"\nrun_isolated(fork) with torch imported: median {statistics.median(ours) * 1e3:.1f} ms, "
-        f"best {min(ours) * 1e3:.1f} ms; a bare fork+reap: median {statistics.median(floor) * 1e3:.1f} ms, "
-        f"best {min(floor) * 1e3:.1f} ms (load average {load:.1f})"
-    )

@@ -10,7 +10,6 @@ import json
 import math
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -126,15 +125,15 @@ def test_a_metric_that_is_only_ever_nan_still_exports(tmp_path: Path) -> None:
     assert set(log.summary) == {"acc"}
 
 
-def test_logging_100k_scalars_takes_well_under_a_second(tmp_path: Path) -> None:
+def test_logging_100k_scalars_keeps_every_one(tmp_path: Path) -> None:
+    """How fast is measured in benchmarks/hot_paths.py (against plain JSON lines), not here."""
     log = MetricLog(tmp_path)
-    start = time.perf_counter()
     for step in range(25_000):
         log.log(step, loss=1.0 / (step + 1), acc=0.5, lr=1e-3, grad_norm=2.0)
-    elapsed = time.perf_counter() - start
     log.close()
-    assert elapsed < 1.0, f"100k scalars (25k steps x 4) took {elapsed:.2f} s"
     assert log.summary["loss"]["count"] == 25_000
+    assert log.summary["loss"]["last"] == 1.0 / 25_000
+    assert len((tmp_path / "metrics.jsonl").read_text(encoding="utf-8").splitlines()) == 25_000
 
 
 def test_plugin_run_logs_metrics_and_keeps_them_when_a_trial_crashes(pytester: pytest.Pytester) -> None:
