@@ -30,6 +30,8 @@ from pytest_xp.run.session import XpSession, new_session_id
 from pytest_xp.run.shards import shard_of
 from pytest_xp.run.state import SESSION_KEY
 from pytest_xp.store import provenance as _provenance
+from pytest_xp.store.identity import trial_key
+from pytest_xp.store.properties import add_properties
 from pytest_xp.store.records import now_iso
 
 EXPERIMENT_KEY = pytest.StashKey["Experiment | None"]()
@@ -272,7 +274,7 @@ def _select(config: pytest.Config, items: list[pytest.Item]) -> None:
             continue
         chosen = True
         if settings.sample is not None:
-            key = f"{item.xp_exp.module_id}::{item.xp_trial.name}"
+            key = trial_key(item.xp_exp.module_id, item.xp_trial.name)
             if key not in samples:
                 total = len(item.xp_trial.combinations)
                 rng = random.Random(derive_seed(settings.seed, "sample:" + key))
@@ -402,7 +404,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     tolerated = isinstance(item, TrialItem) and "trial-failures" not in item.xp_session.settings.fail_on
     if tolerated and report.when == "call" and report.failed:
         report.outcome = "passed"
-        report.user_properties.append(("xp_tolerated", True))
+        add_properties(report.user_properties, xp_tolerated=True)
     return report
 
 

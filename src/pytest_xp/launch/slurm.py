@@ -35,7 +35,7 @@ from pytest_xp.launch.options import ENV_SELECT, ENV_TASK, SlurmSettings, get_se
 from pytest_xp.launch.task import shell_command, task_argv
 from pytest_xp.run.shards import shard_of
 from pytest_xp.run.state import SESSION_KEY
-from pytest_xp.store.records import base_record, describe_return_code, failure_fields, now_iso
+from pytest_xp.store.records import describe_return_code, failure_record
 from pytest_xp.store.store import write_json_atomic
 
 if TYPE_CHECKING:
@@ -369,20 +369,20 @@ def write_failure_record(
     xp: XpSession, item: TrialItem, kind: str, error: str, return_code: int | None, task: Task | None = None
 ) -> dict[str, Any]:
     """The record of a combination whose task died: the same fields as the xdist crash record."""
-    combo, trial = item.xp_combo, item.xp_trial
-    record = base_record(
+    combo = item.xp_combo
+    record = failure_record(
         module_id=item.xp_exp.module_id,
-        trial=trial.name,
+        trial=item.xp_trial.name,
         combination_id=combo.id,
         index=combo.index,
         params=combo.params,
+        session=xp.session_id,
+        error_type=kind,
+        error=error,
+        return_code=return_code,
         key=getattr(item, "xp_key", ""),
         seeds=dict(getattr(item, "xp_seeds", {}) or {}),
-        session=xp.session_id,
-        started_at=now_iso(),
-        duration_s=0.0,
     )
-    record.update(failure_fields(kind, error, return_code))
     if task is not None:
         record["launcher"] = {"job": task.job_id, "shard": f"{task.shard}/{task.total}"}
     xp.store.write_record(item.record_path, record)

@@ -25,6 +25,7 @@ from pytest_xp.store.frames import (
     record_row,
     rows_frame,
 )
+from pytest_xp.store.identity import trial_key
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -67,7 +68,7 @@ class TrialSection:
 
     @property
     def key(self) -> str:
-        return f"{self.experiment}::{self.trial}"
+        return trial_key(self.experiment, self.trial)
 
     def counts(self) -> dict[str, Any]:
         frame = self.results
@@ -149,7 +150,7 @@ def gather(
     latest = _latest_sessions(manifests)
     grouped: dict[str, list[tuple[Path, dict[str, Any]]]] = {}
     for path, record in iter_records(root, experiment, trial):
-        key = f"{record.get('module')}::{record.get('trial')}"
+        key = trial_key(str(record.get("module")), str(record.get("trial")))
         if selection is not None:
             if key not in selection:
                 continue

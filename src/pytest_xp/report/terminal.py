@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from pytest_xp.define.verdicts import Verdict
+from pytest_xp.store.properties import ItemProperties, read_properties
 
 #: Metrics named in a combination's progress word.
 PROGRESS_METRICS = 3
@@ -34,7 +35,7 @@ def teststatus(report: pytest.TestReport) -> tuple[str, str, tuple[str, dict[str
     """(category, letter, word) for experiment items; None leaves other reports to pytest."""
     if report.when != "call":
         return None
-    props = dict(report.user_properties)
+    props = read_properties(report.user_properties)
     verdict = props.get("xp_verdict")
     if isinstance(verdict, str):
         if props.get("xp_expect") == verdict:
@@ -191,7 +192,7 @@ class XpReporter:
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         counts: dict[str, int] = {}
         for item in session.items:
-            trial = dict(item.user_properties).get("xp_trial")
+            trial = read_properties(item.user_properties).get("xp_trial")
             if isinstance(trial, str):
                 counts[trial] = counts.get(trial, 0) + 1
         if counts:
@@ -208,7 +209,7 @@ class XpReporter:
             counts[key] = counts.get(key, 0) + 1
         self.totals = counts
 
-    def _note_trial(self, report: pytest.TestReport, props: dict[str, Any]) -> None:
+    def _note_trial(self, report: pytest.TestReport, props: ItemProperties) -> None:
         key = str(props["xp_trial"])
         name = report.nodeid.partition(".py::")[2]  # "<trial>[<combination id>]", whatever the module prefix
         combination = name.partition("[")[2][:-1] if name.endswith("]") else ""
@@ -222,7 +223,7 @@ class XpReporter:
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         """Runs before the terminal reporter's, so that the verbose word can show the progress."""
-        props = dict(report.user_properties)
+        props = read_properties(report.user_properties)
         if report.when == "call" and "xp_verdict" in props:
             self.verdicts.append(
                 VerdictLine(
@@ -248,7 +249,7 @@ class XpReporter:
             else:
                 tally.failed += 1
             if not props.get("xp_cached"):
-                tally.duration_s += float(props.get("xp_duration") or 0.0)  # type: ignore[arg-type]
+                tally.duration_s += float(props.get("xp_duration") or 0.0)
             if "xp_why" in props:
                 self.why.append((report.nodeid, str(props["xp_why"])))
             if props.get("xp_tolerated"):

@@ -29,9 +29,9 @@ from dataclasses import dataclass, field
 from multiprocessing.process import BaseProcess
 from typing import Any, NoReturn
 
-from pytest_xp.errors import IsolationError, NotJSONError
-from pytest_xp.run import seeding as _seeding
-from pytest_xp.store.codec import loads, to_json_value
+from pytest_xp.errors import IsolationError
+from pytest_xp.run.call import RunOutcome, call_trial
+from pytest_xp.store.codec import loads
 from pytest_xp.store.records import describe_exception
 
 START_METHODS = ("fork", "forkserver", "spawn")
@@ -52,18 +52,8 @@ _Call = tuple[Callable[..., Any], dict[str, Any], dict[str, Any], dict[str, Any]
 _Loader = Callable[[], _Call]
 
 
-@dataclass(frozen=True)
-class ChildOutcome:
-    """What one isolated call came to; ``result`` is plain JSON data when ``success``."""
-
-    success: bool
-    result: Any
-    error_type: str | None
-    error: str | None
-    return_code: int | None
-    duration_s: float
-    #: Libraries the child seeded (``_seeding.apply``); empty when it died before reporting.
-    seeded: tuple[str, ...] = field(default=())
+#: What one isolated call came to: the same outcome as a call in the worker.
+ChildOutcome = RunOutcome
 
 
 def format_bytes(size: float) -> str:
@@ -121,27 +111,22 @@ def _die_with_parent(parent_pid: int | None) -> None:
 
 
 def _call_trial(load: _Loader) -> Any:
-    """Run the trial and describe how it ended as a JSON-ready message."""
-    seeded: list[str] = []
+    """Run the trial and describe how it ended as a JSON-ready message (sorted by ``call_trial``)."""
     try:
         fn, kwargs, globals_update, seeds = load()
-        fn.__globals__.update(globals_update)
-        seeded = _seeding.apply(seeds)
-        value = fn(**kwargs)
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-        return {"kind": "exit", "code": code, "error": describe_exception(exc)[1], "seeded": seeded}
-    except BaseException as exc:  # noqa: BLE001 - every way the trial ends is reported, not raised
+    except BaseException as exc:  # noqa: BLE001 - a function that cannot be loaded is reported, not raised
         kind, text = describe_exception(exc)
-        return {"kind": "raised", "type": kind, "error": text, "seeded": seeded}
-    try:
-        return {"kind": "ok", "result": to_json_value(value, "result"), "seeded": seeded}
-    except NotJSONError as exc:
-        text = (
-            f"{getattr(fn, '__name__', 'trial')}() returned a result that cannot be stored: {exc}. "
-            "Return JSON data (numbers, strings, lists, dicts); write large or binary data to a file"
-        )
-        return {"kind": "raised", "type": "NotJSONSerializable", "error": text, "seeded": seeded}
+        return {"kind": "failed", "type": kind, "error": text, "code": None, "seeded": []}
+    outcome = call_trial(fn, kwargs, globals_update=globals_update, seeds=seeds)
+    if outcome.success:
+        return {"kind": "ok", "result": outcome.result, "seeded": list(outcome.seeded)}
+    return {
+        "kind": "failed",
+        "type": outcome.error_type,
+        "error": outcome.error,
+        "code": outcome.return_code,
+        "seeded": list(outcome.seeded),
+    }
 
 
 def _on_fresh_thread(load: _Loader) -> Any:
@@ -592,18 +577,14 @@ def _signal_name(number: int) -> str:
 
 def _from_message(message: dict[str, Any], max_memory: int | None, duration: float) -> ChildOutcome:
     seeded = tuple(str(name) for name in message.get("seeded", []))
-    kind = message.get("kind")
-    if kind == "ok":
+    if message.get("kind") == "ok":
         return ChildOutcome(True, message.get("result"), None, None, None, duration, seeded)
-    if kind == "exit":
-        code = int(message.get("code", 1))
-        text = f"the trial raised SystemExit({code}) instead of returning\n{message.get('error', '')}"
-        return ChildOutcome(False, None, f"Exit({code})", text.rstrip(), code, duration, seeded)
     error_type, text = str(message.get("type", "Error")), str(message.get("error", ""))
+    code = message.get("code")
     if error_type == "MemoryError" and max_memory is not None:
         error_type = "MemoryLimit"
         text = f"MemoryError in the child under --xp-max-memory {format_bytes(max_memory)}\n{text}"
-    return ChildOutcome(False, None, error_type, text, None, duration, seeded)
+    return ChildOutcome(False, None, error_type, text, code if isinstance(code, int) else None, duration, seeded)
 
 
 def _from_death(code: int | None, stderr: _Stream, duration: float) -> ChildOutcome:

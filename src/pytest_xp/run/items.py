@@ -10,6 +10,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -20,22 +21,32 @@ from pytest_xp.define.grid import Combination
 from pytest_xp.define.verdicts import Outcome, Verdict, coerce_verdict, verdict_fails
 from pytest_xp.errors import (
     IsolatedFailure,
-    NotJSONError,
+    IsolationError,
     RemoteFailure,
     ResultNotJSON,
     SetupFailed,
     ShardWaitTimeout,
     StoreError,
 )
-from pytest_xp.run import seeding as _seeding
+from pytest_xp.run.call import RunOutcome, call_trial
 from pytest_xp.run.handle import METRICS_CSV, METRICS_JSONL, Xp
 from pytest_xp.run.results import Results
 from pytest_xp.run.session import XpSession
 from pytest_xp.run.shards import missing_below, wait_for_lower_orders
 from pytest_xp.run.state import SESSION_KEY
-from pytest_xp.store.codec import dumps, to_json_value
+from pytest_xp.store.codec import dumps
+from pytest_xp.store.identity import combination_identity, trial_key
 from pytest_xp.store.keys import is_hit, why_run
-from pytest_xp.store.records import base_record, describe_exception, failure_fields, now_iso, run_dict, success_fields
+from pytest_xp.store.properties import add_properties
+from pytest_xp.store.records import (
+    base_record,
+    describe_exception,
+    failure_fields,
+    failure_record,
+    now_iso,
+    run_dict,
+    success_fields,
+)
 from pytest_xp.store.store import RECORD_NAME, error_name, store_error
 
 PLUG_NAME = "__pytest_xp_plug__"
@@ -181,7 +192,7 @@ class TrialItem(_XpItem):
         item.xp_exp, item.xp_trial, item.xp_combo = exp, trial, combo
         item.xp_fn, item.xp_lineno = trial.fn, trial.lineno
         item.xp_session = parent.config.stash[SESSION_KEY]
-        item.user_properties.append(("xp_trial", f"{exp.module_id}::{trial.name}"))
+        add_properties(item.user_properties, xp_trial=trial_key(exp.module_id, trial.name))
         return item
 
     @functools.cached_property
@@ -194,7 +205,7 @@ class TrialItem(_XpItem):
 
     @functools.cached_property
     def identity(self) -> str:
-        return f"{self.xp_exp.module_id}::{self.xp_trial.name}[{self.xp_combo.params_digest}]"
+        return combination_identity(self.xp_exp.module_id, self.xp_trial.name, self.xp_combo.params_digest)
 
     def cached_record(self) -> dict[str, Any] | None:
         """The reusable record of this combination, if the cache has one and nothing else must run first.
@@ -223,7 +234,7 @@ class TrialItem(_XpItem):
             return record
         if settings.explain:
             why = why_run(record, self.xp_key, self.xp_key_parts, rerun=settings.rerun, cache_on=settings.cache)
-            self.user_properties.append(("xp_why", why))
+            add_properties(self.user_properties, xp_why=why)
         return None
 
     def _wait_for_other_shards(self) -> None:
@@ -323,16 +334,14 @@ class TrialItem(_XpItem):
     def cached_properties(self) -> list[tuple[str, object]]:
         """What a cached combination reports (through ``user_properties``)."""
         assert self.xp_cached is not None
-        props: list[tuple[str, object]] = [
-            ("xp_cached", True),
-            ("xp_success", True),
-            ("xp_duration", self.xp_cached.get("duration_s") or 0.0),
-        ]
+        props: list[tuple[str, object]] = []
+        add_properties(props, xp_cached=True, xp_success=True, xp_duration=self.xp_cached.get("duration_s") or 0.0)
         if self.xp_cached.get("metrics"):
-            props.append(("xp_metrics", self.xp_cached["metrics"]))
+            add_properties(props, xp_metrics=self.xp_cached["metrics"])
         return props
 
     def runtest(self) -> None:
+        """Report a cached or replayed record, or run the combination, record how it ended, and fail if it did."""
         __tracebackhide__ = True
         if self.xp_error is not None:
             raise self.xp_error
@@ -342,106 +351,100 @@ class TrialItem(_XpItem):
         if self.xp_cached is not None:
             self.user_properties.extend(self.cached_properties())
             return
-        session, trial, combo = self.xp_session, self.xp_trial, self.xp_combo
-        kwargs = {**combo.params, **self._fixture_values(trial.fixture_names)}
-        isolation = self._isolation()
-        seeds = dict(self.xp_seeds)
         started_at, start = now_iso(), time.perf_counter()
         if self.xp_handle is not None:
             self.xp_handle.started = start  # metric wallclock counts from here
+        outcome = _within_size(self.xp_trial.name, self._run())
+        self._write_record(outcome, started_at, time.perf_counter() - start)
+        if not outcome.success:
+            raise self._failure(outcome)
 
-        def record(fields: dict[str, Any]) -> None:
-            rec = base_record(
-                module_id=self.xp_exp.module_id,
-                trial=trial.name,
-                combination_id=combo.id,
-                index=combo.index,
-                params=combo.params,
-                key=self.xp_key,
-                seeds=seeds,
-                session=session.session_id,
-                started_at=started_at,
-                duration_s=time.perf_counter() - start,
+    def _run(self) -> RunOutcome:
+        """Call the trial in this worker or in a child process; either way, one kind of outcome."""
+        __tracebackhide__ = True
+        kwargs = {**self.xp_combo.params, **self._fixture_values(self.xp_trial.fixture_names)}
+        isolation = self._isolation()
+        if isolation is None:
+            return call_trial(
+                self.xp_trial.fn,
+                kwargs,
+                globals_update={"SETUP": self.xp_context},
+                seeds=self.xp_seeds,
+                passthrough=(KeyboardInterrupt, pytest.skip.Exception),
             )
-            rec["key_parts"] = self.xp_key_parts
-            if session.settings.gpus or trial.options.get("gpus"):
-                rec["cuda_visible_devices"] = os.environ.get("CUDA_VISIBLE_DEVICES")
-            if not session.settings.cache:
-                rec["cacheable"] = False
-            handle = self.xp_handle
-            if handle is not None:
-                handle.close()
-                if handle.metrics_summary():
-                    rec["metrics"] = handle.metrics_summary()
-                    self.user_properties.append(("xp_metrics", rec["metrics"]))
-            rec.update(fields)
-            try:
-                session.store.write_record(self.record_path, rec, dir_ready=True)
-            except StoreError as exc:  # a full disk: the combination failed, whatever it returned
-                session.unwritten[self.record_path] = _write_short_failure(session.store, self.record_path, rec, exc)
-                self.user_properties.append(("xp_success", False))
-                self.user_properties.append(("xp_duration", rec["duration_s"]))
-                raise
-            self.user_properties.append(("xp_success", bool(fields["success"])))
-            self.user_properties.append(("xp_duration", rec["duration_s"]))
+        method, timeout, max_memory = isolation
+        from pytest_xp.run.isolate import run_isolated  # only isolated sessions pay for it
 
-        if isolation is not None:
-            method, timeout, max_memory = isolation
-            from pytest_xp.errors import IsolationError
-            from pytest_xp.run.isolate import run_isolated  # only isolated sessions pay for it
+        try:
+            outcome = run_isolated(
+                self.xp_trial.fn,
+                kwargs,
+                globals_update={"SETUP": self.xp_context},
+                seeds=self.xp_seeds,
+                start_method=method,
+                timeout=timeout,
+                max_memory=max_memory,
+            )
+        except IsolationError as exc:
+            raise IsolatedFailure(str(exc)) from None
+        if outcome.error_type == "Skipped":
+            pytest.skip(outcome.error or "skipped")
+        return outcome
 
-            try:
-                outcome = run_isolated(
-                    trial.fn,
-                    kwargs,
-                    globals_update={"SETUP": self.xp_context},
-                    seeds=self.xp_seeds,
-                    start_method=method,
-                    timeout=timeout,
-                    max_memory=max_memory,
-                )
-            except IsolationError as exc:
-                raise IsolatedFailure(str(exc)) from None
-            seeds["seeded"] = list(outcome.seeded)
-            if not outcome.success:
-                if outcome.error_type == "Skipped":
-                    pytest.skip(outcome.error or "skipped")
-                record(failure_fields(outcome.error_type or "Error", outcome.error or "", outcome.return_code))
-                raise IsolatedFailure(f"{outcome.error_type} in an isolated child ({method}):\n{outcome.error}")
-            result = outcome.result
+    def _write_record(self, outcome: RunOutcome, started_at: str, duration_s: float) -> None:
+        session, trial, combo = self.xp_session, self.xp_trial, self.xp_combo
+        extra: dict[str, Any] = {"key_parts": self.xp_key_parts}
+        if session.settings.gpus or trial.options.get("gpus"):
+            extra["cuda_visible_devices"] = os.environ.get("CUDA_VISIBLE_DEVICES")
+        if not session.settings.cache:
+            extra["cacheable"] = False
+        handle = self.xp_handle
+        if handle is not None:
+            handle.close()
+            if handle.metrics_summary():
+                extra["metrics"] = handle.metrics_summary()
+                add_properties(self.user_properties, xp_metrics=extra["metrics"])
+        where: dict[str, Any] = {
+            "module_id": self.xp_exp.module_id,
+            "trial": trial.name,
+            "combination_id": combo.id,
+            "index": combo.index,
+            "params": combo.params,
+            "key": self.xp_key,
+            "seeds": {**self.xp_seeds, "seeded": list(outcome.seeded)},
+            "session": session.session_id,
+            "started_at": started_at,
+            "duration_s": duration_s,
+        }
+        if outcome.success:
+            record = base_record(**where)
+            record.update(extra)
+            record.update(success_fields(outcome.result))
         else:
-            self._bind_setup(self.xp_context)
-            seeds["seeded"] = _seeding.apply(self.xp_seeds)
-            try:
-                value = trial.fn(**kwargs)
-            except (KeyboardInterrupt, pytest.skip.Exception):
-                raise
-            except SystemExit as exc:
-                code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-                record(failure_fields(f"Exit({code})", describe_exception(exc)[1], code))
-                raise
-            except BaseException as exc:
-                record(failure_fields(*describe_exception(exc)))
-                raise
-            try:
-                result = to_json_value(value, "result")
-            except NotJSONError as exc:
-                message = (
-                    f"{trial.name}() returned a result that cannot be stored: {exc}. "
-                    "Return JSON data (numbers, strings, lists, dicts); write large or binary data to a file"
-                )
-                record(failure_fields("NotJSONSerializable", message))
-                raise ResultNotJSON(message) from None
-        size = len(dumps(result).encode())
-        if size > MAX_RESULT_BYTES:
-            message = (
-                f"{trial.name}() returned {size / 2**20:.1f} MiB of JSON; a record holds at most "
-                f"{MAX_RESULT_BYTES // 2**20} MiB. Write large data to a file under xp.output_path "
-                "(the `xp` fixture) and return its name and a summary instead"
+            record = failure_record(
+                **where,
+                error_type=outcome.error_type or "Error",
+                error=outcome.error or "",
+                return_code=outcome.return_code,
+                extra=extra,
             )
-            record(failure_fields("ResultTooLarge", message))
-            raise ResultNotJSON(message)
-        record(success_fields(result))
+        try:
+            session.store.write_record(self.record_path, record, dir_ready=True)
+        except StoreError as exc:  # a full disk: the combination failed, whatever it returned
+            session.unwritten[self.record_path] = _write_short_failure(session.store, self.record_path, record, exc)
+            add_properties(self.user_properties, xp_success=False, xp_duration=record["duration_s"])
+            raise
+        add_properties(self.user_properties, xp_success=outcome.success, xp_duration=record["duration_s"])
+
+    def _failure(self, outcome: RunOutcome) -> BaseException:
+        """What the item raises for a failed outcome: the trial's own exception when it ran here."""
+        if outcome.exception is not None:
+            return outcome.exception
+        if outcome.error_type in ("NotJSONSerializable", "ResultTooLarge"):
+            return ResultNotJSON(outcome.error or "")
+        method = self._isolation()
+        where = f"an isolated child ({method[0]})" if method else "this worker"
+        return IsolatedFailure(f"{outcome.error_type} in {where}:\n{outcome.error}")
 
     def _isolation(self) -> tuple[str, float | None, int | None] | None:
         """(start method, timeout, memory limit) when this combination runs in a child process."""
@@ -462,16 +465,32 @@ class TrialItem(_XpItem):
         """
         record = self.xp_session.read_combination(self.xp_exp, self.xp_trial.name, self.xp_combo)
         if record is None:
-            self.user_properties.append(("xp_success", False))
+            add_properties(self.user_properties, xp_success=False)
             raise RemoteFailure(f"no record at {self.record_path}: the task that should run it left none")
-        self.user_properties.append(("xp_success", bool(record.get("success"))))
-        self.user_properties.append(("xp_duration", record.get("duration_s") or 0.0))
+        add_properties(
+            self.user_properties, xp_success=bool(record.get("success")), xp_duration=record.get("duration_s") or 0.0
+        )
         if record.get("metrics"):
-            self.user_properties.append(("xp_metrics", record["metrics"]))
+            add_properties(self.user_properties, xp_metrics=record["metrics"])
         if not record.get("success"):
             raise RemoteFailure(
                 f"{record.get('type', 'Error')} (return code {record.get('return_code')}):\n{record.get('error', '')}"
             )
+
+
+def _within_size(trial: str, outcome: RunOutcome) -> RunOutcome:
+    """The outcome, or a ResultTooLarge failure when its result is more than a record holds."""
+    if not outcome.success:
+        return outcome
+    size = len(dumps(outcome.result).encode())
+    if size <= MAX_RESULT_BYTES:
+        return outcome
+    message = (
+        f"{trial}() returned {size / 2**20:.1f} MiB of JSON; a record holds at most "
+        f"{MAX_RESULT_BYTES // 2**20} MiB. Write large data to a file under xp.output_path "
+        "(the `xp` fixture) and return its name and a summary instead"
+    )
+    return replace(outcome, success=False, result=None, error_type="ResultTooLarge", error=message)
 
 
 class VerifyItem(_XpItem):
@@ -523,7 +542,7 @@ class VerifyItem(_XpItem):
         for name in self.xp_verify.trial_names:
             runs = []
             entries = []
-            sample = self.xp_session.samples.get(f"{exp.module_id}::{name}")
+            sample = self.xp_session.samples.get(trial_key(exp.module_id, name))
             for combo in exp.trials[name].combinations:
                 if sample is not None and combo.index not in sample:
                     continue
@@ -564,17 +583,20 @@ class VerifyItem(_XpItem):
                 outcome = Outcome(Verdict.INVALID, f"{verify.name}() raised {kind}: {exc}")
             else:
                 outcome = coerce_verdict(value)
-        self.user_properties.append(("xp_verdict", outcome.verdict.value))
-        self.user_properties.append(("xp_message", outcome.message))
-        self.user_properties.append(("xp_trials", [f"{self.xp_exp.module_id}::{name}" for name in verify.trial_names]))
+        add_properties(
+            self.user_properties,
+            xp_verdict=outcome.verdict.value,
+            xp_message=outcome.message,
+            xp_trials=[trial_key(self.xp_exp.module_id, name) for name in verify.trial_names],
+        )
         if self.xp_handle is not None and self.xp_handle.attachments:
-            self.user_properties.append(("xp_attachments", [str(p) for p in self.xp_handle.attachments]))
+            add_properties(self.user_properties, xp_attachments=[str(p) for p in self.xp_handle.attachments])
         if outcome.evidence is not None:
-            self.user_properties.append(("xp_evidence", outcome.evidence))
+            add_properties(self.user_properties, xp_evidence=outcome.evidence)
             if isinstance(outcome.evidence.get("p_value"), float):
-                self.user_properties.append(("xp_p_value", outcome.evidence["p_value"]))
+                add_properties(self.user_properties, xp_p_value=outcome.evidence["p_value"])
         if verify.expect is not None:
-            self.user_properties.append(("xp_expect", verify.expect.value))
+            add_properties(self.user_properties, xp_expect=verify.expect.value)
             if outcome.verdict is not verify.expect:
                 raise VerdictFailed(outcome, f"expected {verify.expect.value.upper()}\n{detail}".rstrip())
             return

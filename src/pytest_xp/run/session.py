@@ -26,6 +26,7 @@ from pytest_xp.define.grid import Combination
 from pytest_xp.errors import NotJSONError, SetupFailed
 from pytest_xp.run import seeding as _seeding
 from pytest_xp.store.codec import loads, to_json_value
+from pytest_xp.store.identity import combination_identity
 from pytest_xp.store.keys import cache_key, key_parts
 from pytest_xp.store.records import describe_exception
 from pytest_xp.store.store import RECORD_NAME, Store, write_json_atomic
@@ -154,7 +155,7 @@ class XpSession:
         """(context, seeds, key parts, cache key) of one combination as it would run now."""
         if context is None:
             context = self.context_for(exp, trial.order)
-        identity = f"{exp.module_id}::{trial.name}[{combo.params_digest}]"
+        identity = combination_identity(exp.module_id, trial.name, combo.params_digest)
         seeds = _seeding.resolve(context, combo.params, self.settings.seed, identity)
         parts = key_parts(exp.module_id, trial.name, combo.params, context, seeds, trial.version)
         return context, seeds, parts, cache_key(parts)

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from pytest_xp.errors import ShardWaitTimeout
 from pytest_xp.store.codec import digest
+from pytest_xp.store.identity import trial_key
 
 if TYPE_CHECKING:
     from pytest_xp.define.discovery import Experiment
@@ -30,7 +31,7 @@ def missing_below(session: XpSession, exp: Experiment, order: int) -> tuple[int,
     first_incomplete = ""
     for trial in exp.trials_before(order):
         context = session.context_for(exp, trial.order, fresh=True)
-        sample = session.samples.get(f"{exp.module_id}::{trial.name}")
+        sample = session.samples.get(trial_key(exp.module_id, trial.name))
         for combo in trial.combinations:
             if sample is not None and combo.index not in sample:
                 continue

@@ -9,6 +9,7 @@ import pytest
 
 from pytest_xp.errors import SetupFailed
 from pytest_xp.run.items import TrialItem
+from pytest_xp.store.identity import trial_key
 
 
 @dataclass
@@ -39,7 +40,7 @@ def write_plan(config: pytest.Config, items: Sequence[pytest.Item]) -> None:
     for item in items:
         if not isinstance(item, TrialItem):
             continue
-        name = f"{item.xp_exp.module_id}::{item.xp_trial.name}"
+        name = trial_key(item.xp_exp.module_id, item.xp_trial.name)
         plan = plans.setdefault(name, TrialPlan(grid=len(item.xp_trial.combinations)))
         plan.selected += 1
         try:

@@ -25,7 +25,9 @@ from xdist.workermanage import WorkerController, parse_tx_spec_config
 from pytest_xp.run.items import PLUG_NAME
 from pytest_xp.run.session import XpSession
 from pytest_xp.run.sidecar import read_sidecar
-from pytest_xp.store.records import base_record, describe_return_code, failure_fields, now_iso
+from pytest_xp.store.identity import trial_key
+from pytest_xp.store.properties import add_properties
+from pytest_xp.store.records import describe_return_code, failure_record
 
 
 class XpScheduling:
@@ -150,7 +152,7 @@ class XpScheduling:
         meta = self.meta.get(index)
         if meta is None or meta["kind"] != "trial" or not meta.get("parallel"):
             return None
-        return f"{meta['group']}::{meta['trial']}"
+        return trial_key(meta["group"], meta["trial"])
 
     def _finish(self, index: int) -> None:
         meta = self.meta.get(index)
@@ -245,24 +247,22 @@ class XpScheduling:
             return  # it finished and wrote its record; the worker died afterwards
         code = _exit_code(node)
         kind = "WorkerCrashed" if code is None else f"WorkerCrashed({describe_return_code(code)})"
-        record = base_record(
-            module_id=meta["group"],
-            trial=meta["trial"],
-            combination_id=meta["combination"],
-            index=meta["index"],
-            params=meta["params"],
-            key="",
-            seeds={},
-            session=self.session.session_id,
-            started_at=now_iso(),
-            duration_s=0.0,
-        )
         error = (
             f"the xdist worker {node.gateway.id} died while running this combination "
             f"({describe_return_code(code) if code is not None else 'exit status unknown'}); "
             "run it with --xp-isolate to keep crashes inside a child process"
         )
-        record.update(failure_fields(kind, error, code))
+        record = failure_record(
+            module_id=meta["group"],
+            trial=meta["trial"],
+            combination_id=meta["combination"],
+            index=meta["index"],
+            params=meta["params"],
+            session=self.session.session_id,
+            error_type=kind,
+            error=error,
+            return_code=code,
+        )
         self.session.store.write_record(path, record)
         meta["crash"] = {"type": kind, "error": error, "record": str(path)}
 
@@ -321,8 +321,10 @@ class XdistHooks:
             f"{report.longrepr}\n{crash['type']}: {crash['error']}\n"
             f"pytest-xp wrote its failure record to {crash['record']}; the rest of the grid and the verifies go on"
         )
-        report.user_properties = [
-            ("xp_trial", f"{sched.meta[index]['group']}::{sched.meta[index]['trial']}"),
-            ("xp_success", False),
-            ("xp_duration", 0.0),
-        ]
+        report.user_properties = []
+        add_properties(
+            report.user_properties,
+            xp_trial=trial_key(sched.meta[index]["group"], sched.meta[index]["trial"]),
+            xp_success=False,
+            xp_duration=0.0,
+        )

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from pytest_xp.errors import ReportWarning
 from pytest_xp.store.codec import loads
+from pytest_xp.store.identity import trial_key
 from pytest_xp.store.store import RECORD_NAME, read_regular, safe_part
 from pytest_xp.store.validate import NewerSchema, record_problem
 
@@ -300,7 +301,7 @@ def load_results(xp_dir: Path | str = ".xp", experiment: str | None = None, tria
     found = sorted(iter_records(xp_dir, experiment, trial), key=lambda entry: _sort_key(entry[1]))
     rows = []
     for path, record in found:
-        owner = latest.get(f"{record.get('module')}::{record.get('trial')}")
+        owner = latest.get(trial_key(str(record.get("module")), str(record.get("trial"))))
         rows.append(record_row(record, cached=owner is not None and owner != record.get("session"), path=path))
     return rows_frame(rows)
 

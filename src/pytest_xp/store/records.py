@@ -75,6 +75,47 @@ def base_record(
     }
 
 
+def failure_record(
+    *,
+    module_id: str,
+    trial: str,
+    combination_id: str,
+    index: int,
+    params: dict[str, Any],
+    session: str,
+    error_type: str,
+    error: str,
+    return_code: int | None = None,
+    key: str = "",
+    seeds: dict[str, Any] | None = None,
+    started_at: str | None = None,
+    duration_s: float = 0.0,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The record of a combination that did not succeed, whoever noticed: the item that ran it, the
+    scheduler whose worker died under it, or the submitter whose task never wrote it.
+
+    ``extra`` fields (key parts, metrics, the launcher's job) go between the base fields and the
+    failure fields. A producer that never computed the key leaves it empty: such a record is never
+    a cache hit.
+    """
+    record = base_record(
+        module_id=module_id,
+        trial=trial,
+        combination_id=combination_id,
+        index=index,
+        params=params,
+        key=key,
+        seeds=seeds or {},
+        session=session,
+        started_at=started_at or now_iso(),
+        duration_s=duration_s,
+    )
+    record.update(extra or {})
+    record.update(failure_fields(error_type, error, return_code))
+    return record
+
+
 def success_fields(result: Any) -> dict[str, Any]:
     return {"success": True, "result": result}
 

@@ -1,0 +1,46 @@
+"""What an item tells the reporter: pytest-xp's keys in a test report's ``user_properties``.
+
+Items write them in a worker (or the scheduler writes them for a crashed worker's item); the
+reporter reads them in the controller, after xdist carried the report across as plain data. One
+typed shape for both sides, so a key cannot be misspelt on one of them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, TypedDict, Unpack, cast
+
+
+class ItemProperties(TypedDict, total=False):
+    """Every pytest-xp key a report can carry; each is optional."""
+
+    xp_trial: str  # trial_key(module, trial) of a trial combination, set at collection
+    xp_success: bool  # the combination's record says it succeeded
+    xp_duration: float  # seconds the combination ran (0 when cached)
+    xp_metrics: dict[str, dict[str, Any]]  # metric name -> summary (last, min, max, ...)
+    xp_cached: bool  # reused from the store, nothing ran
+    xp_tolerated: bool  # failed, but trial failures do not fail the session
+    xp_why: str  # --xp-explain: why the cache missed
+    xp_verdict: str  # a verify's verdict (Verdict value)
+    xp_message: str  # the verdict's message
+    xp_expect: str  # the verdict the verify expects (@verify(expect=...))
+    xp_trials: list[str]  # trial_key of every trial a verify reads
+    xp_evidence: dict[str, Any]  # Evidence.to_dict() behind the verdict
+    xp_p_value: float  # the evidence's p-value, for tools that read user_properties
+    xp_attachments: list[str]  # files the verify attached
+
+
+KEYS = frozenset(ItemProperties.__annotations__)
+
+
+def add_properties(target: list[tuple[str, object]], **values: Unpack[ItemProperties]) -> None:
+    """Append ``values`` to an item's or report's ``user_properties``, in the order given."""
+    target.extend(values.items())
+
+
+def read_properties(pairs: Iterable[tuple[str, object]]) -> ItemProperties:
+    """pytest-xp's keys of a report's ``user_properties`` (the last value of a repeated key wins).
+
+    The values come back from another process as plain data: readers still check their types.
+    """
+    return cast(ItemProperties, {key: value for key, value in pairs if key in KEYS})
