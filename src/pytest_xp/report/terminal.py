@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -9,8 +10,12 @@ from typing import Any
 
 import pytest
 
+from pytest_xp.config import XpConfig
 from pytest_xp.define.verdicts import Verdict
+from pytest_xp.store import provenance as _provenance
 from pytest_xp.store.properties import ItemProperties, read_properties
+from pytest_xp.store.records import now_iso
+from pytest_xp.store.store import Store
 
 #: Metrics named in a combination's progress word.
 PROGRESS_METRICS = 3
@@ -130,6 +135,47 @@ class XpReporter:
     trial_metrics: dict[str, list[tuple[str, dict[str, Any]]]] = field(default_factory=lambda: defaultdict(list))
     written: list[tuple[str, str, bool]] = field(default_factory=list)  # (format, where or why, ok)
     plot_x: tuple[str, ...] = ("step",)  # x axes of the file reports' metric figures
+
+    def write_manifest(
+        self,
+        config: pytest.Config,
+        exitstatus: int,
+        *,
+        settings: XpConfig,
+        session_id: str,
+        store: Store,
+        started: tuple[str, float],
+    ) -> bool:
+        """Correct the session's p-values if asked, then write its run manifest.
+
+        The controller's (or a plain run's) last word, and only when experiments ran. True when the
+        correction made a verdict fail, so the session must fail too.
+        """
+        now_failing = self.apply_correction(settings.correction, settings.fail_on)
+        if now_failing:
+            exitstatus = int(pytest.ExitCode.TESTS_FAILED)
+        started_at, began = started
+        git = _provenance.git_state(config.rootpath) if settings.dirty_git != "ignore" else None
+        self.dirty_git = bool(git and git.dirty and settings.dirty_git == "warn")
+        data = _provenance.manifest(
+            session_id=session_id,
+            started_at=started_at,
+            ended_at=now_iso(),
+            duration_s=time.monotonic() - began,
+            args=list(config.invocation_params.args),
+            git=git,
+            verdicts=self.verdict_map(),
+            hypotheses=self.hypotheses(store.root),
+            trials=self.trial_counts(),
+            exitstatus=exitstatus,
+            name=settings.name,
+        )
+        try:
+            store.ensure()
+            self.manifest_path = _provenance.write_manifest(store.root, data)
+        except OSError as exc:  # a full or read-only disk: the verdicts are still reported
+            self.store_problems.append(f"the run manifest was not written: {exc}")
+        return now_failing
 
     def apply_correction(self, method: str, fail_on: frozenset[str]) -> bool:
         """Adjust every evidence p-value of the session and re-judge; True if a verdict now fails."""

@@ -604,6 +604,40 @@ class VerifyItem(_XpItem):
             raise VerdictFailed(outcome, detail)
 
 
+def report_if_cached(item: pytest.Item, nextitem: pytest.Item | None) -> bool:
+    """The fast path of ``pytest_runtest_protocol``: a cached combination gets one report, no set-up.
+
+    Only when the next item shares every collector with this one, so that no fixture scope ends here
+    and skipping set-up and teardown leaves pytest's set-up state exactly as it was. True: reported.
+    """
+    if not isinstance(item, TrialItem) or nextitem is None or nextitem.parent is not item.parent:
+        return False
+    record = item.cached_record()
+    if record is None:
+        return False
+    item.xp_cached = record
+    item.user_properties.extend(item.cached_properties())
+    ihook = item.ihook
+    ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
+    now = time.time()
+    report = pytest.TestReport(
+        nodeid=item.nodeid,
+        location=item.location,
+        keywords=dict.fromkeys(item.keywords, 1),
+        outcome="passed",
+        longrepr=None,
+        when="call",
+        sections=[],
+        duration=0.0,
+        start=now,
+        stop=now,
+        user_properties=item.user_properties,
+    )
+    ihook.pytest_runtest_logreport(report=report)
+    ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
+    return True
+
+
 class PlugItem(pytest.Item):
     """A no-op item the xdist scheduler hands a worker so that its last real item runs.
 

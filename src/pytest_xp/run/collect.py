@@ -1,0 +1,173 @@
+"""Collection: which files are experiment modules, their marked functions as items, and which items stay.
+
+Every process collects the same way (the controller's scheduler compares the workers' collections),
+so selection is deterministic: ``--xp-sample`` draws from a seed, ``--xp-shard`` hashes identities.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import random
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_xp.define.decorators import MARK_ATTR, SetupMark, TrialMark, VerifyMark
+from pytest_xp.define.discovery import Experiment, discover, unknown_overrides
+from pytest_xp.errors import ExperimentError, GridSizeWarning, StoreError
+from pytest_xp.run.items import PLUG_NAME, PlugItem, TrialItem, VerifyItem
+from pytest_xp.run.seeding import derive_seed
+from pytest_xp.run.shards import shard_of
+from pytest_xp.run.state import SESSION_KEY
+from pytest_xp.store.identity import trial_key
+
+EXPERIMENT_KEY = pytest.StashKey["Experiment | None"]()
+
+
+def experiment_module(file_path: Path, parent: pytest.Collector) -> pytest.Module | None:
+    """A module for an ``xp_files`` match that pytest's own python plugin would not collect."""
+    if file_path.suffix != ".py":
+        return None
+    settings = parent.config.stash[SESSION_KEY].settings
+    if not any(fnmatch.fnmatch(file_path.name, pattern) for pattern in settings.file_patterns):
+        return None
+    if parent.session.isinitpath(file_path):
+        return None  # pytest's python plugin collects files named on the command line
+    python_files = parent.config.getini("python_files")
+    if any(fnmatch.fnmatch(file_path.name, pattern) for pattern in python_files):
+        return None
+    module: pytest.Module = pytest.Module.from_parent(parent, path=file_path)
+    return module
+
+
+def _experiment_of(module: pytest.Module) -> Experiment | None:
+    if EXPERIMENT_KEY not in module.stash:
+        session = module.config.stash[SESSION_KEY]
+        try:
+            exp = discover(
+                module.obj,
+                session.module_id(module.path),
+                module.path,
+                session.settings.value_overrides,
+                _announcer(module.config),
+            )
+        except ExperimentError as exc:
+            raise module.CollectError(str(exc)) from None
+        module.stash[EXPERIMENT_KEY] = exp
+        if exp is not None:
+            session.experiments[exp.module_id] = exp
+    return module.stash[EXPERIMENT_KEY]
+
+
+def _announcer(config: pytest.Config) -> Callable[[str], None]:
+    """Say a large grid out loud before it is expanded (the warning alone shows only at the end)."""
+
+    def announce(message: str) -> None:
+        terminal = config.pluginmanager.get_plugin("terminalreporter")
+        if terminal is not None and not hasattr(config, "workerinput"):
+            terminal.write_line(f"pytest-xp: {message}", yellow=True)
+        warnings.warn(GridSizeWarning(message), stacklevel=2)
+
+    return announce
+
+
+def make_items(collector: pytest.Collector, name: str, obj: object) -> list[Any] | None:
+    """The items of one marked function (a trial's combinations, or a verify); None for anything else."""
+    try:
+        mark = getattr(obj, MARK_ATTR, None)
+    except Exception:  # noqa: BLE001 - odd objects in a module must not break collection
+        return None
+    if not isinstance(mark, (SetupMark, TrialMark, VerifyMark)):
+        return None
+    if not isinstance(collector, pytest.Module):
+        return None
+    exp = _experiment_of(collector)
+    if exp is None or name != getattr(obj, "__name__", None) or isinstance(mark, SetupMark):
+        return []
+    if isinstance(mark, TrialMark) and name in exp.trials:
+        trial = exp.trials[name]
+        return [TrialItem.create(collector, exp, trial, combo) for combo in trial.combinations]
+    if isinstance(mark, VerifyMark) and name in exp.verifies:
+        return [VerifyItem.create(collector, exp, exp.verifies[name])]
+    return []
+
+
+def session_problem(config: pytest.Config, items: list[pytest.Item]) -> str | None:
+    """What stops every experiment of this session before any runs: a bad override, an unusable store."""
+    session = config.stash[SESSION_KEY]
+    settings = session.settings
+    problems = unknown_overrides(session.experiments.values(), settings.value_overrides)
+    if problems:
+        return "pytest-xp: " + "\n".join(problems)
+    if settings.plan or config.option.collectonly or not any(isinstance(item, TrialItem) for item in items):
+        return None  # nothing will be written
+    try:
+        session.store.check_writable()
+    except StoreError as exc:
+        return f"StoreError: {exc}"
+    return None
+
+
+def refuse(config: pytest.Config, items: list[pytest.Item], message: str) -> None:
+    """Stop the experiments with one message. A plain run ends as a usage error; an xdist worker
+    cannot raise one cleanly, so it reports a collection error (shown once) and keeps no experiment item."""
+    if not hasattr(config, "workerinput"):
+        raise pytest.UsageError(message)
+    config.hook.pytest_collectreport(
+        report=pytest.CollectReport(nodeid="", outcome="failed", longrepr=message, result=[])
+    )
+    items[:] = [item for item in items if not isinstance(item, (TrialItem, VerifyItem))]
+
+
+def select(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Apply ``--xp-sample`` and ``--xp-shard``: deterministic, so every process keeps the same items."""
+    settings = config.stash[SESSION_KEY].settings
+    if settings.sample is None and settings.shard is None:
+        return
+    keep: list[pytest.Item] = []
+    dropped: list[pytest.Item] = []
+    samples: dict[str, set[int]] = {}
+    for item in items:
+        if not isinstance(item, TrialItem):
+            keep.append(item)
+            continue
+        chosen = True
+        if settings.sample is not None:
+            key = trial_key(item.xp_exp.module_id, item.xp_trial.name)
+            if key not in samples:
+                total = len(item.xp_trial.combinations)
+                rng = random.Random(derive_seed(settings.seed, "sample:" + key))
+                samples[key] = set(rng.sample(range(total), min(settings.sample, total)))
+            chosen = item.xp_combo.index in samples[key]
+        if chosen and settings.shard is not None:
+            index, total = settings.shard
+            chosen = shard_of(item.identity, total) == index
+        (keep if chosen else dropped).append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = keep
+    config.stash[SESSION_KEY].samples = samples
+
+
+def _stage_key(item: pytest.Item) -> tuple[float, int, int]:
+    if isinstance(item, TrialItem):
+        return (item.xp_trial.order, item.xp_trial.position, item.xp_combo.index)
+    assert isinstance(item, VerifyItem)
+    return (item.xp_verify.rank, item.xp_verify.position, 0)
+
+
+def order_by_stage(session: pytest.Session, items: list[pytest.Item]) -> None:
+    """Put each module's experiment items in stage order (what ``-n 0`` runs); a worker gets the plug."""
+    slots: dict[Path, list[int]] = {}
+    for index, item in enumerate(items):
+        if isinstance(item, (TrialItem, VerifyItem)):
+            slots.setdefault(item.path, []).append(index)
+    for indices in slots.values():
+        ordered = sorted((items[i] for i in indices), key=_stage_key)
+        for index, item in zip(indices, ordered, strict=True):
+            items[index] = item
+    if slots and hasattr(session.config, "workerinput"):
+        items.append(PlugItem.from_parent(session, name=PLUG_NAME))
