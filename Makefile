@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_WORKERS ?= 2
 
-.PHONY: install demo test lint bench-quick clean
+.PHONY: install demo test test-multiprocess lint bench-quick clean
 
 install: $(VENV)/.installed
 
@@ -18,8 +18,13 @@ $(VENV)/.installed: pyproject.toml
 demo: install
 	$(PY) -m pytest experiments/ -n auto --xp-report
 
+# The fast suite; scenarios that start xdist workers, launcher tasks, concurrent sessions or a browser
+# carry the multiprocess marker and run in test-multiprocess (CI runs both).
 test: install
-	$(PY) -m pytest -n $(PYTEST_WORKERS)
+	$(PY) -m pytest -n $(PYTEST_WORKERS) -m "not multiprocess"
+
+test-multiprocess: install
+	$(PY) -m pytest -n $(PYTEST_WORKERS) -m multiprocess
 
 lint: install
 	$(VENV)/bin/ruff check src tests $(wildcard benchmarks)

@@ -65,6 +65,7 @@ def test_workers_never_import_the_scheduler(pytester: pytest.Pytester) -> None:
         assert json.loads(path.read_text())["result"] == {"loaded": []}
 
 
+@pytest.mark.multiprocess
 def test_a_preparation_error_travels_from_the_launcher_to_the_item(pytester: pytest.Pytester) -> None:
     """The submitter hands the error to the item as data; the worker side never imports the submitter."""
     pytester.makepyfile(

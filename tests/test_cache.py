@@ -55,6 +55,7 @@ def counted(pytester: pytest.Pytester) -> Path:
     return calls
 
 
+@pytest.mark.multiprocess
 def test_second_run_executes_nothing_and_reports_cached(pytester: pytest.Pytester, counted: Path) -> None:
     first = pytester.runpytest_subprocess("-n", "2")
     assert_counts(first, passed=6, supports=1)
@@ -146,6 +147,7 @@ def test_version_pin_keeps_cache_across_edits(pytester: pytest.Pytester) -> None
     result.stdout.fnmatch_lines(["*version changed (user:1 -> user:2)*"])
 
 
+@pytest.mark.multiprocess
 def test_killed_session_resumes_with_only_the_missing(pytester: pytest.Pytester) -> None:
     calls = pytester.path / "calls.txt"
     pytester.makepyfile(xp_counted=COUNTED.format(calls=str(calls), pause=0.4))
@@ -226,6 +228,7 @@ def test_dirty_git_error_refuses_with_a_way_out(pytester: pytest.Pytester, count
     assert git_state["dirty"] is True and len(git_state["diff_sha256"]) == 64
 
 
+@pytest.mark.multiprocess
 def test_output_paths_chain_across_stages(pytester: pytest.Pytester) -> None:
     hello = Path(__file__).parents[1] / "experiments" / "xp_hello_world.py"
     pytester.makepyfile(xp_hello_world=hello.read_text())

@@ -49,6 +49,7 @@ def test_eight_processes_write_and_read_5000_records(tmp_path: Path) -> None:
     assert not list(tmp_path.rglob("*.tmp"))
 
 
+@pytest.mark.multiprocess
 def test_two_sessions_on_one_grid_run_each_combination_once(pytester: pytest.Pytester) -> None:
     calls = pytester.path / "calls"
     calls.mkdir()

@@ -5,11 +5,14 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).parent / "faults"))
 
 from fault_injection import main
 
 
+@pytest.mark.multiprocess
 def test_grid_survives_killed_workers(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
     assert main(["--combos", "60", "--kills", "3", "--pause", "0.05", "--workdir", str(tmp_path)]) == 0
     out = capsys.readouterr().out

@@ -17,6 +17,7 @@ def test_round_robin_over_workers() -> None:
         parse_gpus("zero")
 
 
+@pytest.mark.multiprocess
 def test_workers_get_their_device_and_records_say_so(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         xp_gpu="""

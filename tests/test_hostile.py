@@ -75,6 +75,7 @@ def test_unreadable_records_are_quarantined_and_rerun(pytester: pytest.Pytester,
     result.stdout.fnmatch_lines(["*record.json could not be read (not strict JSON*moved it to*.quarantine*"])
 
 
+@pytest.mark.multiprocess
 def test_unreadable_record_under_xdist_keeps_the_workers(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(xp_g=GRID)
     pytester.runpytest()
@@ -265,6 +266,7 @@ def test_a_store_on_a_full_disk_is_refused_before_anything_runs(pytester: pytest
         assert not list(mount.rglob("record.json"))
 
 
+@pytest.mark.multiprocess
 def test_a_read_only_store_is_one_clear_error_before_anything_runs(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(xp_g=GRID, xp_marker="")
     with tmpfs(pytester.path / "ro", "1m") as mount:

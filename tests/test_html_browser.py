@@ -17,6 +17,9 @@ from typing import Any
 
 import pytest
 
+#: A browser in a subprocess: run by make test-multiprocess.
+pytestmark = pytest.mark.multiprocess
+
 CHROMIUM = Path(os.environ.get("XP_TEST_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = [
     "--headless",

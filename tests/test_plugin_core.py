@@ -16,7 +16,14 @@ Records = Callable[[], list[dict[str, Any]]]
 
 
 @pytest.mark.parametrize("example", [0, 2], ids=["seeds-and-verify", "numpy-and-torch"])
-@pytest.mark.parametrize("workers", [[], ["-n", "2"], ["-p", "no:xdist"]])
+@pytest.mark.parametrize(
+    "workers",
+    [
+        pytest.param([], id="n0"),
+        pytest.param(["-n", "2"], id="n2", marks=pytest.mark.multiprocess),
+        pytest.param(["-p", "no:xdist"], id="no-xdist"),
+    ],
+)
 def test_document_examples_support(pytester: pytest.Pytester, example: int, workers: list[str]) -> None:
     pytester.makepyfile(xp_doc=doc_example(example))
     result = pytester.runpytest_subprocess(*workers)
@@ -172,6 +179,7 @@ def test_failed_trial_is_a_failed_item_and_reaches_verify(pytester: pytest.Pytes
     assert tolerant.ret == 0
 
 
+@pytest.mark.multiprocess
 def test_orders_are_barriers_and_context_updates_are_deterministic(pytester: pytest.Pytester, records: Records) -> None:
     pytester.makepyfile(
         xp_stages="""
@@ -207,6 +215,7 @@ def test_orders_are_barriers_and_context_updates_are_deterministic(pytester: pyt
     assert {tuple(r["result"]["first"]) for r in second} == {(2, 0.2)}
 
 
+@pytest.mark.multiprocess
 def test_parallel_cap_limits_concurrency(pytester: pytest.Pytester, records: Records) -> None:
     pytester.makepyfile(
         xp_cap="""
@@ -229,6 +238,7 @@ def test_parallel_cap_limits_concurrency(pytester: pytest.Pytester, records: Rec
     assert all(prev_end <= start for (_, prev_end), (start, _) in itertools.pairwise(spans))
 
 
+@pytest.mark.multiprocess
 def test_setup_runs_once_per_session_per_module(pytester: pytest.Pytester) -> None:
     log = pytester.path / "setup-calls.txt"
     pytester.makepyfile(
@@ -309,6 +319,7 @@ def test_ids_select_with_k_and_collect_only(pytester: pytest.Pytester) -> None:
     assert_counts(pytester.runpytest("-k", "lr_0.001 and adam"), passed=1, deselected=3)
 
 
+@pytest.mark.multiprocess
 def test_records_do_not_depend_on_workers(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         xp_det="""
@@ -356,6 +367,7 @@ def test_seed_flag_changes_derived_seeds(pytester: pytest.Pytester) -> None:
     assert outs[0] == outs[1] != outs[2]
 
 
+@pytest.mark.multiprocess
 def test_worker_crash_becomes_a_failure_record(pytester: pytest.Pytester, records: Records) -> None:
     pytester.makepyfile(
         xp_crash="""
@@ -383,6 +395,7 @@ def test_worker_crash_becomes_a_failure_record(pytester: pytest.Pytester, record
     assert sum(not r["success"] for r in records()) == 1
 
 
+@pytest.mark.multiprocess
 def test_ordinary_tests_run_alongside(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         xp_mixed="""

@@ -81,6 +81,7 @@ def test_negative_control_passes_only_on_expected_verdict(pytester: pytest.Pytes
     )
 
 
+@pytest.mark.multiprocess
 def test_known_effect_example(pytester: pytest.Pytester) -> None:
     from pathlib import Path
 

@@ -136,6 +136,7 @@ def test_logging_100k_scalars_keeps_every_one(tmp_path: Path) -> None:
     assert len((tmp_path / "metrics.jsonl").read_text(encoding="utf-8").splitlines()) == 25_000
 
 
+@pytest.mark.multiprocess
 def test_plugin_run_logs_metrics_and_keeps_them_when_a_trial_crashes(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         xp_log="""

@@ -44,6 +44,7 @@ def adam_lower(results, xp):
 """
 
 
+@pytest.mark.multiprocess
 def test_reports_after_a_session_under_xdist(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -37,6 +37,7 @@ def _stable(records: list[dict]) -> list[dict]:
     return [{k: v for k, v in r.items() if k not in VOLATILE_FIELDS} for r in records]
 
 
+@pytest.mark.multiprocess
 def test_three_shards_plus_verify_equal_one_session(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(xp_sharded=TWO_ORDERS)
     one = pytester.runpytest_subprocess("--xp-dir", "whole")

@@ -386,6 +386,7 @@ _slurm.SlurmArray = FakeArray
 )
 
 
+@pytest.mark.multiprocess
 @pytest.mark.parametrize(("state", "code"), [("OUT_OF_MEMORY", -125), ("TIMEOUT", 0), ("CANCELLED", -15)])
 def test_a_task_that_dies_leaves_failure_records(pytester: pytest.Pytester, state: str, code: int) -> None:
     pytester.makeconftest(FAKE_SLURM)
@@ -405,6 +406,7 @@ def test_a_task_that_dies_leaves_failure_records(pytester: pytest.Pytester, stat
 
 
 # -- the local launcher (submitit's LocalExecutor): the whole path without a cluster ------------------
+@pytest.mark.multiprocess
 def test_local_launcher_matches_a_plain_run(pytester: pytest.Pytester) -> None:
     _project(pytester)
     plain = pytester.runpytest_subprocess("--xp-dir=plain", "-p", "no:cacheprovider")
@@ -436,6 +438,7 @@ def test_local_launcher_matches_a_plain_run(pytester: pytest.Pytester) -> None:
     assert sum(_ran(pytester).values()) == 5
 
 
+@pytest.mark.multiprocess
 def test_local_task_whose_pytest_dies_is_recorded_and_rerun(pytester: pytest.Pytester) -> None:
     """A trial that kills its process: failure record TaskExited, then a re-run submits only that one."""
     _project(
@@ -480,6 +483,7 @@ def _alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
 
 
+@pytest.mark.multiprocess
 def test_ctrl_c_cancels_the_local_jobs(pytester: pytest.Pytester) -> None:
     _project(
         pytester,
@@ -571,6 +575,7 @@ def _submit(pytester: pytest.Pytester, name: str, *args: str) -> pytest.RunResul
         pytest.fail(f"the submitting session ran past {CLUSTER_DEADLINE_S} s; its jobs ({name}) were cancelled")
 
 
+@pytest.mark.multiprocess
 @pytest.mark.usefixtures("slurm_cluster")
 def test_slurm_runs_two_orders_and_a_verify(pytester: pytest.Pytester) -> None:
     _project(pytester)
@@ -602,6 +607,7 @@ def test_slurm_runs_two_orders_and_a_verify(pytester: pytest.Pytester) -> None:
     assert sum(_ran(pytester).values()) == 5
 
 
+@pytest.mark.multiprocess
 @pytest.mark.usefixtures("slurm_cluster")
 def test_slurm_scancelled_task_becomes_a_failure_record_and_a_rerun_completes_it(pytester: pytest.Pytester) -> None:
     _project(pytester)
@@ -646,6 +652,7 @@ def test_slurm_scancelled_task_becomes_a_failure_record_and_a_rerun_completes_it
     assert _ran(pytester) == Counter({"base1": 1, "base2": 1, "base3": 2})
 
 
+@pytest.mark.multiprocess
 @pytest.mark.usefixtures("slurm_cluster")
 def test_slurm_ctrl_c_cancels_the_array(pytester: pytest.Pytester) -> None:
     _project(pytester)

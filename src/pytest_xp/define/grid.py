@@ -145,6 +145,8 @@ def expand(params: dict[str, list[Any]]) -> list[Combination]:
         cid = combination_id(point)
         if cid in seen:
             cid = f"{cid}-{point_digest[:6]}"
+        if cid in seen:  # the same point listed again (a repeated value): its position tells them apart
+            cid = f"{cid}-{index}"
         seen[cid] = index
         combos.append(
             Combination(
