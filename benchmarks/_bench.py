@@ -193,8 +193,16 @@ def run(cmd: Cmd) -> Outcome:
         foreign = min(1.0, others / (wall * (os.cpu_count() or 1)))
     if poller is not None:
         poller.join()
-    out = Outcome(wall, proc.returncode, stdout, stderr, peak[0] / 1024 if cmd.poll_rss and peak[0] else None,
-                  cpu_s=cpu, busy_before=busy, foreign=foreign)
+    out = Outcome(
+        wall,
+        proc.returncode,
+        stdout,
+        stderr,
+        peak[0] / 1024 if cmd.poll_rss and peak[0] else None,
+        cpu_s=cpu,
+        busy_before=busy,
+        foreign=foreign,
+    )
     if proc.returncode not in cmd.ok_codes:
         raise BenchError(
             f"{cmd.label}: exit code {proc.returncode} (expected {cmd.ok_codes})\n"

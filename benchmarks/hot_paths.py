@@ -84,7 +84,12 @@ def main() -> None:
                 _json_lines(args.steps, Path(d))
 
         a, b = _median_ms(ours, args.repeats), _median_ms(floor, args.repeats)
-        out["metric_log"] = {"scalars": args.steps * 4, "ours_ms": round(a, 1), "floor_ms": round(b, 1), "ratio": round(a / b, 2)}
+        out["metric_log"] = {
+            "scalars": args.steps * 4,
+            "ours_ms": round(a, 1),
+            "floor_ms": round(b, 1),
+            "ratio": round(a / b, 2),
+        }
     try:
         import torch
 
@@ -97,7 +102,12 @@ def main() -> None:
 
     isolated()
     a, b = _median_ms(isolated, args.calls), _median_ms(_bare_fork, args.calls)
-    out["isolate"] = {"torch": torch is not None, "ours_ms": round(a, 2), "floor_ms": round(b, 2), "ratio": round(a / b, 1)}
+    out["isolate"] = {
+        "torch": torch is not None,
+        "ours_ms": round(a, 2),
+        "floor_ms": round(b, 2),
+        "ratio": round(a / b, 1),
+    }
     out["load_average"] = os.getloadavg()[0]
     json.dump(out, sys.stdout)
     sys.stdout.write("\n")

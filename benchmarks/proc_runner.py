@@ -30,7 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-_SCRIPT = '''\
+_SCRIPT = """\
 import importlib.util, json, random, sys, types
 
 # The decorators only mark functions; a stub stands in for the package that defines them.
@@ -62,7 +62,7 @@ if {seed_torch!r}:
 
 result = getattr(module, {function!r})(**PARAMS)
 print(json.dumps({{"params": PARAMS, "seed": SEED, "result": result}}))
-'''
+"""
 
 
 def combinations(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:

@@ -41,8 +41,21 @@ from scenarios import SCENARIOS, Ctx, sizes_for, warm_up
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
 DEFAULT_HYDRA = Path.home() / ".cache" / "pytest-xp-bench" / "hydra"
-PACKAGES = ("pytest", "pytest-xdist", "execnet", "pluggy", "pytest-xp", "numpy", "torch", "filelock",
-            "hydra-core", "hydra-joblib-launcher", "omegaconf", "joblib", "pyinstrument")
+PACKAGES = (
+    "pytest",
+    "pytest-xdist",
+    "execnet",
+    "pluggy",
+    "pytest-xp",
+    "numpy",
+    "torch",
+    "filelock",
+    "hydra-core",
+    "hydra-joblib-launcher",
+    "omegaconf",
+    "joblib",
+    "pyinstrument",
+)
 
 
 def snapshot_package(tmp: Path) -> tuple[Path, str]:
@@ -67,8 +80,9 @@ def source_digest(package: Path) -> str:
 def _read_only_git(*args: str) -> str | None:
     """Read-only git queries (no index refresh, no locks) describing the measured tree."""
     try:
-        done = subprocess.run(["git", "--no-optional-locks", *args], cwd=REPO, capture_output=True, text=True,
-                              timeout=20, check=False)
+        done = subprocess.run(
+            ["git", "--no-optional-locks", *args], cwd=REPO, capture_output=True, text=True, timeout=20, check=False
+        )
     except (OSError, subprocess.TimeoutExpired):
         return None
     return done.stdout.strip() if done.returncode == 0 else None
@@ -119,7 +133,11 @@ def filesystem_of(path: Path) -> str:
     try:
         for line in Path("/proc/mounts").read_text().splitlines():
             parts = line.split()
-            if len(parts) >= 3 and str(path.resolve()).startswith(parts[1].rstrip("/") + "/") and len(parts[1]) > len(best):
+            if (
+                len(parts) >= 3
+                and str(path.resolve()).startswith(parts[1].rstrip("/") + "/")
+                and len(parts[1]) > len(best)
+            ):
                 best, kind = parts[1], parts[2]
     except OSError:
         pass
@@ -175,11 +193,16 @@ def merge_previous(
     if prof is None and "profile" not in chosen:
         prof = old.get("profile")
     before = old.get("machine", {})
-    info["merged_from"] = {"date": old.get("date"), "commit": before.get("pytest_xp_commit"),
-                           "source_digest": before.get("pytest_xp_source_digest")}
+    info["merged_from"] = {
+        "date": old.get("date"),
+        "commit": before.get("pytest_xp_commit"),
+        "source_digest": before.get("pytest_xp_source_digest"),
+    }
     when = sorted({r.measured_at for r in kept if r.measured_at})
-    note = (f" Merged: {', '.join(chosen)} re-measured now; the other rows were measured {f'from {when[0]} to {when[-1]}' if when else 'earlier'} "
-            f"(the previous file's pytest-xp source digest: {before.get('pytest_xp_source_digest')}).")
+    note = (
+        f" Merged: {', '.join(chosen)} re-measured now; the other rows were measured {f'from {when[0]} to {when[-1]}' if when else 'earlier'} "
+        f"(the previous file's pytest-xp source digest: {before.get('pytest_xp_source_digest')})."
+    )
     return merged, prof, note
 
 
@@ -190,19 +213,36 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=None, help="override every scenario's repeat count")
     parser.add_argument("--out", type=Path, default=BENCH_DIR / "results", help="where latest.md/json go")
     parser.add_argument("--no-snapshot", action="store_true", help="measure the installed package in place")
-    parser.add_argument("--quiet-wait", type=float, default=0.0, metavar="S",
-                        help="before each timed run wait up to S seconds for the machine's CPUs to be idle "
-                        "(useful on a shared machine; the busy fraction seen is recorded either way)")
-    parser.add_argument("--tmp", type=Path, default=None, metavar="DIR",
-                        help="where the experiment files, stores and baselines' outputs go (default: the system "
-                        "temp dir). Its file system is part of every figure: see the probe in the machine lines")
-    parser.add_argument("--merge", action="store_true",
-                        help="keep the rows of scenarios not re-run from the existing latest.json (each row "
-                        "says when it was measured); for re-measuring one scenario on a noisy machine")
+    parser.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="before each timed run wait up to S seconds for the machine's CPUs to be idle "
+        "(useful on a shared machine; the busy fraction seen is recorded either way)",
+    )
+    parser.add_argument(
+        "--tmp",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="where the experiment files, stores and baselines' outputs go (default: the system "
+        "temp dir). Its file system is part of every figure: see the probe in the machine lines",
+    )
+    parser.add_argument(
+        "--merge",
+        action="store_true",
+        help="keep the rows of scenarios not re-run from the existing latest.json (each row "
+        "says when it was measured); for re-measuring one scenario on a noisy machine",
+    )
     parser.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (experiment files, stores)")
-    parser.add_argument("--hydra-site", type=Path, default=Path(os.environ.get("XP_BENCH_HYDRA_SITE", DEFAULT_HYDRA)),
-                        help="a `pip install --target` directory holding hydra-core, used when this environment "
-                        f"lacks it (default: $XP_BENCH_HYDRA_SITE or {DEFAULT_HYDRA})")
+    parser.add_argument(
+        "--hydra-site",
+        type=Path,
+        default=Path(os.environ.get("XP_BENCH_HYDRA_SITE", DEFAULT_HYDRA)),
+        help="a `pip install --target` directory holding hydra-core, used when this environment "
+        f"lacks it (default: $XP_BENCH_HYDRA_SITE or {DEFAULT_HYDRA})",
+    )
     args = parser.parse_args(argv)
 
     chosen = [s.strip() for s in args.only.split(",") if s.strip()] or list(SCENARIOS)
@@ -222,12 +262,25 @@ def main(argv: list[str] | None = None) -> int:
     def log(msg: str) -> None:
         print(msg, flush=True)
 
-    ctx = Ctx(sizes=sizes, tmp=tmp, env=env, log=log, quick=args.quick, results_dir=args.out,
-              snapshot_root=snapshot, extras={"hydra_site": args.hydra_site})
+    ctx = Ctx(
+        sizes=sizes,
+        tmp=tmp,
+        env=env,
+        log=log,
+        quick=args.quick,
+        results_dir=args.out,
+        snapshot_root=snapshot,
+        extras={"hydra_site": args.hydra_site},
+    )
     log(f"pytest-xp benchmarks ({'quick' if args.quick else 'full'}), temp dir {tmp}")
     if snapshot is not None:
-        where = subprocess.run([sys.executable, "-c", "import pytest_xp; print(pytest_xp.__file__)"], env=env,
-                               capture_output=True, text=True, check=False).stdout.strip()
+        where = subprocess.run(
+            [sys.executable, "-c", "import pytest_xp; print(pytest_xp.__file__)"],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.strip()
         if not where.startswith(str(snapshot)):
             log(f"warning: subprocesses import pytest_xp from {where}, not the snapshot")
     rows: list[Row] = []
@@ -245,13 +298,22 @@ def main(argv: list[str] | None = None) -> int:
         except BenchError as exc:
             errors.append(f"{name}: {exc}")
             log(f"ERROR in {name}: {exc}")
-            rows.append(Row(id=name, title=name, a_label="–", b_label="–", status="error",
-                            note=str(exc).splitlines()[0][:200]))
+            rows.append(
+                Row(id=name, title=name, a_label="–", b_label="–", status="error", note=str(exc).splitlines()[0][:200])
+            )
         except Exception as exc:  # noqa: BLE001 - report every scenario, then exit non-zero
             errors.append(f"{name}: {traceback.format_exc()}")
             log(f"ERROR in {name}:\n{traceback.format_exc()}")
-            rows.append(Row(id=name, title=name, a_label="–", b_label="–", status="error",
-                            note=f"{type(exc).__name__}: {exc}"[:200]))
+            rows.append(
+                Row(
+                    id=name,
+                    title=name,
+                    a_label="–",
+                    b_label="–",
+                    status="error",
+                    note=f"{type(exc).__name__}: {exc}"[:200],
+                )
+            )
         else:
             for row in got:
                 row.scenario = name
@@ -273,18 +335,32 @@ def main(argv: list[str] | None = None) -> int:
     table = markdown_table(rows)
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     mode = "quick (tiny sizes, not representative: a smoke test)" if args.quick else "full"
-    md = [f"# pytest-xp benchmarks — {mode}", "", f"Run {stamp}, {total:.0f} s in all.{merged_note}", "",
-          describe(info), "",
-          "A is what is measured, B the baseline run alternately with it in the same session. "
-          "A/B: lower is better (overhead); B/A: speed-up of A over B. Medians of the repeats; "
-          "ratio min–max in brackets." + (" `*`: quick sizes, the goals apply to full runs." if args.quick else ""),
-          "", table]
+    md = [
+        f"# pytest-xp benchmarks — {mode}",
+        "",
+        f"Run {stamp}, {total:.0f} s in all.{merged_note}",
+        "",
+        describe(info),
+        "",
+        "A is what is measured, B the baseline run alternately with it in the same session. "
+        "A/B: lower is better (overhead); B/A: speed-up of A over B. Medians of the repeats; "
+        "ratio min–max in brackets." + (" `*`: quick sizes, the goals apply to full runs." if args.quick else ""),
+        "",
+        table,
+    ]
     if prof:
-        md += ["", f"## Profile: {prof['n']} trivial combinations, `-n 0` (cProfile; profiled "
-               f"{prof['profiled_total_s']} s, unprofiled wall {prof['wall_unprofiled_s']} s)", "",
-               "| pytest-xp function | calls | cumulative ms per combination | self s |", "|---|---:|---:|---:|"]
+        md += [
+            "",
+            f"## Profile: {prof['n']} trivial combinations, `-n 0` (cProfile; profiled "
+            f"{prof['profiled_total_s']} s, unprofiled wall {prof['wall_unprofiled_s']} s)",
+            "",
+            "| pytest-xp function | calls | cumulative ms per combination | self s |",
+            "|---|---:|---:|---:|",
+        ]
         for e in prof["top_pytest_xp"][:15]:
-            md.append(f"| `{e['function']}` | {e['ncalls']} | {e['cum_ms_per_combination']:.3f} | {e['tottime_s']:.3f} |")
+            md.append(
+                f"| `{e['function']}` | {e['ncalls']} | {e['cum_ms_per_combination']:.3f} | {e['tottime_s']:.3f} |"
+            )
     if errors:
         md += ["", "## Errors", ""] + [f"```\n{e}\n```" for e in errors]
     args.out.mkdir(parents=True, exist_ok=True)

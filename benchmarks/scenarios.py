@@ -97,7 +97,9 @@ def clear(*paths: Path) -> Callable[[], None]:
     return prepare
 
 
-_SUMMARY_WORD = re.compile(r"(\d+) (passed|failed|errors?|cached|supports|refutes|inconclusive|invalid|skipped|deselected)")
+_SUMMARY_WORD = re.compile(
+    r"(\d+) (passed|failed|errors?|cached|supports|refutes|inconclusive|invalid|skipped|deselected)"
+)
 
 
 def summary_counts(out: Outcome) -> dict[str, int]:
@@ -208,33 +210,63 @@ def plain_test(n: int, out_dir: Path, payload: str = '{"y": x * 2}') -> str:
 # -- 1. overhead vs the floor -----------------------------------------------------------------
 def overhead(ctx: Ctx) -> list[Row]:
     n = ctx.sizes.overhead_n
-    d = workdir(ctx, "overhead", {"xp_overhead.py": trivial_xp(n), "test_plain.py": plain_test(n, ctx.tmp / "overhead" / "plain_out")})
+    d = workdir(
+        ctx,
+        "overhead",
+        {"xp_overhead.py": trivial_xp(n), "test_plain.py": plain_test(n, ctx.tmp / "overhead" / "plain_out")},
+    )
     store, plain_out = d / "store", d / "plain_out"
     rows = []
     # As in a CI container: site-packages keep the bytecode pip compiled, but nothing is written, so
     # pytest-xp (an editable or copied source tree) is compiled and assertion-rewritten on every run.
     nocache = {k: v for k, v in ctx.env.items() if k != "PYTHONPYCACHEPREFIX"}
     nocache["PYTHONDONTWRITEBYTECODE"] = "1"
-    for rid, nflag, env, what in (("1a", "0", ctx.env, ""), ("1b", "2", ctx.env, ""),
-                                  ("1c", "0", nocache, ", no bytecode cache (`PYTHONDONTWRITEBYTECODE=1`)")):
-        a = pytest_cmd(ctx, f"xp -n {nflag}", d, ["xp_overhead.py", "-n", nflag, "--xp-dir", str(store)],
-                       prepare=clear(store), check=expect("pytest-xp", passed=n))
-        b = pytest_cmd(ctx, f"plain -n {nflag}", d, ["test_plain.py", "-n", nflag, "-p", "no:xp"],
-                       prepare=clear(plain_out), check=expect("plain pytest", passed=n))
+    for rid, nflag, env, what in (
+        ("1a", "0", ctx.env, ""),
+        ("1b", "2", ctx.env, ""),
+        ("1c", "0", nocache, ", no bytecode cache (`PYTHONDONTWRITEBYTECODE=1`)"),
+    ):
+        a = pytest_cmd(
+            ctx,
+            f"xp -n {nflag}",
+            d,
+            ["xp_overhead.py", "-n", nflag, "--xp-dir", str(store)],
+            prepare=clear(store),
+            check=expect("pytest-xp", passed=n),
+        )
+        b = pytest_cmd(
+            ctx,
+            f"plain -n {nflag}",
+            d,
+            ["test_plain.py", "-n", nflag, "-p", "no:xp"],
+            prepare=clear(plain_out),
+            check=expect("plain pytest", passed=n),
+        )
         a.env = b.env = env
         got = round_robin(ctx, [a, b], ctx.sizes.repeats, warmup=True)
         wa, wb = walls(got[a.label]), walls(got[b.label])
         per = statistics.median([(x - y) / n * 1000 for x, y in zip(wa, wb, strict=True)])
-        rows.append(with_cpu(Row(
-            id=rid,
-            title=f"Overhead: {n} trivial combinations, `-n {nflag}`{what}",
-            a_label=f"pytest-xp `@trial` -n {nflag}",
-            b_label=f"plain `@pytest.mark.parametrize` writing a JSON file, -n {nflag}",
-            a_values=wa, b_values=wb, ratio_kind="a/b",
-            goal="A/B ≤ 1.3", goal_op="<=", goal_value=1.3,
-            derived_value=per, derived_text=f"{per:+.2f} ms per combination",
-            repeats=ctx.sizes.repeats,
-        ), got[a.label], got[b.label]))
+        rows.append(
+            with_cpu(
+                Row(
+                    id=rid,
+                    title=f"Overhead: {n} trivial combinations, `-n {nflag}`{what}",
+                    a_label=f"pytest-xp `@trial` -n {nflag}",
+                    b_label=f"plain `@pytest.mark.parametrize` writing a JSON file, -n {nflag}",
+                    a_values=wa,
+                    b_values=wb,
+                    ratio_kind="a/b",
+                    goal="A/B ≤ 1.3",
+                    goal_op="<=",
+                    goal_value=1.3,
+                    derived_value=per,
+                    derived_text=f"{per:+.2f} ms per combination",
+                    repeats=ctx.sizes.repeats,
+                ),
+                got[a.label],
+                got[b.label],
+            )
+        )
     ctx.extras["overhead_dir"] = str(d)
     return rows
 
@@ -244,23 +276,45 @@ def cached(ctx: Ctx) -> list[Row]:
     n = ctx.sizes.overhead_n
     d = workdir(ctx, "cached", {"xp_cached.py": trivial_xp(n)})
     store = d / "store"
-    first = pytest_cmd(ctx, "populate", d, ["xp_cached.py", "-n", "0", "--xp-dir", str(store)],
-                       prepare=clear(store), check=expect("populate", passed=n))
+    first = pytest_cmd(
+        ctx,
+        "populate",
+        d,
+        ["xp_cached.py", "-n", "0", "--xp-dir", str(store)],
+        prepare=clear(store),
+        check=expect("populate", passed=n),
+    )
     run(first)
-    a = pytest_cmd(ctx, "xp re-run", d, ["xp_cached.py", "-n", "0", "--xp-dir", str(store)], check=done_count(n, "re-run"))
-    b = pytest_cmd(ctx, "collect-only", d, ["xp_cached.py", "-n", "0", "--xp-dir", str(store), "--collect-only"],
-                   check=expect("collect-only", collected=n))
+    a = pytest_cmd(
+        ctx, "xp re-run", d, ["xp_cached.py", "-n", "0", "--xp-dir", str(store)], check=done_count(n, "re-run")
+    )
+    b = pytest_cmd(
+        ctx,
+        "collect-only",
+        d,
+        ["xp_cached.py", "-n", "0", "--xp-dir", str(store), "--collect-only"],
+        check=expect("collect-only", collected=n),
+    )
     got = round_robin(ctx, [a, b], ctx.sizes.repeats, warmup=True)
     counts = summary_counts(got[a.label][-1])
-    row = with_cpu(Row(
-        id="2",
-        title=f"Cached re-run of the {n} unchanged combinations, `-n 0`",
-        a_label="pytest-xp re-run (all cached)",
-        b_label="`pytest --collect-only` of the same file",
-        a_values=walls(got[a.label]), b_values=walls(got[b.label]), ratio_kind="a/b",
-        goal="A/B ≤ 1.5", goal_op="<=", goal_value=1.5, repeats=ctx.sizes.repeats,
-        derived_text=f"{counts.get('cached', 0)} of {n} reported cached",
-    ), got[a.label], got[b.label])
+    row = with_cpu(
+        Row(
+            id="2",
+            title=f"Cached re-run of the {n} unchanged combinations, `-n 0`",
+            a_label="pytest-xp re-run (all cached)",
+            b_label="`pytest --collect-only` of the same file",
+            a_values=walls(got[a.label]),
+            b_values=walls(got[b.label]),
+            ratio_kind="a/b",
+            goal="A/B ≤ 1.5",
+            goal_op="<=",
+            goal_value=1.5,
+            repeats=ctx.sizes.repeats,
+            derived_text=f"{counts.get('cached', 0)} of {n} reported cached",
+        ),
+        got[a.label],
+        got[b.label],
+    )
     if counts.get("cached", 0) < n:
         row.status = "pending"
         row.note = "the re-run did not report the combinations as cached (cache not landed); ratio is of a full re-run"
@@ -327,12 +381,28 @@ def scaling(ctx: Ctx) -> list[Row]:
     body, plain = _scaling_sources(n, loops)
     d = workdir(ctx, "scaling", {"xp_scaling.py": body, "test_scaling.py": plain})
     store = d / "store"
-    a = pytest_cmd(ctx, "xp -n 2", d, ["xp_scaling.py", "-n", "2", "--xp-dir", str(store)], prepare=clear(store),
-                   check=expect("scaling -n 2", passed=n))
-    b = pytest_cmd(ctx, "xp -n 0", d, ["xp_scaling.py", "-n", "0", "--xp-dir", str(store)], prepare=clear(store),
-                   check=expect("scaling -n 0", passed=n))
-    pa = pytest_cmd(ctx, "plain -n 2", d, ["test_scaling.py", "-n", "2", "-p", "no:xp"], check=expect("plain", passed=n))
-    pb = pytest_cmd(ctx, "plain -n 0", d, ["test_scaling.py", "-n", "0", "-p", "no:xp"], check=expect("plain", passed=n))
+    a = pytest_cmd(
+        ctx,
+        "xp -n 2",
+        d,
+        ["xp_scaling.py", "-n", "2", "--xp-dir", str(store)],
+        prepare=clear(store),
+        check=expect("scaling -n 2", passed=n),
+    )
+    b = pytest_cmd(
+        ctx,
+        "xp -n 0",
+        d,
+        ["xp_scaling.py", "-n", "0", "--xp-dir", str(store)],
+        prepare=clear(store),
+        check=expect("scaling -n 0", passed=n),
+    )
+    pa = pytest_cmd(
+        ctx, "plain -n 2", d, ["test_scaling.py", "-n", "2", "-p", "no:xp"], check=expect("plain", passed=n)
+    )
+    pb = pytest_cmd(
+        ctx, "plain -n 0", d, ["test_scaling.py", "-n", "0", "-p", "no:xp"], check=expect("plain", passed=n)
+    )
     got = round_robin(ctx, [a, b, pa, pb], ctx.sizes.repeats_heavy)
     work = _recorded_work(store) or n * secs  # the store holds the last -n 0 run's records
     fixed = walls(got[b.label])[-1] - work  # that same run's time outside the trials
@@ -340,17 +410,31 @@ def scaling(ctx: Ctx) -> list[Row]:
     for rid, x, y, who in (("3a", a, b, "pytest-xp"), ("3b", pa, pb, "plain pytest-xdist (the floor)")):
         wa, wb = walls(got[x.label]), walls(got[y.label])
         ideal = statistics.median(wb) / (work / 2 + max(fixed, 0.0))
-        rows.append(with_cpu(Row(
-            id=rid,
-            title=f"Scaling: {n} CPU-bound combinations of ~{work / n:.2f} s" + (" (reference)" if rid == "3b" else ""),
-            a_label=f"{who} -n 2", b_label=f"{who} -n 0",
-            a_values=wa, b_values=wb, ratio_kind="b/a",
-            goal="B/A ≥ 1.85 (limit 2.0)" if rid == "3a" else "",
-            goal_op=">=" if rid == "3a" else "", goal_value=1.85 if rid == "3a" else None,
-            repeats=ctx.sizes.repeats_heavy, derived_value=ideal,
-            derived_text=(f"work {work:.1f} s (recorded); -n 0 spends {fixed:.2f} s beside it; " if rid == "3a" else "")
-            + f"-n 2 takes {statistics.median(wa) - work / 2:.2f} s beyond half the work",
-        ), got[x.label], got[y.label]))
+        rows.append(
+            with_cpu(
+                Row(
+                    id=rid,
+                    title=f"Scaling: {n} CPU-bound combinations of ~{work / n:.2f} s"
+                    + (" (reference)" if rid == "3b" else ""),
+                    a_label=f"{who} -n 2",
+                    b_label=f"{who} -n 0",
+                    a_values=wa,
+                    b_values=wb,
+                    ratio_kind="b/a",
+                    goal="B/A ≥ 1.85 (limit 2.0)" if rid == "3a" else "",
+                    goal_op=">=" if rid == "3a" else "",
+                    goal_value=1.85 if rid == "3a" else None,
+                    repeats=ctx.sizes.repeats_heavy,
+                    derived_value=ideal,
+                    derived_text=(
+                        f"work {work:.1f} s (recorded); -n 0 spends {fixed:.2f} s beside it; " if rid == "3a" else ""
+                    )
+                    + f"-n 2 takes {statistics.median(wa) - work / 2:.2f} s beyond half the work",
+                ),
+                got[x.label],
+                got[y.label],
+            )
+        )
     return rows
 
 
@@ -373,24 +457,59 @@ def _recorded_work(store: Path) -> float | None:
 # -- 4. against a new interpreter per combination ------------------------------------------------
 def _runner_cmd(ctx: Ctx, label: str, d: Path, module: str, n: int, jobs: int, torch_seed: str) -> Cmd:
     out = d / f"runner_out_{jobs}"
-    argv = [PYTHON, str(BENCH_DIR / "proc_runner.py"), module, "work", "--grid", json.dumps({"x": list(range(n))}),
-            "--out", str(out), "-j", str(jobs), "--torch-seed", torch_seed]
+    argv = [
+        PYTHON,
+        str(BENCH_DIR / "proc_runner.py"),
+        module,
+        "work",
+        "--grid",
+        json.dumps({"x": list(range(n))}),
+        "--out",
+        str(out),
+        "-j",
+        str(jobs),
+        "--torch-seed",
+        torch_seed,
+    ]
 
     def check(o: Outcome) -> None:
         got = len(list((out / "results").glob("*.json")))
         if got != n:
             raise BenchError(f"{label}: {got} of {n} results written")
 
-    return Cmd(label=label, argv=argv, cwd=d, env=ctx.env, prepare=clear(out), check=check, timeout_s=ctx.sizes.timeout_s)
+    return Cmd(
+        label=label, argv=argv, cwd=d, env=ctx.env, prepare=clear(out), check=check, timeout_s=ctx.sizes.timeout_s
+    )
 
 
-def _runner_rows(ctx: Ctx, rid: str, what: str, d: Path, module: str, n: int, torch_seed: str,
-                 goal: tuple[str, str, float] | None, repeats: int) -> list[Row]:
+def _runner_rows(
+    ctx: Ctx,
+    rid: str,
+    what: str,
+    d: Path,
+    module: str,
+    n: int,
+    torch_seed: str,
+    goal: tuple[str, str, float] | None,
+    repeats: int,
+) -> list[Row]:
     store = d / "store"
-    xp0 = pytest_cmd(ctx, "xp -n 0", d, [module, "-n", "0", "--xp-dir", str(store)], prepare=clear(store),
-                     check=expect(what, passed=n))
-    xp2 = pytest_cmd(ctx, "xp -n 2", d, [module, "-n", "2", "--xp-dir", str(store)], prepare=clear(store),
-                     check=expect(what, passed=n))
+    xp0 = pytest_cmd(
+        ctx,
+        "xp -n 0",
+        d,
+        [module, "-n", "0", "--xp-dir", str(store)],
+        prepare=clear(store),
+        check=expect(what, passed=n),
+    )
+    xp2 = pytest_cmd(
+        ctx,
+        "xp -n 2",
+        d,
+        [module, "-n", "2", "--xp-dir", str(store)],
+        prepare=clear(store),
+        check=expect(what, passed=n),
+    )
     r1 = _runner_cmd(ctx, "runner -j1", d, module, n, 1, torch_seed)
     r2 = _runner_cmd(ctx, "runner -j2", d, module, n, 2, torch_seed)
     got = round_robin(ctx, [r1, xp0, r2, xp2], repeats)
@@ -400,15 +519,27 @@ def _runner_rows(ctx: Ctx, rid: str, what: str, d: Path, module: str, n: int, to
         wa, wb = walls(got[a.label]), walls(got[b.label])
         per_b = statistics.median(wb) / n * 1000
         g = goal if goal is not None else ("", "", None)
-        rows.append(with_cpu(Row(
-            id=rid + suffix,
-            title=f"{what}: {n} combinations",
-            a_label=f"pytest-xp {a.label[3:]}",
-            b_label=f"interpreter per combination, {b.label[7:]} ({policy})",
-            a_values=wa, b_values=wb, ratio_kind="b/a",
-            goal=g[0], goal_op=g[1], goal_value=g[2], repeats=repeats,
-            derived_value=per_b, derived_text=f"baseline {per_b:.0f} ms per combination (wall/n)",
-        ), got[a.label], got[b.label]))
+        rows.append(
+            with_cpu(
+                Row(
+                    id=rid + suffix,
+                    title=f"{what}: {n} combinations",
+                    a_label=f"pytest-xp {a.label[3:]}",
+                    b_label=f"interpreter per combination, {b.label[7:]} ({policy})",
+                    a_values=wa,
+                    b_values=wb,
+                    ratio_kind="b/a",
+                    goal=g[0],
+                    goal_op=g[1],
+                    goal_value=g[2],
+                    repeats=repeats,
+                    derived_value=per_b,
+                    derived_text=f"baseline {per_b:.0f} ms per combination (wall/n)",
+                ),
+                got[a.label],
+                got[b.label],
+            )
+        )
     return rows
 
 
@@ -417,13 +548,23 @@ def per_process(ctx: Ctx) -> list[Row]:
     rows: list[Row] = []
     body_torch = 'return {"y": float(torch.ones(3).mul(x).sum())}'
     d = workdir(ctx, "proc_torch", {"xp_torch.py": trivial_xp(s.torch_n, extra_import="import torch", body=body_torch)})
-    rows += _runner_rows(ctx, "4a", "Module imports torch", d, "xp_torch.py", s.torch_n, "import",
-                         ("B/A ≥ 15", ">=", 15.0), s.repeats_heavy)
+    rows += _runner_rows(
+        ctx,
+        "4a",
+        "Module imports torch",
+        d,
+        "xp_torch.py",
+        s.torch_n,
+        "import",
+        ("B/A ≥ 15", ">=", 15.0),
+        s.repeats_heavy,
+    )
     d = workdir(ctx, "proc_triv40", {"xp_triv.py": trivial_xp(s.trivial_small_n)})
     rows += _runner_rows(ctx, "4b", "Trivial module", d, "xp_triv.py", s.trivial_small_n, "skip", None, s.repeats_heavy)
     d = workdir(ctx, "proc_triv200", {"xp_triv.py": trivial_xp(s.trivial_n)})
-    rows += _runner_rows(ctx, "4c", "Trivial module", d, "xp_triv.py", s.trivial_n, "skip",
-                         ("B/A ≥ 5", ">=", 5.0), s.repeats_heavy)
+    rows += _runner_rows(
+        ctx, "4c", "Trivial module", d, "xp_triv.py", s.trivial_n, "skip", ("B/A ≥ 5", ">=", 5.0), s.repeats_heavy
+    )
     return rows
 
 
@@ -463,8 +604,16 @@ def hydra(ctx: Ctx) -> list[Row]:
         hydra_env = with_path(ctx.env, site)
         has_joblib = (site / "hydra_plugins" / "hydra_joblib_launcher").is_dir()
     else:
-        return [Row(id="5", title=f"Hydra multirun, {n} trivial jobs", a_label="pytest-xp", b_label="Hydra",
-                    status="skipped", note="hydra-core is not installed (see benchmarks/requirements.txt)")]
+        return [
+            Row(
+                id="5",
+                title=f"Hydra multirun, {n} trivial jobs",
+                a_label="pytest-xp",
+                b_label="Hydra",
+                status="skipped",
+                note="hydra-core is not installed (see benchmarks/requirements.txt)",
+            )
+        ]
     d = workdir(ctx, "hydra", {"app.py": _HYDRA_APP, "xp_triv.py": trivial_xp(n)})
     store, sweep = d / "store", d / "multirun"
 
@@ -477,17 +626,42 @@ def hydra(ctx: Ctx) -> list[Row]:
         return check
 
     sweep_args = [f"+x=range(0,{n})", f"hydra.sweep.dir={sweep}", f"hydra.run.dir={d / 'outputs'}"]
-    basic = Cmd("hydra basic", [PYTHON, "app.py", "-m", *sweep_args], d, hydra_env, prepare=clear(sweep),
-                check=check_jobs("hydra basic"), timeout_s=ctx.sizes.timeout_s)
-    xp0 = pytest_cmd(ctx, "xp -n 0", d, ["xp_triv.py", "-n", "0", "--xp-dir", str(store)], prepare=clear(store),
-                     check=expect("hydra xp", passed=n))
-    xp2 = pytest_cmd(ctx, "xp -n 2", d, ["xp_triv.py", "-n", "2", "--xp-dir", str(store)], prepare=clear(store),
-                     check=expect("hydra xp", passed=n))
+    basic = Cmd(
+        "hydra basic",
+        [PYTHON, "app.py", "-m", *sweep_args],
+        d,
+        hydra_env,
+        prepare=clear(sweep),
+        check=check_jobs("hydra basic"),
+        timeout_s=ctx.sizes.timeout_s,
+    )
+    xp0 = pytest_cmd(
+        ctx,
+        "xp -n 0",
+        d,
+        ["xp_triv.py", "-n", "0", "--xp-dir", str(store)],
+        prepare=clear(store),
+        check=expect("hydra xp", passed=n),
+    )
+    xp2 = pytest_cmd(
+        ctx,
+        "xp -n 2",
+        d,
+        ["xp_triv.py", "-n", "2", "--xp-dir", str(store)],
+        prepare=clear(store),
+        check=expect("hydra xp", passed=n),
+    )
     cmds = [basic, xp0]
     if has_joblib:
-        joblib = Cmd("hydra joblib", [PYTHON, "app.py", "-m", *sweep_args, "hydra/launcher=joblib",
-                                      "hydra.launcher.n_jobs=2"], d, hydra_env, prepare=clear(sweep),
-                     check=check_jobs("hydra joblib"), timeout_s=ctx.sizes.timeout_s)
+        joblib = Cmd(
+            "hydra joblib",
+            [PYTHON, "app.py", "-m", *sweep_args, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],
+            d,
+            hydra_env,
+            prepare=clear(sweep),
+            check=check_jobs("hydra joblib"),
+            timeout_s=ctx.sizes.timeout_s,
+        )
         cmds += [joblib, xp2]
     got = round_robin(ctx, cmds, ctx.sizes.repeats_heavy)
     rows = []
@@ -497,11 +671,24 @@ def hydra(ctx: Ctx) -> list[Row]:
     for rid, a, b, blabel in pairs:
         wb = walls(got[b.label])
         per_b = statistics.median(wb) / n * 1000
-        rows.append(with_cpu(Row(
-            id=rid, title=f"Hydra: {n} trivial jobs", a_label=f"pytest-xp {a.label[3:]}", b_label=blabel,
-            a_values=walls(got[a.label]), b_values=wb, ratio_kind="b/a", repeats=ctx.sizes.repeats_heavy,
-            derived_value=per_b, derived_text=f"Hydra {per_b:.0f} ms per job",
-        ), got[a.label], got[b.label]))
+        rows.append(
+            with_cpu(
+                Row(
+                    id=rid,
+                    title=f"Hydra: {n} trivial jobs",
+                    a_label=f"pytest-xp {a.label[3:]}",
+                    b_label=blabel,
+                    a_values=walls(got[a.label]),
+                    b_values=wb,
+                    ratio_kind="b/a",
+                    repeats=ctx.sizes.repeats_heavy,
+                    derived_value=per_b,
+                    derived_text=f"Hydra {per_b:.0f} ms per job",
+                ),
+                got[a.label],
+                got[b.label],
+            )
+        )
     if not has_joblib:
         rows[0].note = "hydra-joblib-launcher not installed: joblib variant skipped"
     return rows
@@ -515,7 +702,7 @@ def isolate_args(help_text: str) -> list[str] | None:
         if "--xp-isolate" not in line.strip().split(" ")[0] and not line.strip().startswith("--xp-isolate"):
             continue
         block = [line]
-        for nxt in lines[i + 1:]:
+        for nxt in lines[i + 1 :]:
             if nxt.strip().startswith("-") or not nxt.startswith(" " * 10):
                 break
             block.append(nxt)
@@ -537,29 +724,58 @@ def detect_isolate(ctx: Ctx, d: Path, module: str) -> list[str] | None:
         return isolate_args(run(pytest_cmd(ctx, "pytest --help", d, ["--help"])).stdout)
     except BenchError as exc:
         ctx.log(f"    `pytest --help` failed, probing the option instead: {str(exc).splitlines()[0]}")
-    probe = pytest_cmd(ctx, "probe", d, [module, "--collect-only", "--xp-isolate=fork", "--xp-dir", str(d / "probe")],
-                       ok_codes=(0, 4))
+    probe = pytest_cmd(
+        ctx, "probe", d, [module, "--collect-only", "--xp-isolate=fork", "--xp-dir", str(d / "probe")], ok_codes=(0, 4)
+    )
     out = run(probe)
     return ["--xp-isolate=fork"] if out.returncode == 0 else None
 
 
 def isolation(ctx: Ctx) -> list[Row]:
     n = ctx.sizes.isolate_n
-    d = workdir(ctx, "isolate", {"xp_iso.py": trivial_xp(n, extra_import="import torch",
-                                                         body='return {"y": float(torch.ones(2).sum()) + x}')})
+    d = workdir(
+        ctx,
+        "isolate",
+        {"xp_iso.py": trivial_xp(n, extra_import="import torch", body='return {"y": float(torch.ones(2).sum()) + x}')},
+    )
     flag = detect_isolate(ctx, d, "xp_iso.py")
     title = f"Isolation: {n} trivial combinations, torch imported in the parent, `-n 0`"
     if flag is None:
-        return [Row(id="6", title=title, a_label="pytest-xp --xp-isolate (fork)", b_label="pytest-xp, no isolation",
-                    goal="< 20 ms per combination", status="pending",
-                    note="`--xp-isolate` is not in `pytest --help` yet (reliability work not landed)")]
+        return [
+            Row(
+                id="6",
+                title=title,
+                a_label="pytest-xp --xp-isolate (fork)",
+                b_label="pytest-xp, no isolation",
+                goal="< 20 ms per combination",
+                status="pending",
+                note="`--xp-isolate` is not in `pytest --help` yet (reliability work not landed)",
+            )
+        ]
     store = d / "store"
-    a = pytest_cmd(ctx, "xp isolate", d, ["xp_iso.py", "-n", "0", "--xp-dir", str(store), *flag], prepare=clear(store),
-                   check=expect("isolate", passed=n))
-    b = pytest_cmd(ctx, "xp in-process", d, ["xp_iso.py", "-n", "0", "--xp-dir", str(store)], prepare=clear(store),
-                   check=expect("in-process", passed=n))
-    floor = Cmd("fork floor", [PYTHON, str(BENCH_DIR / "fork_floor.py"), "--n", str(n)], d, ctx.env,
-                timeout_s=ctx.sizes.timeout_s)
+    a = pytest_cmd(
+        ctx,
+        "xp isolate",
+        d,
+        ["xp_iso.py", "-n", "0", "--xp-dir", str(store), *flag],
+        prepare=clear(store),
+        check=expect("isolate", passed=n),
+    )
+    b = pytest_cmd(
+        ctx,
+        "xp in-process",
+        d,
+        ["xp_iso.py", "-n", "0", "--xp-dir", str(store)],
+        prepare=clear(store),
+        check=expect("in-process", passed=n),
+    )
+    floor = Cmd(
+        "fork floor",
+        [PYTHON, str(BENCH_DIR / "fork_floor.py"), "--n", str(n)],
+        d,
+        ctx.env,
+        timeout_s=ctx.sizes.timeout_s,
+    )
     got = round_robin(ctx, [a, b, floor], ctx.sizes.repeats, warmup=True)
     wa, wb = walls(got[a.label]), walls(got[b.label])
     extra = [(x - y) / n * 1000 for x, y in zip(wa, wb, strict=True)]
@@ -568,16 +784,36 @@ def isolation(ctx: Ctx) -> list[Row]:
     bare = [f["bare_ms"] for f in floors]
     seeded = statistics.median(f["seeded_ms"] for f in floors)
     return [
-        with_cpu(Row(
-            id="6", title=title, a_label=f"pytest-xp `{' '.join(flag)}`", b_label="pytest-xp, no isolation",
-            a_values=wa, b_values=wb, ratio_kind="a/b", repeats=ctx.sizes.repeats,
-            goal="< 20 ms per combination", goal_op="<", goal_value=20.0, goal_on="derived",
-            derived_value=per, derived_text=f"{per:+.1f} ms per combination",
-        ), got[a.label], got[b.label]),
+        with_cpu(
+            Row(
+                id="6",
+                title=title,
+                a_label=f"pytest-xp `{' '.join(flag)}`",
+                b_label="pytest-xp, no isolation",
+                a_values=wa,
+                b_values=wb,
+                ratio_kind="a/b",
+                repeats=ctx.sizes.repeats,
+                goal="< 20 ms per combination",
+                goal_op="<",
+                goal_value=20.0,
+                goal_on="derived",
+                derived_value=per,
+                derived_text=f"{per:+.1f} ms per combination",
+            ),
+            got[a.label],
+            got[b.label],
+        ),
         Row(
-            id="6b", title="Isolation cost per combination against the fork floor (torch imported)",
-            a_label="pytest-xp: (isolated − in-process) / n", b_label="`os.fork()`, child `os._exit(0)`, parent reaps",
-            unit="ms", a_values=extra, b_values=bare, ratio_kind="a/b", repeats=ctx.sizes.repeats,
+            id="6b",
+            title="Isolation cost per combination against the fork floor (torch imported)",
+            a_label="pytest-xp: (isolated − in-process) / n",
+            b_label="`os.fork()`, child `os._exit(0)`, parent reaps",
+            unit="ms",
+            a_values=extra,
+            b_values=bare,
+            ratio_kind="a/b",
+            repeats=ctx.sizes.repeats,
             derived_value=seeded,
             derived_text=f"a child that also seeds random/numpy/torch and pipes back a JSON line: {seeded:.1f} ms",
         ),
@@ -588,22 +824,42 @@ def isolation(ctx: Ctx) -> list[Row]:
 def store(ctx: Ctx) -> list[Row]:
     s = ctx.sizes
     n = s.store_n
-    argv = [PYTHON, str(BENCH_DIR / "store_bench.py"), "--n", str(n), "--repeats", str(s.repeats_heavy),
-            "--dir", str(ctx.tmp / "store_bench")]
+    argv = [
+        PYTHON,
+        str(BENCH_DIR / "store_bench.py"),
+        "--n",
+        str(n),
+        "--repeats",
+        str(s.repeats_heavy),
+        "--dir",
+        str(ctx.tmp / "store_bench"),
+    ]
     out = run(Cmd("store bench", argv, ctx.tmp, ctx.env, timeout_s=s.timeout_s))
     data = json.loads(out.stdout.strip().splitlines()[-1])
     ctx.log(f"    store bench: {json.dumps({k: [round(v, 2) for v in vs] for k, vs in data.items()})}")
     rows = []
     for rid, op, a_key, b_key in (("7a", "write", "xp_write", "plain_write"), ("7b", "read", "xp_read", "plain_read")):
         a_med = statistics.median(data[a_key])
-        rows.append(Row(
-            id=rid, title=f"Store: {op} {n} records (in-process)",
-            a_label=f"`Store.{op}_record`", b_label=f"plain `json` {op}, same layout",
-            a_values=data[a_key], b_values=data[b_key], ratio_kind="a/b", repeats=s.repeats_heavy,
-            goal="A < 2 s", goal_op="<", goal_value=2.0, goal_on="derived",
-            derived_value=a_med, derived_text=f"{a_med / n * 1e6:.0f} µs per record",
-            a_cpu=data.get(a_key + "_cpu", []), b_cpu=data.get(b_key + "_cpu", []),
-        ))
+        rows.append(
+            Row(
+                id=rid,
+                title=f"Store: {op} {n} records (in-process)",
+                a_label=f"`Store.{op}_record`",
+                b_label=f"plain `json` {op}, same layout",
+                a_values=data[a_key],
+                b_values=data[b_key],
+                ratio_kind="a/b",
+                repeats=s.repeats_heavy,
+                goal="A < 2 s",
+                goal_op="<",
+                goal_value=2.0,
+                goal_on="derived",
+                derived_value=a_med,
+                derived_text=f"{a_med / n * 1e6:.0f} µs per record",
+                a_cpu=data.get(a_key + "_cpu", []),
+                b_cpu=data.get(b_key + "_cpu", []),
+            )
+        )
     return rows
 
 
@@ -626,23 +882,50 @@ def report(ctx: Ctx) -> list[Row]:
         """
     d = workdir(ctx, "report", {"xp_report10k.py": body})
     store = d / "store"
-    populate = pytest_cmd(ctx, "populate", d, ["xp_report10k.py", "-n", "2", "--xp-dir", str(store), "-k", "work"],
-                          prepare=clear(store), check=expect("populate", passed=n))
+    populate = pytest_cmd(
+        ctx,
+        "populate",
+        d,
+        ["xp_report10k.py", "-n", "2", "--xp-dir", str(store), "-k", "work"],
+        prepare=clear(store),
+        check=expect("populate", passed=n),
+    )
     run(populate)
-    a = pytest_cmd(ctx, "verify+report", d, ["xp_report10k.py", "-n", "0", "--xp-dir", str(store), "-k", "check",
-                                             "--xp-report"], check=expect("verify", supports=1))
-    b = pytest_cmd(ctx, "collect-only", d, ["xp_report10k.py", "-n", "0", "--xp-dir", str(store), "-k", "check",
-                                            "--collect-only"])
+    a = pytest_cmd(
+        ctx,
+        "verify+report",
+        d,
+        ["xp_report10k.py", "-n", "0", "--xp-dir", str(store), "-k", "check", "--xp-report"],
+        check=expect("verify", supports=1),
+    )
+    b = pytest_cmd(
+        ctx, "collect-only", d, ["xp_report10k.py", "-n", "0", "--xp-dir", str(store), "-k", "check", "--collect-only"]
+    )
     got = round_robin(ctx, [a, b], s.repeats, warmup=True)
     wa, wb = walls(got[a.label]), walls(got[b.label])
     extra = statistics.median([x - y for x, y in zip(wa, wb, strict=True)])
-    return [with_cpu(Row(
-        id="7c", title=f"Verify + `--xp-report` over {n} stored records, `-n 0 -k check`",
-        a_label="verify run with `--xp-report`", b_label="`--collect-only -k check` (same collection)",
-        a_values=wa, b_values=wb, ratio_kind="a/b", repeats=s.repeats,
-        goal="A − B < 2 s", goal_op="<", goal_value=2.0, goal_on="derived",
-        derived_value=extra, derived_text=f"verify + report cost {extra:.2f} s",
-    ), got[a.label], got[b.label])]
+    return [
+        with_cpu(
+            Row(
+                id="7c",
+                title=f"Verify + `--xp-report` over {n} stored records, `-n 0 -k check`",
+                a_label="verify run with `--xp-report`",
+                b_label="`--collect-only -k check` (same collection)",
+                a_values=wa,
+                b_values=wb,
+                ratio_kind="a/b",
+                repeats=s.repeats,
+                goal="A − B < 2 s",
+                goal_op="<",
+                goal_value=2.0,
+                goal_on="derived",
+                derived_value=extra,
+                derived_text=f"verify + report cost {extra:.2f} s",
+            ),
+            got[a.label],
+            got[b.label],
+        )
+    ]
 
 
 def memory(ctx: Ctx) -> list[Row]:
@@ -660,16 +943,34 @@ def memory(ctx: Ctx) -> list[Row]:
     store, plain_out = d / "store", d / "plain_out"
 
     def xp(label: str, file: str, n: int) -> Cmd:
-        return pytest_cmd(ctx, label, d, [file, "-n", "2", "--xp-dir", str(store)], prepare=clear(store),
-                          check=expect(label, passed=n), poll_rss=True)
+        return pytest_cmd(
+            ctx,
+            label,
+            d,
+            [file, "-n", "2", "--xp-dir", str(store)],
+            prepare=clear(store),
+            check=expect(label, passed=n),
+            poll_rss=True,
+        )
 
     def plain(label: str, file: str, n: int) -> Cmd:
-        return pytest_cmd(ctx, label, d, [file, "-n", "2", "-p", "no:xp"], prepare=clear(plain_out),
-                          check=expect(label, passed=n), poll_rss=True)
+        return pytest_cmd(
+            ctx,
+            label,
+            d,
+            [file, "-n", "2", "-p", "no:xp"],
+            prepare=clear(plain_out),
+            check=expect(label, passed=n),
+            poll_rss=True,
+        )
 
-    cmds = [xp("xp 1k", "xp_small.py", small), plain("plain 1k", "test_small.py", small),
-            xp("xp 10k", "xp_big.py", big), plain("plain 10k", "test_big.py", big),
-            xp("xp 10k large", "xp_big_large.py", big)]
+    cmds = [
+        xp("xp 1k", "xp_small.py", small),
+        plain("plain 1k", "test_small.py", small),
+        xp("xp 10k", "xp_big.py", big),
+        plain("plain 10k", "test_big.py", big),
+        xp("xp 10k large", "xp_big_large.py", big),
+    ]
     got = round_robin(ctx, cmds, s.repeats_memory)
 
     def rss(label: str) -> list[float]:
@@ -681,24 +982,61 @@ def memory(ctx: Ctx) -> list[Row]:
     tag = f"{small // 1000}k" if small >= 1000 else str(small)
     tag_big = f"{big // 1000}k" if big >= 1000 else str(big)
     return [
-        with_cpu(Row(id="7d", title=f"Grid of {tag_big} trivial combinations end to end, `-n 2` (wall time)",
-            a_label="pytest-xp -n 2", b_label="plain parametrize -n 2",
-            a_values=walls(got["xp 10k"]), b_values=walls(got["plain 10k"]), ratio_kind="a/b",
-            repeats=s.repeats_memory, derived_value=None,
-            derived_text=f"{(statistics.median(walls(got['xp 10k'])) - statistics.median(walls(got['plain 10k']))) / big * 1000:+.2f} ms per combination"), got["xp 10k"], got["plain 10k"]),
-        Row(id="7e-1", title=f"Controller peak RSS, {tag} combinations, `-n 2`", a_label="pytest-xp controller",
-            b_label="plain pytest-xdist controller", unit="MB", a_values=rss("xp 1k"), b_values=rss("plain 1k"),
-            ratio_kind="a/b", repeats=s.repeats_memory),
-        Row(id="7e-2", title=f"Controller peak RSS, {tag_big} combinations, `-n 2`", a_label="pytest-xp controller",
-            b_label="plain pytest-xdist controller", unit="MB", a_values=rss("xp 10k"), b_values=rss("plain 10k"),
-            ratio_kind="a/b", repeats=s.repeats_memory,
+        with_cpu(
+            Row(
+                id="7d",
+                title=f"Grid of {tag_big} trivial combinations end to end, `-n 2` (wall time)",
+                a_label="pytest-xp -n 2",
+                b_label="plain parametrize -n 2",
+                a_values=walls(got["xp 10k"]),
+                b_values=walls(got["plain 10k"]),
+                ratio_kind="a/b",
+                repeats=s.repeats_memory,
+                derived_value=None,
+                derived_text=f"{(statistics.median(walls(got['xp 10k'])) - statistics.median(walls(got['plain 10k']))) / big * 1000:+.2f} ms per combination",
+            ),
+            got["xp 10k"],
+            got["plain 10k"],
+        ),
+        Row(
+            id="7e-1",
+            title=f"Controller peak RSS, {tag} combinations, `-n 2`",
+            a_label="pytest-xp controller",
+            b_label="plain pytest-xdist controller",
+            unit="MB",
+            a_values=rss("xp 1k"),
+            b_values=rss("plain 1k"),
+            ratio_kind="a/b",
+            repeats=s.repeats_memory,
+        ),
+        Row(
+            id="7e-2",
+            title=f"Controller peak RSS, {tag_big} combinations, `-n 2`",
+            a_label="pytest-xp controller",
+            b_label="plain pytest-xdist controller",
+            unit="MB",
+            a_values=rss("xp 10k"),
+            b_values=rss("plain 10k"),
+            ratio_kind="a/b",
+            repeats=s.repeats_memory,
             derived_value=grow_xp,
-            derived_text=f"growth {tag}→{tag_big}: {grow_xp:.1f} KB/combination (plain {grow_plain:.1f})"),
-        Row(id="7e-3", title=f"Controller peak RSS, {tag_big} combinations, large vs small results",
-            a_label=f"pytest-xp, ~{record_kb:.0f} KB result each", b_label="pytest-xp, tiny result",
-            unit="MB", a_values=rss("xp 10k large"), b_values=rss("xp 10k"), ratio_kind="a/b",
-            repeats=s.repeats_memory, goal="A/B ≤ 1.1 (flat in result size)", goal_op="<=", goal_value=1.1,
-            derived_text=f"{big * record_kb / 1024:.0f} MB of results written"),
+            derived_text=f"growth {tag}→{tag_big}: {grow_xp:.1f} KB/combination (plain {grow_plain:.1f})",
+        ),
+        Row(
+            id="7e-3",
+            title=f"Controller peak RSS, {tag_big} combinations, large vs small results",
+            a_label=f"pytest-xp, ~{record_kb:.0f} KB result each",
+            b_label="pytest-xp, tiny result",
+            unit="MB",
+            a_values=rss("xp 10k large"),
+            b_values=rss("xp 10k"),
+            ratio_kind="a/b",
+            repeats=s.repeats_memory,
+            goal="A/B ≤ 1.1 (flat in result size)",
+            goal_op="<=",
+            goal_value=1.1,
+            derived_text=f"{big * record_kb / 1024:.0f} MB of results written",
+        ),
     ]
 
 
@@ -715,10 +1053,34 @@ def profile(ctx: Ctx) -> list[Row]:
     n = ctx.sizes.profile_n
     d = workdir(ctx, "profile", {"xp_profile.py": trivial_xp(n)})
     store, prof = d / "store", d / "run.prof"
-    argv = [PYTHON, "-m", "cProfile", "-o", str(prof), "-m", "pytest", "xp_profile.py", "-n", "0", "--xp-dir",
-            str(store), "-p", "no:cacheprovider", "-q"]
-    run(Cmd("profile", argv, d, ctx.env, prepare=clear(store), check=expect("profile", passed=n),
-            timeout_s=ctx.sizes.timeout_s))
+    argv = [
+        PYTHON,
+        "-m",
+        "cProfile",
+        "-o",
+        str(prof),
+        "-m",
+        "pytest",
+        "xp_profile.py",
+        "-n",
+        "0",
+        "--xp-dir",
+        str(store),
+        "-p",
+        "no:cacheprovider",
+        "-q",
+    ]
+    run(
+        Cmd(
+            "profile",
+            argv,
+            d,
+            ctx.env,
+            prepare=clear(store),
+            check=expect("profile", passed=n),
+            timeout_s=ctx.sizes.timeout_s,
+        )
+    )
     plain = run(pytest_cmd(ctx, "plain", d, ["xp_profile.py", "-n", "0", "--xp-dir", str(store)], prepare=clear(store)))
     stats = pstats.Stats(str(prof))
     total = max(stats.total_tt, 1e-9)  # type: ignore[attr-defined]
@@ -735,32 +1097,52 @@ def profile(ctx: Ctx) -> list[Row]:
                 return p.split(marker, 1)[1]
         return p
 
-    xp_entries = sorted((e for e in entries if "/pytest_xp/" in e["path"].replace("\\", "/")),
-                        key=lambda e: -e["cumtime"])
+    xp_entries = sorted(
+        (e for e in entries if "/pytest_xp/" in e["path"].replace("\\", "/")), key=lambda e: -e["cumtime"]
+    )
     top_xp = [
-        {"function": f"{short(e['path'])}:{e['line']}({e['func']})", "ncalls": e["ncalls"],
-         "tottime_s": round(e["tottime"], 4), "cumtime_s": round(e["cumtime"], 4),
-         "cum_ms_per_combination": round(e["cumtime"] / n * 1000, 4)}
+        {
+            "function": f"{short(e['path'])}:{e['line']}({e['func']})",
+            "ncalls": e["ncalls"],
+            "tottime_s": round(e["tottime"], 4),
+            "cumtime_s": round(e["cumtime"], 4),
+            "cum_ms_per_combination": round(e["cumtime"] / n * 1000, 4),
+        }
         for e in xp_entries[:25]
     ]
     top_self = [
-        {"function": f"{short(e['path'])}:{e['line']}({e['func']})", "ncalls": e["ncalls"],
-         "tottime_s": round(e["tottime"], 4), "tot_ms_per_combination": round(e["tottime"] / n * 1000, 4)}
+        {
+            "function": f"{short(e['path'])}:{e['line']}({e['func']})",
+            "ncalls": e["ncalls"],
+            "tottime_s": round(e["tottime"], 4),
+            "tot_ms_per_combination": round(e["tottime"] / n * 1000, 4),
+        }
         for e in sorted(entries, key=lambda e: -e["tottime"])[:20]
     ]
-    lines = [f"cProfile of {n} trivial combinations, pytest-xp -n 0 (profiled total {total:.2f} s; "
-             f"unprofiled wall {plain.wall_s:.2f} s)", "", "pytest-xp functions by cumulative time:",
-             f"{'cum ms/comb':>12} {'cum s':>8} {'self s':>8} {'calls':>8}  function"]
+    lines = [
+        f"cProfile of {n} trivial combinations, pytest-xp -n 0 (profiled total {total:.2f} s; "
+        f"unprofiled wall {plain.wall_s:.2f} s)",
+        "",
+        "pytest-xp functions by cumulative time:",
+        f"{'cum ms/comb':>12} {'cum s':>8} {'self s':>8} {'calls':>8}  function",
+    ]
     for e in top_xp:
-        lines.append(f"{e['cum_ms_per_combination']:>12.3f} {e['cumtime_s']:>8.3f} {e['tottime_s']:>8.3f} "
-                     f"{e['ncalls']:>8}  {e['function']}")
+        lines.append(
+            f"{e['cum_ms_per_combination']:>12.3f} {e['cumtime_s']:>8.3f} {e['tottime_s']:>8.3f} "
+            f"{e['ncalls']:>8}  {e['function']}"
+        )
     lines += ["", "all functions by self time:", f"{'self ms/comb':>12} {'self s':>8} {'calls':>8}  function"]
     for e in top_self:
         lines.append(f"{e['tot_ms_per_combination']:>12.3f} {e['tottime_s']:>8.3f} {e['ncalls']:>8}  {e['function']}")
     ctx.results_dir.mkdir(parents=True, exist_ok=True)
     (ctx.results_dir / "profile.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    ctx.extras["profile"] = {"n": n, "profiled_total_s": round(total, 3), "wall_unprofiled_s": round(plain.wall_s, 3),
-                             "top_pytest_xp": top_xp, "top_self": top_self}
+    ctx.extras["profile"] = {
+        "n": n,
+        "profiled_total_s": round(total, 3),
+        "wall_unprofiled_s": round(plain.wall_s, 3),
+        "top_pytest_xp": top_xp,
+        "top_self": top_self,
+    }
     if not ctx.quick and importlib.util.find_spec("pyinstrument") is not None:
         _sampled_profiles(ctx, d, n)
     return []
@@ -769,20 +1151,53 @@ def profile(ctx: Ctx) -> list[Row]:
 def _sampled_profiles(ctx: Ctx, d: Path, n: int) -> None:
     """Wall-clock (sampling) profiles of three paths: a fresh run, the cached re-run, fork isolation."""
     store = d / "store"
-    (d / "xp_profile_iso.py").write_text(textwrap.dedent(trivial_xp(
-        ctx.sizes.isolate_n, extra_import="import torch", body='return {"y": float(torch.ones(2).sum()) + x}'
-    )).lstrip(), encoding="utf-8")
+    (d / "xp_profile_iso.py").write_text(
+        textwrap.dedent(
+            trivial_xp(
+                ctx.sizes.isolate_n, extra_import="import torch", body='return {"y": float(torch.ones(2).sum()) + x}'
+            )
+        ).lstrip(),
+        encoding="utf-8",
+    )
     iso = detect_isolate(ctx, d, "xp_profile_iso.py")
-    jobs = [("profile_pyinstrument.txt", "xp_profile.py", [], True),  # fresh: store cleared first
-            ("profile_cached.txt", "xp_profile.py", [], False)]  # re-run of the store just written
+    jobs = [
+        ("profile_pyinstrument.txt", "xp_profile.py", [], True),  # fresh: store cleared first
+        ("profile_cached.txt", "xp_profile.py", [], False),
+    ]  # re-run of the store just written
     if iso is not None:
         jobs.append(("profile_isolate.txt", "xp_profile_iso.py", iso, True))
     for name, module, extra, fresh in jobs:
-        argv = [PYTHON, "-m", "pyinstrument", "-r", "text", "-o", str(ctx.results_dir / name), "-m", "pytest",
-                module, "-n", "0", "--xp-dir", str(store), *extra, "-p", "no:cacheprovider", "-q"]
+        argv = [
+            PYTHON,
+            "-m",
+            "pyinstrument",
+            "-r",
+            "text",
+            "-o",
+            str(ctx.results_dir / name),
+            "-m",
+            "pytest",
+            module,
+            "-n",
+            "0",
+            "--xp-dir",
+            str(store),
+            *extra,
+            "-p",
+            "no:cacheprovider",
+            "-q",
+        ]
         try:
-            run(Cmd("pyinstrument", argv, d, ctx.env, prepare=clear(store) if fresh else None,
-                    timeout_s=ctx.sizes.timeout_s))
+            run(
+                Cmd(
+                    "pyinstrument",
+                    argv,
+                    d,
+                    ctx.env,
+                    prepare=clear(store) if fresh else None,
+                    timeout_s=ctx.sizes.timeout_s,
+                )
+            )
         except BenchError as exc:  # sampling profiles are a bonus; the cProfile table is the record
             ctx.log(f"    pyinstrument ({name}) failed: {str(exc).splitlines()[0]}")
 

@@ -10,14 +10,13 @@ import sys
 import time
 from collections.abc import Generator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from pytest_xp import config as _options
 from pytest_xp.errors import StoreError
 from pytest_xp.launch import options as _launch_options
-from pytest_xp.report import terminal as _terminal
 from pytest_xp.run import collect as _collect
 from pytest_xp.run.handle import Xp
 from pytest_xp.run.items import PlugItem, TrialItem, report_if_cached
@@ -27,7 +26,10 @@ from pytest_xp.store import provenance as _provenance
 from pytest_xp.store.properties import add_properties
 from pytest_xp.store.records import now_iso
 
-REPORTER_KEY = pytest.StashKey[_terminal.XpReporter]()
+if TYPE_CHECKING:
+    from pytest_xp.report.terminal import XpReporter  # noqa: F401 - named in REPORTER_KEY's type
+
+REPORTER_KEY = pytest.StashKey["XpReporter"]()
 STARTED_KEY = pytest.StashKey[tuple[str, float]]()
 
 
@@ -83,7 +85,9 @@ def pytest_configure(config: pytest.Config) -> None:
                     "--xp-dirty-git=error refuses to run experiments on them. Commit or stash the changes, "
                     "or run with --xp-dirty-git=warn to record the diff's hash in the run manifest instead."
                 )
-        reporter = _terminal.XpReporter(
+        from pytest_xp.report.terminal import XpReporter  # the controller's (or a plain run's) reporter
+
+        reporter = XpReporter(
             show_report=bool(settings.reports),
             explain=settings.explain,
             correction=settings.correction,
@@ -227,4 +231,6 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 
 def pytest_report_teststatus(report: pytest.TestReport, config: pytest.Config) -> Any:
-    return _terminal.teststatus(report)
+    from pytest_xp.report.terminal import teststatus
+
+    return teststatus(report)

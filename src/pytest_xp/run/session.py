@@ -18,8 +18,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from filelock import FileLock
-
 from pytest_xp.config import XpConfig
 from pytest_xp.define.discovery import Experiment, TrialDef
 from pytest_xp.define.grid import Combination
@@ -109,6 +107,8 @@ class XpSession:
             return overrides
         scratch = self.ensure_scratch()
         target = scratch / f"setup-{exp.slug}.json"
+        from filelock import FileLock  # only a process that runs setup functions pays for it
+
         with FileLock(str(target) + ".lock"):
             if target.exists():
                 saved = loads(target.read_text(encoding="utf-8"))
