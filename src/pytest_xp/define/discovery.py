@@ -56,6 +56,16 @@ class SetupDef:
 
 
 @dataclass(frozen=True)
+class TrialOptions:
+    """What ``@trial`` takes besides order and values, checked: the per-trial run options."""
+
+    version: str | None = None  # pinned cache-key token (None: a hash of the source)
+    isolate: bool = False  # run each combination in a child process
+    timeout: float | None = None  # seconds before a combination's process group is killed (implies isolation)
+    gpus: int = 0  # GPUs a combination needs; skipped where fewer are visible
+
+
+@dataclass(frozen=True)
 class TrialDef:
     name: str
     fn: Callable[..., Any]
@@ -67,7 +77,7 @@ class TrialDef:
     combinations: list[Combination]
     fixture_names: tuple[str, ...]
     version: str
-    options: dict[str, Any] = field(default_factory=dict)
+    options: TrialOptions = field(default_factory=TrialOptions)
 
 
 @dataclass(frozen=True)
@@ -318,7 +328,7 @@ def _trial_def(
         combinations=expand(params),
         fixture_names=_mandatory(sig, set(params)),
         version=f"user:{version}" if version is not None else source_version(fn),
-        options=options,
+        options=TrialOptions(version=version, isolate=bool(options.get("isolate")), timeout=timeout, gpus=gpus),
     )
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 
@@ -32,6 +33,73 @@ class Outcome:
     verdict: Verdict
     message: str = ""
     evidence: dict[str, Any] | None = None
+
+
+@dataclass
+class Hypothesis:
+    """One verify's verdict as everything after the item sees it: the reporter, the run manifest,
+    the reports. The one shape from a test report to the renderers.
+    """
+
+    nodeid: str
+    verdict: str
+    message: str = ""
+    expect: str | None = None
+    failed: bool = False
+    session: str | None = None
+    attachments: list[Path] = field(default_factory=list)  # figures the verify attached
+    evidence: dict[str, Any] | None = None
+    longrepr: str = ""  # the item's failure text (tracebacks of an INVALID verify), terminal only
+    raw_verdict: str | None = None  # before --xp-correction re-judged it
+    trials: list[str] = field(default_factory=list)  # trial_key of each trial the verify reads
+
+    @property
+    def experiment(self) -> str:
+        return self.nodeid.split("::", 1)[0]
+
+    @property
+    def name(self) -> str:
+        return self.nodeid.split("::", 1)[-1]
+
+    def to_manifest(self, store_root: Path | None = None) -> dict[str, Any]:
+        """The run manifest's entry: attachments relative to the store when they are inside it."""
+        return {
+            "nodeid": self.nodeid,
+            "verdict": self.verdict,
+            "message": self.message,
+            "expect": self.expect,
+            "failed": self.failed,
+            "attachments": [_relative(path, store_root) for path in self.attachments],
+            "evidence": self.evidence,
+            "trials": self.trials,
+        }
+
+    @classmethod
+    def from_manifest(
+        cls, nodeid: str, verdict: str, entry: dict[str, Any], *, root: Path, session: str | None
+    ) -> Hypothesis:
+        """A manifest's entry read back (attachments resolved against the store ``root``)."""
+        evidence = entry.get("evidence")
+        return cls(
+            nodeid=nodeid,
+            verdict=verdict,
+            message=str(entry.get("message") or ""),
+            expect=entry.get("expect"),
+            failed=bool(entry.get("failed", False)),
+            session=session,
+            attachments=[root / str(p) for p in entry.get("attachments") or []],
+            evidence=evidence if isinstance(evidence, dict) else None,
+            trials=[str(t) for t in entry.get("trials") or []],
+        )
+
+
+def _relative(path: Path, root: Path | None) -> str:
+    if root is None:
+        return str(path)
+    try:
+        return path.resolve().relative_to(root.resolve()).as_posix()
+    except ValueError:
+        return str(path)
 
 
 def coerce_verdict(value: object) -> Outcome:

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from pytest_xp.launch.options import SlurmSettings
-from pytest_xp.launch.task import run_task
+from pytest_xp.launch.task import TaskSpec, run_task
 from pytest_xp.store.codec import loads
 
 _LIVE_STATES = frozenset(
@@ -103,7 +103,7 @@ class Task:
     shard: int
     total: int
     identities: list[str]
-    spec: dict[str, Any]
+    spec: TaskSpec
     job_id: str = ""
     stdout: Path | None = None
     stderr: Path | None = None

@@ -32,7 +32,7 @@ import pytest
 
 from pytest_xp.launch.arrays import LocalArray, SlurmArray, Task, TaskEnd, _Array, _require_submitit, sbatch_script
 from pytest_xp.launch.options import ENV_SELECT, ENV_TASK, SlurmSettings, get_settings
-from pytest_xp.launch.task import shell_command, task_argv
+from pytest_xp.launch.task import TaskSpec, shell_command, task_argv
 from pytest_xp.run.shards import shard_of
 from pytest_xp.run.state import SESSION_KEY
 from pytest_xp.store.records import describe_return_code, failure_record
@@ -146,7 +146,7 @@ def plan_tasks(
             no_wait=no_wait,
             slurm=slurm,
         )
-        spec = {"argv": argv, "cwd": cwd, "env": env, "outcome": str(folder / f"outcome-{index}.json")}
+        spec = TaskSpec(argv=argv, cwd=cwd, env=env, outcome=str(folder / f"outcome-{index}.json"))
         tasks.append(Task(index=index, shard=shard, total=total, identities=shards[shard], spec=spec))
     return tasks
 

@@ -19,7 +19,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import pytest
 
@@ -51,6 +51,15 @@ _DROP_FLAGS = frozenset({"--xp-slurm", "--xp-slurm-dry-run"})
 
 
 # -- shards and task commands ------------------------------------------------------------------
+class TaskSpec(TypedDict):
+    """What one array task runs, as submitit pickles it to the task: plain data only."""
+
+    argv: list[str]  # the task's pytest command line
+    cwd: str  # the submitting session's invocation directory
+    env: dict[str, str]  # added to the task's environment (its shard selection)
+    outcome: str  # where the task writes how its pytest ended
+
+
 def task_args(args: Sequence[str], *, slurm: bool = False) -> list[str]:
     """The submitting arguments without launcher options and what concurrent tasks must not share.
 
@@ -109,7 +118,7 @@ def shell_command(cwd: str, env: dict[str, str], argv: Sequence[str]) -> str:
 
 
 # -- the task side ----------------------------------------------------------------------------------
-def run_task(spec: dict[str, Any]) -> dict[str, Any]:
+def run_task(spec: TaskSpec) -> dict[str, Any]:
     """Entry point of one array task (runs in the task, unpickled by submitit): run its pytest, report.
 
     Slurm's early warning signal (submitit asks for USR2 before the time limit) is ignored here and in

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pytest_xp.define.verdicts import Hypothesis as Hypothesis
 from pytest_xp.store.frames import (
     _latest_sessions,
     _sort_key,
@@ -32,29 +33,6 @@ if TYPE_CHECKING:
 
 
 # -- what a report shows ----------------------------------------------------------------------
-@dataclass
-class Hypothesis:
-    """One verify's latest verdict, its evidence message, and the figures it attached."""
-
-    nodeid: str
-    verdict: str
-    message: str = ""
-    expect: str | None = None
-    failed: bool = False
-    session: str | None = None
-    attachments: list[Path] = field(default_factory=list)
-    evidence: dict[str, Any] | None = None
-    trials: list[str] = field(default_factory=list)  # "module::trial" keys of the trials it reads
-
-    @property
-    def experiment(self) -> str:
-        return self.nodeid.split("::", 1)[0]
-
-    @property
-    def name(self) -> str:
-        return self.nodeid.split("::", 1)[-1]
-
-
 @dataclass
 class TrialSection:
     """One trial's combinations (results frame) and logged metrics (long frame)."""
@@ -103,17 +81,7 @@ def _hypotheses_from_manifests(root: Path, manifests: list[dict[str, Any]], expe
         detailed = {str(h.get("nodeid")): h for h in manifest.get("hypotheses") or [] if isinstance(h, dict)}
         for nodeid, verdict in (manifest.get("verdicts") or {}).items():
             info = detailed.get(nodeid, {})
-            latest[nodeid] = Hypothesis(
-                nodeid=nodeid,
-                verdict=str(verdict),
-                message=str(info.get("message") or ""),
-                expect=info.get("expect"),
-                failed=bool(info.get("failed", False)),
-                session=session,
-                attachments=[root / str(p) for p in info.get("attachments") or []],
-                evidence=info.get("evidence") if isinstance(info.get("evidence"), dict) else None,
-                trials=[str(t) for t in info.get("trials") or []],
-            )
+            latest[nodeid] = Hypothesis.from_manifest(nodeid, str(verdict), info, root=root, session=session)
             if nodeid not in detailed:  # a manifest from before attachments were recorded: look on disk
                 latest[nodeid].attachments = find_attachments(root, latest[nodeid].experiment, latest[nodeid].name)
     return [h for h in latest.values() if matches_experiment(h.experiment, experiment)]

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from pytest_xp.config import XpConfig
-from pytest_xp.define.verdicts import Verdict
+from pytest_xp.define.verdicts import Hypothesis, Verdict
 from pytest_xp.store import provenance as _provenance
 from pytest_xp.store.properties import ItemProperties, read_properties
 from pytest_xp.store.records import now_iso
@@ -99,20 +99,6 @@ class TrialTally:
 
 
 @dataclass
-class VerdictLine:
-    nodeid: str
-    verdict: str
-    message: str
-    expect: str | None
-    failed: bool
-    longrepr: str
-    evidence: dict[str, Any] | None = None
-    raw_verdict: str | None = None  # before --xp-correction re-judged it
-    attachments: list[str] = field(default_factory=list)  # figures the verify attached (absolute paths)
-    trials: list[str] = field(default_factory=list)  # "module::trial" keys the verify reads
-
-
-@dataclass
 class XpReporter:
     """Collects experiment reports in the process that prints (the controller under xdist)."""
 
@@ -122,7 +108,7 @@ class XpReporter:
     reports: tuple[str, ...] = ()  # the validated --xp-report specs
     store_root: Path | None = None  # where the session's records are; None: write no file report
     session_id: str = ""
-    verdicts: list[VerdictLine] = field(default_factory=list)
+    verdicts: list[Hypothesis] = field(default_factory=list)
     trials: dict[str, TrialTally] = field(default_factory=lambda: defaultdict(TrialTally))
     tolerated: list[tuple[str, str]] = field(default_factory=list)
     why: list[tuple[str, str]] = field(default_factory=list)
@@ -219,19 +205,7 @@ class XpReporter:
 
     def hypotheses(self, store_root: Path | None = None) -> list[dict[str, Any]]:
         """Every verdict of the session with its message and attachments, for the run manifest."""
-        return [
-            {
-                "nodeid": line.nodeid,
-                "verdict": line.verdict,
-                "message": line.message,
-                "expect": line.expect,
-                "failed": line.failed,
-                "attachments": [_store_relative(path, store_root) for path in line.attachments],
-                "evidence": line.evidence,
-                "trials": line.trials,
-            }
-            for line in self.verdicts
-        ]
+        return [line.to_manifest(store_root) for line in self.verdicts]
 
     # -- progress: how many combinations of each trial there are ------------------------------
     @pytest.hookimpl
@@ -272,7 +246,7 @@ class XpReporter:
         props = read_properties(report.user_properties)
         if report.when == "call" and "xp_verdict" in props:
             self.verdicts.append(
-                VerdictLine(
+                Hypothesis(
                     nodeid=report.nodeid,
                     verdict=str(props["xp_verdict"]),
                     message=str(props.get("xp_message") or ""),
@@ -280,7 +254,7 @@ class XpReporter:
                     failed=report.failed,
                     longrepr=str(report.longrepr) if report.longrepr else "",
                     evidence=evidence if isinstance(evidence := props.get("xp_evidence"), dict) else None,
-                    attachments=[str(p) for p in shots]
+                    attachments=[Path(p) for p in shots]
                     if isinstance(shots := props.get("xp_attachments"), (list, tuple))
                     else [],
                     trials=[str(t) for t in used] if isinstance(used := props.get("xp_trials"), (list, tuple)) else [],
@@ -426,7 +400,7 @@ class XpReporter:
 
     def report_data(self, store_root: Path, session_id: str) -> Any:
         """This session's combinations, read back from the store, with this session's verdicts."""
-        from pytest_xp.report.data import Hypothesis, gather
+        from pytest_xp.report.data import gather
         from pytest_xp.store.codec import loads
 
         manifest = None
@@ -436,20 +410,7 @@ class XpReporter:
             except (OSError, ValueError):
                 manifest = None
         selection: dict[str, set[str] | None] = {key: set(ids) for key, ids in self.combinations.items()}
-        hypotheses = [
-            Hypothesis(
-                nodeid=line.nodeid,
-                verdict=line.verdict,
-                message=line.message,
-                expect=line.expect,
-                failed=line.failed,
-                session=session_id,
-                attachments=[Path(p) for p in line.attachments],
-                evidence=line.evidence,
-                trials=line.trials,
-            )
-            for line in self.verdicts
-        ]
+        hypotheses = [replace(line, session=session_id, attachments=list(line.attachments)) for line in self.verdicts]
         return gather(
             store_root,
             selection=selection,
@@ -458,12 +419,3 @@ class XpReporter:
             session=manifest if isinstance(manifest, dict) else None,
             plot_x=self.plot_x,
         )
-
-
-def _store_relative(path: str, root: Path | None) -> str:
-    if root is None:
-        return path
-    try:
-        return Path(path).resolve().relative_to(root.resolve()).as_posix()
-    except ValueError:
-        return path

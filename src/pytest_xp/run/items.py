@@ -214,7 +214,7 @@ class TrialItem(_XpItem):
         barrier, a launcher replay, a GPU check, an error — returns None and takes the full protocol.
         """
         settings = self.xp_session.settings
-        if self.xp_session.replay or settings.shard is not None or self.xp_trial.options.get("gpus"):
+        if self.xp_session.replay or settings.shard is not None or self.xp_trial.options.gpus:
             return None
         try:
             record = self.prepare()
@@ -261,7 +261,7 @@ class TrialItem(_XpItem):
         if self.xp_session.replay:
             self.xp_cached = None
             return
-        needed = int(self.xp_trial.options.get("gpus") or 0)
+        needed = self.xp_trial.options.gpus
         if needed:
             from pytest_xp.run.gpus import visible_gpus
 
@@ -394,7 +394,7 @@ class TrialItem(_XpItem):
     def _write_record(self, outcome: RunOutcome, started_at: str, duration_s: float) -> None:
         session, trial, combo = self.xp_session, self.xp_trial, self.xp_combo
         extra: dict[str, Any] = {"key_parts": self.xp_key_parts}
-        if session.settings.gpus or trial.options.get("gpus"):
+        if session.settings.gpus or trial.options.gpus:
             extra["cuda_visible_devices"] = os.environ.get("CUDA_VISIBLE_DEVICES")
         if not session.settings.cache:
             extra["cacheable"] = False
@@ -449,8 +449,8 @@ class TrialItem(_XpItem):
     def _isolation(self) -> tuple[str, float | None, int | None] | None:
         """(start method, timeout, memory limit) when this combination runs in a child process."""
         settings, options = self.xp_session.settings, self.xp_trial.options
-        timeout = options.get("timeout") or settings.timeout_s
-        method = settings.isolate or ("fork" if options.get("isolate") else None)
+        timeout = options.timeout or settings.timeout_s
+        method = settings.isolate or ("fork" if options.isolate else None)
         if method is None and (timeout is not None or settings.max_memory is not None):
             method = "fork"
         if method is None:

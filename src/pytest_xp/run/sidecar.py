@@ -9,7 +9,7 @@ the worker's half and the format both halves share; it imports nothing of xdist.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal, TypedDict
 
 import pytest
 
@@ -21,36 +21,52 @@ from pytest_xp.store.store import write_json_atomic
 SIDECAR_PREFIX = "items-"
 
 
+class SidecarEntry(TypedDict, total=False):
+    """One item as the scheduler sees it; a plug has only ``kind``, a verify no trial fields."""
+
+    kind: Literal["trial", "verify", "plug"]
+    group: str  # the module id: stages are per module
+    rank: float  # a trial's order, a verify's rank (highest order it names + 0.5)
+    trial: str
+    parallel: int | None  # the trial's __parallel__ cap
+    combination: str  # the combination's id
+    index: int
+    params: dict[str, Any]
+    record: str  # the record's path, for the scheduler's crash record
+    crash: dict[str, str]  # set by the scheduler when the worker died under this item
+
+
 def write_sidecar(session: XpSession, worker_id: str, items: Sequence[pytest.Item]) -> None:
     """Worker side: describe every experiment item and the plug for the controller's scheduler."""
-    described: dict[str, dict[str, Any]] = {}
+    described: dict[str, SidecarEntry] = {}
     for item in items:
         if isinstance(item, TrialItem):
             trial, combo = item.xp_trial, item.xp_combo
-            described[item.nodeid] = {
-                "kind": "trial",
-                "group": item.xp_exp.module_id,
-                "rank": trial.order,
-                "trial": trial.name,
-                "parallel": trial.parallel,
-                "combination": combo.id,
-                "index": combo.index,
-                "params": combo.params,
-                "record": str(item.record_path),
-            }
+            described[item.nodeid] = SidecarEntry(
+                kind="trial",
+                group=item.xp_exp.module_id,
+                rank=trial.order,
+                trial=trial.name,
+                parallel=trial.parallel,
+                combination=combo.id,
+                index=combo.index,
+                params=combo.params,
+                record=str(item.record_path),
+            )
         elif isinstance(item, VerifyItem):
-            described[item.nodeid] = {"kind": "verify", "group": item.xp_exp.module_id, "rank": item.xp_verify.rank}
+            described[item.nodeid] = SidecarEntry(kind="verify", group=item.xp_exp.module_id, rank=item.xp_verify.rank)
         elif isinstance(item, PlugItem):
-            described[item.nodeid] = {"kind": "plug"}
+            described[item.nodeid] = SidecarEntry(kind="plug")
     if not described:
         return
     scratch = session.ensure_scratch()
     write_json_atomic(scratch / f"{SIDECAR_PREFIX}{worker_id}.json", {"items": described})
 
 
-def read_sidecar(session: XpSession) -> dict[str, dict[str, Any]]:
+def read_sidecar(session: XpSession) -> dict[str, SidecarEntry]:
+    """Controller side: the first worker's description (every worker collects the same items)."""
     for path in sorted(session.scratch.glob(f"{SIDECAR_PREFIX}*.json")):
         data = loads(path.read_text(encoding="utf-8"))
-        items: dict[str, dict[str, Any]] = data["items"]
+        items: dict[str, SidecarEntry] = data["items"]
         return items
     return {}

@@ -24,7 +24,7 @@ from xdist.workermanage import WorkerController, parse_tx_spec_config
 
 from pytest_xp.run.items import PLUG_NAME
 from pytest_xp.run.session import XpSession
-from pytest_xp.run.sidecar import read_sidecar
+from pytest_xp.run.sidecar import SidecarEntry, read_sidecar
 from pytest_xp.store.identity import trial_key
 from pytest_xp.store.properties import add_properties
 from pytest_xp.store.records import describe_return_code, failure_record
@@ -41,7 +41,7 @@ class XpScheduling:
         self.node2collection: dict[WorkerController, list[str]] = {}
         self.node2pending: dict[WorkerController, list[int]] = {}
         self.collection: list[str] | None = None
-        self.meta: dict[int, dict[str, Any]] = {}
+        self.meta: dict[int, SidecarEntry] = {}
         self.plug: int | None = None
         self._ready: list[tuple[int, int]] = []  # heap of (priority, index)
         self._waiting: dict[str, list[int]] = {}  # group -> indices not yet ready
@@ -194,7 +194,7 @@ class XpScheduling:
             index = entry[1]
             key = self._trial_key(index)
             if key is not None:
-                if self._running[key] >= int(self.meta[index]["parallel"]):
+                if self._running[key] >= (self.meta[index].get("parallel") or 0):
                     held.append(entry)
                     continue
                 self._running[key] += 1
@@ -314,7 +314,7 @@ class XdistHooks:
         if not isinstance(sched, XpScheduling) or sched.collection is None:
             return
         index = sched.collection.index(crashitem)
-        crash = sched.meta.get(index, {}).get("crash")
+        crash = sched.meta.get(index, SidecarEntry()).get("crash")
         if crash is None:
             return
         report.longrepr = (
