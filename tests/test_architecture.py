@@ -15,8 +15,14 @@ import pytest
 
 #: Libraries that cost tens to hundreds of milliseconds to import: only the code that needs them loads them.
 HEAVY = ("numpy", "pandas", "matplotlib", "torch", "scipy", "submitit", "xdist", "execnet")
-#: pytest-xp's own modules that only a controller, a submitter or a report needs.
-NOT_AT_LOAD = ("pytest_xp.schedule.", "pytest_xp.launch.slurm", "pytest_xp.launch.arrays", "pytest_xp.report.render")
+#: pytest-xp's own modules that only a controller, a submitter, the reporter or a verify needs.
+NOT_AT_LOAD = (
+    "pytest_xp.schedule.",
+    "pytest_xp.launch.slurm",
+    "pytest_xp.launch.arrays",
+    "pytest_xp.report.",
+    "pytest_xp.stats",
+)
 
 
 def _modules_after(code: str) -> list[str]:
