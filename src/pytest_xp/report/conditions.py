@@ -12,6 +12,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from pytest_xp.report.cells import fmt
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -37,8 +39,6 @@ class Stat:
     share: bool = False  # a yes/no result: the mean is the share of yes
 
     def text(self) -> str:
-        from pytest_xp.report.render import fmt
-
         if self.share:
             return f"{round(self.mean * self.n)}/{self.n} true"
         if self.sd is None:
@@ -78,8 +78,6 @@ class ConditionTable:
 
     def cells(self, row: Condition) -> list[tuple[str, float | None]]:
         """(text, sort value) per header; the sort value is None for text."""
-        from pytest_xp.report.render import fmt
-
         out: list[tuple[str, float | None]] = [
             (fmt(row.params.get(p)), _number(row.params.get(p))) for p in self.params
         ]

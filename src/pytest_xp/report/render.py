@@ -21,6 +21,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from pytest_xp.report.cells import fmt as fmt
 from pytest_xp.report.conditions import ConditionTable, condition_table, finite, unique_headers
 from pytest_xp.report.data import Hypothesis, ReportData, TrialSection
 
@@ -39,24 +40,6 @@ _MIME = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".gif
 
 
 # -- shared pieces ----------------------------------------------------------------------------
-def fmt(value: Any, width: int = 60) -> str:
-    """A cell: numbers with 4 significant digits, missing values as '-', long text cut."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "-"
-    if isinstance(value, bool):
-        return str(value)
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    if hasattr(value, "item") and callable(value.item):
-        try:
-            return fmt(value.item(), width)
-        except (TypeError, ValueError):
-            pass
-    text = value if isinstance(value, str) else json.dumps(value, default=str)
-    text = " ".join(text.split())
-    return text if len(text) <= width else text[: width - 1] + "…"
-
-
 def metric_names(section: TrialSection) -> list[str]:
     """Metrics with a stored summary, in column order."""
     return [
