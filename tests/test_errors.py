@@ -164,7 +164,7 @@ def test_non_json_result_is_a_failure_record(pytester: pytest.Pytester) -> None:
         @verify(["t"])
         def check(results):
             kinds = [r.get("type") for r in results["t"]]
-            return kinds == ["NotJSONSerializable", "NotJSONSerializable", None], str(kinds)
+            return kinds == ["ResultNotJSON", "ResultNotJSON", None], str(kinds)
         """
     )
     result = pytester.runpytest()

@@ -143,7 +143,7 @@ def test_cyclic_and_too_deep_results_are_failure_records(pytester: pytest.Pytest
     no_internal_error(result)
     assert_counts(result, tolerated=2, supports=1)
     types = {r["params"]["kind"]: (r["type"], r["error"]) for r in load_records(pytester.path / ".xp")}
-    assert types["cycle"][0] == types["deep"][0] == "NotJSONSerializable"
+    assert types["cycle"][0] == types["deep"][0] == "ResultNotJSON"
     assert "refers to itself (a cycle)" in types["cycle"][1]
     assert "nested deeper than 200 lists/dicts (the depth limit)" in types["deep"][1]
 

@@ -206,7 +206,7 @@ def test_memory_error_counts_as_memory_limit_only_under_a_limit() -> None:
 
 def test_result_that_is_not_json() -> None:
     outcome = run(returns_set)
-    assert outcome.error_type == "NotJSONSerializable"
+    assert outcome.error_type == "ResultNotJSON"
     assert "result['scores']" in (outcome.error or "")
     assert "returns_set()" in (outcome.error or "")
 

@@ -11,6 +11,7 @@ import pytest
 from pytest_xp import compare, load_metrics
 from pytest_xp.report.plots import is_lr_like, palette, panels, png_bytes, trial_figure
 from pytest_xp.store.attachments import save_attachment
+from pytest_xp.store.frames import ReportWarning
 from test_report_store import MODULE, SESSION_A, SESSION_B, curve, write_combo
 
 pytest.importorskip("matplotlib")
@@ -155,7 +156,9 @@ def test_a_dozen_conditions_each_look_different_and_are_all_named(tmp_path: Path
 
 
 def test_nothing_logged_gives_no_figure(store: Path) -> None:
-    assert trial_figure(load_metrics(store, trial="nothing"), []) is None
+    with pytest.warns(ReportWarning, match="no trial 'nothing'"):
+        metrics = load_metrics(store, trial="nothing")
+    assert trial_figure(metrics, []) is None
 
 
 def test_compare_overlays_trials_and_sessions(store: Path) -> None:

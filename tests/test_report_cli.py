@@ -32,8 +32,19 @@ def test_report_formats_to_stdout_and_files(store: Path, tmp_path: Path, capsys:
     assert main(["report", str(store), "--format", f"md:{tmp_path / 'r.md'}"]) == 0
     assert (tmp_path / "r_files" / "trial-1.png").is_file()
     assert "written to" in capsys.readouterr().err
-    assert main(["report", str(store), "--experiment", "xp_other", "-f", "md"]) == 0
+    assert main(["report", str(store), "--experiment", "xp_demo", "-f", "md"]) == 0
     assert "## Trials" in capsys.readouterr().out
+
+
+def test_a_typo_in_experiment_or_trial_names_what_exists(store: Path, capsys: CaptureFixture) -> None:  # noqa: F811
+    assert main(["report", str(store), "--experiment", "xp_dmeo"]) == 2
+    err = capsys.readouterr().err
+    assert "no experiment in" in err and "matches 'xp_dmeo'; stored experiments: experiments.xp_demo" in err
+    assert main(["report", str(store), "--trial", "trian"]) == 2
+    err = capsys.readouterr().err
+    assert "no trial 'trian' in" in err and "stored trials: evaluate, train" in err
+    assert main(["report", str(store), "--experiment", "xp_demo", "--trial", "trian", "-f", "json"]) == 2
+    assert "stored trials: evaluate, train" in capsys.readouterr().err
 
 
 def test_github_format(

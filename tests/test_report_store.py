@@ -149,6 +149,7 @@ TRAIN_COLUMNS = [
     "params.trial",
     "success",
     "cached",
+    "in_grid",
     "duration_s",
     "session",
     "started_at",
@@ -204,11 +205,17 @@ def test_load_results_non_dict_result_and_filters(store: Path) -> None:
     assert "result.final.loss" not in evaluate.columns
     for selector in (MODULE, "experiments.xp_demo", "xp_demo.py", "xp_demo"):
         assert len(load_results(store, experiment=selector)) == 5, selector
-    assert load_results(store, experiment="xp_other").empty
+    with pytest.warns(
+        ReportWarning, match=r"no experiment .* matches 'xp_other'; stored experiments: experiments.xp_demo"
+    ):
+        assert load_results(store, experiment="xp_other").empty
+    with pytest.warns(ReportWarning, match=r"no trial 'trian' of 'xp_demo' .*; stored trials: evaluate, train"):
+        assert load_results(store, experiment="xp_demo", trial="trian").empty
 
 
 def test_load_results_of_a_missing_store_is_empty_with_fixed_columns(tmp_path: Path) -> None:
-    frame = load_results(tmp_path / "nothing")
+    with pytest.warns(ReportWarning, match=r"no store at .*nothing: nothing has run there yet"):
+        frame = load_results(tmp_path / "nothing")
     assert frame.empty
     assert {"experiment", "trial", "combination", "success", "cached", "duration_s", "session"} <= set(frame.columns)
 
@@ -301,6 +308,7 @@ def test_results_frame_from_run_dicts_uses_the_same_names(store: Path) -> None:
         "index",
         "session",
         "started_at",
+        "in_grid",
         "path",
         *(c for c in full.columns if c.startswith("metrics.")),
     }

@@ -22,6 +22,7 @@ from pytest_xp.errors import (
     RemoteFailure,
     ReportWarning,
     ResultNotJSON,
+    ResultTooLarge,
     SetupFailed,
     ShardWaitTimeout,
     StatsInputError,
@@ -30,6 +31,7 @@ from pytest_xp.errors import (
     StoreError,
     StoreWarning,
 )
+from pytest_xp.run.context import SETUP
 from pytest_xp.run.handle import Xp
 from pytest_xp.run.results import Results
 
@@ -69,6 +71,7 @@ def _version() -> str:
 
 
 __all__ = [
+    "SETUP",
     "ExperimentError",
     "GridError",
     "GridSizeWarning",
@@ -80,6 +83,7 @@ __all__ = [
     "RemoteFailure",
     "ReportWarning",
     "ResultNotJSON",
+    "ResultTooLarge",
     "Results",
     "SetupFailed",
     "ShardWaitTimeout",

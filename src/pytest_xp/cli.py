@@ -15,7 +15,10 @@ FORMATS = ("term", "md", "html", "json", "github")
 
 
 def _parser() -> argparse.ArgumentParser:
+    from pytest_xp import __version__
+
     parser = argparse.ArgumentParser(prog="pytest-xp", description="Read a pytest-xp results store.")
+    parser.add_argument("--version", action="version", version=f"pytest-xp {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     report = commands.add_parser(
         "report",
@@ -60,6 +63,12 @@ def _report(args: argparse.Namespace) -> int:
     if kind not in FORMATS:
         return _fail(f"--format {args.format!r}: choose from {', '.join(FORMATS)}")
     output = args.output or (Path(spec_path) if spec_path else None)
+    if args.experiment is not None or args.trial is not None:
+        from pytest_xp.store.frames import selection_problem
+
+        problem = selection_problem(args.xp_dir, args.experiment, args.trial)
+        if problem is not None:
+            return _fail(problem)
     try:
         from pytest_xp.report.data import gather
         from pytest_xp.report.render import (

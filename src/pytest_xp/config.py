@@ -339,6 +339,12 @@ def build_config(config: pytest.Config) -> XpConfig:
         raise pytest.UsageError(f"{isolate_source} = {isolate!r}: use {', '.join(ISOLATE_METHODS)}")
     if isolate is None and (timeout_s is not None or max_memory is not None):
         isolate = "fork"
+    if isolate is not None:
+        from pytest_xp.run.isolate import platform_problem
+
+        problem = platform_problem(isolate, max_memory)
+        if problem is not None:
+            raise pytest.UsageError(problem)
     gpus: list[str] = []
     raw_gpus, gpus_source = setting(config, "xp_gpus")
     if raw_gpus is not None:

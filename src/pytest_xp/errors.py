@@ -56,6 +56,10 @@ class ResultNotJSON(Exception):
     """A trial returned something that cannot be stored as JSON, or too much of it."""
 
 
+class ResultTooLarge(ResultNotJSON):
+    """A trial returned more JSON than a record holds (also the failure record's ``type``)."""
+
+
 class IsolationError(RuntimeError):
     """The combination cannot be run isolated as asked: a setup problem, not a trial failure."""
 
@@ -101,6 +105,7 @@ __all__ = [
     "RemoteFailure",
     "ReportWarning",
     "ResultNotJSON",
+    "ResultTooLarge",
     "SetupFailed",
     "ShardWaitTimeout",
     "StatsInputError",

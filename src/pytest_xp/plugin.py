@@ -19,11 +19,11 @@ from pytest_xp.errors import StoreError
 from pytest_xp.launch import options as _launch_options
 from pytest_xp.run import collect as _collect
 from pytest_xp.run.handle import Xp
-from pytest_xp.run.items import PlugItem, TrialItem, report_if_cached
+from pytest_xp.run.items import PlugItem, TrialItem, VerifyItem, report_if_cached
 from pytest_xp.run.session import XpSession, new_session_id
 from pytest_xp.run.state import SESSION_KEY
 from pytest_xp.store import provenance as _provenance
-from pytest_xp.store.properties import add_properties
+from pytest_xp.store.properties import add_properties, as_junit_text
 from pytest_xp.store.records import now_iso
 
 if TYPE_CHECKING:
@@ -52,12 +52,24 @@ def pytest_cmdline_main(config: pytest.Config) -> int | None:
             sys.stdout.write(line + "\n")
         return 0
     if config.getoption("xp_plan") and getattr(config.option, "numprocesses", None):
+        from pytest_xp.schedule.plan import WORKERS_KEY
+
+        config.stash[WORKERS_KEY] = _requested_workers(config)  # the plan divides by them; it starts none
         config.option.numprocesses = 0
         config.option.dist = "no"
     if _launch_options.wants_launcher(config) and getattr(config.option, "numprocesses", None):
         config.option.numprocesses = 0  # the submitter starts no workers; its tasks keep -n
         config.option.dist = "no"
     return None
+
+
+def _requested_workers(config: pytest.Config) -> int:
+    """The number of xdist workers ``-n`` asks for (``auto``/``logical`` resolved as xdist would)."""
+    value = config.option.numprocesses
+    if value in ("auto", "logical"):
+        value = config.hook.pytest_xdist_auto_num_workers(config=config)
+    cap = getattr(config.option, "maxprocesses", None)
+    return min(int(value), int(cap)) if cap else int(value)
 
 
 @pytest.hookimpl(trylast=True)
@@ -75,6 +87,7 @@ def pytest_configure(config: pytest.Config) -> None:
             os.environ["CUDA_VISIBLE_DEVICES"] = str(device)
     config.stash[SESSION_KEY] = session
     config.addinivalue_line("markers", "xp_trial: a pytest-xp trial combination (set automatically)")
+    config.addinivalue_line("markers", "xp_verify: a pytest-xp verify, whose outcome is a verdict (set automatically)")
     if workerinput is None:
         _launch_options.get_settings(config)  # a bad launcher option stops the session before collection
         if settings.dirty_git == "error":
@@ -163,16 +176,20 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     _collect.order_by_stage(session, items)
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_finish(session: pytest.Session) -> None:
+@pytest.hookimpl(wrapper=True)
+def pytest_collection_finish(session: pytest.Session) -> Generator[None, None, None]:
+    """Describe the items for the scheduler; on a worker, add the plug after xdist counted the items."""
     workerinput = getattr(session.config, "workerinput", None)
     if workerinput is not None:
         from pytest_xp.run.sidecar import write_sidecar
 
+        experiments = any(isinstance(item, (TrialItem, VerifyItem)) for item in session.items)
         try:
-            write_sidecar(session.config.stash[SESSION_KEY], workerinput["workerid"], session.items)
+            write_sidecar(session.config.stash[SESSION_KEY], workerinput["workerid"], session.items, plug=experiments)
         except StoreError as exc:  # the disk filled up since the store was checked
             _collect.refuse(session.config, session.items, f"StoreError: {exc}")
+    yield
+    _collect.add_plug(session)
 
 
 # -- running --------------------------------------------------------------------------------
@@ -199,6 +216,7 @@ def pytest_runtestloop(session: pytest.Session) -> bool | None:
     """``--xp-plan`` says what would run and runs nothing; ``--xp-slurm``/``--xp-launcher`` run the
     trials elsewhere first, then the loop reports them from the store and runs the verifies here."""
     config = session.config
+    _collect.note_grids(session)
     if hasattr(config, "workerinput"):
         return None
     if not config.stash[SESSION_KEY].settings.plan:
@@ -227,6 +245,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     if tolerated and report.when == "call" and report.failed:
         report.outcome = "passed"
         add_properties(report.user_properties, xp_tolerated=True)
+    if report.when == "teardown" and isinstance(item, (TrialItem, VerifyItem)):
+        # junitxml writes a test's properties from its teardown report, as str(value): make them JSON.
+        report.user_properties = as_junit_text(report.user_properties)
     return report
 
 

@@ -100,7 +100,12 @@ def addoption(parser: pytest.Parser) -> None:
         action="store_true",
         help="write the submission under <xp-dir>/slurm/<session>/ and print it; submit and run nothing",
     )
-    group.addoption("--xp-slurm-tasks", default=None, metavar="N", help="array tasks per order (default: up to 16)")
+    group.addoption(
+        "--xp-slurm-tasks",
+        default=None,
+        metavar="N",
+        help="array tasks per order (default: up to 16; ini xp_slurm_tasks)",
+    )
     group.addoption(
         "--xp-slurm-partition", default=None, metavar="NAME", help="Slurm partition (ini xp_slurm_partition)"
     )
@@ -137,6 +142,7 @@ def addoption(parser: pytest.Parser) -> None:
         metavar="LINE",
         help="shell line run before each task, e.g. 'module load cuda' (repeatable; ini xp_slurm_setup)",
     )
+    parser.addini("xp_slurm_tasks", "array tasks per order (see --xp-slurm-tasks)", default="")
     parser.addini("xp_slurm_partition", "Slurm partition of the tasks (see --xp-slurm-partition)", default="")
     parser.addini("xp_slurm_time", "time limit of each task in minutes", default="")
     parser.addini("xp_slurm_gpus_per_task", "GPUs per Slurm task", default="")
@@ -250,7 +256,8 @@ def build_settings(config: pytest.Config) -> SlurmSettings:
     cpus = _count(raw, source, "--xp-slurm-cpus-per-task 4")
     raw, source = _raw(config, "xp_slurm_array_parallelism", "xp_slurm_array_parallelism")
     parallelism = _count(raw, source, "--xp-slurm-array-parallelism 8")
-    tasks = _count(config.getoption("xp_slurm_tasks", default=None), "--xp-slurm-tasks", "--xp-slurm-tasks 8")
+    raw, source = _raw(config, "xp_slurm_tasks", "xp_slurm_tasks")
+    tasks = _count(raw, source, "--xp-slurm-tasks 8")
     mem, source = _raw(config, "xp_slurm_mem", "xp_slurm_mem")
     if mem is not None:
         match = _MEM.fullmatch(mem.strip())

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 from pytest_xp.define.verdicts import Hypothesis as Hypothesis
 from pytest_xp.store.frames import (
-    _latest_sessions,
+    CacheUse,
+    GridCheck,
     _sort_key,
     attachment_dir,
     iter_records,
@@ -115,7 +116,8 @@ def gather(
     """
     root = Path(xp_dir)
     manifests = list_manifests(root)
-    latest = _latest_sessions(manifests)
+    use = CacheUse(manifests)
+    grid = GridCheck()
     grouped: dict[str, list[tuple[Path, dict[str, Any]]]] = {}
     for path, record in iter_records(root, experiment, trial):
         key = trial_key(str(record.get("module")), str(record.get("trial")))
@@ -129,9 +131,13 @@ def gather(
     sections = []
     for key, entries in grouped.items():
         entries.sort(key=lambda entry: _sort_key(entry[1]))
-        owner = current_session if current_session is not None else latest.get(key)
         rows = [
-            record_row(rec, cached=owner is not None and owner != rec.get("session"), path=path)
+            record_row(
+                rec,
+                cached=use.cached(rec) if current_session is None else current_session != rec.get("session"),
+                path=path,
+                in_grid=grid(path, rec),
+            )
             for path, rec in entries
         ]
         params: dict[str, None] = {}

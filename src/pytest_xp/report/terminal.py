@@ -118,6 +118,7 @@ class XpReporter:
     store_problems: list[str] = field(default_factory=list)
     totals: dict[str, int] = field(default_factory=dict)  # "module::trial" -> combinations selected
     combinations: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))  # reported ids
+    cached_combinations: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))  # served ids
     trial_metrics: dict[str, list[tuple[str, dict[str, Any]]]] = field(default_factory=lambda: defaultdict(list))
     written: list[tuple[str, str, bool]] = field(default_factory=list)  # (format, where or why, ok)
     plot_x: tuple[str, ...] = ("step",)  # x axes of the file reports' metric figures
@@ -199,7 +200,16 @@ class XpReporter:
 
     def trial_counts(self) -> dict[str, dict[str, Any]]:
         return {
-            name: {"ok": t.ok, "failed": t.failed, "cached": t.cached, "duration_s": round(t.duration_s, 3)}
+            name: {
+                "ok": t.ok,
+                "failed": t.failed,
+                "cached": t.cached,
+                "duration_s": round(t.duration_s, 3),
+                # Which combinations this session used, and which of those it served from the cache:
+                # what load_results' ``cached`` column reads.
+                "combinations": sorted(self.combinations.get(name, ())),
+                "cached_combinations": sorted(self.cached_combinations.get(name, ())),
+            }
             for name, t in sorted(self.trials.items())
         }
 
@@ -234,6 +244,8 @@ class XpReporter:
         name = report.nodeid.partition(".py::")[2]  # "<trial>[<combination id>]", whatever the module prefix
         combination = name.partition("[")[2][:-1] if name.endswith("]") else ""
         self.combinations[key].add(combination)
+        if props.get("xp_cached"):
+            self.cached_combinations[key].add(combination)
         metrics = props.get("xp_metrics")
         if isinstance(metrics, dict) and metrics:
             self.trial_metrics[key].append((combination, metrics))

@@ -14,6 +14,7 @@ from typing import Any
 
 from pytest_xp.errors import NotJSONError
 from pytest_xp.run import seeding as _seeding
+from pytest_xp.run.context import apply_globals
 from pytest_xp.store.codec import to_json_value
 from pytest_xp.store.records import describe_exception
 
@@ -61,7 +62,7 @@ def call_trial(
     """
     seeded: tuple[str, ...] = ()
     try:
-        fn.__globals__.update(globals_update)
+        apply_globals(fn.__globals__, globals_update)
         seeded = tuple(_seeding.apply(seeds))
         value = fn(**kwargs)
     except passthrough:
@@ -76,4 +77,4 @@ def call_trial(
     try:
         return RunOutcome(True, to_json_value(value, "result"), None, None, None, 0.0, seeded)
     except NotJSONError as exc:
-        return RunOutcome(False, None, "NotJSONSerializable", not_json_message(fn, exc), None, 0.0, seeded)
+        return RunOutcome(False, None, "ResultNotJSON", not_json_message(fn, exc), None, 0.0, seeded)

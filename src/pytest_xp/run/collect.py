@@ -160,7 +160,7 @@ def _stage_key(item: pytest.Item) -> tuple[float, int, int]:
 
 
 def order_by_stage(session: pytest.Session, items: list[pytest.Item]) -> None:
-    """Put each module's experiment items in stage order (what ``-n 0`` runs); a worker gets the plug."""
+    """Put each module's experiment items in stage order (what ``-n 0`` runs)."""
     slots: dict[Path, list[int]] = {}
     for index, item in enumerate(items):
         if isinstance(item, (TrialItem, VerifyItem)):
@@ -169,5 +169,32 @@ def order_by_stage(session: pytest.Session, items: list[pytest.Item]) -> None:
         ordered = sorted((items[i] for i in indices), key=_stage_key)
         for index, item in zip(indices, ordered, strict=True):
             items[index] = item
-    if slots and hasattr(session.config, "workerinput"):
-        items.append(PlugItem.from_parent(session, name=PLUG_NAME))
+
+
+def add_plug(session: pytest.Session) -> None:
+    """A worker's plug, appended once xdist has sent the worker's collection to the controller.
+
+    So xdist's "N workers [M items]" counts the items pytest collected, and the scheduler
+    addresses the plug as the index one past the collection (the sidecar says it is there).
+    """
+    if hasattr(session.config, "workerinput") and any(isinstance(i, (TrialItem, VerifyItem)) for i in session.items):
+        session.items.append(PlugItem.from_parent(session, name=PLUG_NAME))
+
+
+def note_grids(session: pytest.Session) -> None:
+    """Record each collected trial's full grid in the store (frames mark records outside it).
+
+    Done as the run starts, once collection went through: a session refused at collection writes nothing.
+    """
+    xp = session.config.stash[SESSION_KEY]
+    if xp.settings.plan:
+        return
+    seen: set[tuple[str, str]] = set()
+    for item in session.items:
+        if isinstance(item, TrialItem) and (item.xp_exp.slug, item.xp_trial.name) not in seen:
+            seen.add((item.xp_exp.slug, item.xp_trial.name))
+            try:
+                xp.store.ensure()
+                xp.store.write_grid(item.xp_exp.slug, item.xp_trial.name, [c.id for c in item.xp_trial.combinations])
+            except (OSError, StoreError):
+                return  # an unusable store fails the combinations themselves, with the reason

@@ -641,6 +641,31 @@ def _cuda_initialized() -> bool:
     return bool(is_initialized()) if callable(is_initialized) else False
 
 
+def platform_problem(
+    start_method: str | None, max_memory: int | None, platform: str = sys.platform, has_proc: bool | None = None
+) -> str | None:
+    """Why isolation as asked cannot run on this platform (None: it can).
+
+    Isolation watches a child through POSIX process groups and signals, so it needs Linux or macOS;
+    the memory limit measures the child through Linux's /proc, so it needs Linux.
+    """
+    if start_method is None:
+        return None
+    if platform.startswith(("win", "cygwin", "msys")):
+        return (
+            f"isolation (--xp-isolate, --xp-timeout, --xp-max-memory, @trial(isolate=/timeout=)) runs each "
+            f"combination in a child process watched through POSIX process groups and signals, which {platform} "
+            "does not have: run without it here, or on Linux or macOS (WSL works)"
+        )
+    proc = os.path.isdir("/proc/self") if has_proc is None else has_proc
+    if max_memory is not None and not proc:
+        return (
+            f"--xp-max-memory measures a combination's processes through Linux's /proc, which {platform} does "
+            "not have: run without a memory limit here (--xp-timeout still works), or on Linux"
+        )
+    return None
+
+
 def _check_arguments(start_method: str, timeout: float | None, max_memory: int | None) -> None:
     if start_method not in START_METHODS:
         raise ValueError(f"start_method must be one of {', '.join(START_METHODS)}, got {start_method!r}")
@@ -648,8 +673,9 @@ def _check_arguments(start_method: str, timeout: float | None, max_memory: int |
         raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
     if max_memory is not None and max_memory <= 0:
         raise ValueError(f"max_memory must be a positive number of bytes, got {max_memory!r}")
-    if max_memory is not None and not os.path.isdir("/proc/self"):
-        raise IsolationError("max_memory needs Linux's /proc to measure the child's memory")
+    problem = platform_problem(start_method, max_memory)
+    if problem is not None:
+        raise IsolationError(problem)
     if start_method == "fork" and _cuda_initialized():
         raise IsolationError(
             "this worker process has already initialized CUDA, and a forked child cannot use it "

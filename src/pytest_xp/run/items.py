@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import functools
 import inspect
 import os
@@ -24,12 +23,15 @@ from pytest_xp.errors import (
     IsolationError,
     RemoteFailure,
     ResultNotJSON,
+    ResultTooLarge,
     SetupFailed,
     ShardWaitTimeout,
     StoreError,
 )
 from pytest_xp.run.call import RunOutcome, call_trial
+from pytest_xp.run.context import bind_setup
 from pytest_xp.run.handle import METRICS_CSV, METRICS_JSONL, Xp
+from pytest_xp.run.locks import CombinationLock
 from pytest_xp.run.results import Results
 from pytest_xp.run.session import XpSession
 from pytest_xp.run.shards import missing_below, wait_for_lower_orders
@@ -47,9 +49,11 @@ from pytest_xp.store.records import (
     run_dict,
     success_fields,
 )
-from pytest_xp.store.store import RECORD_NAME, error_name, store_error
+from pytest_xp.store.store import RECORD_NAME
 
 PLUG_NAME = "__pytest_xp_plug__"
+#: Markers every trial combination and every verify carries (registered in plugin.pytest_configure).
+TRIAL_MARKER, VERIFY_MARKER = "xp_trial", "xp_verify"
 #: Largest result a record accepts; bigger data belongs in a file beside the record.
 MAX_RESULT_BYTES = 16 * 2**20
 
@@ -93,41 +97,6 @@ def _fixture_signature(fn: Callable[..., Any], fixture_names: tuple[str, ...]) -
     return call
 
 
-class _CombinationLock:
-    """An advisory lock held while one combination runs (``flock`` on a file in its directory).
-
-    The per-combination hot path cannot afford filelock's general machinery (about 2 ms here against
-    a few microseconds for these two system calls); the lock dies with its process, so a killed
-    session never leaves a combination locked.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.fd: int | None = None
-
-    def acquire(self, *, block: bool) -> bool:
-        if self.fd is None:
-            # O_NOFOLLOW: a symlink planted at the lock's name must not create or open a file elsewhere.
-            try:
-                self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
-            except OSError as exc:
-                raise store_error(
-                    exc,
-                    f"pytest-xp cannot open the lock file {self.path}: {error_name(exc)} "
-                    "(a symbolic link there is refused, never followed); remove it and run again",
-                ) from None
-        try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | (0 if block else fcntl.LOCK_NB))
-        except BlockingIOError:
-            return False
-        return True
-
-    def release(self) -> None:
-        if self.fd is not None:
-            os.close(self.fd)  # closing the descriptor releases the flock
-            self.fd = None
-
-
 def _write_short_failure(store: Any, path: Path, record: dict[str, Any], cause: StoreError) -> dict[str, Any]:
     """After a failed write (a full disk), try to leave a small failure record instead of none.
 
@@ -156,7 +125,7 @@ class _XpItem(pytest.Function):
         return {name: self.funcargs[name] for name in names}
 
     def _bind_setup(self, context: dict[str, Any]) -> None:
-        self.xp_fn.__globals__["SETUP"] = context
+        bind_setup(self.xp_fn.__globals__, context)
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
         """pytest-xp's own errors are messages for the user, not tracebacks into the plugin."""
@@ -180,7 +149,7 @@ class TrialItem(_XpItem):
     xp_key: str
     xp_cached: dict[str, Any] | None = None
     xp_handle: Xp | None = None
-    xp_lock: _CombinationLock | None = None
+    xp_lock: CombinationLock | None = None
     xp_seen_record: bool = False
     xp_error: Exception | None = None
     xp_prepared: bool = False  # prepare() ran already (a cache miss found by the fast path)
@@ -193,6 +162,7 @@ class TrialItem(_XpItem):
         item.xp_fn, item.xp_lineno = trial.fn, trial.lineno
         item.xp_session = parent.config.stash[SESSION_KEY]
         add_properties(item.user_properties, xp_trial=trial_key(exp.module_id, trial.name))
+        item.add_marker(TRIAL_MARKER)  # -m xp_trial / -m "not xp_trial"
         return item
 
     @functools.cached_property
@@ -309,7 +279,7 @@ class TrialItem(_XpItem):
 
         A session that finds it taken waits; if the other one left a usable record, that is reused.
         """
-        self.xp_lock = _CombinationLock(self.output_dir / ".lock")
+        self.xp_lock = CombinationLock(self.output_dir / ".lock")
         if not self.xp_lock.acquire(block=False):
             stream = sys.__stderr__ or sys.stderr
             stream.write(f"pytest-xp: {self.nodeid} is running in another session; waiting for it\n")
@@ -440,7 +410,9 @@ class TrialItem(_XpItem):
         """What the item raises for a failed outcome: the trial's own exception when it ran here."""
         if outcome.exception is not None:
             return outcome.exception
-        if outcome.error_type in ("NotJSONSerializable", "ResultTooLarge"):
+        if outcome.error_type == "ResultTooLarge":
+            return ResultTooLarge(outcome.error or "")
+        if outcome.error_type == "ResultNotJSON":
             return ResultNotJSON(outcome.error or "")
         method = self._isolation()
         where = f"an isolated child ({method[0]})" if method else "this worker"
@@ -506,6 +478,7 @@ class VerifyItem(_XpItem):
         item.xp_exp, item.xp_verify = exp, verify
         item.xp_fn, item.xp_lineno = verify.fn, verify.lineno
         item.xp_session = parent.config.stash[SESSION_KEY]
+        item.add_marker(VERIFY_MARKER)
         return item
 
     xp_handle: Xp | None = None

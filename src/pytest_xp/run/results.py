@@ -30,14 +30,18 @@ class Results(dict[str, list[dict[str, Any]]]):
         built by hand, without records, gives the columns a run dict can fill: ``trial``, the
         parameters, ``success``, ``cached``, ``duration_s``, ``result.*``, ``error_type``, ``error``, ``seeds.*``.
         """
-        from pytest_xp.store.frames import record_row, rows_frame, run_row
+        from pytest_xp.store.frames import GridCheck, record_row, rows_frame, run_row
 
         entries = self.records.get(trial)
         if entries is not None and len(entries) == len(self[trial]):
+            grid = GridCheck()
             return rows_frame(
                 [
                     record_row(
-                        record, cached=self.session is not None and record.get("session") != self.session, path=path
+                        record,
+                        cached=self.session is not None and record.get("session") != self.session,
+                        path=path,
+                        in_grid=grid(path, record),
                     )
                     for path, record in entries
                 ]

@@ -13,7 +13,7 @@ from typing import Any, Literal, TypedDict
 
 import pytest
 
-from pytest_xp.run.items import PlugItem, TrialItem, VerifyItem
+from pytest_xp.run.items import PLUG_NAME, PlugItem, TrialItem, VerifyItem
 from pytest_xp.run.session import XpSession
 from pytest_xp.store.codec import loads
 from pytest_xp.store.store import write_json_atomic
@@ -36,8 +36,8 @@ class SidecarEntry(TypedDict, total=False):
     crash: dict[str, str]  # set by the scheduler when the worker died under this item
 
 
-def write_sidecar(session: XpSession, worker_id: str, items: Sequence[pytest.Item]) -> None:
-    """Worker side: describe every experiment item and the plug for the controller's scheduler."""
+def write_sidecar(session: XpSession, worker_id: str, items: Sequence[pytest.Item], *, plug: bool = False) -> None:
+    """Worker side: describe every experiment item, and whether the plug follows the collection."""
     described: dict[str, SidecarEntry] = {}
     for item in items:
         if isinstance(item, TrialItem):
@@ -57,6 +57,8 @@ def write_sidecar(session: XpSession, worker_id: str, items: Sequence[pytest.Ite
             described[item.nodeid] = SidecarEntry(kind="verify", group=item.xp_exp.module_id, rank=item.xp_verify.rank)
         elif isinstance(item, PlugItem):
             described[item.nodeid] = SidecarEntry(kind="plug")
+    if plug:  # appended to the worker's items after xdist counted them: its index is one past the end
+        described[PLUG_NAME] = SidecarEntry(kind="plug")
     if not described:
         return
     scratch = session.ensure_scratch()

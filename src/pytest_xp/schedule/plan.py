@@ -8,13 +8,18 @@ from dataclasses import dataclass, field
 import pytest
 
 from pytest_xp.errors import SetupFailed
-from pytest_xp.run.items import TrialItem
+from pytest_xp.run.items import TrialItem, VerifyItem
 from pytest_xp.store.identity import trial_key
+
+#: Where ``pytest_cmdline_main`` keeps the ``-n`` a plan would run with (the plan itself starts no workers).
+WORKERS_KEY = pytest.StashKey[int]()
 
 
 @dataclass
 class TrialPlan:
     grid: int
+    stage: tuple[str, float] = ("", 0.0)  # (module, order): stages of a module run one after another
+    longest_s: float = 0.0
     selected: int = 0
     cached: int = 0
     to_run: int = 0
@@ -41,7 +46,9 @@ def write_plan(config: pytest.Config, items: Sequence[pytest.Item]) -> None:
         if not isinstance(item, TrialItem):
             continue
         name = trial_key(item.xp_exp.module_id, item.xp_trial.name)
-        plan = plans.setdefault(name, TrialPlan(grid=len(item.xp_trial.combinations)))
+        plan = plans.setdefault(
+            name, TrialPlan(grid=len(item.xp_trial.combinations), stage=(item.xp_exp.module_id, item.xp_trial.order))
+        )
         plan.selected += 1
         try:
             cached = item.prepare()
@@ -64,6 +71,7 @@ def write_plan(config: pytest.Config, items: Sequence[pytest.Item]) -> None:
         if isinstance(duration, (int, float)):
             plan.known_s.append(float(duration))
             plan.pool_s.append(float(duration))
+            plan.longest_s = max(plan.longest_s, float(duration))
         else:
             plan.unknown += 1
     tr = config.pluginmanager.get_plugin("terminalreporter")
@@ -73,20 +81,66 @@ def write_plan(config: pytest.Config, items: Sequence[pytest.Item]) -> None:
     if not plans:
         write("no experiment combinations selected")
         return
-    total = 0.0
-    unknown_any = False
     for name, plan in plans.items():
         estimate = plan.estimate_s()
-        if estimate is None:
-            unknown_any = True
-            shown = "unknown (no recorded durations)"
-        else:
-            total += estimate
-            shown = f"~{estimate:.1f} s"
+        shown = "no timing history yet" if estimate is None else f"estimated ~{estimate:.1f} s"
         write(
             f"{name}: grid {plan.grid}, selected {plan.selected}, cached {plan.cached}, "
-            f"would run {plan.to_run}, estimated {shown}"
+            f"would run {plan.to_run}, {shown}"
         )
         for why, count in sorted(plan.reasons.items()):
             write(f"    {count} x {why}")
-    write(f"total estimated time: ~{total:.1f} s{' + unknown' if unknown_any else ''} (serial; divide by -n workers)")
+    for line in verify_lines(items, plans):
+        write(line)
+    write(total_line(list(plans.values()), config.stash.get(WORKERS_KEY, 0)))
+
+
+def verify_lines(items: Sequence[pytest.Item], plans: dict[str, TrialPlan]) -> list[str]:
+    """Each selected verify and when it would run: after the trials it reads, or at once when they are cached."""
+    out = []
+    for item in items:
+        if not isinstance(item, VerifyItem):
+            continue
+        keys = [trial_key(item.xp_exp.module_id, name) for name in item.xp_verify.trial_names]
+        pending = [key.rpartition("::")[2] for key in keys if key in plans and plans[key].to_run]
+        when = (
+            f"after {', '.join(pending)} finish{'es' if len(pending) == 1 else ''}"
+            if pending
+            else "at once (every combination it reads is cached or not selected)"
+        )
+        out.append(f"verify {item.nodeid}: reads {', '.join(item.xp_verify.trial_names)}; runs {when}")
+    return out
+
+
+def total_line(plans: list[TrialPlan], workers: int) -> str:
+    """The session's estimate: serial compute, and wall time on the workers ``-n`` asks for.
+
+    Stages of one module run one after another; within a stage the combinations spread over the
+    workers, so a stage takes at least its longest combination. Combinations without a recorded
+    duration are counted, not guessed, when their trial has no history at all.
+    """
+    serial = 0.0
+    stages: dict[tuple[str, float], list[TrialPlan]] = {}
+    unknown = 0
+    for plan in plans:
+        estimate = plan.estimate_s()
+        if estimate is None:
+            unknown += plan.to_run
+            continue
+        serial += estimate
+        stages.setdefault(plan.stage, []).append(plan)
+    count = sum(p.to_run for p in plans)
+    if count == 0:
+        return "total: nothing would run (every selected combination is cached)"
+    if unknown == count:
+        return f"total: {count} combinations would run; no timing history yet, so no estimate"
+    tail = f"; plus {unknown} combinations with no timing history yet" if unknown else ""
+    if workers <= 1:
+        return f"total estimated time: ~{serial:.1f} s (serial){tail}"
+    modules: dict[str, float] = {}
+    for (module, _), members in stages.items():
+        work = sum(p.estimate_s() or 0.0 for p in members)
+        width = min(workers, max(1, sum(p.to_run - p.unknown for p in members)))
+        modules[module] = modules.get(module, 0.0) + max(work / width, max(p.longest_s for p in members))
+    wall = max(sum(modules.values()) / min(workers, len(modules)), max(modules.values()))
+    return f"total estimated time: ~{wall:.1f} s on {workers} workers (~{serial:.1f} s of compute){tail}"

@@ -79,9 +79,6 @@ class XpScheduling:
             self.log(report_collection_diff(self.collection, collection, other.gateway.id, node.gateway.id))
             return
         self.node2collection[node] = list(collection)
-        if self.testsession is not None and any(c.endswith(PLUG_NAME) for c in collection):
-            # DSession counts the plug as a test; progress would stop short of 100%.
-            self.testsession.testscollected = len(collection) - 1
 
     def schedule(self) -> None:
         if self.collection is not None:
@@ -112,6 +109,8 @@ class XpScheduling:
             self._waiting.setdefault(group, []).append(index)
             if meta["kind"] == "trial":
                 self._remaining.setdefault(group, Counter())[float(meta["rank"])] += 1
+        if described.get(PLUG_NAME, {}).get("kind") == "plug":
+            self.plug = len(first)  # each worker appends it after sending its collection
         self._release()
         self._dispatch()
 

@@ -15,8 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from pytest_xp.errors import ReportWarning
 from pytest_xp.store.codec import loads
-from pytest_xp.store.identity import trial_key
-from pytest_xp.store.store import RECORD_NAME, read_regular, safe_part
+from pytest_xp.store.store import GRID_KIND, GRID_NAME, RECORD_NAME, read_regular, safe_part
 from pytest_xp.store.validate import NewerSchema, record_problem
 
 if TYPE_CHECKING:
@@ -27,7 +26,7 @@ ATTACHMENTS_DIR = "attachments"
 
 #: Columns every results frame starts and ends with; parameters and flattened keys go between.
 LEAD_COLUMNS = ("experiment", "trial", "combination", "index")
-STATUS_COLUMNS = ("success", "cached", "duration_s", "session", "started_at")
+STATUS_COLUMNS = ("success", "cached", "in_grid", "duration_s", "session", "started_at")
 TAIL_COLUMNS = ("error_type", "error")
 FIXED_COLUMNS = frozenset({*LEAD_COLUMNS, *STATUS_COLUMNS, *TAIL_COLUMNS, "path", "result"})
 #: Columns of the long metrics frame besides the parameters.
@@ -151,6 +150,60 @@ def list_manifests(xp_dir: Path | str) -> list[dict[str, Any]]:
     return [data for _, _, data in sorted(found, key=lambda entry: (entry[0], entry[1]))]
 
 
+class CacheUse:
+    """Whether a record was served from the cache by the last session that used its combination.
+
+    Run manifests list, per trial, the combinations a session used and those it served from the
+    cache. A record no later session used was computed by its own session: not cached. Manifests
+    from before those lists fall back to "the last session that ran the trial did not write it".
+    """
+
+    def __init__(self, manifests: list[dict[str, Any]]) -> None:
+        self.served: dict[tuple[str, str], bool] = {}
+        self.listed: dict[str, bool] = {}
+        self.owner = _latest_sessions(manifests)
+        for manifest in manifests:
+            for key, info in (manifest.get("trials") or {}).items():
+                used = info.get("combinations") if isinstance(info, Mapping) else None
+                self.listed[str(key)] = isinstance(used, list)
+                if isinstance(used, list):
+                    cached = {str(c) for c in info.get("cached_combinations") or []}
+                    for combination in used:
+                        self.served[(str(key), str(combination))] = str(combination) in cached
+
+    def cached(self, record: Mapping[str, Any]) -> bool:
+        key = f"{record.get('module')}::{record.get('trial')}"
+        found = self.served.get((key, str(record.get("combination", ""))))
+        if found is not None:
+            return found
+        if self.listed.get(key, True):
+            return False
+        owner = self.owner.get(key)
+        return owner is not None and owner != record.get("session")
+
+
+def read_grid(combination_dir: Path) -> set[str] | None:
+    """The combination ids of the trial's grid when it was last collected (None: never noted)."""
+    data = _read_json(combination_dir.parent / GRID_NAME)
+    if not isinstance(data, dict) or data.get("kind") != GRID_KIND or not isinstance(data.get("combinations"), list):
+        return None
+    return {str(c) for c in data["combinations"]}
+
+
+class GridCheck:
+    """``in_grid`` of a record: its combination is in the trial's grid as last collected (None: unknown)."""
+
+    def __init__(self) -> None:
+        self._grids: dict[Path, set[str] | None] = {}
+
+    def __call__(self, directory: Path, record: Mapping[str, Any]) -> bool | None:
+        trial_dir = directory.parent
+        if trial_dir not in self._grids:
+            self._grids[trial_dir] = read_grid(directory)
+        grid = self._grids[trial_dir]
+        return None if grid is None else str(record.get("combination", "")) in grid
+
+
 def _latest_sessions(manifests: list[dict[str, Any]]) -> dict[str, str]:
     """``module::trial`` -> the last session that ran or served it."""
     latest: dict[str, str] = {}
@@ -198,7 +251,9 @@ def _metric_fields(metrics: Any) -> dict[str, Any]:
     return out
 
 
-def record_row(record: Mapping[str, Any], *, cached: bool, path: Path | None) -> dict[str, Any]:
+def record_row(
+    record: Mapping[str, Any], *, cached: bool, path: Path | None, in_grid: bool | None = None
+) -> dict[str, Any]:
     """One row of :func:`load_results` (columns documented in docs/reports.md)."""
     row: dict[str, Any] = {
         "experiment": record.get("module"),
@@ -212,6 +267,7 @@ def record_row(record: Mapping[str, Any], *, cached: bool, path: Path | None) ->
     row.update(
         success=success,
         cached=cached,
+        in_grid=in_grid,
         duration_s=record.get("duration_s"),
         session=record.get("session"),
         started_at=record.get("started_at"),
@@ -282,6 +338,10 @@ def rows_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     for name in ("success", "cached"):
         if name in frame.columns:
             frame[name] = frame[name].astype(bool)
+    if "in_grid" in frame.columns:
+        frame["in_grid"] = frame["in_grid"].astype("boolean")  # NA: the trial's grid was never noted
+    if "started_at" in frame.columns:
+        frame["started_at"] = pd.to_datetime(frame["started_at"], utc=True, format="ISO8601", errors="coerce")
     return frame
 
 
@@ -297,13 +357,47 @@ def load_results(xp_dir: Path | str = ".xp", experiment: str | None = None, tria
     to one trial name. ``cached`` is True when the last session that ran the trial reused the record
     rather than computing it. The columns are listed in docs/reports.md.
     """
-    latest = _latest_sessions(list_manifests(xp_dir))
+    use = CacheUse(list_manifests(xp_dir))
+    grid = GridCheck()
     found = sorted(iter_records(xp_dir, experiment, trial), key=lambda entry: _sort_key(entry[1]))
-    rows = []
-    for path, record in found:
-        owner = latest.get(trial_key(str(record.get("module")), str(record.get("trial"))))
-        rows.append(record_row(record, cached=owner is not None and owner != record.get("session"), path=path))
+    if not found:
+        _warn_empty(xp_dir, experiment, trial)
+    rows = [record_row(rec, cached=use.cached(rec), path=path, in_grid=grid(path, rec)) for path, rec in found]
     return rows_frame(rows)
+
+
+def selection_problem(xp_dir: Path | str, experiment: str | None, trial: str | None) -> str | None:
+    """Why nothing in the store matches (no store; no such experiment or trial, with the names there are)."""
+    root = Path(xp_dir)
+    if not root.is_dir():
+        return f"no store at {root}: nothing has run there yet, or the store is elsewhere (name its directory)"
+    stored: dict[str, set[str]] = {}
+    for path in root.glob(f"*/*/*/{RECORD_NAME}"):
+        module, trial_name = path.relative_to(root).parts[:2]
+        if module != "runs" and not module.startswith("."):
+            stored.setdefault(module, set()).add(trial_name)
+    if not stored:
+        return f"the store {root} holds no records yet"
+    modules = [m for m in stored if experiment is None or _slug_matches(m, experiment)]
+    if not modules:
+        return f"no experiment in {root} matches {experiment!r}; stored experiments: {', '.join(sorted(stored))}"
+    trials = sorted({t for m in modules for t in stored[m]})
+    if trial is not None and safe_part(trial) not in trials:
+        where = f"of {experiment!r} " if experiment else ""
+        return f"no trial {trial!r} {where}in {root}; stored trials: {', '.join(trials)}"
+    return None
+
+
+def _slug_matches(slug: str, selector: str) -> bool:
+    """Whether a store directory name (``experiments.xp_a``) is what ``selector`` names."""
+    stem = selector[:-3] if selector.endswith(".py") else selector
+    return slug == module_slug(selector) or slug == stem or slug.endswith("." + safe_part(stem.replace("/", ".")))
+
+
+def _warn_empty(xp_dir: Path | str, experiment: str | None, trial: str | None) -> None:
+    problem = selection_problem(xp_dir, experiment, trial)
+    if problem is not None:
+        warnings.warn(ReportWarning(f"pytest-xp: {problem}"), stacklevel=3)
 
 
 def metrics_rows(
@@ -342,6 +436,8 @@ def load_metrics(
     it logged). ``metrics`` keeps only the named metrics.
     """
     found = sorted(iter_records(xp_dir, experiment, trial), key=lambda entry: _sort_key(entry[1]))
+    if not found:
+        _warn_empty(xp_dir, experiment, trial)
     names = list(metrics) if metrics is not None else None
     return metrics_frame([metrics_rows(path, record, names) for path, record in found])
 

@@ -44,3 +44,29 @@ def read_properties(pairs: Iterable[tuple[str, object]]) -> ItemProperties:
     The values come back from another process as plain data: readers still check their types.
     """
     return cast(ItemProperties, {key: value for key, value in pairs if key in KEYS})
+
+
+def as_junit_text(pairs: Iterable[tuple[str, object]]) -> list[tuple[str, object]]:
+    """``user_properties`` as junitxml should write them: pytest-xp's non-text values as JSON.
+
+    junitxml writes ``str(value)``, a Python repr CI tools cannot parse; text stays as it is,
+    anything else (numbers, booleans, lists, dicts) becomes JSON with non-finite numbers as null.
+    """
+    import json
+
+    return [
+        (key, value if key not in KEYS or isinstance(value, str) else json.dumps(_finite(value), default=str))
+        for key, value in pairs
+    ]
+
+
+def _finite(value: Any) -> Any:
+    import math
+
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value

@@ -3,6 +3,7 @@
 Layout (``<root>`` is ``.xp`` in the rootdir unless ``--xp-dir`` says otherwise)::
 
     <root>/<module-slug>/<trial>/<params>-<hash6>/record.json   one combination, beside its artifacts
+    <root>/<module-slug>/<trial>/grid.json                       the trial's grid when last collected
     <root>/runs/<timestamp>-<session>.json                       one manifest per session
     <root>/.sessions/<session>/                                  scratch of a running session
     <root>/.quarantine/                                          unreadable files set aside
@@ -31,6 +32,8 @@ _SAFE_PART = re.compile(r"[^A-Za-z0-9._+\-]")
 RECORD_NAME = "record.json"
 #: Largest file the store reads (a record holds at most 16 MiB of result, plus its fields).
 MAX_READ_BYTES = 64 * 2**20
+GRID_NAME = "grid.json"
+GRID_KIND = "pytest-xp/grid"
 
 _README = """# pytest-xp store
 
@@ -307,6 +310,24 @@ class Store:
 
     def record_path(self, module_slug: str, trial: str, combo_slug: str) -> Path:
         return self.combination_dir(module_slug, trial, combo_slug) / RECORD_NAME
+
+    def grid_path(self, module_slug: str, trial: str) -> Path:
+        return self.root / safe_part(module_slug) / safe_part(trial) / GRID_NAME
+
+    def write_grid(self, module_slug: str, trial: str, combination_ids: list[str]) -> None:
+        """Note the combinations of a trial's grid as collected now, so readers can tell stale records apart.
+
+        Written only when it changed (every xdist worker collects the same grid).
+        """
+        path = self.grid_path(module_slug, trial)
+        data = {"kind": GRID_KIND, "schema_version": SCHEMA_VERSION, "combinations": combination_ids}
+        try:
+            if loads(path.read_text(encoding="utf-8")) == data:
+                return
+        except (OSError, ValueError):
+            pass
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(path, data)
 
     def session_dir(self, session_id: str) -> Path:
         return self.root / ".sessions" / safe_part(session_id)
