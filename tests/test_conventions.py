@@ -210,6 +210,7 @@ def test_settings_come_from_ini_keys(pytester: pytest.Pytester) -> None:
 
 
 # -- xdist's count ------------------------------------------------------------------------------
+@pytest.mark.multiprocess
 def test_xdist_counts_the_items_pytest_collects(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(xp_control=CONTROL)
     plain = pytester.runpytest("-p", "no:xdist", "--collect-only", "-q")
