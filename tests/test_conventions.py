@@ -107,6 +107,7 @@ def test_trial_and_verify_markers_select(pytester: pytest.Pytester) -> None:
 
 # -- junit --------------------------------------------------------------------------------------
 def test_junit_properties_are_json_text(pytester: pytest.Pytester) -> None:
+    # In a subprocess: stats (scipy) loaded inside an in-process run would be unloaded after it.
     pytester.makepyfile(
         xp_stats="""
 from pytest_xp import stats, trial, verify
@@ -124,7 +125,7 @@ def b_is_higher(results):
     return stats.greater(frame[frame.arm == "b"]["result.value"], frame[frame.arm == "a"]["result.value"])
 """
     )
-    result = pytester.runpytest("-p", "no:xdist", "--junitxml=junit.xml")
+    result = pytester.runpytest_subprocess("-p", "no:xdist", "--junitxml=junit.xml")
     assert result.ret == 0, result.stdout.str()
     tree = ET.parse(pytester.path / "junit.xml")
     props = {
@@ -179,6 +180,7 @@ def test_every_option_and_ini_key_is_in_the_one_table(pytester: pytest.Pytester)
 
 
 def test_settings_come_from_ini_keys(pytester: pytest.Pytester) -> None:
+    # In a subprocess: the HTML report's matplotlib, loaded inside an in-process run, would be unloaded after it.
     pytester.makepyfile(xp_control=CONTROL)
     pytester.makeini(
         """
@@ -194,18 +196,18 @@ def test_settings_come_from_ini_keys(pytester: pytest.Pytester) -> None:
         xp_fail_on = invalid
         """
     )
-    result = pytester.runpytest("-p", "no:xdist")
+    result = pytester.runpytest_subprocess("-p", "no:xdist")
     assert result.ret == 0, result.stdout.str()
     result.stdout.fnmatch_lines(["pytest-xp: store *, base seed 7 (reproduce with --xp-seed=7)*", "*pytest-xp report*"])
     assert "why these combinations ran" in result.stdout.str()
     page = (pytester.path / "reports" / "page.html").read_text()
     assert ("from-ini" in page and "each metric against" not in page) or "step and wallclock" in page
-    again = pytester.runpytest("-p", "no:xdist")
+    again = pytester.runpytest_subprocess("-p", "no:xdist")
     assert "cached" not in again.parseoutcomes()  # xp_cache = off
-    bad = pytester.runpytest("-p", "no:xdist", "-o", "xp_timeout=soon")
+    bad = pytester.runpytest_subprocess("-p", "no:xdist", "-o", "xp_timeout=soon")
     assert bad.ret == pytest.ExitCode.USAGE_ERROR
     bad.stderr.fnmatch_lines(["*ini xp_timeout='soon': give a number of seconds*"])
-    wins = pytester.runpytest("-p", "no:xdist", "--xp-seed=3", "--xp-cache=on")
+    wins = pytester.runpytest_subprocess("-p", "no:xdist", "--xp-seed=3", "--xp-cache=on")
     wins.stdout.fnmatch_lines(["*base seed 3*"])  # the command line wins over the ini file
 
 
