@@ -533,3 +533,45 @@ def test_nothing_read_back_is_executed_or_unpickled(pytester: pytest.Pytester, m
         assert main(["report", str(store), "-f", "json", "-o", str(pytester.path / "r.json")]) == 0
     assert "__import__" in (pytester.path / "r.json").read_text()
     assert not (pytester.path / "PWNED").exists()
+
+
+def test_reports_never_embed_or_write_through_linked_attachments(pytester: pytest.Pytester) -> None:
+    import base64
+
+    from pytest_xp.cli import main
+
+    png = b"\x89PNG\r\n\x1a\n" + b"0" * 64
+    pytester.makepyfile(
+        xp_a=f"""
+        from pytest_xp import trial, verify
+
+        @trial(1, {{"i": [0]}})
+        def t(i, xp):
+            xp.attach({png!r}, name="trial-plot.png")
+            return i
+
+        @verify(["t"])
+        def check(results, xp):
+            xp.attach({png!r}, name="plot.png")
+            return True
+        """
+    )
+    assert_counts(pytester.runpytest(), passed=1, supports=1)
+    store = pytester.path / ".xp"
+    secret = pytester.path / "secret.png"
+    secret.write_bytes(b"\x89PNG-secret-" + b"s" * 64)
+    verify_plot = next(store.rglob("check/attachments/plot.png"))
+    verify_plot.unlink()
+    verify_plot.symlink_to(secret)  # an attachment that is really a link out of the store
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert main(["report", str(store), "-f", "html", "-o", str(pytester.path / "r.html")]) == 0
+    html = (pytester.path / "r.html").read_text()
+    assert base64.b64encode(secret.read_bytes()).decode()[:40] not in html
+    assert any("left out attachment" in str(w.message) for w in caught)
+    trial_plot = next(store.rglob("trial-plot.png"))
+    trial_plot.unlink()
+    trial_plot.symlink_to(secret)  # planted where the next run saves its figure
+    assert_counts(pytester.runpytest("--xp-rerun"), passed=1, supports=1)
+    assert secret.read_bytes().startswith(b"\x89PNG-secret-")  # not written through
+    assert not trial_plot.is_symlink() and trial_plot.read_bytes() == png

@@ -6,6 +6,7 @@ that is still writing.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -28,6 +29,7 @@ from pytest_xp.store.frames import (
     rows_frame,
 )
 from pytest_xp.store.identity import trial_key
+from pytest_xp.store.store import regular_inside
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -86,6 +88,20 @@ def _hypotheses_from_manifests(root: Path, manifests: list[dict[str, Any]], expe
             if nodeid not in detailed:  # a manifest from before attachments were recorded: look on disk
                 latest[nodeid].attachments = find_attachments(root, latest[nodeid].experiment, latest[nodeid].name)
     return [h for h in latest.values() if matches_experiment(h.experiment, experiment)]
+
+
+def _attachments_inside(root: Path, paths: list[Path]) -> list[Path]:
+    """Attachments a report may embed: regular files in the store, reached without links or ``..``."""
+    kept = []
+    for path in paths:
+        if regular_inside(root, path):
+            kept.append(path)
+        elif path.exists() or path.is_symlink():
+            warnings.warn(
+                ReportWarning(f"pytest-xp: left out attachment {path}: not a regular file inside the store {root}"),
+                stacklevel=3,
+            )
+    return kept
 
 
 def find_attachments(root: Path, module_id: str, owner: str) -> list[Path]:
@@ -161,6 +177,8 @@ def gather(
     sections.sort(key=lambda s: (s.experiment, str(s.results["started_at"].dropna().min()), s.trial))
     if hypotheses is None:
         hypotheses = _hypotheses_from_manifests(root, manifests, experiment)
+    for hypothesis in hypotheses:
+        hypothesis.attachments = _attachments_inside(root, hypothesis.attachments)
     if session is None and manifests and selection is None:
         session = manifests[-1]
     return ReportData(

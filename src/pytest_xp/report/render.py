@@ -24,6 +24,7 @@ from typing import Any
 from pytest_xp.report.cells import fmt as fmt
 from pytest_xp.report.conditions import ConditionTable, condition_table, finite, unique_headers
 from pytest_xp.report.data import Hypothesis, ReportData, TrialSection
+from pytest_xp.store.store import read_regular
 
 #: Version of the JSON report layout (docs/reports.md); bumped when a field changes meaning or goes.
 JSON_SCHEMA_VERSION = 1
@@ -278,9 +279,9 @@ def write_markdown(data: ReportData, path: Path) -> Path:
         links[key] = f"{assets.name}/{target.name}"
     for n, h in enumerate(data.hypotheses, 1):
         for m, attachment in enumerate(h.attachments, 1):
-            if attachment.is_file():
+            if attachment.is_file() and not attachment.is_symlink():
                 target = assets / f"verify-{n}-{m}{attachment.suffix.lower()}"
-                shutil.copyfile(attachment, target)
+                target.write_bytes(read_regular(attachment))
                 links[str(attachment)] = f"{assets.name}/{target.name}"
     path.write_text(render_markdown(data, links), encoding="utf-8")
     return path
@@ -405,12 +406,12 @@ def data_uri(data: bytes, mime: str = "image/png") -> str:
 
 def _attachment_html(path: Path) -> str:
     mime = _MIME.get(path.suffix.lower())
-    try:
-        data = path.read_bytes()
-    except OSError:
-        return f'<p class="muted">attachment {_e(path.name)} is missing</p>'
     if mime is None:
         return f'<p class="muted">attachment {_e(path.name)} is not an image</p>'
+    try:
+        data = read_regular(path)  # never through a link, never a FIFO or device
+    except OSError:
+        return f'<p class="muted">attachment {_e(path.name)} is missing</p>'
     return f'<img class="attachment" src="{data_uri(data, mime)}" alt="{_e(path.name)}">'
 
 

@@ -199,6 +199,7 @@ class Xp:
                 shutil.rmtree(directory, ignore_errors=True)
         else:
             raise OutputLookupError("xp.attach() needs a trial combination or a verify")
+        self._store.make_dir(directory)  # a link on the way is set aside, never followed
         path = save_attachment(figure, directory, name)
         self.attachments.append(path)
         return path

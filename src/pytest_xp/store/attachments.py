@@ -25,11 +25,11 @@ def save_attachment(obj: Any, directory: Path, name: str | None = None) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     stem = safe_part(name) if name else None
     if hasattr(obj, "savefig"):
-        target = directory / _with_suffix(stem or f"figure-{_count(directory) + 1}", ".png")
+        target = _replaceable(directory / _with_suffix(stem or f"figure-{_count(directory) + 1}", ".png"))
         obj.savefig(target, format=target.suffix[1:] if target.suffix != ".jpeg" else "jpg", dpi=100)
         return target
     if isinstance(obj, (bytes, bytearray)):
-        target = directory / _with_suffix(stem or f"image-{_count(directory) + 1}", ".png")
+        target = _replaceable(directory / _with_suffix(stem or f"image-{_count(directory) + 1}", ".png"))
         target.write_bytes(bytes(obj))
         return target
     if isinstance(obj, (str, Path)):
@@ -40,11 +40,18 @@ def save_attachment(obj: Any, directory: Path, name: str | None = None) -> Path:
             raise ValueError(f"xp.attach({str(obj)!r}): reports show {', '.join(IMAGE_SUFFIXES)} files")
         target = directory / (_with_suffix(stem, source.suffix.lower()) if stem else safe_part(source.name))
         if source.resolve() != target.resolve():
-            shutil.copyfile(source, target)
+            shutil.copyfile(source, _replaceable(target))
         return target
     raise TypeError(
         f"xp.attach() takes a matplotlib figure, a path to an image, or PNG bytes; got a {type(obj).__name__}"
     )
+
+
+def _replaceable(target: Path) -> Path:
+    """``target``, with a symlink or special file planted there removed (never written through)."""
+    if target.is_symlink() or (target.exists() and not target.is_file()):
+        target.unlink()
+    return target
 
 
 def _with_suffix(stem: str, default: str) -> str:

@@ -91,6 +91,29 @@ def read_regular(path: Path, limit: int = MAX_READ_BYTES) -> bytes:
         os.close(fd)
 
 
+def regular_inside(root: Path, path: Path) -> bool:
+    """Whether ``path`` is a regular file under ``root`` reached without a symlink or ``..`` on the way.
+
+    For files a report embeds or copies (attachments): a path from a manifest may name anything,
+    and an image that is really a link to a secret must not end up in a report.
+    """
+    candidate = Path(os.path.normpath(root / path))
+    try:
+        rel = candidate.relative_to(os.path.normpath(root))
+    except ValueError:
+        return False
+    current = Path(os.path.normpath(root))
+    for part in rel.parts:
+        current = current / part
+        try:
+            mode = os.lstat(current).st_mode
+        except OSError:
+            return False
+        if stat.S_ISLNK(mode):
+            return False
+    return stat.S_ISREG(mode) if rel.parts else False
+
+
 def open_regular(path: Path, mode: str = "r") -> IO[str]:
     """Open a text file of the store ("r", "w" or "a") only if it is (or becomes) a regular file.
 
