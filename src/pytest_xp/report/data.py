@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pytest_xp.define.verdicts import Hypothesis as Hypothesis
+from pytest_xp.errors import ReportWarning
 from pytest_xp.store.frames import (
     CacheUse,
     GridCheck,
