@@ -12,8 +12,17 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+# Some tests below run the CLI in-process inside a pytester test. Whatever is first imported there is
+# dropped from sys.modules when pytester restores its snapshot, and a second copy of matplotlib's
+# classes breaks the figures of later tests in this worker: load the report stack up front.
+import matplotlib.pyplot  # noqa: F401
+import pandas  # noqa: F401
 import pytest
 
+import pytest_xp.cli
+import pytest_xp.report.data
+import pytest_xp.report.plots
+import pytest_xp.report.render
 from conftest import assert_counts, load_records
 
 GRID = """
@@ -223,7 +232,7 @@ def check(results):
 """
 
 
-@pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["n0", "n2"])
+@pytest.mark.parametrize("workers", [[], pytest.param(["-n", "2"], marks=pytest.mark.multiprocess)], ids=["n0", "n2"])
 def test_a_full_disk_mid_run_fails_clearly_and_a_rerun_completes(pytester: pytest.Pytester, workers: list[str]) -> None:
     pytester.makepyfile(xp_f=FILLER)
     (pytester.path / "fill-the-disk").touch()
@@ -452,7 +461,7 @@ def test_a_json_report_goes_through_to_dev_stdout(pytester: pytest.Pytester) -> 
 
 
 def test_the_cli_reports_past_bad_records_and_special_files(pytester: pytest.Pytester) -> None:
-    from pytest_xp.cli import main
+    main = pytest_xp.cli.main
 
     pytester.makepyfile(xp_g=GRID)
     pytester.runpytest()
@@ -500,7 +509,7 @@ def test_the_cli_says_when_a_report_cannot_be_written(pytester: pytest.Pytester,
 def test_nothing_read_back_is_executed_or_unpickled(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
     import pickle
 
-    from pytest_xp.cli import main
+    main = pytest_xp.cli.main
 
     pytester.makepyfile(
         xp_p="""
@@ -538,7 +547,7 @@ def test_nothing_read_back_is_executed_or_unpickled(pytester: pytest.Pytester, m
 def test_reports_never_embed_or_write_through_linked_attachments(pytester: pytest.Pytester) -> None:
     import base64
 
-    from pytest_xp.cli import main
+    main = pytest_xp.cli.main
 
     png = b"\x89PNG\r\n\x1a\n" + b"0" * 64
     pytester.makepyfile(
