@@ -88,3 +88,61 @@ def test_known_effect_example(pytester: pytest.Pytester) -> None:
     source = Path(__file__).parents[1] / "experiments" / "xp_known_effect.py"
     pytester.makepyfile(xp_known_effect=source.read_text())
     assert_counts(pytester.runpytest_subprocess("-n", "2"), passed=24, supports=1, expected=1)
+
+
+def test_summary_line_counts_corrected_verdicts(pytester: pytest.Pytester) -> None:
+    """Issue 14: the summary said "3 supports" while the corrected verdicts were inconclusive."""
+    pytester.makepyfile(xp_ev=THREE_HYPOTHESES)
+    corrected = pytester.runpytest("--xp-correction", "holm")
+    out = corrected.stdout.str()
+    rejudged = out.count("(was SUPPORTS before correction)")
+    assert rejudged >= 1
+    expected = {"passed": 1, "supports": 3 - rejudged, "inconclusive": rejudged}
+    assert_counts(corrected, **{word: count for word, count in expected.items() if count})
+
+
+PAIRED_BY_SEED = """
+from pytest_xp import stats, trial, verify
+
+@trial(1, {"optimizer": ["adam", "sgd"], "seed": [0, 1, 2, 3]})
+def train(optimizer, seed):
+    return {"loss": (0.5 if optimizer == "adam" else 1.0) + 0.1 * seed}
+
+@verify(["train"])
+def adam_beats_sgd(results):
+    final = {(r["params"]["optimizer"], r["params"]["seed"]): r["result"]["loss"] for r in results["train"]}
+    seeds = sorted({seed for (_, seed) in final if ("adam", seed) in final and ("sgd", seed) in final})
+    adam = [final["adam", s] for s in seeds]
+    sgd = [final["sgd", s] for s in seeds]
+    return stats.less(adam, sgd, paired=True)
+"""
+
+
+def test_sampled_run_with_too_few_seeds_is_inconclusive(pytester: pytest.Pytester) -> None:
+    """Issue 14: --xp-sample 2 left one seed per condition and the paired verify crashed (INVALID)."""
+    pytester.makepyfile(xp_paired=PAIRED_BY_SEED)
+    result = pytester.runpytest("--xp-sample", "2", "-v")
+    out = result.stdout.str()
+    assert "Traceback" not in out and "INVALID" not in out
+    result.stdout.fnmatch_lines(["*adam_beats_sgd INCONCLUSIVE*"])
+    result.stdout.fnmatch_lines(["*sampled run (--xp-sample 2): too few measurements for a test*"])
+    full = pytester.runpytest("-v")
+    full.stdout.fnmatch_lines(["*adam_beats_sgd SUPPORTS*"])
+
+
+def test_too_few_measurements_outside_a_sampled_run_is_still_an_error(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        xp_few="""
+        from pytest_xp import stats, trial, verify
+
+        @trial(1, {"i": [0]})
+        def t(i):
+            return i
+
+        @verify(["t"])
+        def one_value(results):
+            return stats.greater([1.0], [0.0, 0.1])
+        """
+    )
+    result = pytester.runpytest()
+    result.stdout.fnmatch_lines(["*INVALID*one_value() raised TooFewMeasurements: a needs at least 2 measurements*"])

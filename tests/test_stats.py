@@ -32,6 +32,19 @@ def _diff_of_means(x: FloatArray, y: FloatArray, axis: int = -1) -> FloatArray:
     return np.mean(x, axis=axis) - np.mean(y, axis=axis)
 
 
+def _welch_pivot(x: FloatArray, y: FloatArray, axis: int = -1) -> FloatArray:
+    """Welch's t normalized by its own degrees of freedom (Wallace): what the unpaired permutation test permutes."""
+    va, vb = np.var(x, axis=axis, ddof=1) / x.shape[axis], np.var(y, axis=axis, ddof=1) / y.shape[axis]
+    df = (va + vb) ** 2 / (va**2 / (x.shape[axis] - 1) + vb**2 / (y.shape[axis] - 1))
+    t = _diff_of_means(x, y, axis) / np.sqrt(va + vb)
+    return np.sign(t) * (8 * df + 1) / (8 * df + 3) * np.sqrt(df * np.log1p(t * t / df))
+
+
+def _paired_t(x: FloatArray, y: FloatArray, axis: int = -1) -> FloatArray:
+    d = x - y
+    return np.mean(d, axis=axis) / (np.std(d, axis=axis, ddof=1) / math.sqrt(d.shape[axis]))
+
+
 # --------------------------------------------------------------------------------------------
 # Distributions
 # --------------------------------------------------------------------------------------------
@@ -40,12 +53,12 @@ def _diff_of_means(x: FloatArray, y: FloatArray, axis: int = -1) -> FloatArray:
 def test_normal_matches_scipy() -> None:
     sp = pytest.importorskip("scipy.stats")
     for q in [1e-300, 1e-100, 1e-20, 1e-9, 1e-4, 0.001, 0.025, 0.05, 0.2, 0.4999, 0.5, 0.7, 0.975, 1 - 1e-10]:
-        assert _stats_dist._norm_isf(q) == pytest.approx(sp.norm.isf(q), rel=1e-12, abs=1e-14)
-        assert _stats_dist._norm_ppf(q) == pytest.approx(sp.norm.ppf(q), rel=1e-12, abs=1e-14)
+        assert _stats_dist.norm_isf(q) == pytest.approx(sp.norm.isf(q), rel=1e-12, abs=1e-14)
+        assert _stats_dist.norm_ppf(q) == pytest.approx(sp.norm.ppf(q), rel=1e-12, abs=1e-14)
     for x in [-40.0, -8.0, -1.96, -0.3, 0.0, 0.3, 1.96, 8.0, 37.0]:
-        assert _stats_dist._norm_cdf(x) == pytest.approx(sp.norm.cdf(x), rel=1e-11, abs=0)
-        assert _stats_dist._norm_sf(x) == pytest.approx(sp.norm.sf(x), rel=1e-11, abs=0)
-    assert _stats_dist._norm_isf(0.0) == math.inf and _stats_dist._norm_isf(1.0) == -math.inf
+        assert _stats_dist.norm_cdf(x) == pytest.approx(sp.norm.cdf(x), rel=1e-11, abs=0)
+        assert _stats_dist.norm_sf(x) == pytest.approx(sp.norm.sf(x), rel=1e-11, abs=0)
+    assert _stats_dist.norm_isf(0.0) == math.inf and _stats_dist.norm_isf(1.0) == -math.inf
 
 
 DFS = [1.0, 1.5, 2.0, 2.7, 3.0, 5.0, 9.3, 30.0, 150.5, 1e4, 1e6, 5e7, 1e12]
@@ -56,20 +69,20 @@ def test_t_distribution_matches_scipy(df: float) -> None:
     sp = pytest.importorskip("scipy.stats")
     for t in [0.0, 0.1, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 30.0]:
         for x in (t, -t):
-            assert _stats_dist._t_sf(x, df) == pytest.approx(sp.t.sf(x, df), rel=1e-8, abs=0)
-            assert _stats_dist._t_cdf(x, df) == pytest.approx(sp.t.cdf(x, df), rel=1e-8, abs=0)
+            assert _stats_dist.t_sf(x, df) == pytest.approx(sp.t.sf(x, df), rel=1e-8, abs=0)
+            assert _stats_dist.t_cdf(x, df) == pytest.approx(sp.t.cdf(x, df), rel=1e-8, abs=0)
     for q in [1e-12, 1e-6, 0.001, 0.01, 0.025, 0.05, 0.1, 0.3, 0.6, 0.9, 0.95, 0.975, 0.999]:
-        assert _stats_dist._t_isf(q, df) == pytest.approx(sp.t.isf(q, df), rel=1e-9)
-        assert _stats_dist._t_ppf(q, df) == pytest.approx(sp.t.ppf(q, df), rel=1e-9)
-    assert _stats_dist._t_isf(0.5, df) == 0.0
+        assert _stats_dist.t_isf(q, df) == pytest.approx(sp.t.isf(q, df), rel=1e-9)
+        assert _stats_dist.t_ppf(q, df) == pytest.approx(sp.t.ppf(q, df), rel=1e-9)
+    assert _stats_dist.t_isf(0.5, df) == 0.0
 
 
 def test_t_quantile_near_median_and_cauchy_exact() -> None:
     """Where scipy itself is loose (df=1 near 0), compare with the closed form of the Cauchy."""
     for t in [1e-8, 1e-3, 0.7, 40.0]:
-        assert _stats_dist._t_sf(t, 1.0) == pytest.approx(0.5 - math.atan(t) / math.pi, rel=1e-14)
-    assert _stats_dist._t_isf(0.5 - 1e-9, 7.0) > 0.0
-    assert _stats_dist._t_isf(0.5 - 1e-9, 7.0) == pytest.approx(1e-9 / _stats_dist._t_pdf(0.0, 7.0), rel=1e-6)
+        assert _stats_dist.t_sf(t, 1.0) == pytest.approx(0.5 - math.atan(t) / math.pi, rel=1e-14)
+    assert _stats_dist.t_isf(0.5 - 1e-9, 7.0) > 0.0
+    assert _stats_dist.t_isf(0.5 - 1e-9, 7.0) == pytest.approx(1e-9 / _stats_dist.t_pdf(0.0, 7.0), rel=1e-6)
 
 
 # --------------------------------------------------------------------------------------------
@@ -120,15 +133,18 @@ def test_paired_t_matches_scipy(seed: int) -> None:
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
-@pytest.mark.parametrize("rounded", [False, True])
-def test_mannwhitney_matches_scipy(seed: int, rounded: bool) -> None:
+@pytest.mark.parametrize(("rounded", "sizes"), [(False, (10, 13)), (False, (55, 60)), (True, (10, 13))])
+def test_mannwhitney_matches_scipy(seed: int, rounded: bool, sizes: tuple[int, int]) -> None:
+    """Exact for small untied samples, the normal approximation for ties (tie correction) or large ones."""
     sp = pytest.importorskip("scipy.stats")
-    a, b = _data(seed, 10, 13, shift=0.7)
+    a, b = _data(seed, *sizes, shift=0.7)
     if rounded:  # many ties: exercises the tie correction
         a, b = np.round(a), np.round(b)
+    kind = "asymptotic" if rounded or sizes[0] * sizes[1] > 2500 else "exact"
     for func, alternative in ((stats.greater, "greater"), (stats.less, "less")):
         ev = func(a, b, method="mannwhitney")
-        ref = sp.mannwhitneyu(a, b, alternative=alternative, method="asymptotic", use_continuity=True)
+        assert f"({'normal approximation' if kind == 'asymptotic' else 'exact'})" in ev.test
+        ref = sp.mannwhitneyu(a, b, alternative=alternative, method=kind, use_continuity=True)
         assert ev.statistic == pytest.approx(ref.statistic)
         assert ev.p_value == pytest.approx(ref.pvalue, rel=1e-10)
         assert ev.diff == pytest.approx(np.median(np.subtract.outer(a, b)))
@@ -147,7 +163,7 @@ def test_mannwhitney_interval_inverts_scipy_test(seed: int) -> None:
     k, j = int(np.flatnonzero(pairwise == low)[0]), int(np.flatnonzero(pairwise == high)[0])
 
     def p(delta: float, alternative: str) -> float:
-        return float(sp.mannwhitneyu(a - delta, b, alternative=alternative, method="asymptotic").pvalue)
+        return float(sp.mannwhitneyu(a - delta, b, alternative=alternative, method="exact").pvalue)
 
     assert p((pairwise[k] + pairwise[k + 1]) / 2, "greater") >= alpha / 2
     assert p((pairwise[k - 1] + pairwise[k]) / 2, "greater") < alpha / 2
@@ -156,19 +172,20 @@ def test_mannwhitney_interval_inverts_scipy_test(seed: int) -> None:
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
-@pytest.mark.parametrize("rounded", [False, True])
-def test_wilcoxon_matches_scipy(seed: int, rounded: bool) -> None:
+@pytest.mark.parametrize(("rounded", "n"), [(False, 15), (False, 60), (True, 15)])
+def test_wilcoxon_matches_scipy(seed: int, rounded: bool, n: int) -> None:
     sp = pytest.importorskip("scipy.stats")
-    a, b = _data(seed, 15, 15, shift=0.4)
+    a, b = _data(seed, n, n, shift=0.4)
     if rounded:  # ties and zero differences: zeros are dropped ("wilcox"), ties corrected
         a, b = np.round(a), np.round(b)
         assert np.any(a == b)
+    kind = "asymptotic" if rounded or n > 50 else "exact"
     for func, alternative in ((stats.greater, "greater"), (stats.less, "less")):
         ev = func(a, b, method="mannwhitney", paired=True)
-        ref = sp.wilcoxon(a, b, alternative=alternative, method="asymptotic", correction=True)
+        ref = sp.wilcoxon(a, b, alternative=alternative, method=kind, correction=True)
         assert ev.statistic == pytest.approx(ref.statistic)
         assert ev.p_value == pytest.approx(ref.pvalue, rel=1e-10)
-        assert ev.test.startswith("Wilcoxon signed-rank") and "wilcoxon, n=15 pairs" in ev.message
+        assert ev.test.startswith("Wilcoxon signed-rank") and f"wilcoxon, n={n} pairs" in ev.message
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -184,7 +201,7 @@ def test_wilcoxon_interval_inverts_scipy_test(seed: int) -> None:
     k, m = int(np.flatnonzero(walsh == low)[0]), int(np.flatnonzero(walsh == high)[0])
 
     def p(delta: float, alternative: str) -> float:
-        res = sp.wilcoxon(d - delta, alternative=alternative, method="asymptotic", correction=True)
+        res = sp.wilcoxon(d - delta, alternative=alternative, method="exact")
         return float(res.pvalue)
 
     assert p((walsh[k] + walsh[k + 1]) / 2, "greater") >= alpha / 2
@@ -199,7 +216,7 @@ def test_rank_intervals_for_large_samples_match_materialized(paired: bool, monke
     """Above the materialization limit the order statistics come from bisection; same numbers."""
     a, b = _data(13, 60, 60, shift=0.4)
     stored = stats.greater(a, b, method="mannwhitney", paired=paired, alpha=0.1)
-    monkeypatch.setattr(_stats_methods, "_MAX_MATERIALIZED", 0)
+    monkeypatch.setattr(_stats_methods, "MAX_MATERIALIZED", 0)
     searched = stats.greater(a, b, method="mannwhitney", paired=paired, alpha=0.1)
     assert searched.diff == pytest.approx(stored.diff, rel=1e-12, abs=1e-14)
     assert searched.ci == pytest.approx(stored.ci, rel=1e-12, abs=1e-14)
@@ -215,14 +232,19 @@ def test_permutation_exact_matches_scipy(paired: bool, seed: int) -> None:
     a, b = _data(seed, 6, 6, shift=0.8) if not paired else _data(seed, 9, 9, shift=0.5)
     kind = "samples" if paired else "independent"
 
-    def statistic(x: FloatArray, y: FloatArray, axis: int = -1) -> FloatArray:
-        return np.mean(x - y, axis=axis) if paired else _diff_of_means(x, y, axis)
+    statistic = _paired_t if paired else _welch_pivot
 
     for func, alternative in ((stats.greater, "greater"), (stats.less, "less")):
         ev = func(a, b, method="permutation", paired=paired)
         ref = sp.permutation_test((a, b), statistic, permutation_type=kind, alternative=alternative)
-        assert ev.p_value == pytest.approx(ref.pvalue, rel=1e-12)
-        assert ev.statistic == pytest.approx(ref.statistic)
+        expected = ref.pvalue
+        if paired:
+            assert ev.statistic == pytest.approx(ref.statistic)
+        else:  # guarded by Welch's t: both must reject
+            welch = sp.ttest_ind(a, b, equal_var=False, alternative=alternative)
+            expected = max(expected, welch.pvalue)
+            assert ev.statistic == pytest.approx(welch.statistic)
+        assert ev.p_value == pytest.approx(expected, rel=1e-12)
         assert "exact" in ev.test and ev.n_resamples is None
 
 
@@ -235,8 +257,9 @@ def test_permutation_interval_inverts_exact_test() -> None:
     eps = 1e-7
 
     def p(delta: float, alternative: str) -> float:
-        res = sp.permutation_test((a - delta, b), _diff_of_means, alternative=alternative, n_resamples=9999)
-        return float(res.pvalue)
+        res = sp.permutation_test((a - delta, b), _welch_pivot, alternative=alternative, n_resamples=9999)
+        welch = sp.ttest_ind(a - delta, b, equal_var=False, alternative=alternative)
+        return max(float(res.pvalue), float(welch.pvalue))
 
     assert p(low + eps, "greater") >= alpha / 2 > p(low - eps, "greater")
     assert p(high - eps, "less") >= alpha / 2 > p(high + eps, "less")
@@ -248,14 +271,17 @@ def test_permutation_monte_carlo_within_error_of_scipy(paired: bool) -> None:
     a, b = _data(11, 15, 15, shift=0.45)
     kind = "samples" if paired else "independent"
 
-    def statistic(x: FloatArray, y: FloatArray, axis: int = -1) -> FloatArray:
-        return np.mean(x - y, axis=axis) if paired else _diff_of_means(x, y, axis)
-
+    statistic = _paired_t if paired else _welch_pivot
     ev = stats.greater(a, b, method="permutation", paired=paired, n_resamples=9999, seed=3)
     ref = sp.permutation_test((a, b), statistic, permutation_type=kind, alternative="greater", rng=7)
+    p_permutation = ev.p_value
+    if not paired:  # the unpaired test is guarded by Welch's t; compare its permutation part
+        assert ev.p_value >= sp.ttest_ind(a, b, equal_var=False, alternative="greater").pvalue
+        guarded = _stats_methods.infer(a, b, method="permutation", paired=False, n_resamples=9999, seed=3)
+        p_permutation = guarded.first.p_greater(0.0)
     # two independent Monte-Carlo estimates of one p-value: their difference has sd sqrt(2 p (1-p) / R)
     tolerance = 4.5 * math.sqrt(2 * ref.pvalue * (1 - ref.pvalue) / 9999) + 1e-4
-    assert abs(ev.p_value - ref.pvalue) < tolerance
+    assert abs(p_permutation - ref.pvalue) < tolerance
     assert ev.n_resamples == 9999 and ev.seed == 3 and "9999 random" in ev.test
 
 
@@ -438,11 +464,13 @@ def test_small_sample_is_inconclusive_and_names_a_sample_size() -> None:
     ev = stats.greater(a, b)
     assert ev.verdict is Verdict.INCONCLUSIVE
     assert ev.diff > 0
-    match = re.search(r"≈ (\d+) per group needed", ev.message)
+    match = re.search(r"too few measurements \(3/3\): ≈ (\d+) per group needed", ev.message)
     assert match, ev.message
-    # normal approximation for 80% power at alpha 0.05, one-sided, from the observed d
-    z = _stats_dist._norm_isf(0.05) + _stats_dist._norm_isf(0.2)
-    assert int(match.group(1)) == math.ceil(2 * (z / ev.std_effect) ** 2)
+    # normal approximation for 80% power at alpha 0.05, one-sided, from the observed d, plus Guenther's term
+    z_alpha = _stats_dist.norm_isf(0.05)
+    z = z_alpha + _stats_dist.norm_isf(0.2)
+    assert int(match.group(1)) == math.ceil(2 * (z / ev.std_effect) ** 2 + z_alpha**2 / 4)
+    assert int(match.group(1)) == stats.seeds_needed(a, b)
 
 
 def test_inconclusive_hints() -> None:
@@ -504,10 +532,40 @@ def test_zero_variance_data() -> None:
     assert stats.greater([1.0, 1.0, 1.0], [0.0, 0.0, 0.0]).verdict is Verdict.SUPPORTS
     same = stats.greater([1.0, 1.0], [1.0, 1.0])
     assert same.verdict is Verdict.INCONCLUSIVE and "no spread" in same.message
-    assert stats.greater([1.0, 1.0], [1.0, 1.0], min_effect=0.1).verdict is Verdict.REFUTES
-    for method in ("mannwhitney", "permutation", "bootstrap"):
-        ev = stats.greater([2.0, 2.0, 2.0], [2.0, 2.0, 2.0], method=method, n_resamples=99)
-        assert ev.verdict is Verdict.INCONCLUSIVE
+
+
+@pytest.mark.parametrize("method", stats.METHODS)
+@pytest.mark.parametrize("paired", [False, True])
+def test_no_spread_and_equal_means_is_inconclusive_everywhere(method: str, paired: bool) -> None:
+    """Issue 14: [0.3]*5 vs [0.1+0.2]*5 differ by one rounding error; no method may call that an effect."""
+    first, second = [0.3] * 5, [0.1 + 0.2] * 5
+    assert first != second  # 5.6e-17 apart
+    for a, b in ((first, second), (second, first), ([2.0] * 3, [2.0] * 3)):
+        for ev in (
+            stats.greater(a, b, method=method, paired=paired, n_resamples=99),
+            stats.less(a, b, method=method, paired=paired, n_resamples=99),
+            stats.greater(a, b, method=method, paired=paired, n_resamples=99, min_effect=0.1),
+            stats.equivalent(a, b, 0.1, method=method, paired=paired, n_resamples=99),
+        ):
+            assert ev.verdict is Verdict.INCONCLUSIVE, ev.message
+            assert "no spread in either group and no difference beyond rounding" in ev.message
+
+
+@pytest.mark.parametrize("method", stats.METHODS)
+def test_values_near_the_float_limit_do_not_overflow(method: str) -> None:
+    """Issue 14: values near 1e300 used to overflow the variance and SUPPORT with p = 0."""
+    rng = np.random.default_rng(3)
+    a, b = rng.normal(0.0, 1.0, 12), rng.normal(0.0, 1.0, 12)
+    plain = stats.greater(a, b, method=method, n_resamples=499)
+    huge = stats.greater(a * 1e300, b * 1e300, method=method, n_resamples=499)
+    tiny = stats.greater(a * 1e-300, b * 1e-300, method=method, n_resamples=499)
+    for scaled, factor in ((huge, 1e300), (tiny, 1e-300)):
+        assert scaled.verdict is plain.verdict is Verdict.INCONCLUSIVE
+        assert scaled.p_value == pytest.approx(plain.p_value, rel=1e-9) and scaled.p_value > 0.0
+        assert scaled.diff == pytest.approx(plain.diff * factor, rel=1e-9)
+        assert scaled.ci == pytest.approx((plain.ci[0] * factor, plain.ci[1] * factor), rel=1e-9)
+    with pytest.raises(stats.StatsValueError, match="overflows float64"):
+        stats.greater([1.7e308, 1.6e308, 1.75e308], [-1.7e308, -1.6e308, -1.75e308], method=method)
 
 
 def test_tiny_rank_samples_give_unbounded_intervals() -> None:
@@ -555,7 +613,7 @@ def test_with_adjusted_p() -> None:
     worse = ev.with_adjusted_p(0.2, "holm")
     assert worse.verdict is Verdict.INCONCLUSIVE
     assert worse.p_value == ev.p_value and worse.p_adjusted == 0.2 and worse.correction == "holm"
-    assert f"p={_stats_evidence._fmt(ev.p_value, 2)}" in worse.message and "holm-adjusted p=0.2" in worse.message
+    assert f"p={_stats_evidence.fmt(ev.p_value, 2)}" in worse.message and "holm-adjusted p=0.2" in worse.message
     still = ev.with_adjusted_p(ev.p_value * 3, "bh")
     assert still.verdict is Verdict.SUPPORTS and "bh-adjusted" in still.message
     refuted = stats.greater(b, a)
@@ -647,6 +705,8 @@ def test_stats_module_does_not_import_scipy() -> None:
         "__future__",
         "dataclasses",
         "functools",
+        "sys",
+        "types",
         "itertools",
         "math",
         "collections",
@@ -707,3 +767,143 @@ def test_other_entry_points_validate() -> None:
     with pytest.raises(ValueError, match="bca, percentile"):
         stats.bootstrap_ci([1.0, 2.0], method="basic")
     assert stats.less([1.0, 2.0], [1.0, 3.0], method=" WELCH ").method == "welch"  # case and spaces ignored
+
+
+# --------------------------------------------------------------------------------------------
+# Large samples (issue 14): no big-integer combinatorics, order statistics by selection
+# --------------------------------------------------------------------------------------------
+
+
+def test_permutation_count_stops_at_the_cap() -> None:
+    assert _stats_methods.capped_comb(12, 6, 9999) == math.comb(12, 6)
+    assert _stats_methods.capped_comb(14, 7, 3432) == 3432
+    assert _stats_methods.capped_comb(14, 7, 3431) is None
+    # comb(2e6, 1e6) has 600 000 digits; the capped count gives up after a handful of steps
+    assert _stats_methods.capped_comb(2_000_000, 1_000_000, 9999) is None
+
+
+@pytest.mark.parametrize("walsh", [False, True])
+@pytest.mark.parametrize("rounded", [False, True])
+def test_order_statistics_by_selection_match_sorting(walsh: bool, rounded: bool, monkeypatch: Any) -> None:
+    """The sampled selection the Hodges-Lehmann intervals use above the materialization limit."""
+    monkeypatch.setattr(_stats_methods, "MAX_MATERIALIZED", 0)
+    monkeypatch.setattr(_stats_methods._OrderedPairs, "SAMPLE", 300)
+    rng = np.random.default_rng(5)
+    x, y = rng.normal(0.0, 3.0, 400), rng.normal(0.5, 3.0, 350)
+    if rounded:  # large blocks of ties
+        x, y = np.round(x), np.round(y)
+    pairs = _stats_methods._OrderedPairs(x, None if walsh else y)
+    if walsh:
+        i, j = np.triu_indices(x.size)
+        values = np.sort((x[i] + x[j]) / 2.0)
+    else:
+        values = np.sort(np.subtract.outer(x, y).ravel())
+    assert pairs.values is None and pairs.size == values.size
+    for k in (1, 2, 17, values.size // 3, values.size // 2, values.size // 2 + 1, values.size - 1, values.size):
+        assert pairs.kth(k) == values[k - 1]
+
+
+# --------------------------------------------------------------------------------------------
+# Issue 14: the examples, with the corrected behaviour
+# --------------------------------------------------------------------------------------------
+
+
+def test_p_value_tests_the_verdicts_own_null() -> None:
+    """With min_effect > 0 the p-value is that of "a - b <= min_effect", so a correction covers SUPPORTS."""
+    sp = pytest.importorskip("scipy.stats")
+    a, b = _data(8, 12, 12, shift=1.2)
+    ev = stats.greater(a, b, min_effect=0.3)
+    ref = sp.ttest_ind(a - 0.3, b, equal_var=False, alternative="greater")
+    assert ev.p_value == pytest.approx(ref.pvalue, rel=1e-9)
+    assert "(vs min_effect 0.3)" in ev.message
+    mirrored = stats.less(b, a, min_effect=0.3)
+    assert mirrored.p_value == pytest.approx(ev.p_value, rel=1e-12)
+    # the verdict and the adjusted p agree: p < alpha exactly when the bound clears min_effect
+    for p_adj in (ev.p_value, 0.049, 0.051):
+        judged = ev.with_adjusted_p(max(p_adj, ev.p_value), "holm")
+        assert (judged.verdict is Verdict.SUPPORTS) == (max(p_adj, ev.p_value) < 0.05)
+
+
+def test_holm_holds_the_family_wise_rate_with_min_effect() -> None:
+    """Issue 14: ten hypotheses whose true difference equals min_effect; Holm let ~38% of families through."""
+    rng = np.random.default_rng(2024)
+    families, hypotheses, min_effect = 300, 10, 0.5
+    false_families = 0
+    for _ in range(families):
+        family = [
+            stats.greater(rng.normal(min_effect, 1.0, 10), rng.normal(0.0, 1.0, 10), min_effect=min_effect)
+            for _ in range(hypotheses)
+        ]
+        adjusted = stats.adjust_p_values([ev.p_value for ev in family], "holm")
+        judged = [ev.with_adjusted_p(p, "holm") for ev, p in zip(family, adjusted, strict=True)]
+        false_families += any(ev.verdict is Verdict.SUPPORTS for ev in judged)
+    assert false_families / families <= 0.05 + 2 * math.sqrt(0.05 * 0.95 / families)
+
+
+def test_tiny_mannwhitney_sample_does_not_support_with_an_unbounded_interval() -> None:
+    """Issue 14: 3 + 3 runs printed "supported: HL shift 3 [-inf, inf]"; the exact test's smallest p is 0.05."""
+    ev = stats.greater([3.0, 4.0, 5.0], [0.0, 0.5, 1.5], method="mannwhitney")
+    assert ev.verdict is Verdict.INCONCLUSIVE
+    assert ev.p_value == pytest.approx(0.05) and "exact" in ev.test
+    assert "unbounded on the hypothesized side" in ev.message and "cannot reach alpha" in ev.message
+    four = stats.greater([3.0, 4.0, 5.0, 6.0], [0.0, 0.5, 1.5, 1.0], method="mannwhitney")
+    assert four.verdict is Verdict.SUPPORTS and math.isfinite(four.decision_ci[0])
+
+
+def test_inconclusive_messages_name_the_reason() -> None:
+    rng = np.random.default_rng(7)
+    b = rng.normal(0.0, 1.0, 10)
+    crosses = stats.greater(b + rng.normal(0.2, 1.0, 10), b)
+    assert crosses.verdict is Verdict.INCONCLUSIVE
+    assert re.search(r"inconclusive: the 90% CI \[\S+, \S+\] includes 0: ", crosses.message), crosses.message
+    short = stats.greater(b + 0.0011 + rng.normal(0.0, 0.0001, 10), b, paired=True, min_effect=0.001)
+    assert short.verdict is Verdict.INCONCLUSIVE
+    assert re.search(r"the 90% CI's bound \S+ does not clear min_effect 0.001", short.message), short.message
+    few = stats.greater([1.0, 2.0, 3.0], [0.5, 1.5, 2.0])
+    assert "too few measurements (3/3): ≈ " in few.message and "per group needed" in few.message
+    corrected = stats.greater(*_data(2, 12, 12, shift=1.0)).with_adjusted_p(0.2, "holm")
+    assert "not significant after the holm correction" in corrected.message
+
+
+def test_group_labels() -> None:
+    adam, sgd = _data(3, 10, 10, shift=-1.5)
+    assert stats.less(adam, sgd).message.startswith("adam < sgd supported: ")
+    assert stats.less(adam, sgd, labels=("Adam", "SGD")).message.startswith("Adam < SGD supported")
+    assert stats.less(adam, sgd).labels == ("adam", "sgd")
+    assert stats.less(list(adam), sgd).message.startswith("a < b ")  # an expression has no name
+    refuted = stats.greater(adam, sgd)
+    assert "p(adam < sgd)=" in refuted.message
+    with pytest.raises(stats.StatsTypeError, match="labels"):
+        stats.less(adam, sgd, labels=("only one",))  # type: ignore[arg-type]
+    lone = adam[:1]
+    with pytest.raises(stats.TooFewMeasurements, match="lone needs at least 2 measurements"):
+        stats.less(lone, sgd)
+    back = stats.Evidence.from_dict(json.loads(json.dumps(stats.less(adam, sgd).to_dict())))
+    assert back.labels == ("adam", "sgd")
+
+
+@pytest.mark.parametrize("paired", [False, True])
+@pytest.mark.parametrize("d", [0.5, 1.0, 1.5])
+def test_seeds_needed_matches_the_noncentral_t(paired: bool, d: float) -> None:
+    """The planning number is within a seed or so of the exact one-sided t-test sample size."""
+    sp = pytest.importorskip("scipy.stats")
+    rng = np.random.default_rng(1)
+
+    def standardized(x: FloatArray) -> FloatArray:
+        return (x - x.mean()) / x.std(ddof=1)
+
+    b = standardized(rng.normal(0.0, 1.0, 40))
+    noise = standardized(rng.normal(0.0, 1.0, 40))
+    a = b + noise + d if paired else noise + d  # pilot d (d_z when paired) exactly d
+    needed = stats.seeds_needed(a, b, paired=paired)
+    assert needed is not None
+
+    def power(n: int) -> float:
+        df = n - 1 if paired else 2 * n - 2
+        shift = d * math.sqrt(n if paired else n / 2)
+        return float(sp.nct.sf(sp.t.isf(0.05, df), df, shift))
+
+    exact = next(n for n in range(2, 500) if power(n) >= 0.8)
+    assert abs(needed - exact) <= 1, (needed, exact)
+    assert stats.seeds_needed(a, b, paired=paired, min_effect=10.0) is None
+    assert stats.seeds_needed(a, b, paired=paired, power=0.9) > needed  # type: ignore[operator]

@@ -93,6 +93,13 @@ class StatsTypeError(StatsInputError, TypeError):
     """An argument has the wrong type: non-numeric data, a non-callable statistic, ..."""
 
 
+class TooFewMeasurements(StatsValueError):
+    """A group holds fewer than 2 measurements: nothing can be said about its spread.
+
+    Its own class so that the plugin, under ``--xp-sample``, can turn it into an INCONCLUSIVE verdict.
+    """
+
+
 __all__ = [
     "ExperimentError",
     "GridError",
@@ -113,4 +120,5 @@ __all__ = [
     "StatsValueError",
     "StoreError",
     "StoreWarning",
+    "TooFewMeasurements",
 ]

@@ -122,6 +122,8 @@ class XpReporter:
     trial_metrics: dict[str, list[tuple[str, dict[str, Any]]]] = field(default_factory=lambda: defaultdict(list))
     written: list[tuple[str, str, bool]] = field(default_factory=list)  # (format, where or why, ok)
     plot_x: tuple[str, ...] = ("step",)  # x axes of the file reports' metric figures
+    #: The pytest report of each verify, so that a re-judged verdict can move to its corrected category.
+    verdict_reports: dict[str, Any] = field(default_factory=dict)
 
     def write_manifest(
         self,
@@ -139,6 +141,7 @@ class XpReporter:
         correction made a verdict fail, so the session must fail too.
         """
         now_failing = self.apply_correction(settings.correction, settings.fail_on)
+        self.recount(config.pluginmanager.get_plugin("terminalreporter"))
         if now_failing:
             exitstatus = int(pytest.ExitCode.TESTS_FAILED)
         started_at, began = started
@@ -187,6 +190,21 @@ class XpReporter:
                 if fails and not line.failed:
                     line.failed = newly_failing = True
         return newly_failing
+
+    def recount(self, terminal: Any) -> None:
+        """Move re-judged reports to their corrected category, so pytest's summary line counts corrected verdicts."""
+        stats = getattr(terminal, "stats", None)
+        if not isinstance(stats, dict):
+            return
+        for line in self.verdicts:
+            report = self.verdict_reports.get(line.nodeid)
+            if line.raw_verdict is None or report is None:
+                continue
+            old, new = _category(line.raw_verdict, line.expect), _category(line.verdict, line.expect)
+            bucket = stats.get(old, [])
+            if old != new and report in bucket:
+                bucket.remove(report)
+                stats.setdefault(new, []).append(report)
 
     def uncorrected_p_values(self) -> int:
         return sum(1 for line in self.verdicts if line.evidence and line.evidence.get("p_value") is not None)
@@ -257,6 +275,7 @@ class XpReporter:
         """Runs before the terminal reporter's, so that the verbose word can show the progress."""
         props = read_properties(report.user_properties)
         if report.when == "call" and "xp_verdict" in props:
+            self.verdict_reports[report.nodeid] = report
             self.verdicts.append(
                 Hypothesis(
                     nodeid=report.nodeid,
@@ -431,3 +450,8 @@ class XpReporter:
             session=manifest if isinstance(manifest, dict) else None,
             plot_x=self.plot_x,
         )
+
+
+def _category(verdict: str, expect: str | None) -> str:
+    """The summary category :func:`teststatus` gives a verify's report."""
+    return "expected" if expect == verdict else verdict

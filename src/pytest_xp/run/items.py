@@ -552,8 +552,15 @@ class VerifyItem(_XpItem):
             except (KeyboardInterrupt, pytest.skip.Exception):
                 raise
             except Exception as exc:  # noqa: BLE001 - an exception in verify is an INVALID verdict
-                kind, detail = describe_exception(exc)
-                outcome = Outcome(Verdict.INVALID, f"{verify.name}() raised {kind}: {exc}")
+                sampled = self.xp_session.settings.sample
+                if sampled is not None and _too_few_measurements(exc):
+                    outcome = Outcome(
+                        Verdict.INCONCLUSIVE,
+                        f"sampled run (--xp-sample {sampled}): too few measurements for a test ({exc})",
+                    )
+                else:
+                    kind, detail = describe_exception(exc)
+                    outcome = Outcome(Verdict.INVALID, f"{verify.name}() raised {kind}: {exc}")
             else:
                 outcome = coerce_verdict(value)
         add_properties(
@@ -609,6 +616,18 @@ def report_if_cached(item: pytest.Item, nextitem: pytest.Item | None) -> bool:
     ihook.pytest_runtest_logreport(report=report)
     ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
     return True
+
+
+def _too_few_measurements(exc: BaseException) -> bool:
+    """Whether ``exc`` is pytest_xp.stats saying a group has fewer than 2 values.
+
+    By name rather than isinstance, because a test session that re-imports the package (pytester runs
+    in-process) would otherwise hold two classes of that name.
+    """
+    return any(
+        cls.__name__ == "TooFewMeasurements" and cls.__module__.startswith("pytest_xp")
+        for cls in type(exc).__mro__
+    )
 
 
 class PlugItem(pytest.Item):

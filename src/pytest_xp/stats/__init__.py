@@ -10,35 +10,50 @@ package (the t CDF through the regularized incomplete beta function, its quantil
 method), so that the plugin does not pull scipy into every test session. ``docs/stats.md`` is the
 user guide.
 
-How the pieces fit: every method is turned into a *shift inference* (see ``_Inference`` in
+How the pieces fit: every method is turned into a *shift inference* (see ``Inference`` in
 ``stats/methods.py``): a one-sided test of "the effect exceeds delta" for any delta, and the confidence
 bounds obtained by inverting that very test. Because the bounds come from the same test as the
 p-value, the p-value, the reported interval and the verdict do not contradict each other (the rank
 methods up to ties).
 
-This module is the public face; the machinery lives in private modules, each importing only those
-listed before it: ``stats/inputs.py`` (argument checks and the error classes), ``stats/distributions.py`` (normal
-and t distributions), ``stats/methods.py`` (one shift inference per method) and ``stats/evidence.py``
-(:class:`Evidence`, its decision rule and message).
+This module is the public face; the machinery lives in the sibling modules, each importing only those
+listed before it: ``stats/inputs.py`` (argument checks and the error classes), ``stats/distributions.py``
+(normal and t distributions), ``stats/power.py`` (the sample size behind hints and :func:`seeds_needed`),
+``stats/methods.py`` (one shift inference per method) and ``stats/evidence.py`` (:class:`Evidence`,
+its decision rule and message). Their names carry no underscore: public within the package, while
+only what ``__all__`` lists here is the user's API.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import sys
 from collections.abc import Callable, Sequence
+from types import FrameType
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from pytest_xp.define.verdicts import Verdict
-from pytest_xp.errors import StatsInputError, StatsTypeError, StatsValueError
-from pytest_xp.stats.distributions import _norm_cdf, _norm_ppf, _t_isf
+from pytest_xp.errors import StatsInputError, StatsTypeError, StatsValueError, TooFewMeasurements
+from pytest_xp.stats.distributions import norm_cdf, norm_ppf, t_isf
 from pytest_xp.stats.evidence import NEGLIGIBLE_STD_EFFECT as NEGLIGIBLE_STD_EFFECT
 from pytest_xp.stats.evidence import TARGET_POWER as TARGET_POWER
-from pytest_xp.stats.evidence import Evidence, _judged
-from pytest_xp.stats.inputs import FloatArray, _alpha, _choice, _groups, _n_resamples, _real, _rng, _sample
-from pytest_xp.stats.methods import _CHUNK_ELEMENTS, _infer, _Inference, _standardized
+from pytest_xp.stats.evidence import Evidence, judged
+from pytest_xp.stats.inputs import (
+    FloatArray,
+    check_alpha,
+    check_choice,
+    check_groups,
+    check_n_resamples,
+    check_real,
+    check_sample,
+    make_rng,
+)
+from pytest_xp.stats.methods import CHUNK_ELEMENTS, infer, standardized
+from pytest_xp.stats.power import samples_needed
 
 __all__ = [
     "BOOTSTRAP_CI_METHODS",
@@ -48,18 +63,22 @@ __all__ = [
     "StatsInputError",
     "StatsTypeError",
     "StatsValueError",
+    "TooFewMeasurements",
     "adjust_p_values",
     "bootstrap_ci",
     "equivalent",
     "greater",
     "less",
     "mean_ci",
+    "seeds_needed",
 ]
 
 #: Test methods accepted by :func:`greater`, :func:`less` and :func:`equivalent`.
 METHODS = ("welch", "mannwhitney", "permutation", "bootstrap")
 #: Multiple-comparison corrections accepted by :func:`adjust_p_values`.
 CORRECTIONS = ("holm", "bh", "none")
+#: Differences within this many ulps of the data's largest magnitude are rounding noise, not an effect.
+NOISE_ULPS = 8
 #: Interval methods accepted by :func:`bootstrap_ci`.
 BOOTSTRAP_CI_METHODS = ("bca", "percentile")
 
@@ -74,35 +93,114 @@ Evidence.__module__ = __name__
 # --------------------------------------------------------------------------------------------
 
 
+def _name_in(frame: FrameType, value: object) -> str | None:
+    """The one name the caller's frame binds to ``value`` (locals first, then globals), else None."""
+    for scope in (frame.f_locals, frame.f_globals):
+        found = [
+            name for name, bound in scope.items() if bound is value and name.isidentifier() and not name.startswith("_")
+        ]
+        if len(found) == 1:
+            return found[0]
+        if found:
+            return None
+    return None
+
+
+def _labels(labels: object, a: object, b: object, frame: FrameType | None) -> tuple[str, str]:
+    """``labels`` if given, else the caller's variable names for a and b when both are plain names, else a/b."""
+    if labels is not None:
+        if (
+            not isinstance(labels, (tuple, list))
+            or len(labels) != 2
+            or not all(isinstance(label, str) and label.strip() for label in labels)
+        ):
+            raise StatsTypeError(f"labels must be two non-empty names such as ('adam', 'sgd'), got {labels!r}")
+        return labels[0].strip(), labels[1].strip()
+    if frame is not None:
+        first, second = _name_in(frame, a), _name_in(frame, b)
+        if first is not None and second is not None and first != second:
+            return first, second
+    return "a", "b"
+
+
+def _scale_of(x: FloatArray, y: FloatArray) -> tuple[float, float]:
+    """A power of two near the data's magnitude (dividing by it is exact) and the rounding-noise floor.
+
+    The tests run on the data divided by the scale, so that squares and sums of values near 1e300
+    cannot overflow (nor those near 1e-300 underflow); the noise floor, ``NOISE_ULPS`` ulps of the
+    largest magnitude, is the size below which a difference is rounding, not an effect.
+    """
+    top = max(float(np.max(np.abs(x))), float(np.max(np.abs(y))))
+    if top == 0.0:
+        return 1.0, 0.0
+    exponent = min(max(math.frexp(top)[1], -1021), 1023)
+    scale = math.ldexp(1.0, exponent)
+    return scale, NOISE_ULPS * float(np.finfo(np.float64).eps) * (top / scale)
+
+
+def _rescaled(draft: Evidence, scale: float) -> Evidence:
+    """The draft (computed on data divided by ``scale``) back in the data's units; overflow is an error."""
+    if scale == 1.0:
+        return draft
+
+    def back(value: float) -> float:
+        out = value * scale
+        if math.isfinite(value) and not math.isfinite(out):
+            raise StatsValueError(
+                f"the difference between the groups overflows float64 (about {value:.3g} x {scale:.3g}); "
+                "divide both groups by a common factor (e.g. 1e300) before testing"
+            )
+        return out
+
+    return dataclasses.replace(
+        draft,
+        diff=back(draft.diff),
+        sd=back(draft.sd),
+        ci=(back(draft.ci[0]), back(draft.ci[1])),
+        decision_ci=(back(draft.decision_ci[0]), back(draft.decision_ci[1])),
+        noise_floor=draft.noise_floor * scale,
+    )
+
+
 def _evidence(
     alternative: str,
-    inference: _Inference,
-    x: FloatArray,
-    y: FloatArray,
+    a: npt.ArrayLike,
+    b: npt.ArrayLike,
     *,
     method: str,
-    paired: bool,
+    paired: object,
     alpha: float,
     min_effect: float,
     margin: float | None,
-    seed: object,
+    n_resamples: int,
+    seed: int | np.random.Generator | None,
+    labels: tuple[str, str],
 ) -> Evidence:
+    """Run ``method`` on a and b and judge ``alternative``: the common path of greater, less and equivalent."""
+    x_raw, y_raw, is_paired = check_groups(a, b, paired, names=labels)
+    scale, noise = _scale_of(x_raw, y_raw)
+    x, y = x_raw / scale, y_raw / scale
+    inference = infer(x, y, method=method, paired=is_paired, n_resamples=n_resamples, seed=seed)
+    # The p-value tests the null of the verdict itself ("the effect is at most min_effect"), so that
+    # a correction of it covers the whole decision; rounding noise is handled by the decision rule.
+    floor = min_effect / scale
     if alternative == "equivalent":
         assert margin is not None
-        tost = (inference.p_greater(-margin), inference.p_less(margin))
+        tost = (inference.p_greater(-margin / scale), inference.p_less(margin / scale))
         p_value, p_opposite, tost_p = max(tost), None, tost
     elif alternative == "greater":
-        p_value, p_opposite, tost_p = inference.p_greater(0.0), inference.p_less(0.0), None
+        p_value, p_opposite, tost_p = inference.p_greater(floor), inference.p_less(0.0), None
     else:
-        p_value, p_opposite, tost_p = inference.p_less(0.0), inference.p_greater(0.0), None
-    std_effect, sd = _standardized(x, y, paired)
+        p_value, p_opposite, tost_p = inference.p_less(-floor), inference.p_greater(0.0), None
+    std_effect, sd = standardized(x, y, is_paired)
+    inference.prepare_bounds((alpha / 2.0, alpha))
     draft = Evidence(
         verdict=Verdict.INCONCLUSIVE,
         message="",
         alternative=alternative,
         method=method,
         test=inference.test,
-        paired=paired,
+        paired=is_paired,
         p_value=p_value,
         p_opposite=p_opposite,
         tost_p=tost_p,
@@ -120,8 +218,10 @@ def _evidence(
         n=(x.size, y.size),
         n_resamples=inference.n_resamples,
         seed=int(seed) if inference.n_resamples is not None and isinstance(seed, (int, np.integer)) else None,
+        labels=labels,
+        noise_floor=noise,
     )
-    return _judged(draft)
+    return judged(_rescaled(draft, scale))
 
 
 def _directional(
@@ -135,28 +235,26 @@ def _directional(
     paired: bool,
     n_resamples: int,
     seed: int | np.random.Generator | None,
+    labels: tuple[str, str],
 ) -> Evidence:
-    level = _alpha(alpha, one_sided=True)
-    floor = _real(min_effect, "min_effect")
+    level = check_alpha(alpha, one_sided=True)
+    floor = check_real(min_effect, "min_effect")
     if floor < 0.0:
         raise StatsValueError(
             f"min_effect must be >= 0 (the smallest difference worth having, in the units of a), got {floor}"
         )
-    chosen = _choice(method, METHODS, "method")
-    resamples = _n_resamples(n_resamples)
-    x, y, is_paired = _groups(a, b, paired)
-    inference = _infer(x, y, method=chosen, paired=is_paired, n_resamples=resamples, seed=seed)
     return _evidence(
         alternative,
-        inference,
-        x,
-        y,
-        method=chosen,
-        paired=is_paired,
+        a,
+        b,
+        method=check_choice(method, METHODS, "method"),
+        paired=paired,
         alpha=level,
         min_effect=floor,
         margin=None,
+        n_resamples=check_n_resamples(n_resamples),
         seed=seed,
+        labels=labels,
     )
 
 
@@ -170,17 +268,19 @@ def greater(
     paired: bool = False,
     n_resamples: int = 9999,
     seed: int | np.random.Generator | None = 0,
+    labels: tuple[str, str] | None = None,
 ) -> Evidence:
     """Test the hypothesis "a is greater than b" (by more than ``min_effect``).
 
-    SUPPORTS when the one-sided p-value is below ``alpha`` and the one-sided lower bound of the
-    difference (the low end of ``decision_ci``) exceeds ``min_effect``; REFUTES when the difference
-    is significantly the other way, or (``min_effect > 0``) when ``decision_ci`` lies inside
-    ``(-min_effect, min_effect)``; INCONCLUSIVE otherwise, with a sample-size hint in the message.
+    SUPPORTS when the one-sided test of "a - b <= min_effect" rejects at ``alpha`` (then the low end
+    of ``decision_ci`` clears ``min_effect``); REFUTES when the difference is significantly the other
+    way, or (``min_effect > 0``) when ``decision_ci`` lies inside ``(-min_effect, min_effect)``;
+    INCONCLUSIVE otherwise, with the reason and a sample-size hint in the message.
 
     ``method``: "welch" (paired t-test when paired), "mannwhitney" (Wilcoxon signed-rank when
     paired), "permutation" or "bootstrap" (both seeded by ``seed``, ``n_resamples`` draws).
-    ``paired=True`` treats a[i] and b[i] as one pair (for instance the same seed).
+    ``paired=True`` treats a[i] and b[i] as one pair (for instance the same seed). ``labels`` names
+    the groups in the message; by default the caller's variable names for a and b, else "a" and "b".
     """
     return _directional(
         "greater",
@@ -192,6 +292,7 @@ def greater(
         paired=paired,
         n_resamples=n_resamples,
         seed=seed,
+        labels=_labels(labels, a, b, sys._getframe(1)),
     )
 
 
@@ -205,6 +306,7 @@ def less(
     paired: bool = False,
     n_resamples: int = 9999,
     seed: int | np.random.Generator | None = 0,
+    labels: tuple[str, str] | None = None,
 ) -> Evidence:
     """Test the hypothesis "a is less than b" (by more than ``min_effect``); the mirror of :func:`greater`."""
     return _directional(
@@ -217,6 +319,7 @@ def less(
         paired=paired,
         n_resamples=n_resamples,
         seed=seed,
+        labels=_labels(labels, a, b, sys._getframe(1)),
     )
 
 
@@ -230,6 +333,7 @@ def equivalent(
     paired: bool = False,
     n_resamples: int = 9999,
     seed: int | np.random.Generator | None = 0,
+    labels: tuple[str, str] | None = None,
 ) -> Evidence:
     """Test "a and b differ by less than ``margin``" with two one-sided tests (TOST).
 
@@ -238,28 +342,59 @@ def equivalent(
     lies entirely outside ``(-margin, margin)``; INCONCLUSIVE otherwise. ``p_value`` is the larger of
     the two one-sided p-values, both are in ``tost_p``.
     """
-    level = _alpha(alpha, one_sided=True)
-    band = _real(margin, "margin")
+    level = check_alpha(alpha, one_sided=True)
+    band = check_real(margin, "margin")
     if band <= 0.0:
         raise StatsValueError(
             f"margin must be > 0 (the largest difference that still counts as equivalent), got {band}"
         )
-    chosen = _choice(method, METHODS, "method")
-    resamples = _n_resamples(n_resamples)
-    x, y, is_paired = _groups(a, b, paired)
-    inference = _infer(x, y, method=chosen, paired=is_paired, n_resamples=resamples, seed=seed)
     return _evidence(
         "equivalent",
-        inference,
-        x,
-        y,
-        method=chosen,
-        paired=is_paired,
+        a,
+        b,
+        method=check_choice(method, METHODS, "method"),
+        paired=paired,
         alpha=level,
         min_effect=0.0,
         margin=band,
+        n_resamples=check_n_resamples(n_resamples),
         seed=seed,
+        labels=_labels(labels, a, b, sys._getframe(1)),
     )
+
+
+def seeds_needed(
+    a: npt.ArrayLike,
+    b: npt.ArrayLike,
+    *,
+    power: float = 0.8,
+    min_effect: float = 0.0,
+    alpha: float = 0.05,
+    paired: bool = False,
+) -> int | None:
+    """Measurements per group (pairs when ``paired``) a one-sided test needs, judging by pilot data.
+
+    The pilot's standardized effect beyond ``min_effect`` (Cohen's d, d_z when paired) is the
+    effect assumed; the count is the normal approximation with Guenther's small-sample correction,
+    the same number an INCONCLUSIVE message quotes. None when the pilot effect does not exceed
+    ``min_effect`` (by at least 0.05 SD): then no affordable number of seeds would show it.
+    """
+    level = check_alpha(alpha, one_sided=True)
+    target = check_real(power, "power")
+    if not level < target < 1.0:
+        raise StatsValueError(f"power must lie strictly between alpha ({level:g}) and 1, got {target!r}")
+    floor = check_real(min_effect, "min_effect")
+    if floor < 0.0:
+        raise StatsValueError(f"min_effect must be >= 0, got {floor}")
+    x, y, is_paired = check_groups(a, b, paired)
+    scale, noise = _scale_of(x, y)
+    std_effect, sd = standardized(x / scale, y / scale, is_paired)
+    if not sd > noise:
+        return None
+    distance = abs(std_effect) - floor / scale / sd
+    if distance < NEGLIGIBLE_STD_EFFECT:
+        return None
+    return samples_needed(distance, alpha=level, power=target, paired=is_paired)
 
 
 # --------------------------------------------------------------------------------------------
@@ -269,11 +404,11 @@ def equivalent(
 
 def mean_ci(x: npt.ArrayLike, alpha: float = 0.05) -> tuple[float, float, float]:
     """The mean of ``x`` and its two-sided ``1 - alpha`` Student t interval: ``(mean, low, high)``."""
-    level = _alpha(alpha, one_sided=False)
-    values = _sample(x, "x")
+    level = check_alpha(alpha, one_sided=False)
+    values = check_sample(x, "x")
     mean = float(np.mean(values))
     se = float(np.std(values, ddof=1)) / math.sqrt(values.size)
-    half = _t_isf(level / 2.0, float(values.size - 1)) * se
+    half = t_isf(level / 2.0, float(values.size - 1)) * se
     return mean, mean - half, mean + half
 
 
@@ -304,19 +439,19 @@ def bootstrap_ci(
     ``method="percentile"`` takes the plain quantiles. ``statistic`` gets a 1-D array and returns
     a number; if it accepts ``axis=`` (like numpy reductions) it is called once for all resamples.
     """
-    level = _alpha(alpha, one_sided=False)
+    level = check_alpha(alpha, one_sided=False)
     if not callable(statistic):
         raise StatsTypeError(f"statistic must be a callable such as numpy.median, got {statistic!r}")
-    resamples = _n_resamples(n_resamples)
-    chosen = _choice(method, BOOTSTRAP_CI_METHODS, "method")
-    values = _sample(x, "x")
+    resamples = check_n_resamples(n_resamples)
+    chosen = check_choice(method, BOOTSTRAP_CI_METHODS, "method")
+    values = check_sample(x, "x")
     try:
         estimate = float(statistic(values))
     except (TypeError, ValueError) as exc:
         raise StatsTypeError(f"statistic must map a 1-D array to one number; it failed with: {exc}") from exc
-    rng = _rng(seed)
+    rng = make_rng(seed)
     n = values.size
-    rows = max(1, _CHUNK_ELEMENTS // n)
+    rows = max(1, CHUNK_ELEMENTS // n)
     parts = [
         _apply_statistic(statistic, values[rng.integers(0, n, size=(min(rows, resamples - s), n))])
         for s in range(0, resamples, rows)
@@ -328,7 +463,7 @@ def bootstrap_ci(
     if chosen == "bca":
         below = int(np.count_nonzero(replicates < estimate)) + int(np.count_nonzero(replicates <= estimate))
         share = min(max(below / (2.0 * resamples), 0.5 / resamples), 1.0 - 0.5 / resamples)
-        bias = _norm_ppf(share)
+        bias = norm_ppf(share)
         keep = ~np.eye(n, dtype=bool)
         leave_one_out = np.broadcast_to(values, (n, n))[keep].reshape(n, n - 1)
         jack = _apply_statistic(statistic, leave_one_out)
@@ -337,8 +472,8 @@ def bootstrap_ci(
         accel = float((spread**3).sum()) / denom if denom > 0.0 else 0.0
         adjusted = []
         for q in (low_q, high_q):
-            zq = bias + _norm_ppf(q)
-            adjusted.append(_norm_cdf(bias + zq / (1.0 - accel * zq)))
+            zq = bias + norm_ppf(q)
+            adjusted.append(norm_cdf(bias + zq / (1.0 - accel * zq)))
         if all(math.isfinite(q) and 0.0 <= q <= 1.0 for q in adjusted):
             low_q, high_q = adjusted
     low, high = np.quantile(replicates, [low_q, high_q])
@@ -351,7 +486,7 @@ def adjust_p_values(p_values: Sequence[float], method: str) -> list[float]:
     "holm" (Holm-Bonferroni, controls the family-wise error rate), "bh" (Benjamini-Hochberg,
     controls the false discovery rate for independent or positively dependent tests), "none".
     """
-    chosen = _choice(method, CORRECTIONS, "method")
+    chosen = check_choice(method, CORRECTIONS, "method")
     if isinstance(p_values, (str, bytes)):
         raise StatsTypeError("p_values must be a sequence of numbers")
     try:

@@ -17,21 +17,21 @@ _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 _TINY = 1e-300
 
 
-def _norm_cdf(x: float) -> float:
+def norm_cdf(x: float) -> float:
     """Standard normal CDF; erfc keeps the lower tail accurate."""
     return 0.5 * math.erfc(-x / _SQRT2)
 
 
-def _norm_sf(x: float) -> float:
+def norm_sf(x: float) -> float:
     """Standard normal survival function 1 - CDF, accurate in the upper tail."""
     return 0.5 * math.erfc(x / _SQRT2)
 
 
-def _norm_pdf(x: float) -> float:
+def norm_pdf(x: float) -> float:
     return _INV_SQRT_2PI * math.exp(-0.5 * x * x)
 
 
-def _norm_isf(q: float) -> float:
+def norm_isf(q: float) -> float:
     """Upper-tail quantile: the x with P(Z > x) = q.
 
     A rational approximation (Abramowitz & Stegun 26.2.23, error below 5e-4) gives the start;
@@ -44,16 +44,16 @@ def _norm_isf(q: float) -> float:
     if q == 1.0:
         return -math.inf
     if q > 0.5:
-        return -_norm_isf(1.0 - q)
+        return -norm_isf(1.0 - q)
     t = math.sqrt(-2.0 * math.log(q))
     x = t - (2.515517 + 0.802853 * t + 0.010328 * t * t) / (
         1.0 + 1.432788 * t + 0.189269 * t * t + 0.001308 * t * t * t
     )
     for _ in range(4):
-        density = _norm_pdf(x)
+        density = norm_pdf(x)
         if density == 0.0:
             break
-        u = (_norm_sf(x) - q) / density
+        u = (norm_sf(x) - q) / density
         step = u / (1.0 - 0.5 * x * u)
         x += step
         if abs(step) <= 1e-15 * max(1.0, abs(x)):
@@ -61,9 +61,9 @@ def _norm_isf(q: float) -> float:
     return x
 
 
-def _norm_ppf(p: float) -> float:
+def norm_ppf(p: float) -> float:
     """Standard normal quantile (inverse CDF)."""
-    return -_norm_isf(p)
+    return -norm_isf(p)
 
 
 def _beta_continued_fraction(a: float, b: float, x: float) -> float:
@@ -139,7 +139,7 @@ def _t_tail(t: float, df: float) -> float:
         series += (3.0 * u2**3 - 7.0 * u2 * u2 - 5.0 * u2 - 3.0) / (96.0 * df * df)
         third = 3.0 * u2**5 - 33.0 * u2**4 + 42.0 * u2**3 + 18.0 * u2 * u2 - 9.0 * u2 - 45.0
         series += third / (1152.0 * df**3)
-        return _norm_sf(u) + _norm_pdf(u) * u * series
+        return norm_sf(u) + norm_pdf(u) * u * series
     a = 0.5 * df
     t2 = t * t
     x, y = df / (df + t2), t2 / (df + t2)
@@ -149,25 +149,25 @@ def _t_tail(t: float, df: float) -> float:
     return 0.5 * _betainc(a, 0.5, x, y, log_front)
 
 
-def _t_sf(t: float, df: float) -> float:
+def t_sf(t: float, df: float) -> float:
     """P(T > t)."""
     tail = _t_tail(t, df)
     return tail if t >= 0.0 else 1.0 - tail
 
 
-def _t_cdf(t: float, df: float) -> float:
+def t_cdf(t: float, df: float) -> float:
     """P(T <= t)."""
     tail = _t_tail(t, df)
     return tail if t <= 0.0 else 1.0 - tail
 
 
-def _t_pdf(t: float, df: float) -> float:
+def t_pdf(t: float, df: float) -> float:
     log_norm = _lgamma_plus_half_ratio(0.5 * df) - 0.5 * math.log(df * math.pi)
     return math.exp(log_norm - 0.5 * (df + 1.0) * math.log1p(t * t / df))
 
 
 @functools.lru_cache(maxsize=4096)
-def _t_isf(q: float, df: float) -> float:
+def t_isf(q: float, df: float) -> float:
     """Upper-tail quantile of Student's t: the x with P(T > x) = q.
 
     df = 1 and 2 have closed forms. Otherwise a Cornish-Fisher expansion around the normal quantile
@@ -183,14 +183,14 @@ def _t_isf(q: float, df: float) -> float:
     if q == 1.0:
         return -math.inf
     if q > 0.5:
-        return -_t_isf(1.0 - q, df)
+        return -t_isf(1.0 - q, df)
     if q == 0.5:
         return 0.0
     if df == 1.0:
         return 1.0 / math.tan(math.pi * q)
     if df == 2.0:
         return (1.0 - 2.0 * q) / math.sqrt(2.0 * q * (1.0 - q))
-    z = _norm_isf(q)
+    z = norm_isf(q)
     z2 = z * z
     x = z * (
         1.0
@@ -202,21 +202,25 @@ def _t_isf(q: float, df: float) -> float:
         x = max(z, 1e-3)
     log_q = math.log(q)
     u = math.log(x)
+    previous = math.inf
     for _ in range(200):
         x = math.exp(u)
         tail = _t_tail(x, df)
-        density = _t_pdf(x, df)
+        density = t_pdf(x, df)
         if tail <= 0.0 or density <= 0.0:
             break
         slope = x * density / tail  # -d log(tail) / d log(x)
         step = (math.log(tail) - log_q) / slope
         step = max(-2.0, min(2.0, step))
+        if abs(step) >= previous and abs(step) < 1e-10:
+            break  # at the rounding floor (huge df): further steps only jitter
         u += step
+        previous = abs(step)
         if abs(step) < 1e-14:
             break
     return math.exp(u)
 
 
-def _t_ppf(p: float, df: float) -> float:
+def t_ppf(p: float, df: float) -> float:
     """Student t quantile (inverse CDF)."""
-    return -_t_isf(p, df)
+    return -t_isf(p, df)

@@ -1,6 +1,6 @@
 """:class:`Evidence`, the result of :mod:`pytest_xp.stats`: its fields, JSON round trip, decision rule and message.
 
-The verdict is always derived from the stored fields by :func:`_decide`, so an Evidence rebuilt from
+The verdict is always derived from the stored fields by :func:`decide`, so an Evidence rebuilt from
 its dict, or re-judged with a multiplicity-adjusted p-value, reaches the verdict the rule gives. The
 class is re-exported by :mod:`pytest_xp.stats`, its public home.
 """
@@ -16,8 +16,8 @@ import numpy as np
 
 from pytest_xp.define.verdicts import Verdict
 from pytest_xp.errors import StatsTypeError, StatsValueError
-from pytest_xp.stats.distributions import _norm_isf
-from pytest_xp.stats.inputs import _real
+from pytest_xp.stats.inputs import check_real
+from pytest_xp.stats.power import samples_needed
 
 #: Power the "samples needed" hint of an inconclusive verdict aims for.
 TARGET_POWER = 0.8
@@ -77,6 +77,10 @@ class Evidence:
     seed: int | None = None
     p_adjusted: float | None = None
     correction: str | None = None
+    #: Names of the two groups in messages: given as ``labels=``, else the caller's variable names, else a/b.
+    labels: tuple[str, str] = ("a", "b")
+    #: Differences up to this size are rounding noise (a few ulps of the data's magnitude), not an effect.
+    noise_floor: float = 0.0
 
     def __str__(self) -> str:
         return self.message
@@ -98,12 +102,12 @@ class Evidence:
         conditions (a significant effect the other way, or an interval inside the negligible band)
         are not discoveries being multiplied, so they are left as they were.
         """
-        p = _real(p_adj, "p_adj")
+        p = check_real(p_adj, "p_adj")
         if not 0.0 <= p <= 1.0:
             raise StatsValueError(f"p_adj must be a probability in [0, 1], got {p!r}")
         if not isinstance(correction, str) or not correction.strip():
             raise StatsTypeError(f"correction must be a non-empty name such as 'holm', got {correction!r}")
-        return _judged(dataclasses.replace(self, p_adjusted=p, correction=correction.strip()))
+        return judged(dataclasses.replace(self, p_adjusted=p, correction=correction.strip()))
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-safe dict: plain Python types, non-finite floats as None, the verdict as its name."""
@@ -149,6 +153,8 @@ class Evidence:
                 seed=_int_or_none(data.get("seed")),
                 p_adjusted=_float_or_none(data.get("p_adjusted")),
                 correction=None if data.get("correction") is None else str(data["correction"]),
+                labels=_labels(data.get("labels")),
+                noise_floor=float(data.get("noise_floor") or 0.0),
             )
         except (TypeError, ValueError, IndexError) as exc:
             raise StatsValueError(f"cannot rebuild Evidence from this dict: {exc}") from exc
@@ -187,6 +193,12 @@ def _interval(value: Sequence[object]) -> tuple[float, float]:
     return start, end
 
 
+def _labels(value: object) -> tuple[str, str]:
+    if isinstance(value, (list, tuple)) and len(value) == 2:
+        return str(value[0]), str(value[1])
+    return ("a", "b")
+
+
 def _pair_or_none(value: Sequence[object] | None) -> tuple[float, float] | None:
     if value is None:
         return None
@@ -199,29 +211,44 @@ def _pair_or_none(value: Sequence[object] | None) -> tuple[float, float] | None:
 # --------------------------------------------------------------------------------------------
 
 
-def _decide(ev: Evidence) -> tuple[Verdict, str]:
-    """The verdict and a reason code, from the fields stored on the Evidence (so it can be redone)."""
+def decide(ev: Evidence) -> tuple[Verdict, str]:
+    """The verdict and a reason code, from the fields stored on the Evidence (so it can be redone).
+
+    ``p_value`` (or ``p_adjusted``) tests the very null the verdict needs ("the effect is at most
+    ``min_effect``", or the TOST pair), so a multiplicity correction of it covers the whole rule.
+    """
     p = ev.p_value if ev.p_adjusted is None else ev.p_adjusted
     low, high = ev.decision_ci
+    if ev.sd <= ev.noise_floor and abs(ev.diff) <= ev.noise_floor:
+        return Verdict.INCONCLUSIVE, "flat"
     if ev.alternative == "equivalent":
         margin = ev.margin if ev.margin is not None else 0.0
         if p < ev.alpha and -margin < low and high < margin:
             return Verdict.SUPPORTS, "within"
         if low >= margin or high <= -margin:
             return Verdict.REFUTES, "outside"
-        return Verdict.INCONCLUSIVE, ""
+        if p >= ev.alpha and ev.p_adjusted is not None and ev.p_value < ev.alpha:
+            return Verdict.INCONCLUSIVE, "corrected"
+        return Verdict.INCONCLUSIVE, "straddles"
     # the bound on the hypothesized side, as a distance in the hypothesized direction
     near = low if ev.alternative == "greater" else -high
-    if p < ev.alpha and near > ev.min_effect:
+    threshold = max(ev.min_effect, ev.noise_floor)
+    if p < ev.alpha and near > threshold:
         return Verdict.SUPPORTS, "significant"
     if ev.p_opposite is not None and ev.p_opposite < ev.alpha:
         return Verdict.REFUTES, "opposite"
     if ev.min_effect > 0.0 and -ev.min_effect < low and high < ev.min_effect:
         return Verdict.REFUTES, "negligible"
-    return Verdict.INCONCLUSIVE, ""
+    if not math.isfinite(near):
+        return Verdict.INCONCLUSIVE, "unbounded"
+    if ev.p_adjusted is not None and near > threshold:
+        return Verdict.INCONCLUSIVE, "corrected"
+    if ev.min_effect > 0.0 and near > 0.0:
+        return Verdict.INCONCLUSIVE, "short"
+    return Verdict.INCONCLUSIVE, "crosses"
 
 
-def _fmt(x: float, digits: int = 3) -> str:
+def fmt(x: float, digits: int = 3) -> str:
     """A short number for messages: ``digits`` significant figures, no exponent for everyday sizes."""
     if math.isnan(x):
         return "nan"
@@ -239,20 +266,20 @@ def _fmt(x: float, digits: int = 3) -> str:
 
 
 def _pct(level: float) -> str:
-    return _fmt(100.0 * level, 4)
+    return fmt(100.0 * level, 4)
 
 
 _SHORT_ESTIMAND = {"mean difference": "mean diff", "Hodges-Lehmann shift": "HL shift"}
 _SHORT_METHOD = {("welch", True): "paired t", ("mannwhitney", True): "wilcoxon"}
 
 
-def _hint(ev: Evidence) -> str:
-    """Why an inconclusive verdict is inconclusive and, when it helps, how many samples would do.
+def hint(ev: Evidence) -> str:
+    """How many samples would settle an inconclusive verdict, or why more samples would not help.
 
-    The count is the normal approximation n = k * ((z_{1-alpha} + z_{power}) / d)^2 per group (k = 2
-    for two groups, 1 for pairs), with d the observed standardized distance still to cover.
+    The count is :func:`~pytest_xp.stats.power.samples_needed` at the observed standardized
+    distance still to cover (the observed effect beyond ``min_effect``, or the room left to the margin).
     """
-    if not (ev.sd > 0.0 and math.isfinite(ev.sd)):
+    if not (ev.sd > ev.noise_floor and math.isfinite(ev.sd)):
         return "the data have no spread, so no sample size estimate"
     unlikely = "more samples are unlikely to"
     if ev.alternative == "equivalent":
@@ -266,53 +293,74 @@ def _hint(ev: Evidence) -> str:
     else:
         observed = (ev.diff if ev.alternative == "greater" else -ev.diff) / ev.sd
         if abs(observed) < NEGLIGIBLE_STD_EFFECT:
-            return f"the observed effect is ≈ 0 (d={_fmt(ev.diff / ev.sd, 2)}); {unlikely} support it"
+            return f"the observed effect is ≈ 0 (d={fmt(ev.diff / ev.sd, 2)}); {unlikely} support it"
         if observed < 0.0:
             return f"the observed effect points the other way; {unlikely} support it"
         distance = observed - ev.min_effect / ev.sd
         if distance < NEGLIGIBLE_STD_EFFECT:
-            floor = _fmt(ev.min_effect)
+            floor = fmt(ev.min_effect)
             return f"the observed effect is not clearly above min_effect={floor}; {unlikely} support it"
         what = "effect"
-    z = _norm_isf(ev.alpha) + _norm_isf(1.0 - TARGET_POWER)
-    needed = math.ceil((1.0 if ev.paired else 2.0) * (z / distance) ** 2)
+    needed = samples_needed(distance, alpha=ev.alpha, power=TARGET_POWER, paired=ev.paired)
     unit = "pairs" if ev.paired else "per group"
-    return f"≈ {needed} {unit} needed ({_pct(TARGET_POWER)}% power at the observed {what})"
+    have = f"{ev.n[0]} pairs" if ev.paired else f"{ev.n[0]}/{ev.n[1]}"
+    advice = f"≈ {needed} {unit} needed ({_pct(TARGET_POWER)}% power at the observed {what})"
+    return f"too few measurements ({have}): {advice}" if needed > min(ev.n) else advice
+
+
+def _reason(ev: Evidence, reason: str) -> str:
+    """The clause that says why the verdict is what it is (empty for a plain SUPPORTS)."""
+    low, high = ev.decision_ci
+    level = f"{_pct(1.0 - 2.0 * ev.alpha)}% CI"
+    interval = f"{level} [{fmt(low)}, {fmt(high)}]"
+    near = low if ev.alternative == "greater" else high
+    margin = fmt(ev.margin or 0.0)
+    texts = {
+        "opposite": "the difference goes the other way",
+        "negligible": f"no effect worth having ({interval} inside ±{fmt(ev.min_effect)})",
+        "outside": f"the difference exceeds the margin ({interval} outside ±{margin})",
+        "flat": f"no spread in either group and no difference beyond rounding (|diff| ≤ {fmt(ev.noise_floor, 2)})",
+        "unbounded": f"the {level} is unbounded on the hypothesized side (too few measurements for {ev.method})",
+        "crosses": f"the {interval} includes 0",
+        "short": f"the {level}'s bound {fmt(near)} does not clear min_effect {fmt(ev.min_effect)}",
+        "straddles": f"the {interval} is not inside ±{margin}",
+        "corrected": f"not significant after the {ev.correction} correction",
+    }
+    return texts.get(reason, "")
 
 
 def _message(ev: Evidence, verdict: Verdict, reason: str) -> str:
+    first, second = ev.labels
     if ev.alternative == "equivalent":
-        claim = f"a ≈ b (within ±{_fmt(ev.margin if ev.margin is not None else 0.0)})"
+        claim = f"{first} ≈ {second} (within ±{fmt(ev.margin if ev.margin is not None else 0.0)})"
     else:
-        claim = "a > b" if ev.alternative == "greater" else "a < b"
+        claim = f"{first} > {second}" if ev.alternative == "greater" else f"{first} < {second}"
     word = {Verdict.SUPPORTS: "supported", Verdict.REFUTES: "refuted"}.get(verdict, "inconclusive")
-    low, high = ev.decision_ci
-    decision_level = f"{_pct(1.0 - 2.0 * ev.alpha)}% CI [{_fmt(low)}, {_fmt(high)}]"
-    why = {
-        "opposite": "the difference goes the other way: ",
-        "negligible": f"no effect worth having ({decision_level} inside ±{_fmt(ev.min_effect)}): ",
-        "outside": f"the difference exceeds the margin ({decision_level} outside ±{_fmt(ev.margin or 0)}): ",
-    }.get(reason, "")
+    why = _reason(ev, reason)
     label = _SHORT_ESTIMAND.get(ev.estimand, ev.estimand)
     parts = [
-        f"{label} {_fmt(ev.diff)} [{_fmt(ev.ci[0])}, {_fmt(ev.ci[1])}] ({_pct(ev.confidence)}% CI)",
-        f"d={_fmt(ev.std_effect, 2)}",
+        f"{label} {fmt(ev.diff)} [{fmt(ev.ci[0])}, {fmt(ev.ci[1])}] ({_pct(ev.confidence)}% CI)",
+        f"d={fmt(ev.std_effect, 2)}",
     ]
-    p_text = f"p={_fmt(ev.p_value, 2)}" + (" (TOST)" if ev.alternative == "equivalent" else "")
+    p_text = f"p={fmt(ev.p_value, 2)}" + (" (TOST)" if ev.alternative == "equivalent" else "")
+    if ev.alternative != "equivalent" and ev.min_effect > 0.0:
+        p_text += f" (vs min_effect {fmt(ev.min_effect)})"
     if ev.p_adjusted is not None:
-        p_text += f", {ev.correction}-adjusted p={_fmt(ev.p_adjusted, 2)}"
+        p_text += f", {ev.correction}-adjusted p={fmt(ev.p_adjusted, 2)}"
     if reason == "opposite" and ev.p_opposite is not None:
-        other = "a < b" if ev.alternative == "greater" else "a > b"
-        p_text += f", p({other})={_fmt(ev.p_opposite, 2)}"
+        flipped = f"{first} < {second}" if ev.alternative == "greater" else f"{first} > {second}"
+        p_text += f", p({flipped})={fmt(ev.p_opposite, 2)}"
     parts.append(p_text)
     parts.append(_SHORT_METHOD.get((ev.method, ev.paired), ev.method))
     parts.append(f"n={ev.n[0]} pairs" if ev.paired else f"n={ev.n[0]}/{ev.n[1]}")
-    text = f"{claim} {word}: {why}{', '.join(parts)}"
-    if verdict is Verdict.INCONCLUSIVE:
-        text += "; " + _hint(ev)
+    text = f"{claim} {word}: {why + ': ' if why else ''}{', '.join(parts)}"
+    if reason == "unbounded":
+        text += "; with so few measurements this test cannot reach alpha: add measurements"
+    elif verdict is Verdict.INCONCLUSIVE:
+        text += "; " + hint(ev)
     return text
 
 
-def _judged(ev: Evidence) -> Evidence:
-    verdict, reason = _decide(ev)
+def judged(ev: Evidence) -> Evidence:
+    verdict, reason = decide(ev)
     return dataclasses.replace(ev, verdict=verdict, message=_message(ev, verdict, reason))

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
-from pytest_xp.errors import StatsTypeError, StatsValueError
+from pytest_xp.errors import StatsTypeError, StatsValueError, TooFewMeasurements
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -28,7 +28,7 @@ FloatArray = npt.NDArray[np.float64]
 # --------------------------------------------------------------------------------------------
 
 
-def _sample(x: object, name: str) -> FloatArray:
+def check_sample(x: object, name: str) -> FloatArray:
     """Validate one group of measurements and return it as a float array."""
     if isinstance(x, (str, bytes)):
         raise StatsTypeError(f"{name} must be a sequence of numbers, got a {type(x).__name__}")
@@ -58,11 +58,11 @@ def _sample(x: object, name: str) -> FloatArray:
             "drop or repair those trials before testing"
         )
     if values.size < 2:
-        raise StatsValueError(f"{name} needs at least 2 measurements, got {values.size}; run more seeds")
+        raise TooFewMeasurements(f"{name} needs at least 2 measurements, got {values.size}; run more seeds")
     return values
 
 
-def _real(value: object, name: str) -> float:
+def check_real(value: object, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise StatsTypeError(f"{name} must be a real number, got {value!r} ({type(value).__name__})")
     out = float(value)
@@ -71,8 +71,8 @@ def _real(value: object, name: str) -> float:
     return out
 
 
-def _alpha(alpha: object, *, one_sided: bool) -> float:
-    value = _real(alpha, "alpha")
+def check_alpha(alpha: object, *, one_sided: bool) -> float:
+    value = check_real(alpha, "alpha")
     upper = 0.5 if one_sided else 1.0
     if not 0.0 < value < upper:
         hint = " (a one-sided test at alpha >= 0.5 cannot mean anything)" if one_sided else ""
@@ -82,7 +82,7 @@ def _alpha(alpha: object, *, one_sided: bool) -> float:
     return value
 
 
-def _choice(value: object, choices: Sequence[str], name: str) -> str:
+def check_choice(value: object, choices: Sequence[str], name: str) -> str:
     if not isinstance(value, str):
         raise StatsTypeError(f"{name} must be a string, one of {', '.join(choices)}; got {value!r}")
     key = value.strip().lower()
@@ -91,7 +91,7 @@ def _choice(value: object, choices: Sequence[str], name: str) -> str:
     return key
 
 
-def _n_resamples(value: object) -> int:
+def check_n_resamples(value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise StatsTypeError(f"n_resamples must be an int, got {value!r}")
     if value < 1:
@@ -99,7 +99,7 @@ def _n_resamples(value: object) -> int:
     return int(value)
 
 
-def _rng(seed: object) -> np.random.Generator:
+def make_rng(seed: object) -> np.random.Generator:
     if seed is None or isinstance(seed, np.random.Generator):
         return np.random.default_rng(seed)
     if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool):
@@ -107,10 +107,12 @@ def _rng(seed: object) -> np.random.Generator:
     raise StatsTypeError(f"seed must be an int, a numpy Generator or None, got {seed!r}")
 
 
-def _groups(a: object, b: object, paired: object) -> tuple[FloatArray, FloatArray, bool]:
+def check_groups(
+    a: object, b: object, paired: object, names: tuple[str, str] = ("a", "b")
+) -> tuple[FloatArray, FloatArray, bool]:
     if not isinstance(paired, (bool, np.bool_)):
         raise StatsTypeError(f"paired must be True or False, got {paired!r}")
-    x, y = _sample(a, "a"), _sample(b, "b")
+    x, y = check_sample(a, names[0]), check_sample(b, names[1])
     if paired and x.size != y.size:
         raise StatsValueError(
             f"paired=True needs one a and one b per seed, i.e. equal lengths; got {x.size} and {y.size}. "
