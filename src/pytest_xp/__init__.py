@@ -30,6 +30,7 @@ from pytest_xp.errors import (
     StatsValueError,
     StoreError,
     StoreWarning,
+    TooFewMeasurements,
 )
 from pytest_xp.run.context import SETUP
 from pytest_xp.run.handle import Xp
@@ -92,6 +93,7 @@ __all__ = [
     "StatsValueError",
     "StoreError",
     "StoreWarning",
+    "TooFewMeasurements",
     "Verdict",
     "VerificationResult",
     "Xp",

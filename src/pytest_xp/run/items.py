@@ -625,8 +625,7 @@ def _too_few_measurements(exc: BaseException) -> bool:
     in-process) would otherwise hold two classes of that name.
     """
     return any(
-        cls.__name__ == "TooFewMeasurements" and cls.__module__.startswith("pytest_xp")
-        for cls in type(exc).__mro__
+        cls.__name__ == "TooFewMeasurements" and cls.__module__.startswith("pytest_xp") for cls in type(exc).__mro__
     )
 
 
