@@ -190,6 +190,8 @@ def check(results: dict[str, Any], reps: int, family_reps: int) -> list[str]:
                 failures.append(f"Holm family-wise false SUPPORTS {method}: {row[method]:.3f} > {limit:.3f}")
     for row in results["power"]:
         for method in METHODS:
+            if method == "mannwhitney":  # a rank test is not held to the t-test's power (docs/stats.md)
+                continue
             gap = row["theory"] - row[method]
             limit = 0.03 + 2 * _se(row["theory"], reps)
             if gap > limit:
