@@ -74,7 +74,7 @@ def test_editing_source_reruns_that_trial(pytester: pytest.Pytester, counted: Pa
     (pytester.path / "xp_counted.py").write_text(source.replace('return {"z": k}', 'return {"z": k + 0}'))
     result = pytester.runpytest("--xp-explain")
     assert_counts(result, passed=2, cached=4, supports=1)
-    assert "xp_counted.py::second[k_10]: source changed" in result.stdout.str()
+    assert "xp_counted.py::second[k_10]: trial body changed" in result.stdout.str()
     assert sorted(_calls(counted)[6:]) == ["second 10", "second 20"]
 
 

@@ -6,6 +6,7 @@ import pytest
 
 from pytest_xp.define.grid import combination_id, expand, split_values
 from pytest_xp.errors import GridError
+from pytest_xp.store.store import safe_part
 
 
 def test_cartesian_product_in_given_order() -> None:
@@ -35,7 +36,22 @@ def test_slugs_are_path_safe_and_bounded() -> None:
     for combo in combos:
         assert "/" not in combo.slug
         assert not combo.slug.startswith(".")
-        assert len(combo.slug) <= 70
+        assert len(combo.slug) <= 113  # 48 readable + '-' + 64 hex: one path component under 120
+        assert combo.slug.endswith(combo.params_digest)
+
+
+def test_long_parameters_sharing_a_prefix_get_distinct_directories() -> None:
+    """100,000 checkpoint-like strings with a common 60-character prefix: 100,000 distinct directories.
+
+    The old 6-hex suffix (24 bits) would put about 300 pairs of them in one directory.
+    """
+    prefix = "/checkpoints/very/long/experiment/path/that/shares/a/prefix/"
+    assert len(prefix) >= 60
+    combos = expand({"ckpt": [f"{prefix}{i:06d}.pt" for i in range(100_000)]})
+    slugs = {safe_part(c.slug) for c in combos}
+    assert len(slugs) == 100_000
+    old_style = {c.slug[:-64] + c.params_digest[:6] for c in combos}
+    assert len(old_style) < 100_000  # what the old naming did to the same grid
 
 
 @pytest.mark.parametrize(

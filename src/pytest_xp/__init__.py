@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from pytest_xp.define.decorators import setup, trial, verify
 from pytest_xp.define.verdicts import Verdict, VerificationResult
 from pytest_xp.errors import (
+    CodeKeyWarning,
     ExperimentError,
     GridError,
     GridSizeWarning,
@@ -19,6 +20,7 @@ from pytest_xp.errors import (
     NotJSONError,
     NotRegularFile,
     OutputLookupError,
+    PackageVersionsChanged,
     RemoteFailure,
     ReportWarning,
     ResultNotJSON,
@@ -73,6 +75,7 @@ def _version() -> str:
 
 __all__ = [
     "SETUP",
+    "CodeKeyWarning",
     "ExperimentError",
     "GridError",
     "GridSizeWarning",
@@ -81,6 +84,7 @@ __all__ = [
     "NotJSONError",
     "NotRegularFile",
     "OutputLookupError",
+    "PackageVersionsChanged",
     "RemoteFailure",
     "ReportWarning",
     "ResultNotJSON",

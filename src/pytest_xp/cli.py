@@ -2,6 +2,9 @@
 
 pytest-xp report [XP_DIR] [--format term|md|html|json|github] [-o PATH] [--experiment X] [--trial T]
 pytest-xp runs [XP_DIR]
+pytest-xp versions [XP_DIR] EXPERIMENT::TRIAL[COMBINATION]
+pytest-xp diff [XP_DIR] EXPERIMENT::TRIAL[COMBINATION] [A B]
+pytest-xp migrate [XP_DIR]
 """
 
 from __future__ import annotations
@@ -45,7 +48,71 @@ def _parser() -> argparse.ArgumentParser:
     )
     runs = commands.add_parser("runs", help="list the sessions recorded in the store")
     runs.add_argument("xp_dir", nargs="?", default=".xp", metavar="XP_DIR", help="the store (default: .xp)")
+    versions = commands.add_parser(
+        "versions",
+        help="list the kept records of one combination (one per cache key), the latest last",
+        description="List the records the store keeps of one combination: one per cache key it was run with.",
+    )
+    _store_and_selector(versions)
+    diff = commands.add_parser(
+        "diff",
+        help="show what differs between two versions of one combination (default: the last two)",
+        description="Compare two kept records of one combination: key parts (code, SETUP, context, params, "
+        "upstream records) first, then results. Versions are numbered as `pytest-xp versions` lists them.",
+    )
+    _store_and_selector(diff)
+    migrate = commands.add_parser(
+        "migrate",
+        help="rename combination directories of stores written before pytest-xp kept record history",
+        description="Rename old combination directories (<params>-<6 hex>) to the collision-free layout "
+        "(<params>-<sha256 of params>). Safe to run twice.",
+    )
+    migrate.add_argument("xp_dir", nargs="?", default=".xp", metavar="XP_DIR", help="the store (default: .xp)")
     return parser
+
+
+def _store_and_selector(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "args",
+        nargs="+",
+        metavar="ARG",
+        help="[XP_DIR] EXPERIMENT::TRIAL[COMBINATION] (the item id); diff also takes two version numbers",
+    )
+
+
+def _history(args: argparse.Namespace) -> int:
+    from pytest_xp.store.frames import versions_of
+    from pytest_xp.store.history import SelectorError, diff_records, find_combination, format_versions
+
+    positional = list(args.args)
+    numbers: list[int] = []  # diff: two version numbers may follow the selector
+    if args.command == "diff":
+        while positional and positional[-1].isdigit():
+            numbers.insert(0, int(positional.pop()))
+    if not positional:
+        return _fail(f"{args.command}: name a combination, e.g. pytest-xp {args.command} xp_adam.py::train[lr_0.1]")
+    selector = positional.pop()
+    root = Path(positional[0]) if positional else Path(".xp")
+    if not root.is_dir():
+        return _fail(f"no store at {root}: name the store: pytest-xp {args.command} DIR {selector}")
+    try:
+        found = find_combination(root, selector)
+    except SelectorError as exc:
+        return _fail(str(exc))
+    versions = versions_of(found.directory)
+    if args.command == "versions":
+        sys.stdout.write(f"{found.directory}\n" + "\n".join(format_versions(versions)) + "\n")
+        return 0
+    if len(versions) < 2 and not numbers:
+        sys.stdout.write("only one version of this combination is kept; nothing to compare\n")
+        return 0
+    pair = numbers or [len(versions) - 1, len(versions)]
+    if len(pair) != 2 or not all(1 <= n <= len(versions) for n in pair):
+        return _fail(f"diff takes two version numbers between 1 and {len(versions)} (see pytest-xp versions)")
+    old, new = versions[pair[0] - 1], versions[pair[1] - 1]
+    sys.stdout.write(f"version {pair[0]} -> version {pair[1]} of {selector}\n")
+    sys.stdout.write("\n".join(f"  {line}" for line in diff_records(old, new)) + "\n")
+    return 0
 
 
 def _fail(message: str) -> int:
@@ -105,6 +172,8 @@ def _report(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``pytest-xp``; returns the exit status (2 for a usage problem)."""
     args = _parser().parse_args(argv)
+    if args.command in ("versions", "diff"):
+        return _history(args)
     root = Path(args.xp_dir)
     if not root.is_dir():
         return _fail(f"no store at {root}: run some experiments first, or name the store: pytest-xp {args.command} DIR")
@@ -112,6 +181,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         from pytest_xp.store.provenance import format_runs, list_runs
 
         sys.stdout.write("\n".join(format_runs(list_runs(root))) + "\n")
+        return 0
+    if args.command == "migrate":
+        from pytest_xp.store.history import migrate
+
+        moved = migrate(root)
+        sys.stdout.write("\n".join(moved or ["nothing to migrate: the store already uses the current layout"]) + "\n")
         return 0
     return _report(args)
 

@@ -35,6 +35,8 @@ INI_SETTINGS: tuple[tuple[str, Any, str], ...] = (
     ("xp_gpus", "string", "device ids handed to xdist workers, or auto (see --xp-gpus)"),
     ("xp_wait", "string", "seconds a shard waits for lower orders (see --xp-wait)"),
     ("xp_no_wait", "bool", "a shard skips what it would wait for (see --xp-no-wait)"),
+    ("xp_env_changes", "string", "warn, rerun or ignore (see --xp-env-changes)"),
+    ("xp_audit", "string", "re-run N cached combinations and compare (see --xp-audit)"),
 )
 
 
@@ -65,6 +67,8 @@ class XpConfig:
     max_memory: int | None = None
     report_x: tuple[str, ...] = ("step",)  # x axes of the report's metric figures
     name: str | None = None  # the session's name, for people (reports, pytest-xp runs)
+    env_changes: str = "warn"  # third-party package versions changed since a cached record: warn, rerun, ignore
+    audit: int = 0  # --xp-audit N: re-run N seeded-random cached combinations and compare
 
 
 def addoption(parser: pytest.Parser) -> None:
@@ -214,6 +218,20 @@ def addoption(parser: pytest.Parser) -> None:
         help="adjust the p-values of all evidence in the session (Holm or Benjamini-Hochberg) and re-judge "
         "those verdicts (default: ini xp_correction, else none)",
     )
+    group.addoption(
+        "--xp-env-changes",
+        choices=("warn", "rerun", "ignore"),
+        default=None,
+        help="when the versions of third-party packages a trial uses (numpy, torch, ...) differ from those "
+        "of its cached record: warn (default) and reuse it, rerun the combination, or ignore",
+    )
+    group.addoption(
+        "--xp-audit",
+        default=None,
+        metavar="N",
+        help="re-run N cached combinations chosen at random from --xp-seed and compare their results with "
+        "the stored ones (exact, or within @trial(tolerance=...)); name the trials that differ",
+    )
     group.addoption("--xp-runs", action="store_true", help="list past sessions recorded in the store and exit")
     for name, kind, text in INI_SETTINGS:
         parser.addini(name, text, type=kind, default=False if kind == "bool" else [] if kind == "linelist" else "")
@@ -306,6 +324,11 @@ def build_config(config: pytest.Config) -> XpConfig:
     correction = config.getoption("xp_correction") or str(config.getini("xp_correction"))
     if correction not in ("holm", "bh", "none"):
         raise pytest.UsageError(f"ini xp_correction = {correction!r}: use holm, bh or none")
+    env_changes = setting(config, "xp_env_changes")[0] or "warn"
+    if env_changes not in ("warn", "rerun", "ignore"):
+        raise pytest.UsageError(f"ini xp_env_changes = {env_changes!r}: use warn, rerun or ignore")
+    raw_audit, audit_source = setting(config, "xp_audit")
+    audit = _positive_int(audit_source, raw_audit) if raw_audit is not None else 0
     raw_wait, wait_source = setting(config, "xp_wait")
     try:
         wait_s = float(raw_wait) if raw_wait is not None else 3600.0
@@ -380,6 +403,8 @@ def build_config(config: pytest.Config) -> XpConfig:
         dirty_git=dirty_git,
         report_x=report_x,
         name=setting(config, "xp_name")[0],
+        env_changes=env_changes,
+        audit=audit or 0,
     )
 
 

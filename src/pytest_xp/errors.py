@@ -47,6 +47,14 @@ class ReportWarning(UserWarning):
     """A file in the store could not be read and was left out of a report or frame."""
 
 
+class CodeKeyWarning(UserWarning):
+    """Something a trial depends on cannot be part of its cache key (the message says what to do)."""
+
+
+class PackageVersionsChanged(UserWarning):
+    """A cached record was made with other versions of the packages its trial uses (--xp-env-changes)."""
+
+
 # -- running combinations ---------------------------------------------------------------------
 class SetupFailed(Exception):
     """A setup function raised or returned something unusable; every item of its module errors."""
@@ -101,6 +109,7 @@ class TooFewMeasurements(StatsValueError):
 
 
 __all__ = [
+    "CodeKeyWarning",
     "ExperimentError",
     "GridError",
     "GridSizeWarning",
@@ -109,6 +118,7 @@ __all__ = [
     "NotJSONError",
     "NotRegularFile",
     "OutputLookupError",
+    "PackageVersionsChanged",
     "RemoteFailure",
     "ReportWarning",
     "ResultNotJSON",

@@ -74,16 +74,28 @@ def trial(
     isolate: bool | None = None,
     timeout: float | None = None,
     gpus: int = 0,
+    inputs: Any = None,
+    tolerance: float | None = None,
 ) -> Callable[[F], F]:
     """Mark a function run once per combination of ``values`` (a dict of literal lists).
 
     ``order`` sets stages: every combination of a lower order finishes before a higher one starts.
-    ``version`` pins the cache key by hand instead of hashing the function's source.
+    ``version`` pins the code part of the cache key by hand instead of following the code the trial
+    runs. ``inputs`` lists glob patterns (relative to the module's directory) of data files the trial
+    reads; their content is part of the key. ``tolerance`` is the absolute difference ``--xp-audit``
+    accepts between a re-run's numbers and the stored ones (default: exact).
     """
     if callable(order) and values is None:
         fn = order
         return _attach(fn, TrialMark(fn, None, None))  # type: ignore[no-any-return]
-    options = {"version": version, "isolate": isolate, "timeout": timeout, "gpus": gpus}
+    options = {
+        "version": version,
+        "isolate": isolate,
+        "timeout": timeout,
+        "gpus": gpus,
+        "inputs": inputs,
+        "tolerance": tolerance,
+    }
     return lambda fn: _attach(fn, TrialMark(fn, order, values, options))
 
 

@@ -5,9 +5,7 @@ All problems of a module are gathered and reported at once, each naming file, li
 
 from __future__ import annotations
 
-import hashlib
 import inspect
-import textwrap
 import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -59,10 +57,12 @@ class SetupDef:
 class TrialOptions:
     """What ``@trial`` takes besides order and values, checked: the per-trial run options."""
 
-    version: str | None = None  # pinned cache-key token (None: a hash of the source)
+    version: str | None = None  # pinned cache-key token (None: the key follows the code, store/code_key.py)
     isolate: bool = False  # run each combination in a child process
     timeout: float | None = None  # seconds before a combination's process group is killed (implies isolation)
     gpus: int = 0  # GPUs a combination needs; skipped where fewer are visible
+    inputs: tuple[str, ...] = ()  # globs of data files whose content is part of the cache key
+    tolerance: float | None = None  # absolute difference --xp-audit accepts (None: exact)
 
 
 @dataclass(frozen=True)
@@ -137,13 +137,8 @@ def unknown_overrides(
     return problems
 
 
-def source_version(fn: Callable[..., Any]) -> str:
-    """Default version token: a hash of the function's source, so editing it invalidates the cache."""
-    try:
-        text = textwrap.dedent(inspect.getsource(fn))
-    except (OSError, TypeError):
-        text = fn.__code__.co_code.hex() if hasattr(fn, "__code__") else repr(fn)
-    return "src:" + hashlib.sha256(text.encode()).hexdigest()[:16]
+#: Version token of a trial without ``@trial(version=...)``: the key follows its code (store/code_key.py).
+CODE_VERSION = "code"
 
 
 def _lineno(fn: object) -> int:
@@ -307,6 +302,18 @@ def _trial_def(
             f"got {timeout!r}; use timeout=None for no limit",
         )
         return None
+    inputs = options.get("inputs")
+    if isinstance(inputs, str):
+        inputs = [inputs]
+    if inputs is not None and (not isinstance(inputs, (list, tuple)) or not all(isinstance(g, str) for g in inputs)):
+        problem(fn, f"@trial(inputs=...) must be a list of glob patterns such as ['data/*.csv'], got {inputs!r}")
+        return None
+    tolerance = options.get("tolerance")
+    if tolerance is not None and (
+        isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or tolerance < 0
+    ):
+        problem(fn, f"@trial(tolerance=...) must be a number >= 0 (the --xp-audit tolerance), got {tolerance!r}")
+        return None
     gpus = options.get("gpus", 0)
     if not _is_int(gpus) or gpus < 0:
         problem(fn, f"@trial(gpus=...) must be an int >= 0, got {gpus!r}")
@@ -327,8 +334,15 @@ def _trial_def(
         parallel=parallel,
         combinations=expand(params),
         fixture_names=_mandatory(sig, set(params)),
-        version=f"user:{version}" if version is not None else source_version(fn),
-        options=TrialOptions(version=version, isolate=bool(options.get("isolate")), timeout=timeout, gpus=gpus),
+        version=f"user:{version}" if version is not None else CODE_VERSION,
+        options=TrialOptions(
+            version=version,
+            isolate=bool(options.get("isolate")),
+            timeout=timeout,
+            gpus=gpus,
+            inputs=tuple(inputs or ()),
+            tolerance=tolerance,
+        ),
     )
 
 

@@ -10,13 +10,13 @@ from typing import Any
 
 from pytest_xp.errors import GridError
 from pytest_xp.store.codec import canonical, digest
+from pytest_xp.store.store import combination_slug
 
 #: Keys of ``values`` that are not parameters.
 PARALLEL_KEY = "__parallel__"
 RESERVED_KEYS = frozenset({"setup"})
 
 _ID_UNSAFE = re.compile(r"[^\w.+:/\-]")
-_MAX_READABLE = 60
 
 
 #: Grids above this many combinations are announced before they are expanded.
@@ -128,12 +128,6 @@ def combination_id(params: dict[str, Any]) -> str:
     return "-".join(f"{name}_{_readable(value)}" for name, value in params.items())
 
 
-def _slug(readable: str, params_digest: str) -> str:
-    """Directory name: readable part (bounded, path-safe) plus a short hash of the parameters."""
-    safe = re.sub(r"[^A-Za-z0-9._+\-]", "_", readable)[:_MAX_READABLE].strip("._-") or "run"
-    return f"{safe}-{params_digest[:6]}"
-
-
 def expand(params: dict[str, list[Any]]) -> list[Combination]:
     """Cartesian product in the order the keys and values were given; ids made unique if two collide."""
     names = list(params)
@@ -150,7 +144,11 @@ def expand(params: dict[str, list[Any]]) -> list[Combination]:
         seen[cid] = index
         combos.append(
             Combination(
-                index=index, params=point, id=cid, slug=_slug(cid or "run", point_digest), params_digest=point_digest
+                index=index,
+                params=point,
+                id=cid,
+                slug=combination_slug(cid or "run", point_digest),
+                params_digest=point_digest,
             )
         )
     return combos

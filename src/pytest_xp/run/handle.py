@@ -167,6 +167,9 @@ class Xp:
         self.seeds = seeds
         self._output_path = output_path
         self._metrics: MetricLog | None = None
+        #: The upstream records read through :meth:`output_of`: (trial, combination, params digest,
+        #: key, session); stored in the record, so a cached result is reused only while they are current.
+        self.upstream: list[dict[str, Any]] = []
 
     @property
     def output_path(self) -> Path:
@@ -246,4 +249,22 @@ class Xp:
                 f"xp.output_of({trial!r}, ...) matches {len(matches)} combinations; "
                 f"name all of its parameters: {', '.join(target.params)}"
             )
-        return self._store.combination_dir(exp.slug, trial, matches[0].slug)
+        directory = self._store.combination_dir(exp.slug, trial, matches[0].slug)
+        self._note_upstream(trial, matches[0].id, matches[0].params_digest, directory)
+        return directory
+
+    def _note_upstream(self, trial: str, combination: str, params_digest: str, directory: Path) -> None:
+        from pytest_xp.store.store import RECORD_NAME
+
+        if any(dep["params_digest"] == params_digest and dep["trial"] == trial for dep in self.upstream):
+            return
+        record = self._store.read_record(directory / RECORD_NAME) or {}
+        self.upstream.append(
+            {
+                "trial": trial,
+                "combination": combination,
+                "params_digest": params_digest,
+                "key": record.get("key"),
+                "session": record.get("session"),
+            }
+        )

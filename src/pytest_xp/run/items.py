@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
 import inspect
 import os
 import sys
 import time
+import warnings
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -21,6 +24,7 @@ from pytest_xp.define.verdicts import Outcome, Verdict, coerce_verdict, verdict_
 from pytest_xp.errors import (
     IsolatedFailure,
     IsolationError,
+    PackageVersionsChanged,
     RemoteFailure,
     ResultNotJSON,
     ResultTooLarge,
@@ -38,7 +42,7 @@ from pytest_xp.run.shards import missing_below, wait_for_lower_orders
 from pytest_xp.run.state import SESSION_KEY
 from pytest_xp.store.codec import dumps
 from pytest_xp.store.identity import combination_identity, trial_key
-from pytest_xp.store.keys import is_hit, why_run
+from pytest_xp.store.keys import env_changes, is_hit, why_run
 from pytest_xp.store.properties import add_properties
 from pytest_xp.store.records import (
     base_record,
@@ -49,7 +53,7 @@ from pytest_xp.store.records import (
     run_dict,
     success_fields,
 )
-from pytest_xp.store.store import RECORD_NAME
+from pytest_xp.store.store import RECORD_NAME, old_layout_in
 
 PLUG_NAME = "__pytest_xp_plug__"
 #: Markers every trial combination and every verify carries (registered in plugin.pytest_configure).
@@ -95,6 +99,23 @@ def _fixture_signature(fn: Callable[..., Any], fixture_names: tuple[str, ...]) -
     if marks is not None:
         call.pytestmark = marks  # type: ignore[attr-defined]
     return call
+
+
+def _requested_fixtures(item: pytest.Function) -> tuple[tuple[str, Any], ...]:
+    """(name, function) of every fixture an item requests, transitively, as pytest resolved them.
+
+    pytest has no public accessor for an item's fixture definitions; ``_fixtureinfo`` is what
+    pytest's own runner reads.
+    """
+    info = getattr(item, "_fixtureinfo", None)
+    if info is None:
+        return ()
+    found = []
+    for name in info.names_closure:
+        defs = info.name2fixturedefs.get(name)
+        if defs:
+            found.append((name, defs[-1].func))
+    return tuple(found)
 
 
 def _write_short_failure(store: Any, path: Path, record: dict[str, Any], cause: StoreError) -> dict[str, Any]:
@@ -151,6 +172,7 @@ class TrialItem(_XpItem):
     xp_handle: Xp | None = None
     xp_lock: CombinationLock | None = None
     xp_seen_record: bool = False
+    xp_previous: dict[str, Any] | None = None  # the record this run replaces (kept as a version)
     xp_error: Exception | None = None
     xp_prepared: bool = False  # prepare() ran already (a cache miss found by the fast path)
 
@@ -163,6 +185,9 @@ class TrialItem(_XpItem):
         item.xp_session = parent.config.stash[SESSION_KEY]
         add_properties(item.user_properties, xp_trial=trial_key(exp.module_id, trial.name))
         item.add_marker(TRIAL_MARKER)  # -m xp_trial / -m "not xp_trial"
+        memo = (exp.module_id, trial.name)
+        if memo not in item.xp_session.trial_fixtures:  # once per trial: the same fixtures for every combination
+            item.xp_session.trial_fixtures[memo] = _requested_fixtures(item)
         return item
 
     @functools.cached_property
@@ -200,12 +225,54 @@ class TrialItem(_XpItem):
         self.xp_context, self.xp_seeds, self.xp_key_parts, self.xp_key = session.key_for(self.xp_exp, trial, combo)
         record = session.read_combination(self.xp_exp, trial.name, combo)
         self.xp_seen_record = record is not None
-        if settings.cache and not settings.rerun and is_hit(record, self.xp_key):
+        stale_upstream = self._upstream_changes(record)
+        if not stale_upstream and self._reusable(record):
+            assert record is not None
+            self._warn_if_packages_changed(record)
             return record
+        if stale_upstream and settings.explain:
+            self.user_properties.append(("xp_why", "; ".join(stale_upstream)))
+            return None
         if settings.explain:
             why = why_run(record, self.xp_key, self.xp_key_parts, rerun=settings.rerun, cache_on=settings.cache)
             add_properties(self.user_properties, xp_why=why)
         return None
+
+    def _reusable(self, record: dict[str, Any] | None) -> bool:
+        """A successful record made with this key whose upstream records are still current."""
+        settings = self.xp_session.settings
+        if not (settings.cache and not settings.rerun and is_hit(record, self.xp_key)):
+            return False
+        assert record is not None
+        return not self._upstream_changes(record)
+
+    def _upstream_changes(self, record: dict[str, Any] | None) -> list[str]:
+        settings = self.xp_session.settings
+        if record is None or not settings.cache or settings.rerun or not is_hit(record, self.xp_key):
+            return []
+        return self.xp_session.upstream_changes(self.xp_exp, record)
+
+    def _warn_if_packages_changed(self, record: dict[str, Any]) -> None:
+        """--xp-env-changes=warn: say once per trial when a reused record was made with other package versions."""
+        session = self.xp_session
+        if session.settings.env_changes != "warn":
+            return
+        now = session.trial_code(self.xp_exp, self.xp_trial).env
+        then = record.get("env")
+        if not isinstance(then, dict) or then == now:
+            return
+        memo = f"{self.xp_exp.module_id}::{self.xp_trial.name}"
+        if memo in session.env_warned:
+            return
+        session.env_warned.add(memo)
+        changes = ", ".join(env_changes(then, now))
+        warnings.warn(
+            PackageVersionsChanged(
+                f"pytest-xp: cached results of {memo} were made with other package versions ({changes}); "
+                "reusing them. Run with --xp-env-changes=rerun to recompute such combinations"
+            ),
+            stacklevel=2,
+        )
 
     def _wait_for_other_shards(self) -> None:
         """In a shard session, hold order k until every shard's lower orders have their records."""
@@ -267,7 +334,7 @@ class TrialItem(_XpItem):
             exp=self.xp_exp,
             trial=self.xp_trial.name,
             rank=self.xp_trial.order,
-            params=dict(self.xp_combo.params),
+            params=copy.deepcopy(self.xp_combo.params),
             output_path=self.output_dir,
             setup=self.xp_context,
             seeds=self.xp_seeds,
@@ -284,10 +351,10 @@ class TrialItem(_XpItem):
             stream = sys.__stderr__ or sys.stderr
             stream.write(f"pytest-xp: {self.nodeid} is running in another session; waiting for it\n")
             self.xp_lock.acquire(block=True)
-        settings = self.xp_session.settings
         record = self.xp_session.read_combination(self.xp_exp, self.xp_trial.name, self.xp_combo)
+        self.xp_previous = record
         finished_elsewhere = record is not None and record.get("session") != self.xp_session.session_id
-        if settings.cache and not settings.rerun and finished_elsewhere and is_hit(record, self.xp_key):
+        if finished_elsewhere and self._reusable(record):
             self.xp_lock.release()
             self.xp_lock = None
             return record
@@ -332,7 +399,9 @@ class TrialItem(_XpItem):
     def _run(self) -> RunOutcome:
         """Call the trial in this worker or in a child process; either way, one kind of outcome."""
         __tracebackhide__ = True
-        kwargs = {**self.xp_combo.params, **self._fixture_values(self.xp_trial.fixture_names)}
+        # Each combination gets its own copy: a trial that mutates a parameter changes neither the next
+        # combination's value nor the params stored in its record.
+        kwargs = {**copy.deepcopy(self.xp_combo.params), **self._fixture_values(self.xp_trial.fixture_names)}
         isolation = self._isolation()
         if isolation is None:
             return call_trial(
@@ -363,7 +432,7 @@ class TrialItem(_XpItem):
 
     def _write_record(self, outcome: RunOutcome, started_at: str, duration_s: float) -> None:
         session, trial, combo = self.xp_session, self.xp_trial, self.xp_combo
-        extra: dict[str, Any] = {"key_parts": self.xp_key_parts}
+        extra: dict[str, Any] = {"key_parts": self.xp_key_parts, "env": session.trial_code(self.xp_exp, trial).env}
         if session.settings.gpus or trial.options.gpus:
             extra["cuda_visible_devices"] = os.environ.get("CUDA_VISIBLE_DEVICES")
         if not session.settings.cache:
@@ -371,6 +440,8 @@ class TrialItem(_XpItem):
         handle = self.xp_handle
         if handle is not None:
             handle.close()
+            if handle.upstream:
+                extra["upstream"] = handle.upstream
             if handle.metrics_summary():
                 extra["metrics"] = handle.metrics_summary()
                 add_properties(self.user_properties, xp_metrics=extra["metrics"])
@@ -399,7 +470,7 @@ class TrialItem(_XpItem):
                 extra=extra,
             )
         try:
-            session.store.write_record(self.record_path, record, dir_ready=True)
+            session.store.write_record_keeping_history(self.record_path, record, self.xp_previous)
         except StoreError as exc:  # a full disk: the combination failed, whatever it returned
             session.unwritten[self.record_path] = _write_short_failure(session.store, self.record_path, record, exc)
             add_properties(self.user_properties, xp_success=False, xp_duration=record["duration_s"])
@@ -504,46 +575,68 @@ class VerifyItem(_XpItem):
         )
         super().setup()
 
-    def collect_results(self) -> tuple[Results, int]:
-        """Runs of every named trial, in combination order, and how many records are missing.
+    def collect_results(self) -> tuple[Results, Counter[str]]:
+        """Runs of every named trial, in combination order, and how many records are not usable.
 
+        Only records made with the key this session would compute count; the others are counted as
+        ``missing`` (never run) or ``stale`` (made with other code, SETUP, context or upstream records).
         Under ``--xp-sample`` only the sampled combinations count.
         """
-        store, exp = self.xp_session.store, self.xp_exp
+        session, exp = self.xp_session, self.xp_exp
         results = Results()
-        missing = 0
+        unusable: Counter[str] = Counter()
         for name in self.xp_verify.trial_names:
+            trial = exp.trials[name]
             runs = []
             entries = []
             sample = self.xp_session.samples.get(trial_key(exp.module_id, name))
             for combo in exp.trials[name].combinations:
                 if sample is not None and combo.index not in sample:
                     continue
-                directory = store.combination_dir(exp.slug, name, combo.slug)
-                record = self.xp_session.read_combination(exp, name, combo)
+                key = session.key_for(exp, trial, combo)[3]
+                record, state = session.current_record(exp, trial, combo, key)
                 if record is None:
-                    missing += 1
+                    unusable[state] += 1
                 else:
                     runs.append(run_dict(record))
-                    entries.append((directory, record))
+                    entries.append((session.store.combination_dir(exp.slug, name, combo.slug), record))
             results[name] = runs
-            results.add_records(name, entries, self.xp_session.session_id)
-        return results, missing
+            results.add_records(name, entries, session.session_id)
+        return results, unusable
+
+    def _not_ready(self, unusable: Counter[str]) -> Outcome:
+        """The INCONCLUSIVE verdict of a verify whose trials lack current records, with the command that fixes it."""
+        names = ", ".join(self.xp_verify.trial_names)
+        settings = self.xp_session.settings
+        command = ["pytest", self.xp_exp.module_id]
+        command += [f"--xp-context {k}={v!r}" for k, v in settings.context_overrides]
+        command += [f"--xp-values '{t}.{p}={v!r}'" for t, p, v in settings.value_overrides]
+        parts = []
+        if unusable["stale"]:
+            parts.append(
+                f"{unusable['stale']} record(s) of {names} are stale (made with other code, SETUP, context or "
+                "upstream records than this run names) and were left out"
+            )
+        if unusable["missing"]:
+            parts.append(
+                f"{unusable['missing']} record(s) of {names} are missing (deselected, interrupted, on another "
+                "shard, or unable to write their record: see their failures)"
+            )
+        message = "; ".join(parts) + f"; run `{' '.join(command)}` to refresh them"
+        if old_layout_in(self.xp_session.store.root / self.xp_exp.slug):
+            message += ". This store also holds records in an older layout: run `pytest-xp migrate "
+            message += f"{self.xp_session.store.root}` once to adopt them"
+        return Outcome(Verdict.INCONCLUSIVE, message)
 
     def runtest(self) -> None:
         __tracebackhide__ = True
         if self.xp_error is not None:
             raise self.xp_error
         verify = self.xp_verify
-        results, missing = self.collect_results()
+        results, unusable = self.collect_results()
         detail = ""
-        if missing:
-            outcome = Outcome(
-                Verdict.INCONCLUSIVE,
-                f"waiting for {missing} record(s) of {', '.join(verify.trial_names)}: "
-                "those combinations have not run (deselected, interrupted or on another shard) or could not "
-                "write their record (see their failures)",
-            )
+        if unusable:
+            outcome = self._not_ready(unusable)
         else:
             assert self.xp_handle is not None  # set in setup()
             self._bind_setup(self.xp_handle.setup)

@@ -13,22 +13,32 @@ import copy
 import os
 import shutil
 import uuid
+import warnings
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from pytest_xp.config import XpConfig
-from pytest_xp.define.discovery import Experiment, TrialDef
+from pytest_xp.define.discovery import CODE_VERSION, Experiment, TrialDef
 from pytest_xp.define.grid import Combination
 from pytest_xp.errors import NotJSONError, SetupFailed
 from pytest_xp.run import seeding as _seeding
-from pytest_xp.store.codec import loads, to_json_value
+from pytest_xp.store.codec import digest, loads, to_json_value
 from pytest_xp.store.identity import combination_identity
-from pytest_xp.store.keys import cache_key, key_parts
+from pytest_xp.store.keys import cache_key, key_parts, made_with
 from pytest_xp.store.records import describe_exception
 from pytest_xp.store.store import RECORD_NAME, Store, write_json_atomic
 from pytest_xp.store.validate import Expected
+
+
+@dataclass(frozen=True)
+class TrialCode:
+    """The per-trial part of keys: code digests (None when pinned with ``version=``), their digest, packages."""
+
+    code: dict[str, str] | None
+    code_digest: str | None
+    env: dict[str, str]
 
 
 def new_session_id() -> str:
@@ -55,6 +65,11 @@ class XpSession:
     _stages_ready: set[tuple[str, int]] = field(default_factory=set)
     _setups: dict[str, dict[str, Any] | SetupFailed] = field(default_factory=dict)
     _contexts: dict[tuple[str, float], dict[str, Any]] = field(default_factory=dict)
+    #: (module, trial) -> the fixture functions its items request, transitively (set at collection).
+    trial_fixtures: dict[tuple[str, str], tuple[tuple[str, Any], ...]] = field(default_factory=dict)
+    _code: dict[tuple[str, str], TrialCode] = field(default_factory=dict)
+    _project: Any = None  # store.code_key.Project, made on first use
+    env_warned: set[str] = field(default_factory=set)  # trials already warned about package versions
 
     def __post_init__(self) -> None:
         self.store = Store(self.settings.xp_dir)
@@ -125,25 +140,81 @@ class XpSession:
     def context_for(self, exp: Experiment, rank: float, *, fresh: bool = False) -> dict[str, Any]:
         """SETUP plus the context updates of all trials below ``rank``, in a fixed order.
 
-        Memoized per stage (the store no longer changes below a stage that may start);
-        ``fresh`` re-reads it, for shard sessions that are still waiting on other shards.
+        Only *current* records count: a lower-order record made with another key (other code, SETUP,
+        context or upstream) is left out, like a missing one. Memoized per stage (the store no longer
+        changes below a stage that may start); ``fresh`` re-reads it, for shard sessions that are
+        still waiting on other shards.
         """
-        key = (exp.module_id, rank)
-        if fresh or key not in self._contexts:
+        memo = (exp.module_id, rank)
+        if fresh or memo not in self._contexts:
             context = self.setup_context(exp)
-            for trial in exp.trials_before(rank):
-                for combo in trial.combinations:
-                    record = self.read_combination(exp, trial.name, combo)
-                    if not record or not record.get("success"):
-                        continue
-                    result = record.get("result")
-                    update = result.get("context_update") if isinstance(result, dict) else None
-                    if isinstance(update, dict):
-                        context.update(update)
+            lower = exp.trials_before(rank)
+            for order in sorted({t.order for t in lower}):
+                seen_by_order = self.context_for(exp, order, fresh=fresh)
+                for trial in (t for t in lower if t.order == order):
+                    for combo in trial.combinations:
+                        key = self.key_for(exp, trial, combo, context=seen_by_order)[3]
+                        record, _ = self.current_record(exp, trial, combo, key)
+                        if not record or not record.get("success"):
+                            continue
+                        result = record.get("result")
+                        update = result.get("context_update") if isinstance(result, dict) else None
+                        if isinstance(update, dict):
+                            context.update(update)
             if fresh:
                 return context
-            self._contexts[key] = context
-        return copy.deepcopy(self._contexts[key])
+            self._contexts[memo] = context
+        return copy.deepcopy(self._contexts[memo])
+
+    def current_record(
+        self, exp: Experiment, trial: TrialDef, combo: Combination, key: str
+    ) -> tuple[dict[str, Any] | None, str]:
+        """(record, "current") when the store holds one made with ``key``; else (None, "stale" or "missing").
+
+        The latest record is used when its key matches, else the version kept for ``key`` (another
+        session with another configuration may have written since).
+        """
+        record = self.read_combination(exp, trial.name, combo)
+        if record is None:
+            return None, "missing"
+        if not made_with(record, key, self.session_id):
+            directory = self.store.combination_dir(exp.slug, trial.name, combo.slug)
+            record = self.store.read_version(directory, key, Expected(exp.module_id, trial.name, combo.params))
+            if record is None:
+                return None, "stale"
+        if self.upstream_changes(exp, record):
+            return None, "stale"
+        return record, "current"
+
+    def upstream_changes(self, exp: Experiment, record: dict[str, Any]) -> list[str]:
+        """Why the upstream records ``record`` consumed (``xp.output_of``) are no longer the ones it read.
+
+        Empty when each is still the latest record of its combination, made with the key this run
+        computes for it, by the same session; else one line per upstream combination that changed.
+        """
+        consumed = record.get("upstream")
+        if not isinstance(consumed, list) or not consumed:
+            return []
+        changes = []
+        for dep in consumed:
+            if not isinstance(dep, dict):
+                continue
+            trial = exp.trials.get(str(dep.get("trial")))
+            combo = None
+            if trial is not None:
+                combo = next((c for c in trial.combinations if c.params_digest == dep.get("params_digest")), None)
+            where = f"{dep.get('trial')}[{dep.get('combination')}]"
+            if trial is None or combo is None:
+                changes.append(f"upstream {where} is no longer in the grid")
+                continue
+            now = self.read_combination(exp, trial.name, combo)
+            if now is None:
+                changes.append(f"upstream {where} has no record")
+            elif now.get("key") != dep.get("key") or now.get("session") != dep.get("session"):
+                changes.append(f"upstream {where} re-ran (its output changed)")
+            elif not made_with(now, self.key_for(exp, trial, combo)[3], self.session_id):
+                changes.append(f"upstream {where} is stale (made with other code, SETUP or context)")
+        return changes
 
     def forget_contexts(self, exp: Experiment) -> None:
         for key in [k for k in self._contexts if k[0] == exp.module_id]:
@@ -155,10 +226,44 @@ class XpSession:
         """(context, seeds, key parts, cache key) of one combination as it would run now."""
         if context is None:
             context = self.context_for(exp, trial.order)
+        code = self.trial_code(exp, trial)
         identity = combination_identity(exp.module_id, trial.name, combo.params_digest)
         seeds = _seeding.resolve(context, combo.params, self.settings.seed, identity)
-        parts = key_parts(exp.module_id, trial.name, combo.params, context, seeds, trial.version)
-        return context, seeds, parts, cache_key(parts)
+        env = code.env if self.settings.env_changes == "rerun" else None
+        parts = key_parts(exp.module_id, trial.name, combo.params, context, seeds, trial.version, code.code, env)
+        return context, seeds, parts, cache_key(parts, code.code_digest)
+
+    # -- the code part of keys, once per trial -----------------------------------------------
+    def trial_code(self, exp: Experiment, trial: TrialDef) -> TrialCode:
+        """What the key sees of ``trial``'s code, inputs and packages; computed once per process."""
+        memo = (exp.module_id, trial.name)
+        found = self._code.get(memo)
+        if found is None:
+            found = self._code[memo] = self._fingerprint(exp, trial)
+        return found
+
+    def _fingerprint(self, exp: Experiment, trial: TrialDef) -> TrialCode:
+        from pytest_xp.errors import CodeKeyWarning
+        from pytest_xp.store.code_key import Project, fingerprint
+        from pytest_xp.store.records import package_versions
+
+        code: dict[str, str] | None = None
+        packages: set[str] = set()
+        if trial.version == CODE_VERSION:
+            if self._project is None:
+                self._project = Project(self.rootpath)
+            found = fingerprint(self._project, trial.fn, self.trial_fixtures.get((exp.module_id, trial.name), ()))
+            code, packages = found.parts, found.packages
+            for message in found.warnings:
+                warnings.warn(CodeKeyWarning(f"pytest-xp: {trial.name}: {message}"), stacklevel=2)
+        patterns = trial.options.inputs
+        if patterns:
+            from pytest_xp.store.inputs import InputHasher
+
+            hasher = InputHasher(self.store.root)
+            code = {**(code or {}), **hasher.digests(tuple(patterns), exp.path.parent, self.rootpath)}
+            hasher.save()
+        return TrialCode(code, digest(code) if code is not None else None, package_versions(packages))
 
 
 def _run_setups(exp: Experiment) -> dict[str, Any]:

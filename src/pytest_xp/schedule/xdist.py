@@ -262,7 +262,9 @@ class XpScheduling:
             error=error,
             return_code=code,
         )
-        self.session.store.write_record(path, record)
+        self.session.store.ensure()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.session.store.write_record_keeping_history(path, record, existing)
         meta["crash"] = {"type": kind, "error": error, "record": str(path)}
 
 
@@ -327,3 +329,8 @@ class XdistHooks:
             xp_success=False,
             xp_duration=0.0,
         )
+        if "trial-failures" not in self.session.settings.fail_on:
+            # A combination that killed its worker is a trial failure like one that raised: the gating
+            # policy decides, exactly as pytest_runtest_makereport does for the others.
+            report.outcome = "passed"
+            add_properties(report.user_properties, xp_tolerated=True)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from pytest_xp.errors import ReportWarning
 from pytest_xp.store.codec import loads
-from pytest_xp.store.store import GRID_KIND, GRID_NAME, RECORD_NAME, read_regular, safe_part
+from pytest_xp.store.store import GRID_KIND, GRID_NAME, RECORD_NAME, VERSIONS_DIR, read_regular, safe_part
 from pytest_xp.store.validate import NewerSchema, record_problem
 
 if TYPE_CHECKING:
@@ -26,7 +26,7 @@ ATTACHMENTS_DIR = "attachments"
 
 #: Columns every results frame starts and ends with; parameters and flattened keys go between.
 LEAD_COLUMNS = ("experiment", "trial", "combination", "index")
-STATUS_COLUMNS = ("success", "cached", "in_grid", "duration_s", "session", "started_at")
+STATUS_COLUMNS = ("success", "cached", "in_grid", "duration_s", "session", "started_at", "latest", "key")
 TAIL_COLUMNS = ("error_type", "error")
 FIXED_COLUMNS = frozenset({*LEAD_COLUMNS, *STATUS_COLUMNS, *TAIL_COLUMNS, "path", "result"})
 #: Columns of the long metrics frame besides the parameters.
@@ -82,9 +82,13 @@ def _linked(root: Path, path: Path) -> bool:
 
 
 def iter_records(
-    xp_dir: Path | str, experiment: str | None = None, trial: str | None = None
+    xp_dir: Path | str, experiment: str | None = None, trial: str | None = None, *, versions: bool = False
 ) -> Iterator[tuple[Path, dict[str, Any]]]:
-    """(combination directory, record) for each readable record, optionally narrowed."""
+    """(combination directory, record) for each readable record, optionally narrowed.
+
+    The latest record of each combination; with ``versions`` also the earlier ones it keeps (one per
+    cache key, under ``versions/``), each after the latest of its combination.
+    """
     root = Path(xp_dir)
     if not root.is_dir():
         return
@@ -112,6 +116,25 @@ def iter_records(
         if not matches_experiment(module, experiment) or (trial is not None and record.get("trial") != trial):
             continue
         yield path.parent, record
+        if versions:
+            for kept in sorted((path.parent / VERSIONS_DIR).glob("*.json")):
+                older = _read_json(kept)
+                if isinstance(older, dict) and "schema_version" in older:
+                    yield path.parent, older
+
+
+def versions_of(combination_dir: Path) -> list[dict[str, Any]]:
+    """Every record kept for one combination: earlier versions oldest first (by end time), the latest last."""
+    kept = []
+    for path in sorted((combination_dir / VERSIONS_DIR).glob("*.json")):
+        record = _read_json(path)
+        if isinstance(record, dict) and "schema_version" in record:
+            kept.append(record)
+    kept.sort(key=lambda r: str(r.get("ended_at", "")))
+    latest = _read_json(combination_dir / RECORD_NAME)
+    if isinstance(latest, dict) and "schema_version" in latest:
+        kept.append(latest)
+    return kept
 
 
 def read_metric_lines(path: Path) -> list[dict[str, Any]]:
@@ -350,19 +373,34 @@ def _sort_key(record: Mapping[str, Any]) -> tuple[str, str, int]:
     return str(record.get("module", "")), str(record.get("trial", "")), index if isinstance(index, int) else 0
 
 
-def load_results(xp_dir: Path | str = ".xp", experiment: str | None = None, trial: str | None = None) -> pd.DataFrame:
+def load_results(
+    xp_dir: Path | str = ".xp", experiment: str | None = None, trial: str | None = None, *, versions: bool = False
+) -> pd.DataFrame:
     """One row per stored combination: parameters as columns, flattened results, status, metric summaries.
 
     ``experiment`` narrows to one module (its path, store directory name, file name or stem), ``trial``
     to one trial name. ``cached`` is True when the last session that ran the trial reused the record
-    rather than computing it. The columns are listed in docs/reports.md.
+    rather than computing it. ``versions=True`` adds the earlier records the store keeps of each
+    combination (one per cache key), with the columns ``latest`` (bool) and ``key``. The columns are
+    listed in docs/reports.md.
     """
     use = CacheUse(list_manifests(xp_dir))
     grid = GridCheck()
-    found = sorted(iter_records(xp_dir, experiment, trial), key=lambda entry: _sort_key(entry[1]))
+    found = sorted(
+        iter_records(xp_dir, experiment, trial, versions=versions),
+        key=lambda entry: _sort_key(entry[1]),  # stable: each combination's latest record stays first
+    )
     if not found:
         _warn_empty(xp_dir, experiment, trial)
-    rows = [record_row(rec, cached=use.cached(rec), path=path, in_grid=grid(path, rec)) for path, rec in found]
+    rows = []
+    previous_dir: Path | None = None
+    for path, rec in found:
+        row = record_row(rec, cached=use.cached(rec), path=path, in_grid=grid(path, rec))
+        if versions:
+            row["latest"] = path != previous_dir
+            row["key"] = rec.get("key")
+        previous_dir = path
+        rows.append(row)
     return rows_frame(rows)
 
 

@@ -33,6 +33,25 @@ def host_facts() -> tuple[str, dict[str, str]]:
     return socket.gethostname(), versions
 
 
+@cache
+def _distributions() -> dict[str, list[str]]:
+    from importlib.metadata import packages_distributions
+
+    return dict(packages_distributions())
+
+
+def package_versions(packages: set[str]) -> dict[str, str]:
+    """Installed versions of the top-level packages a trial's code reaches (numpy, torch, ...)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out: dict[str, str] = {}
+    for name in sorted(packages):
+        for dist in _distributions().get(name, [name])[:1]:
+            with contextlib.suppress(PackageNotFoundError, ValueError):
+                out[name] = version(dist)
+    return out
+
+
 def host_and_versions() -> tuple[str, dict[str, str]]:
     """Host name and package versions, torch's included when the experiment imported it."""
     hostname, versions = host_facts()

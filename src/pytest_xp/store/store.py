@@ -2,7 +2,9 @@
 
 Layout (``<root>`` is ``.xp`` in the rootdir unless ``--xp-dir`` says otherwise)::
 
-    <root>/<module-slug>/<trial>/<params>-<hash6>/record.json   one combination, beside its artifacts
+    <root>/<module-slug>/<trial>/<params>-<sha256>/record.json        one combination's latest record, beside
+                                                                       its artifacts
+    <root>/<module-slug>/<trial>/<params>-<sha256>/versions/<key>.json earlier records of it, one per cache key
     <root>/<module-slug>/<trial>/grid.json                       the trial's grid when last collected
     <root>/runs/<timestamp>-<session>.json                       one manifest per session
     <root>/.sessions/<session>/                                  scratch of a running session
@@ -34,6 +36,9 @@ RECORD_NAME = "record.json"
 MAX_READ_BYTES = 64 * 2**20
 GRID_NAME = "grid.json"
 GRID_KIND = "pytest-xp/grid"
+#: Directory beside ``record.json`` that keeps the records it replaced, one file per cache key.
+VERSIONS_DIR = "versions"
+_HEX_KEY = re.compile(r"[0-9a-f]{64}")
 
 _README = """# pytest-xp store
 
@@ -153,6 +158,20 @@ def safe_part(text: str) -> str:
     """One path component that cannot climb out of its directory or be hidden."""
     cleaned = _SAFE_PART.sub("_", text).lstrip(".") or "_"
     return cleaned[:120]
+
+
+#: Readable prefix of a combination directory; the full 64-hex parameter digest follows it, so two
+#: combinations never share a directory however long their common prefix (48 + 1 + 64 < 120 chars).
+_MAX_READABLE = 48
+
+
+def combination_slug(readable: str, params_digest: str) -> str:
+    """Directory name of a combination: readable part (bounded, path-safe) plus the full sha256 of its params.
+
+    The readable part is for people; identity is the digest, so the name is collision-free.
+    """
+    safe = _SAFE_PART.sub("_", readable)[:_MAX_READABLE].strip("._-") or "run"
+    return f"{safe}-{params_digest}"
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
@@ -403,6 +422,36 @@ class Store:
             path.parent.mkdir(parents=True, exist_ok=True)
         write_json_atomic(path, record)
 
+    def write_record_keeping_history(self, path: Path, record: dict[str, Any], previous: dict[str, Any] | None) -> None:
+        """Write ``record`` as the latest one; first keep ``previous`` (what ``path`` held) as a version.
+
+        One version per key: a record replaced by one with the same key is simply replaced. The
+        previous file is hard-linked into ``versions/`` before ``record.json`` is replaced, so a reader
+        always finds either of them.
+        """
+        if previous is not None and previous.get("key") != record.get("key"):
+            self._keep_version(path, previous)
+        write_json_atomic(path, record)
+
+    def _keep_version(self, path: Path, previous: dict[str, Any]) -> None:
+        target = version_path(path.parent, previous)
+        self.make_dir(target.parent)
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+        try:
+            os.link(path, tmp, follow_symlinks=False)
+        except FileNotFoundError:
+            return
+        except OSError:  # a file system without hard links: write the copy instead
+            write_json_atomic(target, previous)
+            return
+        os.replace(tmp, target)
+
+    def read_version(self, combination_dir: Path, key: str, expected: Expected | None = None) -> dict[str, Any] | None:
+        """The kept record of ``key`` in this combination's history, if there is one."""
+        if not _HEX_KEY.fullmatch(key):
+            return None
+        return self.read_record(combination_dir / VERSIONS_DIR / f"{key}.json", expected)
+
     def read_record(self, path: Path, expected: Expected | None = None) -> dict[str, Any] | None:
         """The record at ``path``; None when missing, or unusable (then quarantined, with a warning).
 
@@ -463,3 +512,27 @@ class Store:
             return None
         warnings.warn(StoreWarning(f"pytest-xp: {path} could not be read ({why}); moved it to {target}"), stacklevel=2)
         return target
+
+
+def version_path(combination_dir: Path, record: dict[str, Any]) -> Path:
+    """Where a replaced record is kept: ``versions/<key>.json``; unkeyed (crash) records by session."""
+    key = record.get("key")
+    name = key if isinstance(key, str) and _HEX_KEY.fullmatch(key) else f"nokey-{safe_part(str(record.get('session')))}"
+    return combination_dir / VERSIONS_DIR / f"{name}.json"
+
+
+#: A combination directory named by an older pytest-xp: readable part plus 6 hex digits of the params.
+_OLD_SLUG = re.compile(r".+-[0-9a-f]{6}")
+
+
+def old_layout_in(module_dir: Path) -> bool:
+    """Whether a module's store directory holds combinations in the pre-history layout (6-hex names)."""
+    try:
+        return any(
+            _OLD_SLUG.fullmatch(combo.name) and (combo / RECORD_NAME).exists()
+            for trial in module_dir.iterdir()
+            if trial.is_dir()
+            for combo in trial.iterdir()
+        )
+    except OSError:
+        return False
