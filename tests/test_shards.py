@@ -72,7 +72,7 @@ def test_shard_verify_waits_for_missing_records(pytester: pytest.Pytester) -> No
     assert outcomes["inconclusive"] == 1 and outcomes["skipped"] >= 1
     out = result.stdout.str()
     assert "--xp-no-wait:" in out and "lower-order records (base) are not there yet" in out
-    assert "record(s) of base, derived are missing (deselected, interrupted or on another shard)" in out
+    assert "record(s) of base, derived are missing (deselected, interrupted, on another shard" in out
 
 
 def test_wait_times_out_with_a_clear_error(pytester: pytest.Pytester) -> None:
