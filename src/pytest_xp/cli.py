@@ -82,7 +82,7 @@ def _store_and_selector(parser: argparse.ArgumentParser) -> None:
 
 def _history(args: argparse.Namespace) -> int:
     from pytest_xp.store.frames import versions_of
-    from pytest_xp.store.history import SelectorError, diff_records, find_combination, format_versions
+    from pytest_xp.store.history import diff_records, find_combination, format_versions
 
     positional = list(args.args)
     numbers: list[int] = []  # diff: two version numbers may follow the selector
@@ -97,7 +97,7 @@ def _history(args: argparse.Namespace) -> int:
         return _fail(f"no store at {root}: name the store: pytest-xp {args.command} DIR {selector}")
     try:
         found = find_combination(root, selector)
-    except SelectorError as exc:
+    except ValueError as exc:
         return _fail(str(exc))
     versions = versions_of(found.directory)
     if args.command == "versions":

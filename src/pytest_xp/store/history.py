@@ -21,10 +21,6 @@ from pytest_xp.store.store import RECORD_NAME, combination_slug, safe_part, vers
 _SELECTOR = re.compile(r"(?P<experiment>[^:\[\]]+)::(?P<trial>[^\[\]]+)(?:\[(?P<combination>.*)\])?")
 
 
-class SelectorError(ValueError):
-    """A combination selector that names nothing, or more than one combination."""
-
-
 @dataclass(frozen=True)
 class Found:
     directory: Path
@@ -32,10 +28,13 @@ class Found:
 
 
 def find_combination(xp_dir: Path, selector: str) -> Found:
-    """The combination named ``EXPERIMENT::TRIAL[COMBINATION]`` (the item id; no brackets for a one-point grid)."""
+    """The combination named ``EXPERIMENT::TRIAL[COMBINATION]`` (the item id; no brackets for a one-point grid).
+
+    A selector that names nothing, or more than one combination, is a ValueError saying so.
+    """
     match = _SELECTOR.fullmatch(selector.strip())
     if match is None:
-        raise SelectorError(
+        raise ValueError(
             f"{selector!r}: name a combination as EXPERIMENT::TRIAL[COMBINATION], e.g. xp_adam.py::train[lr_0.1]"
         )
     wanted = match["combination"] or ""
@@ -46,8 +45,8 @@ def find_combination(xp_dir: Path, selector: str) -> Found:
     if not chosen:
         known = sorted({str(r.get("combination")) for _, r in candidates})
         shown = ", ".join(known[:10]) + (" ..." if len(known) > 10 else "")
-        raise SelectorError(f"{selector!r}: no such combination in {xp_dir}; stored: {shown or 'none'}")
-    raise SelectorError(f"{selector!r} matches {len(chosen)} combinations; name the experiment by its path")
+        raise ValueError(f"{selector!r}: no such combination in {xp_dir}; stored: {shown or 'none'}")
+    raise ValueError(f"{selector!r} matches {len(chosen)} combinations; name the experiment by its path")
 
 
 def format_versions(versions: list[dict[str, Any]]) -> list[str]:
