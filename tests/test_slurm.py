@@ -21,10 +21,14 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from conftest import assert_counts, load_records
 from pytest_xp.launch import arrays as _slurm_arrays
 from pytest_xp.launch import options as _launch_options
+from pytest_xp.launch import progress as _progress
+from pytest_xp.launch import sizing as _sizing
 from pytest_xp.launch import slurm as _slurm
 from pytest_xp.launch import task as _slurm_task
 from pytest_xp.launch.arrays import TaskEnd
@@ -239,24 +243,9 @@ def test_task_args_drop_launcher_options_and_shared_paths() -> None:
     gpus = ["x/", "--xp-gpus", "0,1", "-x"]
     assert _slurm_task.task_args(gpus) == gpus  # local tasks keep them for their xdist workers
     assert _slurm_task.task_args(gpus, slurm=True) == ["x/", "-x"]  # Slurm assigns each task its GPUs
-    argv = _slurm_task.task_argv(args[:2], shard=1, total=3, xp_dir=Path("/s"), cache_dir=Path("/c"), no_wait=True)
+    argv = _slurm_task.task_argv(args[:2], xp_dir=Path("/s"), cache_dir=Path("/c"))
     assert argv[:3] == [sys.executable, "-m", "pytest"]
-    assert argv[3:] == [
-        "experiments/",
-        "--xp-shard=1/3",
-        "--xp-dir=/s",
-        "--xp-no-wait",
-        "-p",
-        "pytest_xp.launch.task",
-        "-o",
-        "cache_dir=/c",
-    ]
-
-
-def test_shard_assignment_is_the_one_xp_shard_selects_with() -> None:
-    from pytest_xp.run import shards as _shards
-
-    assert _slurm.shard_of is _shards.shard_of  # and a task refuses to run when its collection disagrees
+    assert argv[3:] == ["experiments/", "--xp-dir=/s", "-p", "pytest_xp.launch.task", "-o", "cache_dir=/c"]
 
 
 def test_every_value_in_the_script_is_quoted(tmp_path: Path) -> None:
@@ -321,6 +310,37 @@ def test_dry_run_matches_the_golden_file(pytester: pytest.Pytester) -> None:
 
 
 # -- dead tasks --------------------------------------------------------------------------------------
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def test_sacct_of_the_real_cluster_states_requeues_and_return_codes() -> None:
+    """``sacct -D`` output captured from the CI cluster (Slurm 22.05): see the header of the fixture."""
+    text = (FIXTURES / "sacct_22.05.txt").read_text()
+    ends = _slurm_arrays.parse_sacct(text, "2")
+    assert ends[0] == TaskEnd("COMPLETED", "0:0", 0, requeues=0, node="vm", elapsed_s=0)
+    assert (ends[1].state, ends[1].return_code) == ("FAILED", 3)
+    assert (ends[2].state, ends[2].return_code) == ("FAILED", 11)
+    # scontrol requeue: the first attempt says REQUEUED, the last one decides
+    assert (ends[3].state, ends[3].requeues, ends[3].return_code, ends[3].final) == ("COMPLETED", 1, 0, True)
+    # scancel: the allocation says 0:0, its batch step carries the signal
+    assert _slurm_arrays.parse_sacct(text, "7", single=True)[0] == TaskEnd(
+        "CANCELLED", "0:0", -15, requeues=0, node="vm", elapsed_s=3
+    )
+    requeued_then_cancelled = _slurm_arrays.parse_sacct(text, "6", single=True)[0]
+    assert (requeued_then_cancelled.state, requeued_then_cancelled.requeues) == ("CANCELLED", 1)
+    assert requeued_then_cancelled.return_code == -15
+    timeout = _slurm_arrays.parse_sacct((FIXTURES / "sacct_timeout_22.05.txt").read_text(), "8", single=True)[0]
+    assert (timeout.state, timeout.exit_code, timeout.return_code) == ("TIMEOUT", "0:0", -15)
+
+
+def test_a_task_is_final_only_when_its_last_attempt_is() -> None:
+    live = _slurm_arrays.parse_sacct(
+        "5_0|REQUEUED|0:0|vm|5\n5_0.batch|CANCELLED|0:15|vm|5\n5_0|PENDING|0:0|None assigned|0\n", "5"
+    )
+    assert live[0] == TaskEnd("PENDING", "0:0", 0, requeues=1, node=None, elapsed_s=0)
+    assert not live[0].final
+
+
 SACCT = """\
 77_0|COMPLETED|0:0
 77_1|CANCELLED by 0|0:15
@@ -338,15 +358,38 @@ def test_sacct_states_and_exit_codes() -> None:
     assert ends[0] == TaskEnd("COMPLETED", "0:0", 0)
     assert ends[1] == TaskEnd("CANCELLED", "0:15", -15)
     assert ends[2] == TaskEnd("OUT_OF_MEMORY", "0:125", -125)
-    assert ends[3] == TaskEnd("TIMEOUT", "0:0", 0)
+    assert ends[3] == TaskEnd("TIMEOUT", "0:0", _slurm_arrays.KILLED_RETURN_CODE)  # never 0 for a killed task
     assert ends[4] == TaskEnd("NODE_FAIL", "1:0", 1)
     assert {i for i, e in ends.items() if e.state == "PENDING"} == {5, 6, 8}
     assert 9 not in ends
     assert _slurm_arrays.parse_sacct("77|PENDING|0:0\n", "77") == {}
-    assert _slurm_arrays.parse_sacct("77|TIMEOUT|0:0\n", "77", single=True) == {0: TaskEnd("TIMEOUT", "0:0", 0)}
+    assert _slurm_arrays.parse_sacct("77|TIMEOUT|0:0\n", "77", single=True) == {0: TaskEnd("TIMEOUT", "0:0", -15)}
     assert _slurm_arrays.parse_squeue("77_1|RUNNING\n77_2|PENDING\n", "77") == {1: "RUNNING", 2: "PENDING"}
     assert [_slurm.failure_type("slurm", e) for e in (ends[1], ends[2])] == ["Slurm(CANCELLED)", "Slurm(OUT_OF_MEMORY)"]
     assert _slurm.failure_type("local", TaskEnd("TIMEOUT")) == "Local(TIMEOUT)"
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["COMPLETED", "FAILED", "CANCELLED by 0", "TIMEOUT", "REQUEUED", "PENDING"]),
+            st.integers(0, 255),
+            st.integers(0, 64),
+        ),
+        max_size=6,
+    )
+)
+def test_sacct_parsing_never_raises_and_the_last_attempt_decides(rows: list[tuple[str, int, int]]) -> None:
+    text = "".join(f"9_0|{state}|{code}:{sig}|vm|1\n9_0.batch|X|{code}:{sig}\n" for state, code, sig in rows)
+    ends = _slurm_arrays.parse_sacct(text, "9")
+    if rows:
+        state, code, sig = rows[-1]
+        assert ends[0].state == state.split()[0] and ends[0].requeues == len(rows) - 1
+        assert ends[0].return_code == (
+            -sig if sig else (code if state.split()[0] not in ("CANCELLED", "TIMEOUT") else -15)
+        )
+    else:
+        assert ends == {}
 
 
 #: Replaces submitit and Slurm with a fake array whose tasks die: no cluster, the real bookkeeping.
@@ -358,13 +401,15 @@ from pytest_xp.launch.arrays import TaskEnd, return_code_of
 
 _slurm.shutil.which = lambda name: "/usr/bin/" + name
 _slurm._require_submitit = lambda: None
-ENDS = {"OUT_OF_MEMORY": "0:125", "TIMEOUT": "0:0", "CANCELLED": "0:15"}
+ENDS = {"OUT_OF_MEMORY": "0:125", "TIMEOUT": "0:0", "CANCELLED": "0:0"}  # as sacct -X reports them
 
 class FakeArray:
     label = "Slurm array 4242"
 
-    def __init__(self, folder, params, tasks):
+    def __init__(self, folder, params, tasks, requeue=0):
         self.tasks = tasks
+        self.events = []
+        self.running_since = {}
         for task in tasks:
             task.job_id = f"4242_{task.index}"
             task.stderr = Path(folder) / f"4242_{task.index}_0_log.err"
@@ -379,7 +424,10 @@ class FakeArray:
 
     def end_of(self, task):
         state = (Path(__file__).parent / "state.txt").read_text().strip()
-        return TaskEnd(state, ENDS[state], return_code_of(ENDS[state]))
+        return TaskEnd(state, ENDS[state], return_code_of(ENDS[state], state))
+
+    def ends(self):
+        return {}
 
 _slurm.SlurmArray = FakeArray
 """
@@ -387,7 +435,7 @@ _slurm.SlurmArray = FakeArray
 
 
 @pytest.mark.multiprocess
-@pytest.mark.parametrize(("state", "code"), [("OUT_OF_MEMORY", -125), ("TIMEOUT", 0), ("CANCELLED", -15)])
+@pytest.mark.parametrize(("state", "code"), [("OUT_OF_MEMORY", -125), ("TIMEOUT", -15), ("CANCELLED", -15)])
 def test_a_task_that_dies_leaves_failure_records(pytester: pytest.Pytester, state: str, code: int) -> None:
     pytester.makeconftest(FAKE_SLURM)
     pytester.makepyfile(xp_demo=TWO_ORDERS)
@@ -405,6 +453,136 @@ def test_a_task_that_dies_leaves_failure_records(pytester: pytest.Pytester, stat
     assert not (pytester.path / "ran.txt").exists()
 
 
+# -- task sizing, progress, per-trial resources --------------------------------------------------------
+def test_one_combination_per_task_unless_capped() -> None:
+    assert _sizing.pack([None] * 3, None) == [[0], [1], [2]]
+    assert _sizing.pack([None] * 3, 5) == [[0], [1], [2]]
+    assert _sizing.pack([None] * 5, 2) == [[0, 1, 2], [3, 4]]  # no history: evenly by count, in order
+    assert _sizing.pack([1.0, None, 1.0], 2) == [[0, 1], [2]]  # history for some only: by count
+    # history for all: longest first into the least loaded task
+    assert sorted(_sizing.pack([10.0, 1.0, 1.0, 1.0, 9.0], 2)) == [[0, 2], [1, 3, 4]]  # 11 s each
+    assert _sizing.pack([], 4) == []
+
+
+@given(st.lists(st.one_of(st.none(), st.floats(0, 1e4)), max_size=40), st.one_of(st.none(), st.integers(1, 50)))
+def test_packing_places_every_combination_once(durations: list[float | None], limit: int | None) -> None:
+    tasks = _sizing.pack(durations, limit)
+    assert sorted(i for task in tasks for i in task) == list(range(len(durations)))
+    assert all(tasks) and len(tasks) <= (len(durations) if limit is None else min(limit, len(durations)) or 0)
+
+
+def test_time_limit_check_and_eta() -> None:
+    assert _sizing.too_long([[50.0, 20.0], [None, 30.0]], 1) == [(0, 70.0)]
+    assert _sizing.expected_s([1.0, None]) is None and _sizing.expected_s([1.0, 2.5]) == 3.5
+    assert [_sizing.format_seconds(x) for x in (5, 65, 7260)] == ["5s", "1m05s", "2h01m"]
+    remaining = _progress.Remaining(pending=[60.0, 60.0], running=[(100.0, 30.0)])
+    assert _progress.eta_s(remaining, slots=2) == 95.0  # (60 + 60 + 70) / 2
+    assert _progress.eta_s(_progress.Remaining(pending=[None]), slots=1) is None
+    assert _progress.eta_s(_progress.Remaining(running=[(10.0, 50.0)]), slots=1) == 0.0
+
+
+def test_progress_prints_on_change_and_at_least_every_heartbeat() -> None:
+    ticker = _progress.Ticker(heartbeat_s=30.0)
+    assert ticker.due("running 1", now=0.0)
+    assert not ticker.due("running 1", now=29.0)
+    assert ticker.due("running 1", now=30.0)  # the heartbeat: nothing changed for 30 s
+    assert ticker.due("passed 1", now=31.0)  # a change
+    assert _progress.HEARTBEAT_S <= 30
+
+
+def test_last_metric_reads_the_last_complete_line(tmp_path: Path) -> None:
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"step":1,"wallclock":0.1,"loss":0.5}\n{"step":2,"wallclock":0.2,"loss":0.25}\n{"step":3,"wall')
+    assert _progress.last_metric([tmp_path / "missing", path]) == "loss=0.25 at step 2"
+
+
+def test_trial_resources_replace_the_command_line_defaults() -> None:
+    settings = _launch_options.SlurmSettings(
+        launcher="slurm", time_min=30, mem="4G", sbatch=(("mem", "8G"), ("account", "ml"))
+    )
+    params = settings.sbatch_parameters({"mem": "16G", "gpus_per_task": 1})
+    assert (params["mem"], params["gpus_per_task"], params["time"]) == ("16G", 1, 30)
+    assert params["additional_parameters"] == {"account": "ml"}  # the trial's mem wins over the sbatch line
+    assert settings.time_of({"time": 120}) == 120 and settings.time_of() == 30
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("{'memory': '16G'}", "unknown key 'memory'; known keys are partition"),
+        ("{'mem': 16}", "must be a size such as '16G'"),
+        ("{'time': 0}", "'time': ...}) must be a positive int"),
+        ("{'gpus_per_task': -1}", "must be an int >= 0"),
+        ("['mem', '1G']", "must be a dict"),
+    ],
+)
+def test_bad_trial_resources_stop_collection_with_the_line(pytester: pytest.Pytester, value: str, message: str) -> None:
+    pytester.makepyfile(
+        xp_bad=f"""
+        from pytest_xp import trial
+
+        @trial(1, {{"x": [1]}}, slurm={value})
+        def t(x):
+            return x
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    assert result.ret != 0
+    out = result.stdout.str()
+    assert message in out and "xp_bad.py" in out and "INTERNALERROR" not in out, out
+
+
+#: Two orders whose trials ask for different resources, and a trial that needs a GPU (skipped in its task).
+RESOURCES = (
+    TWO_ORDERS.replace(
+        '@trial(1, {"x": [1, 2, 3]})',
+        '@trial(1, {"x": [1, 2, 3]}, slurm={"time": 2, "cpus_per_task": 1, "mem": "64m"})',
+    ).replace('@trial(2, {"k": [10, 20]})', '@trial(2, {"k": [10, 20]}, slurm={"time": 3, "cpus_per_task": 2})')
+    + """
+
+@trial(1, {"g": [1]}, gpus=1)
+def needs_gpu(g):
+    _ran("gpu")
+    return g
+"""
+)
+
+
+def test_dry_run_with_trial_resources_shows_an_array_per_resource_set(pytester: pytest.Pytester) -> None:
+    _project(pytester, RESOURCES)
+    result = pytester.runpytest_subprocess("--xp-slurm-dry-run", "--xp-slurm-partition=debug", "--xp-slurm-time=30")
+    assert result.ret == 0, result.stdout.str()
+    got = _normalize(result.stdout.str(), pytester)
+    golden = GOLDEN / "sbatch_dry_run_resources.txt"
+    if os.environ.get("XP_UPDATE_GOLDEN"):
+        golden.write_text(got)
+    assert got == golden.read_text(), "the dry run changed; XP_UPDATE_GOLDEN=1 rewrites tests/golden/"
+    scripts = sorted((next((pytester.path / ".xp" / "slurm").iterdir())).glob("stage-*/submission.sh"))
+    assert [p.parent.name for p in scripts] == ["stage-1a", "stage-1b", "stage-2"]
+    sbatch = [{line for line in p.read_text().splitlines() if line.startswith("#SBATCH --")} for p in scripts]
+    assert "#SBATCH --time=2" in sbatch[0] and "#SBATCH --mem=64M" in sbatch[0]
+    assert "#SBATCH --time=30" in sbatch[1] and not any("--mem" in line for line in sbatch[1])
+    assert "#SBATCH --time=3" in sbatch[2] and "#SBATCH --cpus-per-task=2" in sbatch[2]
+
+
+def test_time_limit_below_recorded_durations_warns_before_submitting(pytester: pytest.Pytester) -> None:
+    _project(pytester)
+    pytester.runpytest_subprocess("-p", "no:cacheprovider", "-k", "base")
+    for record_path in (pytester.path / ".xp").rglob("record.json"):
+        data = json.loads(record_path.read_text())
+        data["duration_s"], data["key"] = 100.0, "stale"  # as if each took 100 s, and is not cached now
+        record_path.write_text(json.dumps(data))
+    result = pytester.runpytest_subprocess(
+        "--xp-slurm-dry-run", "--xp-slurm-time=3", "--xp-slurm-tasks=1", "-k", "base", "-p", "no:cacheprovider"
+    )
+    result.stdout.fnmatch_lines(
+        [
+            "pytest-xp: warning: stage 1: 1 task(s) hold combinations that took longer last time than the time "
+            "limit of 3 min (task 0: 5m00s recorded)*",
+        ]
+    )
+
+
 # -- the local launcher (submitit's LocalExecutor): the whole path without a cluster ------------------
 @pytest.mark.multiprocess
 def test_local_launcher_matches_a_plain_run(pytester: pytest.Pytester) -> None:
@@ -419,7 +597,7 @@ def test_local_launcher_matches_a_plain_run(pytester: pytest.Pytester) -> None:
     result.stdout.fnmatch_lines(
         [
             "pytest-xp: stage 1/2 (order 1 of xp_demo.py): 3 of 3 combinations in * task(s): local jobs*",
-            "pytest-xp: local jobs: pending 0, running 0, done *, failed 0 *",
+            "pytest-xp: stage 1/2 (local jobs): passed 3, failed 0, skipped 0, running 0, pending 0 (*s)",
             "pytest-xp: stage 2/2 (order 2 of xp_demo.py): 2 of 2 combinations in * task(s): local jobs*",
             "*::sums SUPPORTS*",
         ]
@@ -462,7 +640,7 @@ def test_local_task_whose_pytest_dies_is_recorded_and_rerun(pytester: pytest.Pyt
     (pytester.path / "die").touch()
     result = pytester.runpytest_subprocess("--xp-launcher=local", "--xp-slurm-tasks=1", "-p", "no:cacheprovider")
     assert_counts(result, passed=1, failed=1)
-    result.stdout.fnmatch_lines(["*local jobs: pending 0, running 0, done 0, failed 1*"])
+    result.stdout.fnmatch_lines(["*stage 1/1 (local jobs): passed 1, failed 1, skipped 0, running 0, pending 0*"])
     records = {r["index"]: r for r in load_records(pytester.path / ".xp")}
     assert records[0]["success"] is True
     assert (records[1]["type"], records[1]["return_code"]) == ("TaskExited(exit code 3)", 3)
@@ -473,6 +651,147 @@ def test_local_task_whose_pytest_dies_is_recorded_and_rerun(pytester: pytest.Pyt
     assert_counts(again, passed=2)
     again.stdout.fnmatch_lines(["*stage 1/1 (order 1 of xp_demo.py): 1 of 2 combinations in 1 task(s)*"])
     assert _ran(pytester) == Counter({"t1": 1, "t2": 2})
+
+
+#: A trial that skips itself, one marked xfail that raises, and order 2 above them.
+SKIPS = """
+import pytest
+from pytest_xp import trial
+
+@trial(1, {"x": [1]}, gpus=1)
+def needs_gpu(x):
+    return x
+
+@trial(1, {"x": [1]})
+def skips(x):
+    pytest.skip("not on this machine")
+
+@pytest.mark.xfail(reason="known bad", strict=True)
+@trial(1, {"x": [1]})
+def broken(x):
+    raise ValueError("bad")
+"""
+
+
+@pytest.mark.multiprocess
+def test_skips_and_xfails_travel_from_the_tasks_unchanged(pytester: pytest.Pytester) -> None:
+    _project(pytester, SKIPS)
+    plain = pytester.runpytest_subprocess("--xp-dir=plain", "-p", "no:cacheprovider", "-rsx")
+    result = pytester.runpytest_subprocess("--xp-launcher=local", "-p", "no:cacheprovider", "-rsx")
+    assert_counts(result, skipped=2, xfailed=1)
+    assert plain.parseoutcomes() == result.parseoutcomes()
+    result.stdout.fnmatch_lines(
+        ["SKIPPED * needs_gpu needs 1 GPU(s) (@trial(..., gpus=1)); 0 visible here", "SKIPPED * not on this machine"]
+    )
+    result.stdout.fnmatch_lines(["XFAIL *broken* - known bad"])
+
+
+#: Order 1 fails for x=2 when the file "fail" exists; order 2 above it.
+FAILING = """
+from pathlib import Path
+from pytest_xp import trial
+
+HERE = Path(__file__).parent
+
+@trial(1, {"x": [1, 2]})
+def base(x):
+    if x == 2 and (HERE / "fail").exists():
+        raise RuntimeError("order 1 broke")
+    return x
+
+@trial(2, {"k": [1]})
+def top(k):
+    (HERE / "top-ran").touch()
+    return k
+"""
+
+
+@pytest.mark.multiprocess
+@pytest.mark.parametrize("policy", ["stop", "continue"])
+def test_a_failed_lower_order_holds_the_higher_ones(pytester: pytest.Pytester, policy: str) -> None:
+    _project(pytester, FAILING)
+    (pytester.path / "fail").touch()
+    result = pytester.runpytest_subprocess(
+        "--xp-launcher=local", f"--xp-slurm-on-failure={policy}", "-p", "no:cacheprovider", "-rs"
+    )
+    if policy == "stop":
+        assert_counts(result, passed=1, failed=1, skipped=1)
+        assert not (pytester.path / "top-ran").exists()
+        result.stdout.fnmatch_lines(
+            [
+                "pytest-xp: stage 1/2: 1 combination(s) of xp_demo.py failed; its higher orders are not submitted "
+                "(--xp-slurm-on-failure=stop)",
+                "*nothing to submit (0 cached, 1 held back (--xp-slurm-on-failure=stop))",
+                "*- pytest-xp launch -*",
+                "stage 1/2: 1 combination(s) of xp_demo.py failed; its higher orders are not submitted*",
+                "SKIPPED * not submitted: 1 combination(s) of xp_demo.py failed in stage 1/2 *",
+            ]
+        )
+    else:
+        assert_counts(result, passed=2, failed=1)
+        assert (pytester.path / "top-ran").exists()
+
+
+@pytest.mark.multiprocess
+def test_one_manifest_per_launch(pytester: pytest.Pytester) -> None:
+    _project(pytester)
+    result = pytester.runpytest_subprocess("--xp-launcher=local", "-p", "no:cacheprovider")
+    assert_counts(result, passed=5, supports=1)
+    runs = list((pytester.path / ".xp" / "runs").glob("*.json"))
+    assert len(runs) == 1, runs  # the tasks write none
+    launch = json.loads(runs[0].read_text())["launch"]
+    assert launch["launcher"] == "local" and [a["stage"] for a in launch["arrays"]] == ["stage 1/2", "stage 2/2"]
+    assert sorted(len(t["combinations"]) for a in launch["arrays"] for t in a["tasks"]) == [1] * 5
+
+
+@pytest.mark.multiprocess
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+def test_sigterm_and_sighup_cancel_the_local_jobs(pytester: pytest.Pytester, sig: signal.Signals) -> None:
+    _project(
+        pytester,
+        """
+        import os, time
+        from pathlib import Path
+        from pytest_xp import trial
+
+        @trial(1, {"x": [1]})
+        def t(x):
+            (Path(__file__).parent / "pid").write_text(str(os.getpid()))
+            time.sleep(120)
+        """,
+    )
+    out, code, task_pid = _signal_submitter(pytester, ["--xp-launcher=local"], sig)
+    assert f"pytest-xp: {sig.name} received; cancelling local jobs" in out, out
+    assert code == 2
+    deadline = time.monotonic() + 10
+    while _alive(task_pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _alive(task_pid), "the task's pytest outlived the cancel"
+
+
+def _signal_submitter(pytester: pytest.Pytester, args: list[str], sig: signal.Signals) -> tuple[str, int, int]:
+    """Start a submitting session, wait until its task has started, send ``sig``; (output, exit code, task pid)."""
+    proc = pytester.popen(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+    )
+    pid_file = pytester.path / "pid"
+    try:
+        deadline = time.monotonic() + CLUSTER_DEADLINE_S
+        while not pid_file.exists() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.1)
+        assert pid_file.exists(), "the task never started"
+        time.sleep(0.2)
+        task_pid = int(pid_file.read_text())
+        proc.send_signal(sig)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return out.decode(), proc.returncode, task_pid
 
 
 def _alive(pid: int) -> bool:
@@ -588,7 +907,7 @@ def test_slurm_runs_two_orders_and_a_verify(pytester: pytest.Pytester) -> None:
     result.stdout.fnmatch_lines(
         [
             "pytest-xp: stage 1/2 (order 1 of xp_demo.py): 3 of 3 combinations in * task(s): Slurm *",
-            "pytest-xp: Slurm * done *, failed 0 *",
+            "pytest-xp: stage 1/2 (Slurm *): passed 3, failed 0, skipped 0, running 0, pending 0 *",
             "pytest-xp: stage 2/2 (order 2 of xp_demo.py): 2 of 2 combinations in * task(s): Slurm *",
             "*::sums SUPPORTS*",
         ]
@@ -600,6 +919,15 @@ def test_slurm_runs_two_orders_and_a_verify(pytester: pytest.Pytester) -> None:
         ["sacct", "-X", "-n", "-P", "--name", name, "-o", "JobID,State"], capture_output=True, text=True, timeout=30
     ).stdout.split()
     assert jobs and all(j.endswith("|COMPLETED") for j in jobs), jobs
+    for record in load_records(pytester.path / ".xp"):
+        where = record["slurm"]
+        assert where["job"].isdigit() and isinstance(where["array_task"], int), where
+        assert where["node"] and where["attempt"] == 0, where
+    runs = list((pytester.path / ".xp" / "runs").glob("*.json"))
+    assert len(runs) == 1, runs  # one manifest for the launch, none from its tasks
+    arrays = json.loads(runs[0].read_text())["launch"]["arrays"]
+    assert [len(a["tasks"]) for a in arrays] == [3, 2]  # one combination per task
+    assert {t["state"] for a in arrays for t in a["tasks"]} == {"COMPLETED"}
 
     again = _submit(pytester, name, "-p", "no:cacheprovider")
     assert_counts(again, cached=5, supports=1)
@@ -641,6 +969,7 @@ def test_slurm_scancelled_task_becomes_a_failure_record_and_a_rerun_completes_it
     assert records[0]["success"] and records[1]["success"]
     dead = records[2]
     assert dead["success"] is False and dead["type"] == "Slurm(CANCELLED)", dead
+    assert dead["return_code"] == -15, dead  # sacct says 0:0 for the allocation; the signal is SIGTERM
     assert "it ended CANCELLED" in dead["error"] and "_log.err" in dead["error"]
     assert "FAILED" in text and "Slurm(CANCELLED)" in text
 
@@ -689,3 +1018,202 @@ def test_slurm_ctrl_c_cancels_the_array(pytester: pytest.Pytester) -> None:
     assert proc.returncode == 2
     assert not queued, f"still queued after Ctrl-C: {queued}"
     assert 2 not in {r["index"] for r in load_records(pytester.path / ".xp")}, "no record for a cancelled run"
+
+
+@pytest.mark.multiprocess
+@pytest.mark.usefixtures("slurm_cluster")
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+def test_slurm_sigterm_and_sighup_cancel_the_array(pytester: pytest.Pytester, sig: signal.Signals) -> None:
+    _project(pytester, SLOW_FIRST_ATTEMPT)
+    name = f"xptest-{uuid.uuid4().hex[:8]}"
+    try:
+        out, code, _ = _signal_submitter(
+            pytester, ["--xp-slurm", f"--xp-slurm-sbatch=--job-name={name}", "--xp-slurm-time=5"], sig
+        )
+        queued = _queued_after(name, 30)
+    finally:
+        _scancel_name(name)
+    assert f"pytest-xp: {sig.name} received; cancelling Slurm job" in out, out
+    assert code == 2
+    assert not queued, f"still queued after {sig.name}: {queued}"
+
+
+def _queued_after(name: str, seconds: float) -> str:
+    """What squeue still lists under this job name once it empties, or after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    queued = "?"
+    while queued and time.monotonic() < deadline:
+        queued = subprocess.run(
+            ["squeue", "-h", "--name", name, "-o", "%i"], capture_output=True, text=True, timeout=30
+        ).stdout.strip()
+        time.sleep(0.5)
+    return queued
+
+
+#: The first attempt of the task writes its pid and ids and sleeps; a requeued attempt finishes at once.
+SLOW_FIRST_ATTEMPT = """
+import json, os, time
+from pathlib import Path
+from pytest_xp import trial
+
+HERE = Path(__file__).parent
+
+@trial(1, {"x": [1]})
+def t(x):
+    attempt = int(os.environ.get("SLURM_RESTART_COUNT") or 0)
+    with open(HERE / "attempts.txt", "a") as fh:
+        fh.write(f"{attempt}\\n")
+    if attempt == 0:
+        ids = {k: os.environ.get(k, "") for k in ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID")}
+        (HERE / "ids.json").write_text(json.dumps(ids))
+        (HERE / "pid").write_text(str(os.getpid()))
+        time.sleep(300)
+    return {"attempt": attempt}
+"""
+
+
+def _popen_submitter(pytester: pytest.Pytester, *args: str) -> subprocess.Popen[bytes]:
+    return pytester.popen(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def _wait_for(path: Path, proc: subprocess.Popen[bytes], seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while not path.exists() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    assert path.exists(), f"{path.name} never appeared"
+
+
+def _release_requeued(job: str) -> None:
+    """Slurm holds a requeued job back (BeginTime, about 2 minutes): let it start at once."""
+    deadline = time.monotonic() + 60
+    held = False
+    while time.monotonic() < deadline:
+        state = subprocess.run(["squeue", "-h", "-j", job, "-o", "%T|%r"], capture_output=True, text=True).stdout
+        if state.startswith("PENDING|BeginTime"):
+            held = True
+            subprocess.run(["scontrol", "update", f"jobid={job}", "StartTime=now"], capture_output=True, timeout=30)
+        elif held or not state.strip():
+            return  # released (or gone: the submitter's own checks tell)
+        time.sleep(0.5)
+
+
+@pytest.mark.multiprocess
+@pytest.mark.usefixtures("slurm_cluster")
+def test_slurm_requeued_task_is_waited_for_not_reported_failed(pytester: pytest.Pytester) -> None:
+    """``scontrol requeue`` (what preemption with requeue does): the second attempt's result counts."""
+    _project(pytester, SLOW_FIRST_ATTEMPT)
+    name = f"xptest-{uuid.uuid4().hex[:8]}"
+    proc = _popen_submitter(pytester, "--xp-slurm", f"--xp-slurm-sbatch=--job-name={name}", "--xp-slurm-time=5")
+    try:
+        _wait_for(pytester.path / "pid", proc, CLUSTER_DEADLINE_S)
+        job = json.loads((pytester.path / "ids.json").read_text())["SLURM_JOB_ID"]
+        subprocess.run(["scontrol", "requeue", job], check=True, timeout=30)
+        _release_requeued(job)
+        out, _ = proc.communicate(timeout=CLUSTER_DEADLINE_S)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        _scancel_name(name)
+    text = out.decode()
+    assert proc.returncode == 0, text
+    assert "is back in the queue (requeued)" in text, text
+    assert "TaskExited" not in text and "failed 1" not in text, text
+    (record,) = load_records(pytester.path / ".xp")
+    assert record["success"] and record["result"] == {"attempt": 1}, record
+    assert record["slurm"]["attempt"] == 1, record
+    (run,) = (pytester.path / ".xp" / "runs").glob("*.json")
+    (task,) = json.loads(run.read_text())["launch"]["arrays"][0]["tasks"]
+    assert (task["state"], task["attempts"]) == ("COMPLETED", 2), task
+
+
+@pytest.mark.multiprocess
+@pytest.mark.usefixtures("slurm_cluster")
+def test_slurm_time_limit_then_requeue(pytester: pytest.Pytester) -> None:
+    """A task that reaches --xp-slurm-time ends TIMEOUT; --xp-slurm-requeue=1 runs it again, which passes."""
+    _project(pytester, SLOW_FIRST_ATTEMPT)
+    name = f"xptest-{uuid.uuid4().hex[:8]}"
+    try:
+        result = pytester.runpytest_subprocess(
+            "--xp-slurm",
+            f"--xp-slurm-sbatch=--job-name={name}",
+            "--xp-slurm-time=1",
+            "--xp-slurm-requeue=1",
+            "-p",
+            "no:cacheprovider",
+            timeout=240,
+        )
+    finally:
+        _scancel_name(name)
+    assert_counts(result, passed=1)
+    result.stdout.fnmatch_lines(
+        ["pytest-xp: Slurm job *: task * ended TIMEOUT; requeued it (attempt 2, --xp-slurm-requeue)"]
+    )
+    result.stdout.fnmatch_lines(
+        ["pytest-xp: stage 1/1 (Slurm job *): passed 0, failed 0, skipped 0, running 1, pending 0 *"]
+    )
+    (record,) = load_records(pytester.path / ".xp")
+    assert record["result"] == {"attempt": 1} and record["slurm"]["attempt"] == 1, record
+
+
+@pytest.mark.multiprocess
+@pytest.mark.usefixtures("slurm_cluster")
+def test_slurm_two_stages_with_trial_resources_and_a_skipped_trial(pytester: pytest.Pytester) -> None:
+    _project(pytester, RESOURCES)
+    name = f"xptest-{uuid.uuid4().hex[:8]}"
+    try:
+        result = _submit(pytester, name, "-p", "no:cacheprovider", "-rs")
+    finally:
+        _scancel_name(name)
+    assert_counts(result, passed=5, skipped=1, supports=1)
+    result.stdout.fnmatch_lines(["SKIPPED * needs_gpu needs 1 GPU(s) (@trial(..., gpus=1)); 0 visible here"])
+    limits = subprocess.run(
+        ["sacct", "-X", "-n", "-P", "--name", name, "-o", "JobID,Timelimit,ReqCPUS"], capture_output=True, text=True
+    ).stdout.split()
+    assert {line.split("|", 1)[1] for line in limits} == {"00:02:00|1", "00:05:00|1", "00:03:00|2"}, limits
+
+
+@pytest.mark.multiprocess
+@pytest.mark.usefixtures("slurm_cluster")
+def test_slurm_failed_lower_order_stops_the_module(pytester: pytest.Pytester) -> None:
+    _project(pytester, FAILING)
+    (pytester.path / "fail").touch()
+    name = f"xptest-{uuid.uuid4().hex[:8]}"
+    try:
+        result = _submit(pytester, name, "-p", "no:cacheprovider", "-rs")
+    finally:
+        _scancel_name(name)
+    assert_counts(result, passed=1, failed=1, skipped=1)
+    assert not (pytester.path / "top-ran").exists()
+    result.stdout.fnmatch_lines(["SKIPPED * not submitted: 1 combination(s) of xp_demo.py failed in stage 1/2 *"])
+
+
+@pytest.mark.multiprocess
+@pytest.mark.usefixtures("slurm_cluster")
+def test_slurm_detach_then_attach(pytester: pytest.Pytester) -> None:
+    _project(pytester)
+    name = f"xptest-{uuid.uuid4().hex[:8]}"
+    try:
+        detached = _submit(pytester, name, "--xp-slurm-detach", "-p", "no:cacheprovider", "-rs")
+        assert detached.ret == 0, detached.stdout.str()
+        assert detached.parseoutcomes()["skipped"] == 5
+        detached.stdout.fnmatch_lines(["pytest-xp: detached: Slurm array * run(s) stage 1 on; collect with *"])
+        assert (pytester.path / ".xp" / "slurm" / "detached.json").exists()
+        attached = _submit(pytester, name, "--xp-slurm-attach", "-p", "no:cacheprovider")
+    finally:
+        _scancel_name(name)
+    assert_counts(attached, passed=5, supports=1)
+    attached.stdout.fnmatch_lines(
+        [
+            "pytest-xp: attaching to Slurm array *, submitted by session * (detached)",
+            "*stage 1/2 *nothing to submit (0 cached, 3 collected from the detached session)",
+            "pytest-xp: stage 2/2 (order 2 of xp_demo.py): 2 of 2 combinations in 2 task(s): Slurm array *",
+        ]
+    )
+    assert not (pytester.path / ".xp" / "slurm" / "detached.json").exists()
+    assert _ran(pytester) == Counter(["base1", "base2", "base3", "top10", "top20"])

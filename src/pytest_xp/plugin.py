@@ -130,6 +130,13 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     xp_session = config.stash.get(SESSION_KEY, None)
     if reporter is None or xp_session is None or not reporter.ran_experiments or xp_session.settings.plan:
         return
+    if os.environ.get(_launch_options.ENV_TASK):
+        return  # a launcher's task: the submitting session writes the one manifest of the launch
+    extra = None
+    if _launch_options.get_settings(config).launcher is not None:
+        from pytest_xp.launch.slurm import manifest_section
+
+        extra = {"launch": manifest_section(config)}
     now_failing = reporter.write_manifest(
         config,
         exitstatus,
@@ -137,6 +144,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         session_id=xp_session.session_id,
         store=xp_session.store,
         started=config.stash.get(STARTED_KEY, (now_iso(), time.monotonic())),
+        extra=extra,
     )
     if now_failing:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED

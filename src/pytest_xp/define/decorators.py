@@ -76,6 +76,7 @@ def trial(
     gpus: int = 0,
     inputs: Any = None,
     tolerance: float | None = None,
+    slurm: dict[str, Any] | None = None,
 ) -> Callable[[F], F]:
     """Mark a function run once per combination of ``values`` (a dict of literal lists).
 
@@ -84,11 +85,13 @@ def trial(
     runs. ``inputs`` lists glob patterns (relative to the module's directory) of data files the trial
     reads; their content is part of the key. ``tolerance`` is the absolute difference ``--xp-audit``
     accepts between a re-run's numbers and the stored ones (default: exact).
+    ``slurm`` sets this trial's Slurm resources under ``--xp-slurm`` (``partition``, ``time`` in minutes,
+    ``gpus_per_task``, ``cpus_per_task``, ``mem``), over the command-line defaults; not part of the key.
     """
     if callable(order) and values is None:
         fn = order
         return _attach(fn, TrialMark(fn, None, None))  # type: ignore[no-any-return]
-    options = {
+    options: dict[str, Any] = {
         "version": version,
         "isolate": isolate,
         "timeout": timeout,
@@ -96,6 +99,8 @@ def trial(
         "inputs": inputs,
         "tolerance": tolerance,
     }
+    if slurm is not None:
+        options["slurm"] = slurm
     return lambda fn: _attach(fn, TrialMark(fn, order, values, options))
 
 

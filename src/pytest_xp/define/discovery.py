@@ -21,6 +21,7 @@ from pytest_xp.define.grid import (
     large_grid_message,
     split_values,
 )
+from pytest_xp.define.resources import normalized, slurm_problem
 from pytest_xp.define.verdicts import Verdict
 from pytest_xp.errors import ExperimentError, GridError, GridSizeWarning
 
@@ -318,6 +319,13 @@ def _trial_def(
     if not _is_int(gpus) or gpus < 0:
         problem(fn, f"@trial(gpus=...) must be an int >= 0, got {gpus!r}")
         return None
+    slurm = options.get("slurm")
+    if slurm is not None:
+        why = slurm_problem(slurm)
+        if why is not None:
+            problem(fn, why)
+            return None
+        options["slurm"] = normalized(slurm)
     notice = large_grid_message(f"{where}: {name}", grid_size(params))
     if notice is not None:
         if announce is not None:

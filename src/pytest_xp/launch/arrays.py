@@ -11,6 +11,7 @@ import contextlib
 import importlib
 import subprocess
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,9 +23,28 @@ from pytest_xp.launch.task import TaskSpec, run_task
 from pytest_xp.store.codec import loads
 
 _LIVE_STATES = frozenset(
-    {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESIZING"}
+    {
+        "PENDING",
+        "CONFIGURING",
+        "RUNNING",
+        "COMPLETING",
+        "REQUEUED",
+        "REQUEUE_HOLD",
+        "REQUEUE_FED",
+        "RESIZING",
+        "SUSPENDED",
+        "SIGNALING",
+        "STAGE_OUT",
+    }
 )
 _QUEUED_STATES = frozenset({"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED"})
+#: States in which Slurm ended the task by signalling it (SIGTERM, then SIGKILL after KillWait).
+SIGNALLED_STATES = frozenset({"CANCELLED", "TIMEOUT", "PREEMPTED", "DEADLINE"})
+#: The return code of a task in ``SIGNALLED_STATES`` when sacct names no signal (``0:0``): SIGTERM's.
+KILLED_RETURN_CODE = -15
+#: Final states after which ``--xp-slurm-requeue`` puts a task back in the queue.
+REQUEUE_STATES = frozenset({"TIMEOUT", "PREEMPTED", "NODE_FAIL", "BOOT_FAIL"})
+_SACCT_FIELDS = "JobID,State,ExitCode,NodeList,ElapsedRaw"
 _SACCT_SETTLE_S = 20.0  # how long accounting may lag behind the queue for a task that left it
 _OUTCOME_GRACE_S = 30.0  # a shared filesystem may show a finished task's files late
 
@@ -32,23 +52,46 @@ _OUTCOME_GRACE_S = 30.0  # a shared filesystem may show a finished task's files 
 # -- Slurm and local job arrays -------------------------------------------------------------------
 @dataclass(frozen=True)
 class TaskEnd:
-    """How a task that left no outcome ended, as the scheduler tells it."""
+    """How a task ended (or stands), as the scheduler tells it; ``requeues``: attempts before this one."""
 
     state: str
     exit_code: str | None = None  # sacct's "code:signal"
     return_code: int | None = None
+    requeues: int = 0
+    node: str | None = None
+    elapsed_s: int | None = None
+
+    @property
+    def final(self) -> bool:
+        return self.state not in _LIVE_STATES
 
 
-def return_code_of(exit_code: str | None) -> int | None:
-    """sacct's ``code:signal`` as one number: minus the signal when a signal ended it, else the code."""
+def _signal_of(exit_code: str | None) -> int:
+    _, _, sig = (exit_code or "").partition(":")
+    return int(sig) if sig.isdigit() else 0
+
+
+def return_code_of(exit_code: str | None, state: str = "", steps: Sequence[str] = ()) -> int | None:
+    """One number for how a task ended: minus the signal when one ended it, else the exit code.
+
+    sacct reports ``0:0`` for the allocation of a cancelled or timed-out task; its steps (``.batch``,
+    ``.0``) carry the signal then. A task in ``SIGNALLED_STATES`` with no signal anywhere gets
+    ``KILLED_RETURN_CODE`` (SIGTERM, what Slurm sends first), never 0.
+    """
     if not exit_code:
-        return None
-    code, _, sig = exit_code.partition(":")
+        return KILLED_RETURN_CODE if state in SIGNALLED_STATES else None
+    code, _, _ = exit_code.partition(":")
     try:
-        number, signum = int(code), int(sig or 0)
+        number = int(code)
     except ValueError:
         return None
-    return -signum if signum else number
+    signum = _signal_of(exit_code)
+    if signum:
+        return -signum
+    if state in SIGNALLED_STATES:
+        step_signal = next((s for s in map(_signal_of, steps) if s), 0)
+        return -step_signal if step_signal else KILLED_RETURN_CODE
+    return number
 
 
 def _expand_indices(spec: str) -> list[int]:
@@ -73,15 +116,42 @@ def _indices(job_id: str, array_id: str, single: bool) -> list[int]:
 
 
 def parse_sacct(text: str, array_id: str, *, single: bool = False) -> dict[int, TaskEnd]:
-    """``sacct -X -n -P -o JobID,State,ExitCode`` lines of one array -> task index -> state."""
-    out: dict[int, TaskEnd] = {}
+    """``sacct -n -P -D -o JobID,State,ExitCode,NodeList,ElapsedRaw`` of one array -> task index -> its end.
+
+    With ``-D`` every attempt of a requeued task has its own line (earlier ones say ``REQUEUED``),
+    followed by the lines of its steps (``77_3.batch``); the last attempt decides, and the number of
+    attempts before it is ``requeues``. Lines of other jobs and unparsable lines are ignored.
+    """
+    rows: dict[int, list[tuple[list[str], list[str]]]] = {}  # index -> attempts: (fields, step exit codes)
     for line in text.splitlines():
         parts = line.strip().split("|")
-        if len(parts) < 3:
+        if len(parts) < 3 or line.startswith("#"):
             continue
+        job, dot, _step = parts[0].partition(".")
+        indices = _indices(job, array_id, single)
+        for index in indices:
+            attempts = rows.setdefault(index, [])
+            if dot:
+                if attempts:
+                    attempts[-1][1].append(parts[2])
+            else:
+                attempts.append((parts, []))
+    out: dict[int, TaskEnd] = {}
+    for index, attempts in rows.items():
+        if not attempts:
+            continue
+        parts, steps = attempts[-1]
         state, exit_code = parts[1].split(" ", 1)[0].upper(), parts[2]
-        for index in _indices(parts[0], array_id, single):
-            out[index] = TaskEnd(state=state, exit_code=exit_code, return_code=return_code_of(exit_code))
+        node = parts[3] if len(parts) > 3 and parts[3] not in ("", "None assigned") else None
+        elapsed = int(parts[4]) if len(parts) > 4 and parts[4].isdigit() else None
+        out[index] = TaskEnd(
+            state=state,
+            exit_code=exit_code,
+            return_code=return_code_of(exit_code, state, steps),
+            requeues=len(attempts) - 1,
+            node=node,
+            elapsed_s=elapsed,
+        )
     return out
 
 
@@ -124,9 +194,14 @@ class _Array:
     """The running tasks of one stage: submit, poll, cancel, and how dead ones ended."""
 
     label = ""
+    events: list[str]  # things the submitter should say (a requeue), emptied by it
+    running_since: dict[int, float]  # task index -> monotonic time it was first seen running
 
     def poll(self) -> dict[int, str]:  # task index -> pending | running | done | dead
         raise NotImplementedError
+
+    def ends(self) -> dict[int, TaskEnd]:
+        return {}
 
     def cancel(self) -> None:
         raise NotImplementedError
@@ -175,64 +250,135 @@ def sbatch_script(folder: Path, params: dict[str, Any], count: int) -> str:
 
 
 class SlurmArray(_Array):
-    def __init__(self, folder: Path, params: dict[str, Any], tasks: list[Task]) -> None:
+    """A submitted Slurm array: states from ``squeue`` while queued, from ``sacct`` once a task left the queue.
+
+    A task is final only when accounting says its last attempt is final: a task that Slurm requeues
+    (preemption, ``scontrol requeue``) goes back to pending and its earlier attempt's outcome counts
+    for nothing. With ``requeue`` > 0 the submitter itself requeues a task that ended in
+    ``REQUEUE_STATES``, up to that many times.
+    """
+
+    def __init__(self, folder: Path, params: dict[str, Any], tasks: list[Task], *, requeue: int = 0) -> None:
         executor = slurm_executor(folder, params)
         try:
             jobs = executor.map_array(run_task, [task.spec for task in tasks])
         except Exception as exc:  # noqa: BLE001 - sbatch's refusal, worded for the user
             raise pytest.UsageError(
                 f"pytest-xp: sbatch refused the array: {str(exc).strip()[-2000:]}\n"
-                "Check --xp-slurm-partition, --xp-slurm-time, --xp-slurm-mem and the --xp-slurm-sbatch lines "
-                "(try --xp-slurm-dry-run to see the script)."
+                "Check --xp-slurm-partition, --xp-slurm-time, --xp-slurm-mem, the trials' slurm= resources and "
+                "the --xp-slurm-sbatch lines (try --xp-slurm-dry-run to see the script)."
             ) from None
-        self.array_id = str(jobs[0].job_id).split("_", 1)[0]
-        self.label = f"Slurm {'job' if len(tasks) == 1 else 'array'} {self.array_id}"
         for task, job in zip(tasks, jobs, strict=True):
             task.job_id = str(job.job_id)
             task.stdout, task.stderr = Path(job.paths.stdout), Path(job.paths.stderr)
+        self._start(str(jobs[0].job_id).split("_", 1)[0], tasks, requeue)
+
+    @classmethod
+    def attach(cls, array_id: str, tasks: list[Task], *, requeue: int = 0) -> SlurmArray:
+        """An array submitted by an earlier (detached) session; its tasks carry their job ids and logs."""
+        array = cls.__new__(cls)
+        array._start(array_id, tasks, requeue)
+        return array
+
+    def _start(self, array_id: str, tasks: list[Task], requeue: int) -> None:
+        self.array_id = array_id
+        self.label = f"Slurm {'job' if len(tasks) == 1 else 'array'} {array_id}"
         self.tasks = tasks
+        self.requeue = requeue
+        self.events: list[str] = []  # what the submitter should say (requeues)
+        self.running_since: dict[int, float] = {}
         self._final: dict[int, TaskEnd] = {}
         self._last: dict[int, str] = {}
+        self._left: dict[int, float] = {}  # index -> when it was first missing from the queue
+
+    def _set(self, index: int, state: str) -> None:
+        if state == "running":
+            self.running_since.setdefault(index, time.monotonic())
+        else:
+            if state == "pending" and self._last.get(index) == "running":
+                self.events.append(f"task {self._job_of(index)} is back in the queue (requeued)")
+            self.running_since.pop(index, None)
+        self._last[index] = state
+
+    def _job_of(self, index: int) -> str:
+        return next((t.job_id for t in self.tasks if t.index == index), str(index))
 
     def poll(self) -> dict[int, str]:
         result = _run(["squeue", "-h", "-r", "-j", self.array_id, "-o", "%i|%T"])
         queued: dict[int, str] | None = None
         if result.returncode == 0 or "Invalid job id" in result.stderr:  # (an id Slurm forgot has left the queue)
             queued = parse_squeue(result.stdout, self.array_id, single=len(self.tasks) == 1)
+        left: list[Task] = []
         for task in self.tasks:
             if self._last.get(task.index) in ("done", "dead"):
                 continue
-            if task.outcome() is not None:
-                self._last[task.index] = "done"
-            elif queued is None:
+            state = None if queued is None else queued.get(task.index)
+            if queued is None:
                 self._last.setdefault(task.index, "pending")  # slurmctld busy: decide nothing this round
-            elif queued.get(task.index) in _QUEUED_STATES:
-                self._last[task.index] = "pending"
-            elif queued.get(task.index) in _LIVE_STATES:
-                self._last[task.index] = "running"
+            elif state in _QUEUED_STATES:
+                self._set(task.index, "pending")
+            elif state in _LIVE_STATES:
+                self._set(task.index, "running")
             else:
-                # left the queue; its outcome is written before it exits, so none now means it died
-                self._last[task.index] = "done" if task.outcome() is not None else "dead"
+                left.append(task)
+        if left:
+            self._settle(left)
         return dict(self._last)
+
+    def _settle(self, left: list[Task]) -> None:
+        """Tasks that left the queue: final once sacct says so (or requeued again under ``requeue``)."""
+        ends = self._sacct()
+        now = time.monotonic()
+        for task in left:
+            end = ends.get(task.index)
+            if end is None or not end.final:
+                since = self._left.setdefault(task.index, now)
+                if end is not None and end.state in _QUEUED_STATES:
+                    self._set(task.index, "pending")
+                if now - since < _SACCT_SETTLE_S:
+                    continue  # accounting lags the queue by a moment
+                if end is None:
+                    end = TaskEnd(state="UNKNOWN")
+            self._left.pop(task.index, None)
+            if end.state in REQUEUE_STATES and end.requeues < self.requeue and self._requeue(task, end):
+                continue
+            self._final[task.index] = end
+            if end.state == "COMPLETED" or (end.state == "UNKNOWN" and task.outcome() is not None):
+                self._set(task.index, "done")
+            else:
+                self._set(task.index, "dead")
+
+    def _requeue(self, task: Task, end: TaskEnd) -> bool:
+        """Put a task that timed out or was preempted back in the queue, eligible at once."""
+        done = _run(["scontrol", "requeue", task.job_id])
+        if done.returncode != 0:
+            self.events.append(f"could not requeue task {task.job_id}: {(done.stderr or done.stdout).strip()}")
+            return False
+        _run(["scontrol", "update", f"jobid={task.job_id}", "StartTime=now"])  # requeued jobs wait otherwise
+        self.events.append(
+            f"task {task.job_id} ended {end.state}; requeued it (attempt {end.requeues + 2}, --xp-slurm-requeue)"
+        )
+        self._set(task.index, "pending")
+        return True
 
     def cancel(self) -> None:
         _run(["scancel", self.array_id], timeout=30)
 
     def _sacct(self) -> dict[int, TaskEnd]:
-        result = _run(["sacct", "-X", "-n", "-P", "-j", self.array_id, "-o", "JobID,State,ExitCode"])
+        result = _run(["sacct", "-n", "-P", "-D", "-j", self.array_id, "-o", _SACCT_FIELDS])
         return parse_sacct(result.stdout, self.array_id, single=len(self.tasks) == 1) if result.returncode == 0 else {}
 
     def end_of(self, task: Task) -> TaskEnd:
-        """The final state from accounting, which may lag the queue by a few seconds."""
+        """The final state from accounting (asked again when polling has not settled it)."""
         deadline = time.monotonic() + _SACCT_SETTLE_S
         while task.index not in self._final:
-            ends = self._sacct()
-            for index, end in ends.items():
-                if end.state not in _LIVE_STATES:
-                    self._final[index] = end
-            if task.index in self._final or time.monotonic() > deadline:
+            end = self._sacct().get(task.index)
+            if end is not None and end.final:
+                self._final[task.index] = end
+            elif time.monotonic() > deadline:
                 break
-            time.sleep(1.0)
+            else:
+                time.sleep(1.0)
         end = self._final.get(task.index, TaskEnd(state="UNKNOWN"))
         if end.state == "COMPLETED":
             # finished by Slurm's account but no outcome yet: give a shared filesystem time to show it
@@ -240,6 +386,10 @@ class SlurmArray(_Array):
             while task.outcome() is None and time.monotonic() < grace:
                 time.sleep(1.0)
         return end
+
+    def ends(self) -> dict[int, TaskEnd]:
+        """What accounting said of each task that is final (for the manifest)."""
+        return dict(self._final)
 
 
 class LocalArray(_Array):
@@ -254,6 +404,8 @@ class LocalArray(_Array):
             params["setup"] = list(settings.setup)
         self.executor.update_parameters(**params)
         self.label = "local jobs"
+        self.events = []
+        self.running_since = {}
         self.tasks = tasks
         self.parallelism = parallelism
         self.jobs: dict[int, Any] = {}
@@ -271,7 +423,7 @@ class LocalArray(_Array):
                 continue
             job = self.executor.submit(run_task, task.spec)
             self.jobs[task.index] = job
-            self.started[task.index] = time.monotonic()
+            self.started[task.index] = self.running_since[task.index] = time.monotonic()
             task.job_id = str(job.job_id)
             task.stdout, task.stderr = Path(job.paths.stdout), Path(job.paths.stderr)
             running += 1
@@ -289,6 +441,8 @@ class LocalArray(_Array):
                 states[task.index] = "running"
             else:
                 states[task.index] = "done" if task.outcome() is not None else "dead"
+            if states[task.index] != "running":
+                self.running_since.pop(task.index, None)
         return states
 
     def cancel(self) -> None:

@@ -18,10 +18,12 @@ import pytest
 ENV_TASK = "PYTEST_XP_SLURM_TASK"
 #: Path of the JSON file naming the combinations (identities) a task runs.
 ENV_SELECT = "PYTEST_XP_SLURM_SELECT"
+#: Path of the JSON file where a task says how each of its combinations ended (passed, skipped + why, ...).
+ENV_REPORT = "PYTEST_XP_SLURM_REPORT"
 
 LAUNCHERS = ("slurm", "local")
+ON_FAILURE = ("stop", "continue")
 DEFAULT_TIME_MIN = 60
-DEFAULT_MAX_TASKS = 16
 DEFAULT_JOB_NAME = "pytest-xp"
 #: sbatch options pytest-xp or submitit set themselves; an extra sbatch line may not change them.
 _RESERVED_SBATCH = frozenset({"array", "output", "error", "open-mode", "wrap", "parsable"})
@@ -47,18 +49,26 @@ class SlurmSettings:
     array_parallelism: int | None = None
     sbatch: tuple[tuple[str, str | None], ...] = ()  # (option without dashes, value or None for a flag)
     setup: tuple[str, ...] = ()
+    requeue: int = 0
+    on_failure: str = "stop"
+    detach: bool = False
+    attach: bool = False
 
-    def max_tasks(self, combinations: int) -> int:
-        """Tasks for ``combinations`` combinations: --xp-slurm-tasks, else one per combination up to a cap."""
-        if self.tasks is not None:
-            return max(1, min(self.tasks, combinations))
-        cap = self.array_parallelism
-        if cap is None:
-            cap = DEFAULT_MAX_TASKS if self.launcher == "slurm" else max(1, os.cpu_count() or 1)
-        return max(1, min(combinations, cap))
+    def task_count(self, combinations: int) -> int:
+        """Array tasks for ``combinations`` combinations: one each, or at most --xp-slurm-tasks."""
+        if self.tasks is None:
+            return max(1, combinations)
+        return max(1, min(self.tasks, combinations))
 
-    def sbatch_parameters(self, job_name: str = DEFAULT_JOB_NAME) -> dict[str, Any]:
-        """Parameters for submitit's SlurmExecutor; extra sbatch lines win over the dedicated options."""
+    def sbatch_parameters(
+        self, resources: dict[str, Any] | None = None, job_name: str = DEFAULT_JOB_NAME
+    ) -> dict[str, Any]:
+        """Parameters for submitit's SlurmExecutor.
+
+        A trial's ``slurm=`` resources replace the dedicated options and any extra sbatch line of the
+        same name; otherwise extra sbatch lines win over the dedicated options.
+        """
+        resources = resources or {}
         params: dict[str, Any] = {"job_name": job_name, "time": self.time_min}
         if self.partition is not None:
             params["partition"] = self.partition
@@ -72,12 +82,25 @@ class SlurmSettings:
             params["array_parallelism"] = self.array_parallelism
         if self.setup:
             params["setup"] = list(self.setup)
-        if self.sbatch:
+        params.update(resources)
+        extra = {
+            key.replace("-", "_"): True if value is None else value
+            for key, value in self.sbatch
+            if key.replace("-", "_") not in resources
+        }
+        if extra:
             # submitit writes "_" as "-": keying by the underscore form replaces its own line of that name
-            params["additional_parameters"] = {
-                key.replace("-", "_"): True if value is None else value for key, value in self.sbatch
-            }
+            params["additional_parameters"] = extra
         return params
+
+    def time_of(self, resources: dict[str, Any] | None = None) -> int:
+        """The time limit in minutes an array with these resources gets (an sbatch --time line wins)."""
+        if resources and "time" in resources:
+            return int(resources["time"])
+        for key, value in self.sbatch:
+            if key == "time" and value is not None and value.isdigit():
+                return int(value)
+        return self.time_min
 
 
 def addoption(parser: pytest.Parser) -> None:
@@ -104,7 +127,31 @@ def addoption(parser: pytest.Parser) -> None:
         "--xp-slurm-tasks",
         default=None,
         metavar="N",
-        help="array tasks per order (default: up to 16; ini xp_slurm_tasks)",
+        help="at most N array tasks per array; combinations are packed by their recorded durations "
+        "(default: one task per combination; ini xp_slurm_tasks)",
+    )
+    group.addoption(
+        "--xp-slurm-requeue",
+        default=None,
+        metavar="N",
+        help="requeue a task that timed out, was preempted or lost its node, up to N times (default 0)",
+    )
+    group.addoption(
+        "--xp-slurm-on-failure",
+        choices=ON_FAILURE,
+        default=None,
+        help="stop (default): do not submit the higher orders of a module whose lower order failed; "
+        "continue: submit them anyway",
+    )
+    group.addoption(
+        "--xp-slurm-detach",
+        action="store_true",
+        help="submit the next stage and return without waiting; a later run (or --xp-slurm-attach) collects it",
+    )
+    group.addoption(
+        "--xp-slurm-attach",
+        action="store_true",
+        help="wait for the arrays a --xp-slurm-detach session submitted, report them, then go on",
     )
     group.addoption(
         "--xp-slurm-partition", default=None, metavar="NAME", help="Slurm partition (ini xp_slurm_partition)"
@@ -164,7 +211,11 @@ def wants_launcher(config: pytest.Config) -> bool:
         return False
     opt = config.option
     return bool(
-        getattr(opt, "xp_slurm", False) or getattr(opt, "xp_launcher", None) or getattr(opt, "xp_slurm_dry_run", False)
+        getattr(opt, "xp_slurm", False)
+        or getattr(opt, "xp_launcher", None)
+        or getattr(opt, "xp_slurm_dry_run", False)
+        or getattr(opt, "xp_slurm_detach", False)
+        or getattr(opt, "xp_slurm_attach", False)
     )
 
 
@@ -235,8 +286,16 @@ def build_settings(config: pytest.Config) -> SlurmSettings:
                 f"--xp-slurm with --xp-launcher={launcher}: pick one, --xp-slurm or --xp-launcher {launcher}"
             )
         launcher = "slurm"
-    if dry_run and launcher is None:
+    detach = bool(config.getoption("xp_slurm_detach", default=False))
+    attach = bool(config.getoption("xp_slurm_attach", default=False))
+    if (dry_run or detach or attach) and launcher is None:
         launcher = "slurm"
+    if (detach or attach) and launcher != "slurm":
+        raise pytest.UsageError(
+            "--xp-slurm-detach/--xp-slurm-attach work with Slurm only: local jobs end with the session"
+        )
+    if detach and attach:
+        raise pytest.UsageError("--xp-slurm-detach with --xp-slurm-attach: pick one")
     if os.environ.get(ENV_TASK):
         launcher = None  # inside a task: options inherited through PYTEST_ADDOPTS must not launch again
     if launcher is not None and config.getoption("xp_shard", default=None):
@@ -258,6 +317,9 @@ def build_settings(config: pytest.Config) -> SlurmSettings:
     parallelism = _count(raw, source, "--xp-slurm-array-parallelism 8")
     raw, source = _raw(config, "xp_slurm_tasks", "xp_slurm_tasks")
     tasks = _count(raw, source, "--xp-slurm-tasks 8")
+    requeue = _count(
+        config.getoption("xp_slurm_requeue", default=None), "--xp-slurm-requeue", "--xp-slurm-requeue 2", zero_ok=True
+    )
     mem, source = _raw(config, "xp_slurm_mem", "xp_slurm_mem")
     if mem is not None:
         match = _MEM.fullmatch(mem.strip())
@@ -285,4 +347,8 @@ def build_settings(config: pytest.Config) -> SlurmSettings:
         array_parallelism=parallelism,
         sbatch=sbatch,
         setup=setup,
+        requeue=requeue or 0,
+        on_failure=config.getoption("xp_slurm_on_failure", default=None) or "stop",
+        detach=detach,
+        attach=attach,
     )

@@ -23,7 +23,7 @@ from typing import Any, TypedDict
 
 import pytest
 
-from pytest_xp.launch.options import ENV_SELECT
+from pytest_xp.launch.options import ENV_REPORT, ENV_SELECT
 from pytest_xp.store.codec import loads
 from pytest_xp.store.store import write_json_atomic
 
@@ -32,6 +32,8 @@ _DROP_WITH_VALUE = frozenset(
     {
         "--xp-launcher",
         "--xp-slurm-tasks",
+        "--xp-slurm-requeue",
+        "--xp-slurm-on-failure",
         "--xp-slurm-partition",
         "--xp-slurm-time",
         "--xp-slurm-gpus-per-task",
@@ -47,7 +49,7 @@ _DROP_WITH_VALUE = frozenset(
         "--junit-xml",
     }
 )
-_DROP_FLAGS = frozenset({"--xp-slurm", "--xp-slurm-dry-run"})
+_DROP_FLAGS = frozenset({"--xp-slurm", "--xp-slurm-dry-run", "--xp-slurm-detach", "--xp-slurm-attach"})
 
 
 # -- shards and task commands ------------------------------------------------------------------
@@ -56,8 +58,9 @@ class TaskSpec(TypedDict):
 
     argv: list[str]  # the task's pytest command line
     cwd: str  # the submitting session's invocation directory
-    env: dict[str, str]  # added to the task's environment (its shard selection)
+    env: dict[str, str]  # added to the task's environment (its selection file, its report file)
     outcome: str  # where the task writes how its pytest ended
+    report: str  # where the task's pytest writes how each of its combinations ended
 
 
 def task_args(args: Sequence[str], *, slurm: bool = False) -> list[str]:
@@ -90,21 +93,13 @@ def task_args(args: Sequence[str], *, slurm: bool = False) -> list[str]:
     return out
 
 
-def task_argv(
-    args: Sequence[str],
-    *,
-    shard: int,
-    total: int,
-    xp_dir: Path,
-    cache_dir: Path,
-    no_wait: bool = False,
-    slurm: bool = False,
-) -> list[str]:
-    """The command one task runs: the same pytest, one shard, the submitter's store, this module as plugin."""
-    argv = [sys.executable, "-m", "pytest", *task_args(args, slurm=slurm)]
-    argv += [f"--xp-shard={shard}/{total}", f"--xp-dir={xp_dir}"]
-    if no_wait:
-        argv.append("--xp-no-wait")
+def task_argv(args: Sequence[str], *, xp_dir: Path, cache_dir: Path, slurm: bool = False) -> list[str]:
+    """The command one task runs: the same pytest, the submitter's store, this module as plugin.
+
+    No ``--xp-shard``: the selection file names the task's combinations, and the stage below has
+    finished before the task starts, so it runs them as a plain session would.
+    """
+    argv = [sys.executable, "-m", "pytest", *task_args(args, slurm=slurm), f"--xp-dir={xp_dir}"]
     argv += ["-p", "pytest_xp.launch.task"]
     if not any("no:cacheprovider" in arg for arg in args):
         argv += ["-o", f"cache_dir={cache_dir}"]  # tasks share no .pytest_cache (and --lf/--sw still parse)
@@ -144,9 +139,55 @@ def run_task(spec: TaskSpec) -> dict[str, Any]:
             proc.kill()
             proc.wait()
         raise
-    outcome = {"returncode": code, "hostname": socket.gethostname(), "duration_s": round(time.monotonic() - started, 3)}
+    outcome: dict[str, Any] = {
+        "returncode": code,
+        "hostname": socket.gethostname(),
+        "duration_s": round(time.monotonic() - started, 3),
+        "attempt": attempt(),
+    }
     write_json_atomic(Path(spec["outcome"]), outcome)
     return outcome
+
+
+def attempt() -> int:
+    """Which attempt of this Slurm task runs here: 0, then one more each time Slurm requeued it."""
+    restarts = os.environ.get("SLURM_RESTART_COUNT", "")
+    return int(restarts) if restarts.isdigit() else 0
+
+
+# -- what a task tells the submitter about each combination ---------------------------------------
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Keep how each combination ended here (under xdist, the controller sees its workers' reports)."""
+    if not os.environ.get(ENV_REPORT):
+        return
+    outcomes = _OUTCOMES.setdefault("items", {})
+    if report.when != "call" and not report.skipped:
+        if report.failed:
+            outcomes[report.nodeid] = {"outcome": "error"}
+        return
+    word: str = report.outcome
+    if hasattr(report, "wasxfail"):
+        word = "xfailed" if report.skipped else "xpassed"
+    entry: dict[str, str] = {"outcome": word}
+    if report.skipped and isinstance(report.longrepr, tuple) and len(report.longrepr) == 3:
+        reason = str(report.longrepr[2])
+        entry["reason"] = reason.removeprefix("Skipped: ")
+    elif hasattr(report, "wasxfail"):
+        entry["reason"] = str(report.wasxfail)
+    outcomes[report.nodeid] = entry
+
+
+_OUTCOMES: dict[str, dict[str, dict[str, str]]] = {}
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Write the combinations' outcomes for the submitter (the controller or a plain task session only)."""
+    path = os.environ.get(ENV_REPORT)
+    if not path or hasattr(session.config, "workerinput"):
+        return
+    write_json_atomic(Path(path), {"attempt": attempt(), "items": _OUTCOMES.get("items", {})})
 
 
 @pytest.hookimpl(trylast=True)

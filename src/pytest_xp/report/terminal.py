@@ -134,11 +134,13 @@ class XpReporter:
         session_id: str,
         store: Store,
         started: tuple[str, float],
+        extra: dict[str, Any] | None = None,
     ) -> bool:
         """Correct the session's p-values if asked, then write its run manifest.
 
         The controller's (or a plain run's) last word, and only when experiments ran. True when the
-        correction made a verdict fail, so the session must fail too.
+        correction made a verdict fail, so the session must fail too. ``extra``: more top-level
+        fields (a launcher's ``launch`` section).
         """
         now_failing = self.apply_correction(settings.correction, settings.fail_on)
         self.recount(config.pluginmanager.get_plugin("terminalreporter"))
@@ -160,6 +162,7 @@ class XpReporter:
             exitstatus=exitstatus,
             name=settings.name,
         )
+        data.update(extra or {})
         try:
             store.ensure()
             self.manifest_path = _provenance.write_manifest(store.root, data)

@@ -51,6 +51,7 @@ from pytest_xp.store.records import (
     failure_record,
     now_iso,
     run_dict,
+    slurm_fields,
     success_fields,
 )
 from pytest_xp.store.store import RECORD_NAME, old_layout_in
@@ -174,6 +175,7 @@ class TrialItem(_XpItem):
     xp_seen_record: bool = False
     xp_previous: dict[str, Any] | None = None  # the record this run replaces (kept as a version)
     xp_error: Exception | None = None
+    xp_replay_skip: str | None = None  # set by a launcher: why this combination is reported as skipped
     xp_prepared: bool = False  # prepare() ran already (a cache miss found by the fast path)
 
     @classmethod
@@ -274,6 +276,19 @@ class TrialItem(_XpItem):
             stacklevel=2,
         )
 
+    def _tell(self, text: str) -> None:
+        """A line for the person waiting: through the terminal reporter, past pytest's output capture."""
+        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+        capture = self.config.pluginmanager.get_plugin("capturemanager")
+        if reporter is None:  # an xdist worker, or -p no:terminal
+            stream = sys.__stderr__ or sys.stderr
+            stream.write(text + "\n")
+            stream.flush()
+            return
+        with capture.global_and_fixture_disabled() if capture is not None else contextlib.nullcontext():
+            reporter.ensure_newline()
+            reporter.write_line(text)
+
     def _wait_for_other_shards(self) -> None:
         """In a shard session, hold order k until every shard's lower orders have their records."""
         __tracebackhide__ = True
@@ -291,7 +306,9 @@ class TrialItem(_XpItem):
                 )
             session.forget_contexts(self.xp_exp)
         else:
-            wait_for_lower_orders(session, self.xp_exp, self.xp_trial.order, timeout=settings.wait_s, label=label)
+            wait_for_lower_orders(
+                session, self.xp_exp, self.xp_trial.order, timeout=settings.wait_s, label=label, note=self._tell
+            )
         session._stages_ready.add(stage)
 
     def setup(self) -> None:
@@ -348,8 +365,7 @@ class TrialItem(_XpItem):
         """
         self.xp_lock = CombinationLock(self.output_dir / ".lock")
         if not self.xp_lock.acquire(block=False):
-            stream = sys.__stderr__ or sys.stderr
-            stream.write(f"pytest-xp: {self.nodeid} is running in another session; waiting for it\n")
+            self._tell(f"pytest-xp: {self.nodeid} is running in another session; waiting for it")
             self.xp_lock.acquire(block=True)
         record = self.xp_session.read_combination(self.xp_exp, self.xp_trial.name, self.xp_combo)
         self.xp_previous = record
@@ -437,6 +453,9 @@ class TrialItem(_XpItem):
             extra["cuda_visible_devices"] = os.environ.get("CUDA_VISIBLE_DEVICES")
         if not session.settings.cache:
             extra["cacheable"] = False
+        ran_in = slurm_fields(os.environ)
+        if ran_in is not None:
+            extra["slurm"] = ran_in  # job, array task, node and attempt of the Slurm task that ran it
         handle = self.xp_handle
         if handle is not None:
             handle.close()
@@ -505,7 +524,10 @@ class TrialItem(_XpItem):
 
         When ``prepare()`` failed in the submitter (e.g. its setup raised), the launcher put the error on
         ``xp_error`` and ``runtest`` raised it before getting here: that combination was never submitted.
+        A combination its task skipped, or the launcher held back, carries the reason on ``xp_replay_skip``.
         """
+        if self.xp_replay_skip is not None:
+            pytest.skip(self.xp_replay_skip)  # the task's reason, unchanged (or why it was not submitted)
         record = self.xp_session.read_combination(self.xp_exp, self.xp_trial.name, self.xp_combo)
         if record is None:
             add_properties(self.user_properties, xp_success=False)

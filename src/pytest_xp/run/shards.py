@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from pytest_xp.errors import ShardWaitTimeout
@@ -49,8 +50,25 @@ def missing_below(session: XpSession, exp: Experiment, order: int) -> tuple[int,
     return missing, total, first_incomplete
 
 
-def wait_for_lower_orders(session: XpSession, exp: Experiment, order: int, *, timeout: float, label: str) -> int:
-    """Block until lower orders are complete; return how many were missing at first (0: no wait)."""
+def _to_stderr(text: str) -> None:
+    stream = sys.__stderr__ or sys.stderr
+    stream.write(text + "\n")
+    stream.flush()
+
+
+def wait_for_lower_orders(
+    session: XpSession,
+    exp: Experiment,
+    order: int,
+    *,
+    timeout: float,
+    label: str,
+    note: Callable[[str], None] = _to_stderr,
+) -> int:
+    """Block until lower orders are complete; return how many were missing at first (0: no wait).
+
+    ``note`` tells the person waiting (the items pass pytest's terminal reporter, past output capture).
+    """
     start = time.monotonic()
     last_note = 0.0
     first_missing: int | None = None
@@ -69,10 +87,8 @@ def wait_for_lower_orders(session: XpSession, exp: Experiment, order: int, *, ti
             )
         if waited - last_note >= 10 or last_note == 0.0:
             last_note = waited or 1e-9
-            stream = sys.__stderr__ or sys.stderr  # past pytest's capture: this is for the person waiting
-            stream.write(
+            note(
                 f"pytest-xp {label}: waiting for {missing}/{total} records below order {order} of "
-                f"{exp.module_id} ({trial}) from other shards, {waited:.0f} s so far\n"
+                f"{exp.module_id} ({trial}) from other shards, {waited:.0f} s so far"
             )
-            stream.flush()
         time.sleep(0.5)

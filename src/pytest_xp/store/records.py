@@ -8,6 +8,7 @@ import signal
 import socket
 import sys
 import traceback
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from functools import cache
 from typing import Any
@@ -15,7 +16,7 @@ from typing import Any
 from pytest_xp.store.codec import SCHEMA_VERSION
 
 #: Fields that differ between two runs of the same inputs; everything else must be identical.
-VOLATILE_FIELDS = frozenset({"started_at", "ended_at", "duration_s", "session", "hostname", "versions", "pid"})
+VOLATILE_FIELDS = frozenset({"started_at", "ended_at", "duration_s", "session", "hostname", "versions", "pid", "slurm"})
 
 
 def now_iso() -> str:
@@ -133,6 +134,24 @@ def failure_record(
     record.update(extra or {})
     record.update(failure_fields(error_type, error, return_code))
     return record
+
+
+def slurm_fields(environ: Mapping[str, str]) -> dict[str, Any] | None:
+    """Where a combination ran, when it ran inside a Slurm job: job id, array task id, node and attempt.
+
+    ``attempt`` counts from 0 and grows each time Slurm requeued the task (``SLURM_RESTART_COUNT``).
+    """
+    job = environ.get("SLURM_ARRAY_JOB_ID") or environ.get("SLURM_JOB_ID")
+    if not job:
+        return None
+    task = environ.get("SLURM_ARRAY_TASK_ID", "")
+    restarts = environ.get("SLURM_RESTART_COUNT", "")
+    return {
+        "job": job,
+        "array_task": int(task) if task.isdigit() else None,
+        "node": environ.get("SLURMD_NODENAME") or None,
+        "attempt": int(restarts) if restarts.isdigit() else 0,
+    }
 
 
 def success_fields(result: Any) -> dict[str, Any]:
