@@ -80,6 +80,10 @@ def test_wait_times_out_with_a_clear_error(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest("--xp-shard=0/3", "--xp-wait=1", "-k", "derived")
     assert result.ret == 1
     result.stdout.fnmatch_lines(["*ShardWaitTimeout: shard 0/3: gave up after * s waiting for * lower-order records*"])
+    # the wait is told on the terminal while it lasts (the terminal reporter, past capture), not in a
+    # "Captured stderr" section afterwards
+    progress = result.stdout.str().split("= FAILURES =")[0]
+    assert "pytest-xp shard 0/3: waiting for " in progress and "records below order 2 of xp_sharded.py" in progress
 
 
 def test_shards_cover_the_grid_once() -> None:

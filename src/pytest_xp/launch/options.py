@@ -83,6 +83,7 @@ class SlurmSettings:
         if self.setup:
             params["setup"] = list(self.setup)
         params.update(resources)
+        params["signal_delay_s"] = warning_delay_s(self.time_of(resources))
         extra = {
             key.replace("-", "_"): True if value is None else value
             for key, value in self.sbatch
@@ -101,6 +102,16 @@ class SlurmSettings:
             if key == "time" and value is not None and value.isdigit():
                 return int(value)
         return self.time_min
+
+
+def warning_delay_s(time_min: int) -> int:
+    """How long before the time limit Slurm sends submitit's warning signal (``--signal=USR2@N``).
+
+    submitit asks for 90 s. Slurm may send it up to 60 s earlier than asked, and a task that gets it
+    before its Python has started dies of it (or, once submitit handles it, requeues itself as if
+    preempted). So a short limit gets a later warning: never in the task's first minute.
+    """
+    return max(1, min(90, time_min * 60 - 120))
 
 
 def addoption(parser: pytest.Parser) -> None:
