@@ -64,6 +64,7 @@ class TrialOptions:
     gpus: int = 0  # GPUs a combination needs; skipped where fewer are visible
     inputs: tuple[str, ...] = ()  # globs of data files whose content is part of the cache key
     tolerance: float | None = None  # absolute difference --xp-audit accepts (None: exact)
+    slurm: dict[str, Any] = field(default_factory=dict)  # Slurm resources over the command line's (resources.py)
 
 
 @dataclass(frozen=True)
@@ -350,6 +351,7 @@ def _trial_def(
             gpus=gpus,
             inputs=tuple(inputs or ()),
             tolerance=tolerance,
+            slurm=dict(options.get("slurm") or {}),
         ),
     )
 

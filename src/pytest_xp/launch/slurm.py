@@ -92,20 +92,15 @@ class LaunchState:
     detached: bool = False
 
 
-class SubmitterSignal(KeyboardInterrupt):
-    """SIGTERM or SIGHUP reached the submitting session: cancel the arrays and stop, as Ctrl-C does."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
-
-
 @contextlib.contextmanager
 def _signals_interrupt() -> Iterator[None]:
-    """While arrays run, SIGTERM and SIGHUP interrupt the submitter like Ctrl-C (so it cancels them)."""
+    """While arrays run, SIGTERM and SIGHUP interrupt the submitter like Ctrl-C (so it cancels them).
+
+    The KeyboardInterrupt carries the signal's name; Ctrl-C's own carries nothing.
+    """
 
     def handler(signum: int, frame: object) -> None:
-        raise SubmitterSignal(signum)
+        raise KeyboardInterrupt(f"{signal.Signals(signum).name} received")
 
     previous: dict[signal.Signals, Any] = {}
     for sig in (signal.SIGTERM, signal.SIGHUP):
@@ -156,7 +151,7 @@ def _describe_stage(items: Sequence[TrialItem]) -> str:
 
 
 def _resources(item: TrialItem) -> dict[str, Any]:
-    return dict(item.xp_trial.options.get("slurm") or {})
+    return dict(item.xp_trial.options.slurm)
 
 
 def _by_resources(items: Sequence[TrialItem]) -> list[tuple[dict[str, Any], list[TrialItem]]]:
@@ -502,7 +497,7 @@ def _wait(
                 if settings.launcher == "slurm":
                     interval = min(interval * 1.5, _POLL_MAX_S)
     except BaseException as exc:
-        why = f"{exc.args[0]} received" if isinstance(exc, SubmitterSignal) else "interrupted"
+        why = str(exc.args[0]) if isinstance(exc, KeyboardInterrupt) and exc.args else "interrupted"
         out.line(f"pytest-xp: {why}; cancelling {labels}")
         for sub in submitted:
             sub.array.cancel()
