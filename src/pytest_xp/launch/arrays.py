@@ -343,6 +343,11 @@ class SlurmArray(_Array):
             if end.state in REQUEUE_STATES and end.requeues < self.requeue and self._requeue(task, end):
                 continue
             self._final[task.index] = end
+            if end.requeues:
+                self.events.append(
+                    f"task {task.job_id} ended {end.state} in attempt {end.requeues + 1} "
+                    f"(requeued {end.requeues} time(s); the last attempt counts)"
+                )
             if end.state == "COMPLETED" or (end.state == "UNKNOWN" and task.outcome() is not None):
                 self._set(task.index, "done")
             else:
