@@ -165,7 +165,7 @@ def test_failed_trial_is_a_failed_item_and_reaches_verify(pytester: pytest.Pytes
             ok = [r["success"] for r in runs] == [True, False]
             failed = runs[1]
             ok = ok and failed["type"] == "ZeroDivisionError" and "1 / x" in failed["error"]
-            ok = ok and failed["params"] == {"x": 0} and "return_code" in failed
+            ok = ok and failed["params"] == {"x": 0} and failed["return_code"] == 1
             return ok
         """
     )

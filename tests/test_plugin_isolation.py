@@ -48,7 +48,7 @@ EXPECTED = {
     "exit3": ("Exit(3)", 3),
     "sleep": ("Timeout", -9),
     "hog": ("MemoryLimit", -9),
-    "raise": ("ValueError", None),
+    "raise": ("ValueError", 1),
 }
 
 

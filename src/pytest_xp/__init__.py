@@ -11,7 +11,9 @@ from typing import TYPE_CHECKING, Any
 from pytest_xp.define.decorators import setup, trial, verify
 from pytest_xp.define.verdicts import Verdict, VerificationResult
 from pytest_xp.errors import (
+    CheckpointError,
     CodeKeyWarning,
+    ConfigFileError,
     ExperimentError,
     GridError,
     GridSizeWarning,
@@ -34,6 +36,7 @@ from pytest_xp.errors import (
     StoreWarning,
     TooFewMeasurements,
 )
+from pytest_xp.run.checkpoints import Checkpoint
 from pytest_xp.run.context import SETUP
 from pytest_xp.run.handle import Xp
 from pytest_xp.run.results import Results
@@ -75,7 +78,10 @@ def _version() -> str:
 
 __all__ = [
     "SETUP",
+    "Checkpoint",
+    "CheckpointError",
     "CodeKeyWarning",
+    "ConfigFileError",
     "ExperimentError",
     "GridError",
     "GridSizeWarning",

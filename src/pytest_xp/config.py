@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import glob
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,10 +12,17 @@ from typing import Any
 
 import pytest
 
+from pytest_xp.define.config_files import (
+    ConfigLayer,
+    ValueOverride,
+    layered_values,
+    load_config_file,
+    parse_dotted_override,
+)
 from pytest_xp.define.discovery import MAX_TIMEOUT_S
 from pytest_xp.define.grid import check_literal
 from pytest_xp.define.verdicts import DEFAULT_FAIL_ON, parse_fail_on
-from pytest_xp.errors import GridError
+from pytest_xp.errors import ConfigFileError, GridError
 
 #: ``--xp-report-x`` values; ``--xp-isolate`` start methods.
 PLOT_AXES = ("step", "wallclock", "both")
@@ -53,8 +61,15 @@ class XpConfig:
     rerun: bool = False
     explain: bool = False
     plan: bool = False
-    value_overrides: tuple[tuple[str, str, list[Any]], ...] = ()
-    context_overrides: tuple[tuple[str, Any], ...] = ()
+    value_overrides: tuple[ValueOverride, ...] = ()  # from configuration files, then --xp-values
+    context_overrides: tuple[tuple[str, Any], ...] = ()  # (dotted key, value) from --xp-context
+    config_layers: tuple[ConfigLayer, ...] = ()  # --xp-config files (parents first), in order
+    show_config: bool = False
+    stream: bool = False  # --xp-stream / --stream-all / PYTEST_XP_STREAM=1 / MLX_STREAM_ALL=1
+    status_s: float = 30.0  # seconds between live status lines (0: none)
+    log_path: Path | None = None  # EXPERIMENT_LOG.md to prepend this session's entries to (None: off)
+    note: str | None = None  # --xp-note: why it ran
+    pre_experiment: tuple[str, ...] = ()  # files or modules run before experiment modules are imported
     sample: int | None = None
     shard: tuple[int, int] | None = None
     dirty_git: str = "warn"
@@ -154,7 +169,21 @@ def addoption(parser: pytest.Parser) -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override a SETUP key after the setup functions ran, e.g. --xp-context seed=7 (repeatable)",
+        help="override a SETUP key after the setup functions and --xp-config files, e.g. --xp-context seed=7 "
+        "or a nested one: --xp-context model.hidden=128 (repeatable)",
+    )
+    group.addoption(
+        "--xp-config",
+        action="append",
+        default=[],
+        metavar="FILE.yaml",
+        help="layer a YAML configuration file onto SETUP and the grids (repeatable, applied in order; "
+        "default: ini xp_config)",
+    )
+    group.addoption(
+        "--xp-show-config",
+        action="store_true",
+        help="print each experiment's merged SETUP and grid overrides with the layer that set each key; run nothing",
     )
     group.addoption(
         "--xp-sample", default=None, metavar="K", help="run a seeded random subset of K combinations per trial"
@@ -232,9 +261,44 @@ def addoption(parser: pytest.Parser) -> None:
         help="re-run N cached combinations chosen at random from --xp-seed and compare their results with "
         "the stored ones (exact, or within @trial(tolerance=...)); name the trials that differ",
     )
+    group.addoption(
+        "--xp-note", default=None, metavar="TEXT", help="say why this session runs (kept in its run manifest)"
+    )
+    group.addoption(
+        "--xp-stream",
+        "--stream-all",
+        dest="xp_stream",
+        action="store_true",
+        help="print every combination's output and xp.log metrics as they happen, prefixed by the combination, "
+        "under -n N too (also PYTEST_XP_STREAM=1 or MLX_STREAM_ALL=1; under -n 0 single-combination trials "
+        "stream anyway)",
+    )
+    group.addoption(
+        "--xp-status",
+        default=None,
+        metavar="SECONDS",
+        help="print a status line (done/running/queued, slowest running, ETA) this often (default 30; 0: never)",
+    )
+    group.addoption(
+        "--xp-log",
+        default=None,
+        metavar="PATH",
+        help="experiment log to add one entry per judged hypothesis to, newest first "
+        "(default: ini xp_log, else EXPERIMENT_LOG.md in the rootdir; 'off' writes none)",
+    )
     group.addoption("--xp-runs", action="store_true", help="list past sessions recorded in the store and exit")
     for name, kind, text in INI_SETTINGS:
         parser.addini(name, text, type=kind, default=False if kind == "bool" else [] if kind == "linelist" else "")
+    parser.addini("xp_config", "YAML configuration files layered onto SETUP (see --xp-config)", type="args", default=[])
+    parser.addini(
+        "xp_pre_experiment",
+        "Python files or modules run before experiment modules are imported (controller and workers)",
+        type="args",
+        default=[],
+    )
+    parser.addini(
+        "xp_log", "experiment log file, relative to the rootdir, or off (see --xp-log)", default="EXPERIMENT_LOG.md"
+    )
     parser.addini("xp_correction", "multiple-comparison correction: holm, bh or none", default="none")
     parser.addini("xp_dirty_git", "ignore, warn or error on uncommitted changes (see --xp-dirty-git)", default="warn")
     parser.addini("xp_dir", "pytest-xp results store directory, relative to the rootdir", default=".xp")
@@ -379,7 +443,26 @@ def build_config(config: pytest.Config) -> XpConfig:
             raise pytest.UsageError(
                 f"{gpus_source}={raw_gpus!r}: no GPU found on this machine; list device ids instead"
             )
+    layers = _config_layers(config)
+    try:
+        context_overrides = tuple(parse_dotted_override(text) for text in config.getoption("xp_context"))
+    except ConfigFileError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    cli_values = [parse_value_override(text) for text in config.getoption("xp_values")]
+    cli_keys = {(v.trial, v.param) for v in cli_values}
+    file_values = [v for v in layered_values(layers) if (v.trial, v.param) not in cli_keys]
+    pre = [layer.pre_experiment for layer in layers if layer.pre_experiment]
+    pre += [_ini_path(config, str(entry)) for entry in config.getini("xp_pre_experiment")]
     return XpConfig(
+        config_layers=layers,
+        context_overrides=context_overrides,
+        value_overrides=(*file_values, *cli_values),
+        show_config=bool(config.getoption("xp_show_config")),
+        log_path=_log_path(config),
+        stream=bool(config.getoption("xp_stream")) or stream_from_env(),
+        status_s=_status_seconds(config.getoption("xp_status")),
+        note=config.getoption("xp_note") or None,
+        pre_experiment=tuple(dict.fromkeys(pre)),
         gpus=tuple(gpus),
         isolate=isolate,
         timeout_s=timeout_s,
@@ -396,8 +479,6 @@ def build_config(config: pytest.Config) -> XpConfig:
         rerun=bool(config.getoption("xp_rerun")),
         explain=flag(config, "xp_explain"),
         plan=bool(config.getoption("xp_plan")),
-        value_overrides=tuple(parse_value_override(text) for text in config.getoption("xp_values")),
-        context_overrides=tuple(parse_context_override(text) for text in config.getoption("xp_context")),
         sample=_positive_int("--xp-sample", config.getoption("xp_sample")),
         shard=parse_shard(config.getoption("xp_shard")),
         dirty_git=dirty_git,
@@ -481,14 +562,62 @@ def parse_shard(raw: str | None) -> tuple[int, int] | None:
     return i, n
 
 
-def _literal(text: str) -> Any:
+#: Environment variables that turn streaming on (the second is the reference document's name).
+STREAM_ENV = ("PYTEST_XP_STREAM", "MLX_STREAM_ALL")
+
+
+def stream_from_env(environ: dict[str, str] | None = None) -> bool:
+    env = os.environ if environ is None else environ
+    return any(env.get(name, "").strip().lower() in ("1", "true", "yes", "on") for name in STREAM_ENV)
+
+
+def _status_seconds(raw: str | None) -> float:
+    if raw is None:
+        return 30.0
     try:
-        return ast.literal_eval(text.strip())
-    except (ValueError, SyntaxError):
-        return text.strip()
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if value < 0:
+        raise pytest.UsageError(f"--xp-status={raw!r}: give seconds between status lines, or 0 for none")
+    return value
 
 
-def parse_value_override(text: str) -> tuple[str, str, list[Any]]:
+def _log_path(config: pytest.Config) -> Path | None:
+    raw = config.getoption("xp_log")
+    base = Path(config.invocation_params.dir) if raw is not None else config.rootpath
+    text = str(raw if raw is not None else config.getini("xp_log")).strip()
+    if text.lower() in ("off", "none", "no", ""):
+        return None
+    path = Path(text).expanduser()
+    return path if path.is_absolute() else base / path
+
+
+def _ini_path(config: pytest.Config, entry: str) -> str:
+    """A file named in the ini file, made absolute from the ini file's directory; a module name as is."""
+    if not (entry.endswith((".py", ".yaml", ".yml")) or "/" in entry):
+        return entry
+    base = config.inipath.parent if config.inipath is not None else config.rootpath
+    path = Path(entry).expanduser()
+    return str(path if path.is_absolute() else base / path)
+
+
+def _config_layers(config: pytest.Config) -> tuple[ConfigLayer, ...]:
+    """The layers of every ``--xp-config`` file (else ini ``xp_config``), each file's parents first."""
+    given = [(str(p), Path(config.invocation_params.dir)) for p in config.getoption("xp_config")]
+    if not given:
+        given = [(_ini_path(config, str(p)), config.rootpath) for p in config.getini("xp_config")]
+    layers: list[ConfigLayer] = []
+    for raw, base in given:
+        path = Path(raw).expanduser()
+        try:
+            layers.extend(load_config_file(path if path.is_absolute() else base / path))
+        except ConfigFileError as exc:
+            raise pytest.UsageError(str(exc)) from None
+    return tuple(layers)
+
+
+def parse_value_override(text: str) -> ValueOverride:
     """``trial.param=[...]`` -> (trial, param, values), validated like decorator values."""
     target, sep, raw = text.partition("=")
     trial, dot, param = target.strip().partition(".")
@@ -506,20 +635,7 @@ def parse_value_override(text: str) -> tuple[str, str, list[Any]]:
         check_literal(values, f"--xp-values {trial}.{param}")
     except GridError as exc:
         raise pytest.UsageError(str(exc)) from None
-    return trial, param, values
-
-
-def parse_context_override(text: str) -> tuple[str, Any]:
-    """``key=value``: the value is a Python literal when it parses as one, else the string itself."""
-    key, sep, raw = text.partition("=")
-    if not sep or not key.strip().isidentifier():
-        raise pytest.UsageError(f"--xp-context {text!r}: use KEY=VALUE, e.g. --xp-context seed=7")
-    value = _literal(raw)
-    try:
-        check_literal(value, f"--xp-context {key.strip()}")
-    except GridError as exc:
-        raise pytest.UsageError(str(exc)) from None
-    return key.strip(), value
+    return ValueOverride(trial, param, values, "--xp-values")
 
 
 _MEMORY_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}

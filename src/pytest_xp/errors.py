@@ -17,6 +17,10 @@ class GridError(ValueError):
     """A ``values`` mapping that cannot be a grid; the message says which key and how to fix it."""
 
 
+class ConfigFileError(ValueError):
+    """A configuration file or override cannot be used; the message names file, line and the fix."""
+
+
 class GridSizeWarning(UserWarning):
     """A trial's grid is large enough that collecting it costs noticeable time and memory."""
 
@@ -82,6 +86,10 @@ class RemoteFailure(Exception):
 
 class ShardWaitTimeout(Exception):
     """Other shards did not finish the lower orders within ``--xp-wait``."""
+
+
+class CheckpointError(ValueError):
+    """A checkpoint cannot be saved or read back as asked; the message says why and what to do."""
 
 
 class OutputLookupError(LookupError):

@@ -5,6 +5,7 @@ Thin on purpose: the work happens in the private modules this file wires togethe
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
@@ -51,6 +52,9 @@ def pytest_cmdline_main(config: pytest.Config) -> int | None:
         for line in _provenance.format_runs(_provenance.list_runs(settings.xp_dir)):
             sys.stdout.write(line + "\n")
         return 0
+    if config.getoption("xp_show_config") and getattr(config.option, "numprocesses", None):
+        config.option.numprocesses = 0
+        config.option.dist = "no"
     if config.getoption("xp_plan") and getattr(config.option, "numprocesses", None):
         from pytest_xp.schedule.plan import WORKERS_KEY
 
@@ -86,8 +90,13 @@ def pytest_configure(config: pytest.Config) -> None:
         if device is not None:
             os.environ["CUDA_VISIBLE_DEVICES"] = str(device)
     config.stash[SESSION_KEY] = session
+    if settings.pre_experiment:
+        from pytest_xp.run.pre_experiment import run_pre_experiment
+
+        run_pre_experiment(settings.pre_experiment)
     config.addinivalue_line("markers", "xp_trial: a pytest-xp trial combination (set automatically)")
     config.addinivalue_line("markers", "xp_verify: a pytest-xp verify, whose outcome is a verdict (set automatically)")
+    _setup_live_output(config, session, workerinput)
     if workerinput is None:
         _launch_options.get_settings(config)  # a bad launcher option stops the session before collection
         if settings.dirty_git == "error":
@@ -117,6 +126,42 @@ def pytest_configure(config: pytest.Config) -> None:
             config.pluginmanager.register(XdistHooks(session), "pytest-xp-xdist")
 
 
+def _setup_live_output(config: pytest.Config, session: XpSession, workerinput: dict[str, Any] | None) -> None:
+    """Streaming and status lines: a file per worker that the controller tails, or the terminal under -n 0."""
+    settings = session.settings
+    if workerinput is not None:
+        if settings.stream:
+            from pytest_xp.run.stream import worker_sink
+
+            session.stream_sink = worker_sink(session.scratch, str(workerinput.get("workerid", "gw")))
+        return
+    if settings.plan or settings.show_config or _launch_options.wants_launcher(config):
+        return
+    from pytest_xp.schedule.live import LiveView
+
+    workers = getattr(config.option, "numprocesses", None) or 0
+    distributed = bool(workers) and getattr(config.option, "dist", "no") != "no"
+    view = LiveView(
+        config,
+        session.scratch if distributed else None,
+        status_s=settings.status_s,
+        workers=int(workers) or 1,
+        file_patterns=settings.file_patterns,
+    )
+    config.pluginmanager.register(view, "pytest-xp-live")
+    if distributed:
+        view.start()  # tails the workers' stream files (with --xp-stream) and prints status lines
+        return
+    capman = config.pluginmanager.get_plugin("capturemanager")
+
+    def to_terminal(ident: str, kind: str, text: str) -> None:
+        with capman.global_and_fixture_disabled() if capman is not None else contextlib.nullcontext():
+            view.write_message(ident, kind, text)
+
+    session.stream_sink = to_terminal
+    session.stream_single = True
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_sessionstart(session: pytest.Session) -> None:
     session.config.stash[STARTED_KEY] = (now_iso(), time.monotonic())
@@ -128,7 +173,10 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     config = session.config
     reporter = config.stash.get(REPORTER_KEY, None)
     xp_session = config.stash.get(SESSION_KEY, None)
-    if reporter is None or xp_session is None or not reporter.ran_experiments or xp_session.settings.plan:
+    if reporter is None or xp_session is None or not reporter.ran_experiments:
+        return
+    settings = xp_session.settings
+    if settings.plan or settings.show_config:
         return
     if os.environ.get(_launch_options.ENV_TASK):
         return  # a launcher's task: the submitting session writes the one manifest of the launch
@@ -227,6 +275,11 @@ def pytest_runtestloop(session: pytest.Session) -> bool | None:
     _collect.note_grids(session)
     if hasattr(config, "workerinput"):
         return None
+    if config.stash[SESSION_KEY].settings.show_config:
+        from pytest_xp.schedule.config_view import write_config_view
+
+        write_config_view(config, session.items)
+        return True
     if not config.stash[SESSION_KEY].settings.plan:
         if _launch_options.get_settings(config).launcher is None:
             return None

@@ -13,6 +13,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from pytest_xp.define.config_files import ValueOverride
 from pytest_xp.define.decorators import MODULE_REGISTRY, SetupMark, TrialMark, VerifyMark
 from pytest_xp.define.grid import (
     Combination,
@@ -80,6 +81,7 @@ class TrialDef:
     fixture_names: tuple[str, ...]
     version: str
     options: TrialOptions = field(default_factory=TrialOptions)
+    description: str = ""  # the function's docstring: what this step does, shown in records and listings
 
 
 @dataclass(frozen=True)
@@ -92,6 +94,7 @@ class VerifyDef:
     fixture_names: tuple[str, ...]
     expect: Verdict | None
     rank: float
+    statement: str = ""  # the function's docstring: the hypothesis this verify judges
 
 
 @dataclass(frozen=True)
@@ -115,32 +118,39 @@ class Experiment:
         return sorted((t for t in self.trials.values() if t.order < rank), key=lambda t: (t.order, t.position))
 
 
-def unknown_overrides(
-    experiments: Iterable[Experiment], value_overrides: Iterable[tuple[str, str, list[Any]]]
-) -> list[str]:
-    """One message per ``--xp-values`` override naming a trial or parameter that no collected module has."""
+def unknown_overrides(experiments: Iterable[Experiment], value_overrides: Iterable[ValueOverride]) -> list[str]:
+    """One message per value override (``--xp-values`` or a configuration file) naming a trial or
+    parameter that no collected module has."""
     trials: dict[str, list[TrialDef]] = {}
     for exp in experiments:
         for name, definition in exp.trials.items():
             trials.setdefault(name, []).append(definition)
     problems = []
-    for name, param, _ in value_overrides:
+    for override in value_overrides:
+        name, param = override.trial, override.param
+        where = (
+            f"--xp-values {name}.{param}"
+            if override.origin == "--xp-values"
+            else f"{override.origin}: values {name}.{param}"
+        )
         if name not in trials:
             problems.append(
-                f"--xp-values {name}.{param}: no trial named {name!r} was collected; "
-                f"trials: {', '.join(sorted(trials)) or 'none'}"
+                f"{where}: no trial named {name!r} was collected; trials: {', '.join(sorted(trials)) or 'none'}"
             )
         elif not any(param in t.params for t in trials[name]):
             known = sorted({p for t in trials[name] for p in t.params})
-            problems.append(
-                f"--xp-values {name}.{param}: {name} has no parameter {param!r}; its parameters: "
-                f"{', '.join(known) or 'none'}"
-            )
+            problems.append(f"{where}: {name} has no parameter {param!r}; its parameters: {', '.join(known) or 'none'}")
     return problems
 
 
 #: Version token of a trial without ``@trial(version=...)``: the key follows its code (store/code_key.py).
 CODE_VERSION = "code"
+
+
+def docstring(fn: object) -> str:
+    """The function's docstring, dedented and stripped ("" when it has none)."""
+    doc = getattr(fn, "__doc__", None)
+    return inspect.cleandoc(doc) if isinstance(doc, str) else ""
 
 
 def _lineno(fn: object) -> int:
@@ -170,13 +180,13 @@ def discover(
     module: ModuleType,
     module_id: str,
     path: Path,
-    value_overrides: tuple[tuple[str, str, list[Any]], ...] = (),
+    value_overrides: tuple[ValueOverride, ...] = (),
     announce: Callable[[str], None] | None = None,
 ) -> Experiment | None:
     """Build the experiment of ``module``; None when it uses no pytest-xp decorator.
 
-    ``value_overrides`` (from ``--xp-values``) replace one parameter's list of a named trial.
-    ``announce`` is told about a large grid before it is expanded (default: a GridSizeWarning).
+    ``value_overrides`` (from configuration files and ``--xp-values``) replace one parameter's list of a
+    named trial. ``announce`` is told about a large grid before it is expanded (default: a GridSizeWarning).
     """
     marks = module.__dict__.get(MODULE_REGISTRY)
     if not marks:
@@ -223,7 +233,7 @@ def discover(
                 continue
             setups.append(SetupDef(name, fn, mark.order, _lineno(fn)))  # type: ignore[arg-type]
         elif isinstance(mark, TrialMark):
-            overrides = {param: values for trial, param, values in value_overrides if trial == name}
+            overrides = {o.param: o for o in value_overrides if o.trial == name}
             trial_def = _trial_def(
                 mark, name, position, sig, problem, overrides, f"{module_id}:{_lineno(fn)}", announce
             )
@@ -256,7 +266,7 @@ def _trial_def(
     position: int,
     sig: inspect.Signature,
     problem: Callable[[object, str], None],
-    overrides: dict[str, list[Any]],
+    overrides: dict[str, ValueOverride],
     where: str,
     announce: Callable[[str], None] | None,
 ) -> TrialDef | None:
@@ -272,9 +282,9 @@ def _trial_def(
     except GridError as exc:
         problem(fn, str(exc))
         return None
-    for param, values in overrides.items():
+    for param, override in overrides.items():
         if param in params:  # an unknown one is a usage error of the session (unknown_overrides)
-            params[param] = values
+            params[param] = override.values
     accepts_kwargs = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.parameters.values())
     by_keyword = {
         p.name
@@ -353,6 +363,7 @@ def _trial_def(
             tolerance=tolerance,
             slurm=dict(options.get("slurm") or {}),
         ),
+        description=docstring(fn),
     )
 
 
@@ -406,4 +417,5 @@ def _verify_def(
         fixture_names=_mandatory(sig, {positional[0].name}),
         expect=expect,
         rank=rank,
+        statement=docstring(fn),
     )

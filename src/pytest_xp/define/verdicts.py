@@ -52,6 +52,9 @@ class Hypothesis:
     longrepr: str = ""  # the item's failure text (tracebacks of an INVALID verify), terminal only
     raw_verdict: str | None = None  # before --xp-correction re-judged it
     trials: list[str] = field(default_factory=list)  # trial_key of each trial the verify reads
+    statement: str = ""  # the verify's docstring: the hypothesis in the researcher's words
+    grid: dict[str, int] = field(default_factory=dict)  # combinations per trial the verify judged
+    setup_digest: str | None = None  # short digest of the module's merged SETUP
 
     @property
     def experiment(self) -> str:
@@ -72,6 +75,9 @@ class Hypothesis:
             "attachments": [_relative(path, store_root) for path in self.attachments],
             "evidence": self.evidence,
             "trials": self.trials,
+            "statement": self.statement,
+            "grid": self.grid,
+            "setup_digest": self.setup_digest,
         }
 
     @classmethod
@@ -90,6 +96,9 @@ class Hypothesis:
             attachments=[root / str(p) for p in entry.get("attachments") or []],
             evidence=evidence if isinstance(evidence, dict) else None,
             trials=[str(t) for t in entry.get("trials") or []],
+            statement=str(entry.get("statement") or ""),
+            grid=grid if isinstance(grid := entry.get("grid"), dict) else {},
+            setup_digest=str(entry["setup_digest"]) if entry.get("setup_digest") else None,
         )
 
 

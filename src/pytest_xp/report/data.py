@@ -49,6 +49,14 @@ class TrialSection:
     records: list[dict[str, Any]] = field(default_factory=list)
 
     @property
+    def description(self) -> str:
+        """The trial's docstring as its latest record holds it."""
+        for record in reversed(self.records):
+            if isinstance(record.get("description"), str):
+                return str(record["description"])
+        return ""
+
+    @property
     def key(self) -> str:
         return trial_key(self.experiment, self.trial)
 

@@ -158,8 +158,7 @@ def _session_facts(data: ReportData) -> list[tuple[str, str]]:
     if session:
         git = session.get("git") or {}
         commit = (git.get("commit") or "-")[:12] + (" (uncommitted changes)" if git.get("dirty") else "")
-        if session.get("name"):
-            facts.append(("name", str(session["name"])))
+        facts += [(key, str(session[key])) for key in ("name", "note") if session.get(key)]
         facts += [
             ("session", str(session.get("session", "-"))),
             ("command", command_line(session.get("command"))),
@@ -197,12 +196,16 @@ def render_text(data: ReportData) -> str:
     if data.hypotheses:
         lines.append("hypotheses:")
         for h in data.hypotheses:
+            if h.statement:
+                lines.append(f"  {' ' * 12} {h.statement.splitlines()[0]}")
             lines.append(f"  {verdict_label(h)[0]:<12} {h.nodeid}" + (f": {h.message}" if h.message else ""))
     if data.trials:
         lines.append("trials:")
         width = max(len(s.key) for s in data.trials)
         for section in data.trials:
             lines.append("  " + trial_line(section.key, section.counts(), width))
+            if section.description:
+                lines.append(f"      {section.description.splitlines()[0]}")
             lines.extend(f"      {name} (last): {summary}" for name, summary in key_metrics(section))
     if not data.hypotheses and not data.trials:
         lines.append("nothing stored yet")
@@ -503,9 +506,10 @@ def _hypotheses_html(data: ReportData, anchors: dict[str, str]) -> list[str]:
     for h in data.hypotheses:
         label, css = verdict_label(h)
         shots = "".join(_attachment_html(p) for p in h.attachments)
+        statement = f'<div class="statement">{_e(h.statement)}</div>' if h.statement else ""
         rows.append(
             f'<tr class="verdict" data-outcome="{_e(label)}"><td><span class="badge {css}">{_e(label)}</span></td>'
-            f"<td><code>{_e(h.nodeid)}</code></td><td>{_trial_links(h, anchors)}</td>"
+            f"<td>{statement}<code>{_e(h.nodeid)}</code></td><td>{_trial_links(h, anchors)}</td>"
             f"<td>{_e(h.message or '-')}{shots}</td></tr>"
         )
     parts.append(
@@ -535,6 +539,8 @@ def render_html(data: ReportData, pngs: dict[str, bytes] | None = None) -> str:
         anchor = anchors[section.key]
         counts = section.counts()
         parts.append(f'<article class="trial" id="{anchor}"><h3><code>{_e(section.key)}</code></h3>')
+        if section.description:
+            parts.append(f'<p class="description">{_e(section.description)}</p>')
         parts.append(
             f"<p>{counts['combinations']} combinations: {counts['ok']} ok, "
             f'<span class="{"failed" if counts["failed"] else ""}">{counts["failed"]} failed</span>, '
@@ -616,6 +622,7 @@ def report_dict(data: ReportData) -> dict[str, Any]:
                     "session",
                     "name",
                     "command",
+                    "note",
                     "started_at",
                     "ended_at",
                     "duration_s",
@@ -637,6 +644,7 @@ def report_dict(data: ReportData) -> dict[str, Any]:
                     "attachments": [_relative(p, data.xp_dir) for p in h.attachments],
                     "evidence": h.evidence,
                     "trials": h.trials,
+                    "statement": h.statement,
                 }
                 for h in data.hypotheses
             ],
@@ -644,6 +652,7 @@ def report_dict(data: ReportData) -> dict[str, Any]:
                 {
                     "experiment": s.experiment,
                     "trial": s.trial,
+                    "description": s.description,
                     **s.counts(),
                     "metrics": {name: summary for name, summary in key_metrics(s)},
                     "conditions": conditions(s).to_dict(),

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from pytest_xp.config import XpConfig
+from pytest_xp.define.config_files import config_summary
 from pytest_xp.define.verdicts import Hypothesis, Verdict
 from pytest_xp.store import provenance as _provenance
 from pytest_xp.store.properties import ItemProperties, read_properties
@@ -124,6 +125,7 @@ class XpReporter:
     plot_x: tuple[str, ...] = ("step",)  # x axes of the file reports' metric figures
     #: The pytest report of each verify, so that a re-judged verdict can move to its corrected category.
     verdict_reports: dict[str, Any] = field(default_factory=dict)
+    log_note: str | None = None  # where the experiment log was written, or why not
 
     def write_manifest(
         self,
@@ -161,6 +163,8 @@ class XpReporter:
             trials=self.trial_counts(),
             exitstatus=exitstatus,
             name=settings.name,
+            note=settings.note,
+            config=config_summary(settings.config_layers, settings.context_overrides, settings.value_overrides),
         )
         data.update(extra or {})
         try:
@@ -168,6 +172,14 @@ class XpReporter:
             self.manifest_path = _provenance.write_manifest(store.root, data)
         except OSError as exc:  # a full or read-only disk: the verdicts are still reported
             self.store_problems.append(f"the run manifest was not written: {exc}")
+        if settings.log_path is not None and data["hypotheses"]:
+            from pytest_xp.report import experiment_log
+
+            try:
+                written = experiment_log.prepend(settings.log_path, experiment_log.entries(data))
+                self.log_note = f"experiment log: entries added to {written}"
+            except OSError as exc:
+                self.log_note = f"experiment log {settings.log_path} could not be written: {exc}"
         return now_failing
 
     def apply_correction(self, method: str, fail_on: frozenset[str]) -> bool:
@@ -292,6 +304,9 @@ class XpReporter:
                     if isinstance(shots := props.get("xp_attachments"), (list, tuple))
                     else [],
                     trials=[str(t) for t in used] if isinstance(used := props.get("xp_trials"), (list, tuple)) else [],
+                    statement=str(props.get("xp_statement") or ""),
+                    grid=grid if isinstance(grid := props.get("xp_grid"), dict) else {},
+                    setup_digest=str(props["xp_setup_digest"]) if props.get("xp_setup_digest") else None,
                 )
             )
         if "xp_success" in props and "xp_trial" in props and report.when in ("call", "???"):
@@ -344,6 +359,8 @@ class XpReporter:
             tr.write_line(f"pytest-xp: {kind} report {where}", **({} if ok else {"red": True}))
         for problem in self.store_problems:
             tr.write_line(f"pytest-xp: {problem}", red=True)
+        if self.log_note:
+            tr.write_line(f"pytest-xp: {self.log_note}")
         if self.correction == "none" and self.uncorrected_p_values() >= 2:
             tr.write_line(
                 f"pytest-xp: {self.uncorrected_p_values()} p-values in this session were judged without a "

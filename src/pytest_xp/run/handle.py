@@ -7,6 +7,7 @@ import json
 import math
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -15,6 +16,7 @@ from pytest_xp.store.store import open_regular
 
 if TYPE_CHECKING:
     from pytest_xp.define.discovery import Experiment
+    from pytest_xp.run.checkpoints import Checkpoint, CheckpointDir
     from pytest_xp.store.store import Store
 
 METRICS_JSONL = "metrics.jsonl"
@@ -154,6 +156,7 @@ class Xp:
         setup: dict[str, Any],
         seeds: dict[str, Any],
         verify: str | None = None,
+        key: str | None = None,
     ) -> None:
         self._store, self._exp, self._rank = store, exp, rank
         self.trial = trial
@@ -170,6 +173,9 @@ class Xp:
         #: The upstream records read through :meth:`output_of`: (trial, combination, params digest,
         #: key, session); stored in the record, so a cached result is reused only while they are current.
         self.upstream: list[dict[str, Any]] = []
+        self._key = key
+        #: Called with a line of text for every ``log`` call when the combination's output streams live.
+        self.on_metric: Callable[[str], None] | None = None
 
     @property
     def output_path(self) -> Path:
@@ -184,6 +190,10 @@ class Xp:
         if self._metrics is None:
             self._metrics = MetricLog(self.output_path, start=self.started)
         self._metrics.log(step, **scalars)
+        if self.on_metric is not None:
+            from pytest_xp.run.stream import metric_text
+
+            self.on_metric(metric_text(step, scalars))
 
     def attach(self, figure: Any, name: str | None = None) -> Path:
         """Save a matplotlib figure (or copy an image file, or write PNG bytes) to show in reports.
@@ -206,6 +216,43 @@ class Xp:
         path = save_attachment(figure, directory, name)
         self.attachments.append(path)
         return path
+
+    @property
+    def checkpoints(self) -> CheckpointDir:
+        """This combination's checkpoints under its current cache key."""
+        if self._output_path is None or self._key is None:
+            raise OutputLookupError("checkpoints exist for trial combinations only; a verify has none")
+        from pytest_xp.run.checkpoints import CHECKPOINT_DIR, CheckpointDir
+
+        return CheckpointDir(self._output_path / CHECKPOINT_DIR, self._key)
+
+    def checkpoint(
+        self, state: Any, *, step: int, metric: float | None = None, keep: int = 3, mode: str = "min"
+    ) -> Path:
+        """Save ``state`` (JSON data, numpy arrays or torch tensors in dicts/lists) as the checkpoint of ``step``.
+
+        The last ``keep`` checkpoints are kept, and the best by ``metric`` (lowest with ``mode="min"``,
+        highest with ``"max"``) whatever its age. Returns the file written.
+        """
+        return self.checkpoints.save(state, step=step, metric=metric, keep=keep, mode=mode)
+
+    def resume(self) -> Checkpoint | None:
+        """The latest checkpoint of this combination under its current key, state loaded; None if there is none.
+
+        A trial that was killed or timed out continues from here when it runs again::
+
+            start = 0
+            if (last := xp.resume()) is not None:
+                model.load_state_dict(last.state["model"])
+                start = last.step + 1
+        """
+        latest = self.checkpoints.latest()
+        return self.checkpoints.load(latest) if latest is not None else None
+
+    def best_checkpoint(self) -> Checkpoint | None:
+        """The best checkpoint by the metric given to :meth:`checkpoint`, state loaded; None if none."""
+        best = self.checkpoints.best()
+        return self.checkpoints.load(best) if best is not None else None
 
     def metrics_summary(self) -> dict[str, dict[str, Any]]:
         return self._metrics.summary if self._metrics is not None else {}

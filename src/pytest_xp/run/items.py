@@ -7,6 +7,7 @@ import copy
 import functools
 import inspect
 import os
+import signal
 import sys
 import time
 import warnings
@@ -33,6 +34,7 @@ from pytest_xp.errors import (
     StoreError,
 )
 from pytest_xp.run.call import RunOutcome, call_trial
+from pytest_xp.run.checkpoints import CHECKPOINT_DIR
 from pytest_xp.run.context import bind_setup
 from pytest_xp.run.handle import METRICS_CSV, METRICS_JSONL, Xp
 from pytest_xp.run.locks import CombinationLock
@@ -40,7 +42,8 @@ from pytest_xp.run.results import Results
 from pytest_xp.run.session import XpSession
 from pytest_xp.run.shards import missing_below, wait_for_lower_orders
 from pytest_xp.run.state import SESSION_KEY
-from pytest_xp.store.codec import dumps
+from pytest_xp.run.stream import Sink, tee_output
+from pytest_xp.store.codec import digest, dumps
 from pytest_xp.store.identity import combination_identity, trial_key
 from pytest_xp.store.keys import env_changes, is_hit, why_run
 from pytest_xp.store.properties import add_properties
@@ -355,7 +358,13 @@ class TrialItem(_XpItem):
             output_path=self.output_dir,
             setup=self.xp_context,
             seeds=self.xp_seeds,
+            key=self.xp_key,
         )
+        sink = self._stream_sink()
+        if sink is not None and (self._isolation() is None or self.xp_session.is_worker):
+            # An isolated child under -n 0 has no terminal to write to; its stderr still streams.
+            nodeid = self.nodeid
+            self.xp_handle.on_metric = lambda text: sink(nodeid, "metric", text)
         super().setup()
 
     def _claim(self) -> dict[str, Any] | None:
@@ -420,35 +429,53 @@ class TrialItem(_XpItem):
         kwargs = {**copy.deepcopy(self.xp_combo.params), **self._fixture_values(self.xp_trial.fixture_names)}
         isolation = self._isolation()
         if isolation is None:
-            return call_trial(
-                self.xp_trial.fn,
-                kwargs,
-                globals_update={"SETUP": self.xp_context},
-                seeds=self.xp_seeds,
-                passthrough=(KeyboardInterrupt, pytest.skip.Exception),
-            )
+            with self._streaming():
+                return call_trial(
+                    self.xp_trial.fn,
+                    kwargs,
+                    globals_update={"SETUP": self.xp_context},
+                    seeds=self.xp_seeds,
+                    passthrough=(KeyboardInterrupt, pytest.skip.Exception),
+                )
         method, timeout, max_memory = isolation
         from pytest_xp.run.isolate import run_isolated  # only isolated sessions pay for it
 
         try:
-            outcome = run_isolated(
-                self.xp_trial.fn,
-                kwargs,
-                globals_update={"SETUP": self.xp_context},
-                seeds=self.xp_seeds,
-                start_method=method,
-                timeout=timeout,
-                max_memory=max_memory,
-            )
+            with self._streaming():
+                outcome = run_isolated(
+                    self.xp_trial.fn,
+                    kwargs,
+                    globals_update={"SETUP": self.xp_context},
+                    seeds=self.xp_seeds,
+                    start_method=method,
+                    timeout=timeout,
+                    max_memory=max_memory,
+                )
         except IsolationError as exc:
             raise IsolatedFailure(str(exc)) from None
         if outcome.error_type == "Skipped":
             pytest.skip(outcome.error or "skipped")
         return outcome
 
+    def _stream_sink(self) -> Sink | None:
+        """Where this combination's output goes live: everywhere with ``--xp-stream``, and under ``-n 0``
+        for a trial of a single combination."""
+        session = self.xp_session
+        if session.stream_sink is None:
+            return None
+        if session.settings.stream or (session.stream_single and len(self.xp_trial.combinations) == 1):
+            return session.stream_sink
+        return None
+
+    def _streaming(self) -> contextlib.AbstractContextManager[None]:
+        sink = self._stream_sink()
+        return tee_output(self.nodeid, sink) if sink is not None else contextlib.nullcontext()
+
     def _write_record(self, outcome: RunOutcome, started_at: str, duration_s: float) -> None:
         session, trial, combo = self.xp_session, self.xp_trial, self.xp_combo
         extra: dict[str, Any] = {"key_parts": self.xp_key_parts, "env": session.trial_code(self.xp_exp, trial).env}
+        if trial.description:
+            extra["description"] = trial.description
         if session.settings.gpus or trial.options.gpus:
             extra["cuda_visible_devices"] = os.environ.get("CUDA_VISIBLE_DEVICES")
         if not session.settings.cache:
@@ -464,6 +491,10 @@ class TrialItem(_XpItem):
             if handle.metrics_summary():
                 extra["metrics"] = handle.metrics_summary()
                 add_properties(self.user_properties, xp_metrics=extra["metrics"])
+            if (self.output_dir / CHECKPOINT_DIR).is_dir():
+                checkpoints = handle.checkpoints.summary()  # written here or by an isolated child
+                if checkpoints is not None:
+                    extra["checkpoints"] = checkpoints
         where: dict[str, Any] = {
             "module_id": self.xp_exp.module_id,
             "trial": trial.name,
@@ -485,7 +516,7 @@ class TrialItem(_XpItem):
                 **where,
                 error_type=outcome.error_type or "Error",
                 error=outcome.error or "",
-                return_code=outcome.return_code,
+                return_code=_return_code(outcome),
                 extra=extra,
             )
         try:
@@ -632,7 +663,12 @@ class VerifyItem(_XpItem):
         settings = self.xp_session.settings
         command = ["pytest", self.xp_exp.module_id]
         command += [f"--xp-context {k}={v!r}" for k, v in settings.context_overrides]
-        command += [f"--xp-values '{t}.{p}={v!r}'" for t, p, v in settings.value_overrides]
+        command += [f"--xp-config {layer.path}" for layer in settings.config_layers if layer.path]
+        command += [
+            f"--xp-values '{o.trial}.{o.param}={o.values!r}'"
+            for o in settings.value_overrides
+            if o.origin == "--xp-values"
+        ]
         parts = []
         if unusable["stale"]:
             parts.append(
@@ -678,12 +714,20 @@ class VerifyItem(_XpItem):
                     outcome = Outcome(Verdict.INVALID, f"{verify.name}() raised {kind}: {exc}")
             else:
                 outcome = coerce_verdict(value)
+        try:
+            setup_digest: str | None = digest(self.xp_session.setup_context(self.xp_exp))[:12]
+        except SetupFailed:
+            setup_digest = None
         add_properties(
             self.user_properties,
             xp_verdict=outcome.verdict.value,
             xp_message=outcome.message,
             xp_trials=[trial_key(self.xp_exp.module_id, name) for name in verify.trial_names],
+            xp_grid={name: len(self.xp_exp.trials[name].combinations) for name in verify.trial_names},
+            xp_setup_digest=setup_digest,
         )
+        if verify.statement:
+            add_properties(self.user_properties, xp_statement=verify.statement)
         if self.xp_handle is not None and self.xp_handle.attachments:
             add_properties(self.user_properties, xp_attachments=[str(p) for p in self.xp_handle.attachments])
         if outcome.evidence is not None:
@@ -756,3 +800,10 @@ class PlugItem(pytest.Item):
 
     def reportinfo(self) -> tuple[Path, int | None, str]:
         return self.path, None, self.name
+
+
+def _return_code(outcome: RunOutcome) -> int | None:
+    """A kill pytest-xp made has return code -SIGKILL even when another waiter reaped the child."""
+    if outcome.return_code is None and outcome.error_type in ("Timeout", "MemoryLimit"):
+        return -signal.SIGKILL
+    return outcome.return_code

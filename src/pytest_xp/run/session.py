@@ -20,10 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from pytest_xp.config import XpConfig
+from pytest_xp.define.config_files import merge_setup
 from pytest_xp.define.discovery import CODE_VERSION, Experiment, TrialDef
 from pytest_xp.define.grid import Combination
 from pytest_xp.errors import NotJSONError, SetupFailed
 from pytest_xp.run import seeding as _seeding
+from pytest_xp.run.stream import Sink
 from pytest_xp.store.codec import digest, loads, to_json_value
 from pytest_xp.store.identity import combination_identity
 from pytest_xp.store.keys import cache_key, key_parts, made_with
@@ -62,6 +64,8 @@ class XpSession:
     #: Failure records that could not be written (a full disk), by record path: a verify in this
     #: process still sees those combinations as failed rather than as never run.
     unwritten: dict[Path, dict[str, Any]] = field(default_factory=dict)
+    stream_sink: Sink | None = None  # where live output goes (set by the plugin), None: nowhere
+    stream_single: bool = False  # -n 0: single-combination trials stream even without --xp-stream
     _stages_ready: set[tuple[str, int]] = field(default_factory=set)
     _setups: dict[str, dict[str, Any] | SetupFailed] = field(default_factory=dict)
     _contexts: dict[tuple[str, float], dict[str, Any]] = field(default_factory=dict)
@@ -116,10 +120,23 @@ class XpSession:
             raise cached
         return copy.deepcopy(cached)
 
+    def setup_with_origins(self, exp: Experiment) -> tuple[dict[str, Any], dict[str, str]]:
+        """The merged SETUP of ``exp`` and, per leaf key, the layer that set it (``--xp-show-config``)."""
+        base = self._setup_functions_context(exp)
+        if isinstance(base, SetupFailed):
+            raise base
+        return merge_setup(base, self.settings.config_layers, self.settings.context_overrides)
+
     def _load_or_run_setup(self, exp: Experiment) -> dict[str, Any] | SetupFailed:
-        overrides = dict(self.settings.context_overrides)
+        base = self._setup_functions_context(exp)
+        if isinstance(base, SetupFailed):
+            return base
+        return merge_setup(base, self.settings.config_layers, self.settings.context_overrides)[0]
+
+    def _setup_functions_context(self, exp: Experiment) -> dict[str, Any] | SetupFailed:
+        """What the setup functions returned, merged; they run once per session, in whichever process is first."""
         if not exp.setups:
-            return overrides
+            return {}
         scratch = self.ensure_scratch()
         target = scratch / f"setup-{exp.slug}.json"
         from filelock import FileLock  # only a process that runs setup functions pays for it
@@ -133,7 +150,6 @@ class XpSession:
         if "error" in saved:
             return SetupFailed(saved["error"])
         context: dict[str, Any] = saved["context"]
-        context.update(overrides)
         return context
 
     # -- context of a stage ----------------------------------------------------------------

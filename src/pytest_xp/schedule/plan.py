@@ -27,6 +27,7 @@ class TrialPlan:
     pool_s: list[float] = field(default_factory=list)  # every recorded duration of the trial
     unknown: int = 0
     reasons: dict[str, int] = field(default_factory=dict)
+    description: str = ""  # the trial's docstring
 
     def estimate_s(self) -> float | None:
         if not self.to_run:
@@ -47,7 +48,12 @@ def write_plan(config: pytest.Config, items: Sequence[pytest.Item]) -> None:
             continue
         name = trial_key(item.xp_exp.module_id, item.xp_trial.name)
         plan = plans.setdefault(
-            name, TrialPlan(grid=len(item.xp_trial.combinations), stage=(item.xp_exp.module_id, item.xp_trial.order))
+            name,
+            TrialPlan(
+                grid=len(item.xp_trial.combinations),
+                stage=(item.xp_exp.module_id, item.xp_trial.order),
+                description=item.xp_trial.description,
+            ),
         )
         plan.selected += 1
         try:
@@ -88,6 +94,8 @@ def write_plan(config: pytest.Config, items: Sequence[pytest.Item]) -> None:
             f"{name}: grid {plan.grid}, selected {plan.selected}, cached {plan.cached}, "
             f"would run {plan.to_run}, {shown}"
         )
+        if plan.description:
+            write(f"    {plan.description.splitlines()[0]}")
         for why, count in sorted(plan.reasons.items()):
             write(f"    {count} x {why}")
     for line in verify_lines(items, plans):

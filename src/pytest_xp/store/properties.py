@@ -28,6 +28,9 @@ class ItemProperties(TypedDict, total=False):
     xp_evidence: dict[str, Any]  # Evidence.to_dict() behind the verdict
     xp_p_value: float  # the evidence's p-value, for tools that read user_properties
     xp_attachments: list[str]  # files the verify attached
+    xp_statement: str  # the verify's docstring, the hypothesis it judges
+    xp_grid: dict[str, int]  # combinations per trial a verify judged
+    xp_setup_digest: str | None  # short digest of the module's merged SETUP
 
 
 KEYS = frozenset(ItemProperties.__annotations__)

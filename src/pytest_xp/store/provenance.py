@@ -5,6 +5,7 @@ from __future__ import annotations
 import getpass
 import hashlib
 import platform
+import shlex
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -69,7 +70,9 @@ def manifest(
     hypotheses: list[dict[str, Any]] | None = None,
     trials: dict[str, dict[str, Any]],
     exitstatus: int,
+    config: dict[str, Any] | None = None,
     name: str | None = None,
+    note: str | None = None,
 ) -> dict[str, Any]:
     hostname, versions = host_and_versions()
     try:
@@ -81,6 +84,7 @@ def manifest(
         "kind": "pytest-xp/run",
         "session": session_id,
         "name": name,
+        "note": note,
         "hostname": hostname,
         "user": user,
         "platform": platform.platform(),
@@ -95,6 +99,7 @@ def manifest(
         "verdicts": verdicts,
         "hypotheses": hypotheses or [],
         "trials": trials,
+        "config": config,
     }
 
 
@@ -128,13 +133,21 @@ def verdict_labels(run: dict[str, Any]) -> list[str]:
     ]
 
 
+def typed_command(run: dict[str, Any]) -> str:
+    """The session's command as one could type it again (``pytest ...``)."""
+    command = [str(part) for part in run.get("command") or []]
+    if command[1:3] == ["-m", "pytest"]:
+        command = ["pytest", *command[3:]]
+    return shlex.join(command)
+
+
 def format_runs(runs: list[dict[str, Any]]) -> list[str]:
+    """One line per session (its name, id, host, commit, verdicts), then its note and command line."""
     if not runs:
         return ["no sessions recorded yet"]
-    named = any(run.get("name") for run in runs)
     lines = [
-        f"{'started (UTC)':<20} {'host':<14} {'commit':<13} {'verdicts':<40} {'duration':>9}"
-        + ("  name" if named else "")
+        f"{'started (UTC)':<20} {'name':<16} {'session':<32} {'host':<14} {'commit':<13} {'verdicts':<40} "
+        f"{'duration':>9}"
     ]
     for run in runs:
         git = run.get("git") or {}
@@ -145,8 +158,12 @@ def format_runs(runs: list[dict[str, Any]]) -> list[str]:
         verdicts = ", ".join(f"{n} {v}" for v, n in sorted(counts.items())) or "-"
         started = str(run.get("started_at", ""))[:19].replace("T", " ")
         lines.append(
-            f"{started:<20} {str(run.get('hostname', ''))[:14]:<14} {commit:<13} {verdicts:<40} "
-            f"{run.get('duration_s', 0):>8.1f}s" + (f"  {run.get('name') or '-'}" if named else "")
+            f"{started:<20} {run.get('name') or '-'!s:<16} {run.get('session', '-')!s:<32} "
+            f"{str(run.get('hostname', ''))[:14]:<14} {commit:<13} {verdicts:<40} {run.get('duration_s', 0):>8.1f}s"
         )
+        if run.get("note"):
+            lines.append(f"    note: {run['note']}")
+        if run.get("command"):
+            lines.append(f"    command: {typed_command(run)}")
     lines.append("(* = uncommitted changes)")
     return lines

@@ -158,8 +158,14 @@ def success_fields(result: Any) -> dict[str, Any]:
     return {"success": True, "result": result}
 
 
+#: ``return_code`` of a failure that raised an exception instead of ending a process.
+EXCEPTION_RETURN_CODE = 1
+
+
 def failure_fields(error_type: str, error: str, return_code: int | None = None) -> dict[str, Any]:
-    return {"success": False, "return_code": return_code, "error": error, "type": error_type}
+    """A failure's fields; ``return_code`` is always an int: the exit status, ``-signal``, or 1 for an exception."""
+    code = EXCEPTION_RETURN_CODE if return_code is None else int(return_code)
+    return {"success": False, "return_code": code, "error": error, "type": error_type}
 
 
 def describe_exception(exc: BaseException, limit_lines: int = 30) -> tuple[str, str]:
@@ -191,7 +197,8 @@ def run_dict(record: dict[str, Any]) -> dict[str, Any]:
     if out["success"]:
         out["result"] = record.get("result")
     else:
-        out["return_code"] = record.get("return_code")
+        code = record.get("return_code")
+        out["return_code"] = code if isinstance(code, int) else EXCEPTION_RETURN_CODE  # older records held None
         out["error"] = record.get("error", "")
         out["type"] = record.get("type", "Error")
     if record.get("cached"):
