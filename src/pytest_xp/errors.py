@@ -117,6 +117,8 @@ class TooFewMeasurements(StatsValueError):
 
 
 __all__ = [
+    "CheckpointError",
+    "ConfigFileError",
     "CodeKeyWarning",
     "ExperimentError",
     "GridError",
