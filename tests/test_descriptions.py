@@ -75,11 +75,11 @@ def test_named_runs_keep_name_note_session_and_command(pytester: pytest.Pytester
     listing = pytester.runpytest("--xp-runs")
     listing.stdout.fnmatch_lines(
         [
-            "started (UTC)*name*session*",
-            f"* baseline *{first['session']}*",
+            "started (UTC)*session*name",
+            f"*{first['session']}*baseline",
             "    note: first try, before the fix",
             "    command: pytest --xp-name baseline --xp-note 'first try, before the fix' -k divide*",
-            f"* second *{second['session']}*",
+            f"*{second['session']}*second",
         ]
     )
     html = (pytester.path / "r.html").read_text()

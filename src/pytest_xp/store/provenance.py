@@ -146,8 +146,7 @@ def format_runs(runs: list[dict[str, Any]]) -> list[str]:
     if not runs:
         return ["no sessions recorded yet"]
     lines = [
-        f"{'started (UTC)':<20} {'name':<16} {'session':<32} {'host':<14} {'commit':<13} {'verdicts':<40} "
-        f"{'duration':>9}"
+        f"{'started (UTC)':<20} {'host':<14} {'commit':<13} {'verdicts':<40} {'duration':>9}  {'session':<32}  name"
     ]
     for run in runs:
         git = run.get("git") or {}
@@ -158,8 +157,8 @@ def format_runs(runs: list[dict[str, Any]]) -> list[str]:
         verdicts = ", ".join(f"{n} {v}" for v, n in sorted(counts.items())) or "-"
         started = str(run.get("started_at", ""))[:19].replace("T", " ")
         lines.append(
-            f"{started:<20} {run.get('name') or '-'!s:<16} {run.get('session', '-')!s:<32} "
-            f"{str(run.get('hostname', ''))[:14]:<14} {commit:<13} {verdicts:<40} {run.get('duration_s', 0):>8.1f}s"
+            f"{started:<20} {str(run.get('hostname', ''))[:14]:<14} {commit:<13} {verdicts:<40} "
+            f"{run.get('duration_s', 0):>8.1f}s  {run.get('session', '-')!s:<32}  {run.get('name') or '-'}"
         )
         if run.get("note"):
             lines.append(f"    note: {run['note']}")
