@@ -118,8 +118,8 @@ class TooFewMeasurements(StatsValueError):
 
 __all__ = [
     "CheckpointError",
-    "ConfigFileError",
     "CodeKeyWarning",
+    "ConfigFileError",
     "ExperimentError",
     "GridError",
     "GridSizeWarning",
