@@ -17,8 +17,8 @@ import pytest
 import pytest_xp
 from conftest import assert_counts
 from pytest_xp.cli import main
+from pytest_xp.config import platform_problem
 from pytest_xp.run.context import SETUP, SetupView, bind_setup
-from pytest_xp.run.isolate import platform_problem
 
 ROOT = Path(__file__).resolve().parents[1]
 

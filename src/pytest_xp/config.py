@@ -6,6 +6,7 @@ import ast
 import glob
 import os
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,7 +45,6 @@ INI_SETTINGS: tuple[tuple[str, Any, str], ...] = (
     ("xp_wait", "string", "seconds a shard waits for lower orders (see --xp-wait)"),
     ("xp_no_wait", "bool", "a shard skips what it would wait for (see --xp-no-wait)"),
     ("xp_env_changes", "string", "warn, rerun or ignore (see --xp-env-changes)"),
-    ("xp_audit", "string", "re-run N cached combinations and compare (see --xp-audit)"),
 )
 
 
@@ -83,7 +83,6 @@ class XpConfig:
     report_x: tuple[str, ...] = ("step",)  # x axes of the report's metric figures
     name: str | None = None  # the session's name, for people (reports, pytest-xp runs)
     env_changes: str = "warn"  # third-party package versions changed since a cached record: warn, rerun, ignore
-    audit: int = 0  # --xp-audit N: re-run N seeded-random cached combinations and compare
 
 
 def addoption(parser: pytest.Parser) -> None:
@@ -255,13 +254,6 @@ def addoption(parser: pytest.Parser) -> None:
         "of its cached record: warn (default) and reuse it, rerun the combination, or ignore",
     )
     group.addoption(
-        "--xp-audit",
-        default=None,
-        metavar="N",
-        help="re-run N cached combinations chosen at random from --xp-seed and compare their results with "
-        "the stored ones (exact, or within @trial(tolerance=...)); name the trials that differ",
-    )
-    group.addoption(
         "--xp-note", default=None, metavar="TEXT", help="say why this session runs (kept in its run manifest)"
     )
     group.addoption(
@@ -391,8 +383,6 @@ def build_config(config: pytest.Config) -> XpConfig:
     env_changes = setting(config, "xp_env_changes")[0] or "warn"
     if env_changes not in ("warn", "rerun", "ignore"):
         raise pytest.UsageError(f"ini xp_env_changes = {env_changes!r}: use warn, rerun or ignore")
-    raw_audit, audit_source = setting(config, "xp_audit")
-    audit = _positive_int(audit_source, raw_audit) if raw_audit is not None else 0
     raw_wait, wait_source = setting(config, "xp_wait")
     try:
         wait_s = float(raw_wait) if raw_wait is not None else 3600.0
@@ -427,8 +417,6 @@ def build_config(config: pytest.Config) -> XpConfig:
     if isolate is None and (timeout_s is not None or max_memory is not None):
         isolate = "fork"
     if isolate is not None:
-        from pytest_xp.run.isolate import platform_problem
-
         problem = platform_problem(isolate, max_memory)
         if problem is not None:
             raise pytest.UsageError(problem)
@@ -485,7 +473,6 @@ def build_config(config: pytest.Config) -> XpConfig:
         report_x=report_x,
         name=setting(config, "xp_name")[0],
         env_changes=env_changes,
-        audit=audit or 0,
     )
 
 
@@ -671,3 +658,28 @@ def parse_gpus(text: str) -> list[str] | None:
 def hardware_gpus() -> int:
     """NVIDIA devices on this machine, from /dev (no driver call, no torch import)."""
     return len(glob.glob("/dev/nvidia[0-9]*"))
+
+
+def platform_problem(
+    start_method: str | None, max_memory: int | None, platform: str = sys.platform, has_proc: bool | None = None
+) -> str | None:
+    """Why isolation as asked cannot run on this platform (None: it can).
+
+    Isolation watches a child through POSIX process groups and signals, so it needs Linux or macOS;
+    the memory limit measures the child through Linux's /proc, so it needs Linux.
+    """
+    if start_method is None:
+        return None
+    if platform.startswith(("win", "cygwin", "msys")):
+        return (
+            f"isolation (--xp-isolate, --xp-timeout, --xp-max-memory, @trial(isolate=/timeout=)) runs each "
+            f"combination in a child process watched through POSIX process groups and signals, which {platform} "
+            "does not have: run without it here, or on Linux or macOS (WSL works)"
+        )
+    proc = os.path.isdir("/proc/self") if has_proc is None else has_proc
+    if max_memory is not None and not proc:
+        return (
+            f"--xp-max-memory measures a combination's processes through Linux's /proc, which {platform} does "
+            "not have: run without a memory limit here (--xp-timeout still works), or on Linux"
+        )
+    return None

@@ -75,7 +75,6 @@ def trial(
     timeout: float | None = None,
     gpus: int = 0,
     inputs: Any = None,
-    tolerance: float | None = None,
     slurm: dict[str, Any] | None = None,
 ) -> Callable[[F], F]:
     """Mark a function run once per combination of ``values`` (a dict of literal lists).
@@ -83,8 +82,7 @@ def trial(
     ``order`` sets stages: every combination of a lower order finishes before a higher one starts.
     ``version`` pins the code part of the cache key by hand instead of following the code the trial
     runs. ``inputs`` lists glob patterns (relative to the module's directory) of data files the trial
-    reads; their content is part of the key. ``tolerance`` is the absolute difference ``--xp-audit``
-    accepts between a re-run's numbers and the stored ones (default: exact).
+    reads; their content is part of the key.
     ``slurm`` sets this trial's Slurm resources under ``--xp-slurm`` (``partition``, ``time`` in minutes,
     ``gpus_per_task``, ``cpus_per_task``, ``mem``), over the command-line defaults; not part of the key.
     """
@@ -97,7 +95,6 @@ def trial(
         "timeout": timeout,
         "gpus": gpus,
         "inputs": inputs,
-        "tolerance": tolerance,
     }
     if slurm is not None:
         options["slurm"] = slurm

@@ -64,7 +64,6 @@ class TrialOptions:
     timeout: float | None = None  # seconds before a combination's process group is killed (implies isolation)
     gpus: int = 0  # GPUs a combination needs; skipped where fewer are visible
     inputs: tuple[str, ...] = ()  # globs of data files whose content is part of the cache key
-    tolerance: float | None = None  # absolute difference --xp-audit accepts (None: exact)
     slurm: dict[str, Any] = field(default_factory=dict)  # Slurm resources over the command line's (resources.py)
 
 
@@ -320,12 +319,6 @@ def _trial_def(
     if inputs is not None and (not isinstance(inputs, (list, tuple)) or not all(isinstance(g, str) for g in inputs)):
         problem(fn, f"@trial(inputs=...) must be a list of glob patterns such as ['data/*.csv'], got {inputs!r}")
         return None
-    tolerance = options.get("tolerance")
-    if tolerance is not None and (
-        isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or tolerance < 0
-    ):
-        problem(fn, f"@trial(tolerance=...) must be a number >= 0 (the --xp-audit tolerance), got {tolerance!r}")
-        return None
     gpus = options.get("gpus", 0)
     if not _is_int(gpus) or gpus < 0:
         problem(fn, f"@trial(gpus=...) must be an int >= 0, got {gpus!r}")
@@ -360,7 +353,6 @@ def _trial_def(
             timeout=timeout,
             gpus=gpus,
             inputs=tuple(inputs or ()),
-            tolerance=tolerance,
             slurm=dict(options.get("slurm") or {}),
         ),
         description=docstring(fn),

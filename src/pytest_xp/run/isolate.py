@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from multiprocessing.process import BaseProcess
 from typing import Any, NoReturn
 
+from pytest_xp.config import platform_problem
 from pytest_xp.errors import IsolationError
 from pytest_xp.run.call import RunOutcome, call_trial
 from pytest_xp.store.codec import loads
@@ -639,31 +640,6 @@ def _cuda_initialized() -> bool:
     torch = sys.modules.get("torch")
     is_initialized = getattr(getattr(torch, "cuda", None), "is_initialized", None)
     return bool(is_initialized()) if callable(is_initialized) else False
-
-
-def platform_problem(
-    start_method: str | None, max_memory: int | None, platform: str = sys.platform, has_proc: bool | None = None
-) -> str | None:
-    """Why isolation as asked cannot run on this platform (None: it can).
-
-    Isolation watches a child through POSIX process groups and signals, so it needs Linux or macOS;
-    the memory limit measures the child through Linux's /proc, so it needs Linux.
-    """
-    if start_method is None:
-        return None
-    if platform.startswith(("win", "cygwin", "msys")):
-        return (
-            f"isolation (--xp-isolate, --xp-timeout, --xp-max-memory, @trial(isolate=/timeout=)) runs each "
-            f"combination in a child process watched through POSIX process groups and signals, which {platform} "
-            "does not have: run without it here, or on Linux or macOS (WSL works)"
-        )
-    proc = os.path.isdir("/proc/self") if has_proc is None else has_proc
-    if max_memory is not None and not proc:
-        return (
-            f"--xp-max-memory measures a combination's processes through Linux's /proc, which {platform} does "
-            "not have: run without a memory limit here (--xp-timeout still works), or on Linux"
-        )
-    return None
 
 
 def _check_arguments(start_method: str, timeout: float | None, max_memory: int | None) -> None:
