@@ -105,7 +105,16 @@ def test_markdown_escapes_and_links_figures(hostile: Path, tmp_path: Path) -> No
 def test_json_report_layout(hostile: Path) -> None:
     data = json.loads(render_json(gather(hostile)))
     assert data["kind"] == JSON_KIND and data["schema_version"] == JSON_SCHEMA_VERSION
-    assert set(data) == {"kind", "schema_version", "generated_at", "xp_dir", "session", "hypotheses", "trials"}
+    assert set(data) == {
+        "kind",
+        "schema_version",
+        "generated_at",
+        "xp_dir",
+        "session",
+        "hypotheses",
+        "changes",
+        "trials",
+    }
     assert data["session"]["session"] == SESSION_A
     (hypothesis,) = data["hypotheses"]
     assert hypothesis["message"] == EVIL and hypothesis["verdict"] == "refutes" and hypothesis["name"] == "check"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from pytest_xp.define.adaptive import Adaptive
 from pytest_xp.define.decorators import setup, trial, verify
 from pytest_xp.define.verdicts import Verdict, VerificationResult
 from pytest_xp.errors import (
@@ -78,6 +79,7 @@ def _version() -> str:
 
 __all__ = [
     "SETUP",
+    "Adaptive",
     "Checkpoint",
     "CheckpointError",
     "CodeKeyWarning",

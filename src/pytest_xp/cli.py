@@ -5,6 +5,8 @@ pytest-xp runs [XP_DIR]
 pytest-xp versions [XP_DIR] EXPERIMENT::TRIAL[COMBINATION]
 pytest-xp diff [XP_DIR] EXPERIMENT::TRIAL[COMBINATION] [A B]
 pytest-xp migrate [XP_DIR]
+pytest-xp history [PATTERN] [--dir XP_DIR] [--format term|md|html|json] [-o PATH]
+pytest-xp register PATTERN [--dir XP_DIR]
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 FORMATS = ("term", "md", "html", "json", "github")
+HISTORY_FORMATS = ("term", "md", "html", "json")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -68,7 +71,85 @@ def _parser() -> argparse.ArgumentParser:
         "(<params>-<sha256 of params>). Safe to run twice.",
     )
     migrate.add_argument("xp_dir", nargs="?", default=".xp", metavar="XP_DIR", help="the store (default: .xp)")
+    history = commands.add_parser(
+        "history",
+        help="every session's verdict of each hypothesis, newest first",
+        description="One row per session that judged each hypothesis: date, commit (* = uncommitted changes), "
+        "verdict, effect with its interval, n and p. Read from the run manifests; nothing is run.",
+    )
+    history.add_argument(
+        "pattern", nargs="?", default=None, metavar="PATTERN", help="node id substring or glob (default: all)"
+    )
+    history.add_argument("--dir", dest="xp_dir", default=".xp", metavar="XP_DIR", help="the store (default: .xp)")
+    history.add_argument(
+        "-f", "--format", default="term", choices=HISTORY_FORMATS, help="term (default), md, html, json"
+    )
+    history.add_argument("-o", "--output", type=Path, default=None, help="file to write (default: standard output)")
+    register = commands.add_parser(
+        "register",
+        help="accept the current analysis of hypotheses as their registration (clears post-hoc)",
+        description="Make the verify code and decision settings of each matching hypothesis's latest judgement "
+        "its registration, so that later verdicts on the same data are no longer marked post-hoc. The history "
+        "keeps when it was done.",
+    )
+    register.add_argument("pattern", metavar="PATTERN", help="node id substring or glob; '*' for every hypothesis")
+    register.add_argument("--dir", dest="xp_dir", default=".xp", metavar="XP_DIR", help="the store (default: .xp)")
     return parser
+
+
+def _register(args: argparse.Namespace) -> int:
+    from pytest_xp.report.history import matches
+    from pytest_xp.store.frames import list_manifests, module_slug
+    from pytest_xp.store.records import now_iso
+    from pytest_xp.store.registry import registration_path, write_registration
+
+    latest: dict[str, tuple[dict[str, object], str, str | None]] = {}
+    for manifest in list_manifests(args.xp_dir):
+        git = manifest.get("git") if isinstance(manifest.get("git"), dict) else {}
+        for entry in manifest.get("hypotheses") or []:
+            nodeid = entry.get("nodeid") if isinstance(entry, dict) else None
+            if (
+                isinstance(nodeid, str)
+                and isinstance(entry.get("registration"), dict)
+                and matches(nodeid, args.pattern)
+            ):
+                latest[nodeid] = (entry["registration"], str(manifest.get("session", "")), (git or {}).get("commit"))
+    if not latest:
+        return _fail(f"no judged hypothesis matches {args.pattern!r} in {args.xp_dir}; see pytest-xp history")
+    for nodeid, (observed, session, commit) in sorted(latest.items()):
+        module, _, name = nodeid.rpartition("::")
+        path = registration_path(Path(args.xp_dir), module_slug(module), name)
+        write_registration(
+            path, nodeid, dict(observed), how="pytest-xp register", at=now_iso(), session=session, commit=commit
+        )
+        sys.stdout.write(f"registered {nodeid} (as judged in session {session})\n")
+    return 0
+
+
+def _verdict_history(args: argparse.Namespace) -> int:
+    import warnings
+
+    from pytest_xp.report import history as _h
+    from pytest_xp.report import history_pages as _pages
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        data = _h.read_history(args.xp_dir, args.pattern)
+    for warning in caught:
+        sys.stderr.write(f"{warning.message}\n")
+    render = {
+        "term": _h.render_history_text,
+        "md": _pages.render_history_markdown,
+        "html": _pages.render_history_html,
+        "json": _h.render_history_json,
+    }[args.format]
+    text = render(data)
+    if args.output is not None:
+        args.output.write_text(text, encoding="utf-8")
+        sys.stderr.write(f"pytest-xp: {args.format} history written to {args.output}\n")
+    else:
+        sys.stdout.write(text)
+    return 0
 
 
 def _store_and_selector(parser: argparse.ArgumentParser) -> None:
@@ -176,7 +257,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _history(args)
     root = Path(args.xp_dir)
     if not root.is_dir():
-        return _fail(f"no store at {root}: run some experiments first, or name the store: pytest-xp {args.command} DIR")
+        where = "--dir DIR" if args.command == "history" else "DIR"
+        return _fail(
+            f"no store at {root}: run some experiments first, or name the store: pytest-xp {args.command} {where}"
+        )
     if args.command == "runs":
         from pytest_xp.store.provenance import format_runs, list_runs
 
@@ -188,6 +272,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         moved = migrate(root)
         sys.stdout.write("\n".join(moved or ["nothing to migrate: the store already uses the current layout"]) + "\n")
         return 0
+    if args.command == "history":
+        return _verdict_history(args)
+    if args.command == "register":
+        return _register(args)
     return _report(args)
 
 

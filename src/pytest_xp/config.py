@@ -83,6 +83,7 @@ class XpConfig:
     report_x: tuple[str, ...] = ("step",)  # x axes of the report's metric figures
     name: str | None = None  # the session's name, for people (reports, pytest-xp runs)
     env_changes: str = "warn"  # third-party package versions changed since a cached record: warn, rerun, ignore
+    baseline: str | None = None  # --xp-baseline: PATH of another store or manifest, or git:REF
 
 
 def addoption(parser: pytest.Parser) -> None:
@@ -279,6 +280,14 @@ def addoption(parser: pytest.Parser) -> None:
         "(default: ini xp_log, else EXPERIMENT_LOG.md in the rootdir; 'off' writes none)",
     )
     group.addoption("--xp-runs", action="store_true", help="list past sessions recorded in the store and exit")
+    group.addoption(
+        "--xp-baseline",
+        dest="xp_baseline",
+        default=None,
+        metavar="PATH|git:REF",
+        help="compare every verdict and effect with a baseline session: the latest of the store (or the manifest) "
+        "at PATH, or the latest in this store made at git commit REF; gate with --xp-fail-on=flips or regressions",
+    )
     for name, kind, text in INI_SETTINGS:
         parser.addini(name, text, type=kind, default=False if kind == "bool" else [] if kind == "linelist" else "")
     parser.addini("xp_config", "YAML configuration files layered onto SETUP (see --xp-config)", type="args", default=[])
@@ -473,6 +482,7 @@ def build_config(config: pytest.Config) -> XpConfig:
         report_x=report_x,
         name=setting(config, "xp_name")[0],
         env_changes=env_changes,
+        baseline=config.getoption("xp_baseline") or None,
     )
 
 

@@ -118,6 +118,11 @@ def pytest_configure(config: pytest.Config) -> None:
             session_id=session_id,
             plot_x=settings.report_x,
         )
+        if settings.baseline:
+            try:
+                reporter.baseline = _provenance.find_baseline(settings.baseline, settings.xp_dir, config.rootpath)
+            except _provenance.BaselineError as exc:
+                raise pytest.UsageError(f"pytest-xp: {exc}") from None
         config.pluginmanager.register(reporter, "pytest-xp-reporter")
         config.stash[REPORTER_KEY] = reporter
         if config.pluginmanager.hasplugin("xdist"):

@@ -32,6 +32,7 @@ class VerifyMark:
     fn: Callable[..., Any]
     trial_names: object
     expect: object = None
+    adaptive: object = None
 
 
 Mark = SetupMark | TrialMark | VerifyMark
@@ -101,13 +102,15 @@ def trial(
     return lambda fn: _attach(fn, TrialMark(fn, order, values, options))
 
 
-def verify(trial_names: Any = None, *, expect: str | None = None) -> Callable[[F], F]:
+def verify(trial_names: Any = None, *, expect: str | None = None, adaptive: Any = None) -> Callable[[F], F]:
     """Mark a function that turns the named trials' results into a verdict.
 
     It receives ``results: dict[str, list[dict]]`` once every combination of those trials has
     finished. ``expect="refutes"`` marks a negative control: it passes when that verdict comes.
+    ``adaptive=Adaptive(param="seed", start=3, step=2, max=20)`` judges after each round of values
+    of that parameter and runs the next round only while the verdict is INCONCLUSIVE or CONTINUE.
     """
     if callable(trial_names):
         fn = trial_names
-        return _attach(fn, VerifyMark(fn, None, expect))  # type: ignore[no-any-return]
-    return lambda fn: _attach(fn, VerifyMark(fn, trial_names, expect))
+        return _attach(fn, VerifyMark(fn, None, expect, adaptive))  # type: ignore[no-any-return]
+    return lambda fn: _attach(fn, VerifyMark(fn, trial_names, expect, adaptive))

@@ -13,6 +13,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from pytest_xp.define.adaptive import MAX_ROUNDS, Adaptive, AdaptivePlan
 from pytest_xp.define.config_files import ValueOverride
 from pytest_xp.define.decorators import MODULE_REGISTRY, SetupMark, TrialMark, VerifyMark
 from pytest_xp.define.grid import (
@@ -94,6 +95,7 @@ class VerifyDef:
     expect: Verdict | None
     rank: float
     statement: str = ""  # the function's docstring: the hypothesis this verify judges
+    adaptive: AdaptivePlan | None = None
 
 
 @dataclass(frozen=True)
@@ -111,6 +113,17 @@ class Experiment:
         """Store directory name of the module: its relative path, dotted, without '.py'."""
         stem = self.module_id[:-3] if self.module_id.endswith(".py") else self.module_id
         return stem.replace("/", ".")
+
+    def adaptive_verify(self, trial: str) -> VerifyDef | None:
+        """The verify that extends ``trial`` round by round, if one does."""
+        return next((v for v in self.verifies.values() if v.adaptive and trial in v.adaptive.trials), None)
+
+    def round_of(self, trial: str, params: dict[str, Any]) -> int:
+        """The adaptive round a combination belongs to (0 when its trial is not extended)."""
+        verify = self.adaptive_verify(trial)
+        if verify is None or verify.adaptive is None:
+            return 0
+        return verify.adaptive.round_of_value(params.get(verify.adaptive.param))
 
     def trials_before(self, rank: float) -> list[TrialDef]:
         """Trials whose order is below ``rank``, in the order their context updates apply."""
@@ -150,6 +163,39 @@ def docstring(fn: object) -> str:
     """The function's docstring, dedented and stripped ("" when it has none)."""
     doc = getattr(fn, "__doc__", None)
     return inspect.cleandoc(doc) if isinstance(doc, str) else ""
+
+
+def _adaptive_plan(adaptive: object, names: tuple[str, ...], trials: dict[str, TrialDef]) -> AdaptivePlan | str:
+    """The plan of ``@verify(adaptive=...)``, or what is wrong with it."""
+    if not isinstance(adaptive, Adaptive):
+        return (
+            f"@verify(adaptive=...) takes pytest_xp.Adaptive(param=..., start=..., step=..., max=...), got {adaptive!r}"
+        )
+    wrong = adaptive.problems()
+    if wrong:
+        return "; ".join(wrong)
+    extended = tuple(n for n in names if adaptive.param in trials[n].params)
+    if not extended:
+        return (
+            f"Adaptive(param={adaptive.param!r}): none of {', '.join(names)} has that parameter; "
+            "add it to a trial's values, e.g. {'seed': list(range(20))}"
+        )
+    values = tuple(trials[extended[0]].params[adaptive.param])
+    for other in extended[1:]:
+        if tuple(trials[other].params[adaptive.param]) != values:
+            return (
+                f"Adaptive(param={adaptive.param!r}): {extended[0]} and {other} list different values of it; "
+                "the rounds take the same values from every extended trial"
+            )
+    if adaptive.max is not None and adaptive.max > len(values):
+        return (
+            f"Adaptive(max={adaptive.max}): {extended[0]} lists only {len(values)} values of {adaptive.param!r}; "
+            f"list at least {adaptive.max}, or lower max"
+        )
+    sizes = adaptive.sizes(len(values))
+    if len(sizes) > MAX_ROUNDS:
+        return f"Adaptive: {len(sizes)} rounds; at most {MAX_ROUNDS} (raise step)"
+    return AdaptivePlan(adaptive.param, values, tuple(sizes), extended, adaptive.spending)
 
 
 def _lineno(fn: object) -> int:
@@ -244,10 +290,19 @@ def discover(
     # Trials refused above were reported once; a verify naming them is not a second problem.
     refused = {getattr(m.fn, "__name__", "?") for m in marks if isinstance(m, TrialMark)} - set(trials)
     verifies: dict[str, VerifyDef] = {}
+    extended: dict[str, str] = {}
     for position, vmark in verify_marks:
         verify_def = _verify_def(vmark, position, trials, problem, refused)
         if verify_def is not None:
             verifies[verify_def.name] = verify_def
+            for trial_name in verify_def.adaptive.trials if verify_def.adaptive else ():
+                if trial_name in extended:
+                    problem(
+                        vmark.fn,
+                        f"{trial_name} is already extended adaptively by {extended[trial_name]}; one adaptive "
+                        "verify per trial (the others read the rounds it ran)",
+                    )
+                extended.setdefault(trial_name, verify_def.name)
     if problems:
         raise ExperimentError(
             "pytest-xp cannot use this experiment module:\n" + "\n".join(f"  - {p}" for p in problems)
@@ -400,7 +455,20 @@ def _verify_def(
         problem(fn, "a verify function takes the results as its first argument: def check(results): ...")
         return None
     rank = max(trials[n].order for n in names) + 0.5
+    plan: AdaptivePlan | None = None
+    if mark.adaptive is not None:
+        resolved = _adaptive_plan(mark.adaptive, tuple(dict.fromkeys(names)), trials)
+        if isinstance(resolved, str):
+            problem(fn, resolved)
+            return None
+        plan = resolved
+        if _mandatory(sig, {positional[0].name}):
+            problem(
+                fn, "an adaptive verify takes only the results (it is also judged between rounds, without fixtures)"
+            )
+            return None
     return VerifyDef(
+        adaptive=plan,
         name=fn.__name__,
         fn=fn,
         position=position,

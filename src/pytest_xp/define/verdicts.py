@@ -55,6 +55,10 @@ class Hypothesis:
     statement: str = ""  # the verify's docstring: the hypothesis in the researcher's words
     grid: dict[str, int] = field(default_factory=dict)  # combinations per trial the verify judged
     setup_digest: str | None = None  # short digest of the module's merged SETUP
+    registration: dict[str, Any] | None = None  # what the judgement used (pytest_xp.store.registry.observe)
+    post_hoc: bool = False  # its analysis changed since registration while its data did not
+    registered: bool = False  # this judgement made (or renewed) the registration
+    adaptive: dict[str, Any] | None = None  # rounds and values an adaptive verify used
 
     @property
     def experiment(self) -> str:
@@ -78,6 +82,10 @@ class Hypothesis:
             "statement": self.statement,
             "grid": self.grid,
             "setup_digest": self.setup_digest,
+            "registration": self.registration,
+            "post_hoc": self.post_hoc,
+            "registered": self.registered,
+            **({"adaptive": self.adaptive} if self.adaptive is not None else {}),
         }
 
     @classmethod
@@ -99,6 +107,10 @@ class Hypothesis:
             statement=str(entry.get("statement") or ""),
             grid=grid if isinstance(grid := entry.get("grid"), dict) else {},
             setup_digest=str(entry["setup_digest"]) if entry.get("setup_digest") else None,
+            registration=entry.get("registration") if isinstance(entry.get("registration"), dict) else None,
+            post_hoc=bool(entry.get("post_hoc")),
+            registered=bool(entry.get("registered")),
+            adaptive=entry.get("adaptive") if isinstance(entry.get("adaptive"), dict) else None,
         )
 
 
@@ -161,7 +173,18 @@ def _invalid_return(value: object) -> Outcome:
 
 
 #: Tokens accepted by ``--xp-fail-on``.
-FAIL_ON_CHOICES = ("refutes", "invalid", "inconclusive", "continue", "trial-failures")
+FAIL_ON_CHOICES = (
+    "refutes",
+    "invalid",
+    "inconclusive",
+    "continue",
+    "trial-failures",
+    "flips",  # any change of verdict to or from SUPPORTS against --xp-baseline
+    "regressions",  # a change away from SUPPORTS against --xp-baseline
+    "post-hoc",  # a verdict reached after its verify's code or settings changed on unchanged data
+)
+#: Tokens that gate the session as a whole rather than one verify item.
+SESSION_FAIL_ON = frozenset({"flips", "regressions", "post-hoc"})
 DEFAULT_FAIL_ON = ("refutes", "invalid", "trial-failures")
 
 

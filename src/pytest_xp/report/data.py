@@ -35,6 +35,9 @@ from pytest_xp.store.store import regular_inside
 if TYPE_CHECKING:
     import pandas as pd
 
+    from pytest_xp.report.changes import Changes
+    from pytest_xp.report.history import History
+
 
 # -- what a report shows ----------------------------------------------------------------------
 @dataclass
@@ -84,6 +87,10 @@ class ReportData:
     trials: list[TrialSection]
     title: str = "pytest-xp report"
     plot_x: tuple[str, ...] = ("step",)  # x axes of the metric figures: "step" and/or "wallclock"
+    #: Every session's verdict per hypothesis (the trends of the HTML report).
+    history: History | None = None
+    #: The session's changes against its ``--xp-baseline`` (from its manifest), if it had one.
+    changes: Changes | None = None
 
 
 def _hypotheses_from_manifests(root: Path, manifests: list[dict[str, Any]], experiment: str | None) -> list[Hypothesis]:
@@ -190,7 +197,13 @@ def gather(
         hypothesis.attachments = _attachments_inside(root, hypothesis.attachments)
     if session is None and manifests and selection is None:
         session = manifests[-1]
+    from pytest_xp.report.changes import Changes
+    from pytest_xp.report.history import history_from_manifests
+
+    compared = session.get("baseline") if isinstance(session, dict) else None
     return ReportData(
+        changes=Changes.from_dict(compared) if isinstance(compared, dict) else None,
+        history=history_from_manifests(root, manifests),
         xp_dir=root,
         generated_at=datetime.now(UTC).isoformat(timespec="seconds"),
         session=session,

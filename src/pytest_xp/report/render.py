@@ -131,7 +131,7 @@ def conditions(section: TrialSection) -> ConditionTable:
 
 def verdict_label(h: Hypothesis) -> tuple[str, str]:
     """(text, css class) of a verdict: an outcome that matches its declared ``expect`` reads as a pass."""
-    word = h.verdict.upper()
+    word = h.verdict.upper() + (" POST-HOC" if h.post_hoc else "")
     if h.expect is None:
         return word, f"v-{h.verdict}"
     if h.expect == h.verdict:
@@ -181,6 +181,9 @@ def command_line(command: Any) -> str:
     return shlex.join(words)
 
 
+POST_HOC_TITLE = "the verify's code or decision settings changed since its registration while the data it reads did not"
+
+
 def _verdict_summary(hypotheses: Iterable[Hypothesis]) -> str:
     counts: dict[str, int] = {}
     for h in hypotheses:
@@ -199,6 +202,10 @@ def render_text(data: ReportData) -> str:
             if h.statement:
                 lines.append(f"  {' ' * 12} {h.statement.splitlines()[0]}")
             lines.append(f"  {verdict_label(h)[0]:<12} {h.nodeid}" + (f": {h.message}" if h.message else ""))
+    if data.changes is not None:
+        lines.append("changes against baseline:")
+        lines.append("  " + data.changes.heading())
+        lines.extend(f"  {text}" for _, text in data.changes.lines())
     if data.trials:
         lines.append("trials:")
         width = max(len(s.key) for s in data.trials)
@@ -245,6 +252,9 @@ def render_markdown(data: ReportData, images: dict[str, str] | None = None, *, r
                 for p in h.attachments
                 if str(p) in images
             ]
+    if data.changes is not None:
+        out += ["", "## Changes against baseline", "", md_escape(data.changes.heading()), ""]
+        out += [f"- {md_escape(text)}" for _, text in data.changes.lines()] or ["No verdict or effect changed."]
     out += ["", "## Trials", ""]
     for section in data.trials:
         counts = section.counts()
@@ -403,6 +413,15 @@ def _e(value: Any) -> str:
     return html.escape(str(value), quote=True)
 
 
+def html_page(title: str, body: str) -> str:
+    """A self-contained page with the report's style and content policy around ``body``."""
+    return (
+        '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">\n'
+        f'<meta http-equiv="Content-Security-Policy" content="{_CSP}">\n'
+        f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>\n{body}\n</body></html>\n"
+    )
+
+
 def data_uri(data: bytes, mime: str = "image/png") -> str:
     return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
 
@@ -505,11 +524,14 @@ def _hypotheses_html(data: ReportData, anchors: dict[str, str]) -> list[str]:
     rows = []
     for h in data.hypotheses:
         label, css = verdict_label(h)
+        post_hoc = f' title="{_e(POST_HOC_TITLE)}"' if h.post_hoc else ""
         shots = "".join(_attachment_html(p) for p in h.attachments)
         statement = f'<div class="statement">{_e(h.statement)}</div>' if h.statement else ""
         rows.append(
-            f'<tr class="verdict" data-outcome="{_e(label)}"><td><span class="badge {css}">{_e(label)}</span></td>'
-            f"<td>{statement}<code>{_e(h.nodeid)}</code></td><td>{_trial_links(h, anchors)}</td>"
+            f'<tr class="verdict" data-outcome="{_e(label)}">'
+            f'<td><span class="badge {css}"{post_hoc}>{_e(label)}</span></td>'
+            f"<td>{statement}<code>{_e(h.nodeid)}</code>{_trend_html(data, h.nodeid)}</td>"
+            f"<td>{_trial_links(h, anchors)}</td>"
             f"<td>{_e(h.message or '-')}{shots}</td></tr>"
         )
     parts.append(
@@ -518,6 +540,16 @@ def _hypotheses_html(data: ReportData, anchors: dict[str, str]) -> list[str]:
         f"<tbody>{''.join(rows)}</tbody></table>"
     )
     return parts
+
+
+def _trend_html(data: ReportData, nodeid: str) -> str:
+    """The effect of this hypothesis across its last sessions, when it has been judged more than once."""
+    rows = data.history.rows.get(nodeid, []) if data.history is not None else []
+    if len(rows) < 2:
+        return ""
+    from pytest_xp.report.history import trend_svg
+
+    return f'<div class="trend">{trend_svg(rows)}</div>'
 
 
 def render_html(data: ReportData, pngs: dict[str, bytes] | None = None) -> str:
@@ -534,6 +566,13 @@ def render_html(data: ReportData, pngs: dict[str, bytes] | None = None) -> str:
         '<dl class="facts">' + "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in _session_facts(data)) + "</dl>",
         *_hypotheses_html(data, anchors),
     ]
+    if data.changes is not None:
+        items = "".join(f"<li>{_e(text)}</li>" for _, text in data.changes.lines())
+        parts.append(
+            '</section><section id="changes"><h2>Changes against baseline</h2>'
+            f"<p>{_e(data.changes.heading())}</p>"
+            + (f"<ul>{items}</ul>" if items else "<p>No verdict or effect changed.</p>")
+        )
     parts.append('</section><section id="trials"><h2>Trials</h2>')
     for section in data.trials:
         anchor = anchors[section.key]
@@ -645,9 +684,11 @@ def report_dict(data: ReportData) -> dict[str, Any]:
                     "evidence": h.evidence,
                     "trials": h.trials,
                     "statement": h.statement,
+                    "post_hoc": h.post_hoc,
                 }
                 for h in data.hypotheses
             ],
+            "changes": data.changes.to_dict() if data.changes is not None else None,
             "trials": [
                 {
                     "experiment": s.experiment,

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from pytest_xp.config import XpConfig
+from pytest_xp.define.adaptive import adaptive_note
 from pytest_xp.define.config_files import config_summary
 from pytest_xp.define.verdicts import Hypothesis, Verdict
 from pytest_xp.store import provenance as _provenance
@@ -18,6 +19,11 @@ from pytest_xp.store.properties import ItemProperties, read_properties
 from pytest_xp.store.records import now_iso
 from pytest_xp.store.store import Store
 
+#: What a post-hoc verdict says wherever it is shown.
+POST_HOC_NOTE = (
+    "(POST-HOC: the verify's code or decision settings changed since its registration while the data it "
+    "reads did not; `pytest-xp register` accepts the change)"
+)
 #: Metrics named in a combination's progress word.
 PROGRESS_METRICS = 3
 
@@ -39,6 +45,8 @@ _COLORS = {
 
 def teststatus(report: pytest.TestReport) -> tuple[str, str, tuple[str, dict[str, bool]]] | None:
     """(category, letter, word) for experiment items; None leaves other reports to pytest."""
+    if report.when == "setup" and report.skipped and dict(report.user_properties).get("xp_not_needed"):
+        return "unneeded", "-", ("NOT NEEDED", {"yellow": True})  # an adaptive round the verdict did not need
     if report.when != "call":
         return None
     props = read_properties(report.user_properties)
@@ -126,6 +134,35 @@ class XpReporter:
     #: The pytest report of each verify, so that a re-judged verdict can move to its corrected category.
     verdict_reports: dict[str, Any] = field(default_factory=dict)
     log_note: str | None = None  # where the experiment log was written, or why not
+    baseline: tuple[dict[str, Any], str] | None = None  # --xp-baseline: (manifest, how it was named)
+    changes: Any = None  # pytest_xp.report.changes.Changes against the baseline
+    gated: list[str] = field(default_factory=list)  # node ids whose change fails the session
+    post_hoc_gated: bool = False  # --xp-fail-on=post-hoc and a verdict is post-hoc
+
+    def check_registrations(self, store_root: Path, at: str, session: str, commit: str | None) -> list[str]:
+        """Register first judgements, mark post-hoc ones; returns the post-hoc node ids."""
+        from pytest_xp.store.frames import module_slug
+        from pytest_xp.store.registry import judge, registration_path
+
+        for line in self.verdicts:
+            if line.registration is None:
+                continue
+            module, _, name = line.nodeid.rpartition("::")
+            path = registration_path(store_root, module_slug(module), name)
+            state = judge(path, line.nodeid, line.registration, at=at, session=session, commit=commit)
+            line.post_hoc, line.registered = state == "post-hoc", state == "registered"
+        return [line.nodeid for line in self.verdicts if line.post_hoc]
+
+    def compare_baseline(self, fail_on: frozenset[str]) -> bool:
+        """Compare the session's verdicts with the baseline; True if a flip or regression gates it."""
+        if self.baseline is None:
+            return False
+        from pytest_xp.report.changes import compare
+
+        manifest, name = self.baseline
+        self.changes = compare(self.hypotheses(), manifest, name)
+        self.gated = [change.nodeid for change in self.changes.gate(fail_on)]
+        return bool(self.gated)
 
     def write_manifest(
         self,
@@ -146,11 +183,22 @@ class XpReporter:
         """
         now_failing = self.apply_correction(settings.correction, settings.fail_on)
         self.recount(config.pluginmanager.get_plugin("terminalreporter"))
-        if now_failing:
-            exitstatus = int(pytest.ExitCode.TESTS_FAILED)
         started_at, began = started
         git = _provenance.git_state(config.rootpath) if settings.dirty_git != "ignore" else None
         self.dirty_git = bool(git and git.dirty and settings.dirty_git == "warn")
+        if settings.sample is None:  # a sample's verdicts neither register nor count as post-hoc
+            try:
+                store.ensure()
+                post_hoc = self.check_registrations(store.root, now_iso(), session_id, git.commit if git else None)
+            except OSError as exc:  # a full or read-only disk: the verdicts stand, unmarked
+                post_hoc = []
+                self.store_problems.append(f"pre-registrations were not checked: {exc}")
+            if post_hoc and "post-hoc" in settings.fail_on:
+                self.post_hoc_gated = now_failing = True
+        if self.compare_baseline(settings.fail_on):
+            now_failing = True
+        if now_failing:
+            exitstatus = int(pytest.ExitCode.TESTS_FAILED)
         data = _provenance.manifest(
             session_id=session_id,
             started_at=started_at,
@@ -165,6 +213,7 @@ class XpReporter:
             name=settings.name,
             note=settings.note,
             config=config_summary(settings.config_layers, settings.context_overrides, settings.value_overrides),
+            baseline=self.changes.to_dict() if self.changes is not None else None,
         )
         data.update(extra or {})
         try:
@@ -189,12 +238,12 @@ class XpReporter:
             return False
         from pytest_xp.stats import Evidence, adjust_p_values
 
-        adjusted = adjust_p_values([float(line.evidence["p_value"]) for line in lines], method)  # type: ignore[index]
+        adjusted = adjust_p_values([_p_to_correct(line.evidence) for line in lines], method)  # type: ignore[arg-type]
         newly_failing = False
         for line, p_adj in zip(lines, adjusted, strict=True):
             evidence = Evidence.from_dict(line.evidence).with_adjusted_p(p_adj, method)  # type: ignore[arg-type]
             line.evidence = evidence.to_dict()
-            line.message = evidence.message
+            line.message = evidence.message + (adaptive_note(line.adaptive) if line.adaptive else "")
             new = evidence.verdict.value
             if new != line.verdict:
                 line.raw_verdict, line.verdict = line.verdict, new
@@ -307,6 +356,8 @@ class XpReporter:
                     statement=str(props.get("xp_statement") or ""),
                     grid=grid if isinstance(grid := props.get("xp_grid"), dict) else {},
                     setup_digest=str(props["xp_setup_digest"]) if props.get("xp_setup_digest") else None,
+                    registration=seen if isinstance(seen := props.get("xp_registration"), dict) else None,
+                    adaptive=rounds if isinstance(rounds := props.get("xp_adaptive"), dict) else None,
                 )
             )
         if "xp_success" in props and "xp_trial" in props and report.when in ("call", "???"):
@@ -331,16 +382,21 @@ class XpReporter:
         notable = [
             v
             for v in self.verdicts
-            if v.failed or v.raw_verdict is not None or (v.verdict != Verdict.SUPPORTS.value and v.expect is None)
+            if v.failed
+            or v.post_hoc
+            or v.raw_verdict is not None
+            or (v.verdict != Verdict.SUPPORTS.value and v.expect is None)
         ]
         if notable or self.tolerated:
             tr.write_sep("=", "experiment verdicts")
             for line in notable:
                 expect = f" (expected {line.expect.upper()})" if line.expect else ""
-                mark = "FAILED " if line.failed else ""
+                mark = "FAILED " if line.failed or (line.post_hoc and self.post_hoc_gated) else ""
                 raw = f" (was {line.raw_verdict.upper()} before correction)" if line.raw_verdict else ""
+                post_hoc = f" {POST_HOC_NOTE}" if line.post_hoc else ""
                 tr.write_line(
-                    f"{mark}{line.nodeid} - {line.verdict.upper()}{expect}{raw}: {line.message or '(no message)'}",
+                    f"{mark}{line.nodeid} - {line.verdict.upper()}{expect}{raw}{post_hoc}: "
+                    f"{line.message or '(no message)'}",
                     **verdict_markup(line.verdict, line.expect, line.failed),
                 )
                 if line.verdict == Verdict.INVALID.value and line.longrepr and line.longrepr != line.message:
@@ -349,6 +405,12 @@ class XpReporter:
             for nodeid, longrepr in self.tolerated:
                 last = longrepr.strip().splitlines()[-1:] or [""]
                 tr.write_line(f"TOLERATED {nodeid} - {last[0]}", yellow=True)
+        if self.changes is not None:
+            tr.write_sep("=", "changes against baseline")
+            tr.write_line(self.changes.heading())
+            for nodeid, text in self.changes.lines():
+                failed = nodeid in self.gated and not text.startswith(("NEW", "MISSING"))
+                tr.write_line(("FAILED " if failed else "") + text, **({"red": True} if failed else {}))
         if self.explain and self.why:
             tr.write_sep("-", "why these combinations ran (--xp-explain)")
             for nodeid, why in self.why:
@@ -475,3 +537,10 @@ class XpReporter:
 def _category(verdict: str, expect: str | None) -> str:
     """The summary category :func:`teststatus` gives a verify's report."""
     return "expected" if expect == verdict else verdict
+
+
+def _p_to_correct(evidence: dict[str, Any]) -> float:
+    """The p-value a session-wide correction adjusts: an adaptive look's sequential p, else the raw one."""
+    if str(evidence.get("correction") or "").startswith("sequential") and evidence.get("p_adjusted") is not None:
+        return float(evidence["p_adjusted"])
+    return float(evidence["p_value"])

@@ -154,7 +154,7 @@ def select(config: pytest.Config, items: list[pytest.Item]) -> None:
 
 def _stage_key(item: pytest.Item) -> tuple[float, int, int]:
     if isinstance(item, TrialItem):
-        return (item.xp_trial.order, item.xp_trial.position, item.xp_combo.index)
+        return (item.xp_rank, item.xp_trial.position, item.xp_combo.index)
     assert isinstance(item, VerifyItem)
     return (item.xp_verify.rank, item.xp_verify.position, 0)
 

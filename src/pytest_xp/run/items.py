@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from pytest_xp.define.adaptive import ROUND_RANK, adaptive_note
 from pytest_xp.define.discovery import Experiment, TrialDef, VerifyDef
 from pytest_xp.define.grid import Combination
 from pytest_xp.define.verdicts import Outcome, Verdict, coerce_verdict, verdict_fails
@@ -33,6 +34,7 @@ from pytest_xp.errors import (
     ShardWaitTimeout,
     StoreError,
 )
+from pytest_xp.run import adaptive as _adaptive
 from pytest_xp.run.call import RunOutcome, call_trial
 from pytest_xp.run.checkpoints import CHECKPOINT_DIR
 from pytest_xp.run.context import bind_setup
@@ -43,6 +45,7 @@ from pytest_xp.run.session import XpSession
 from pytest_xp.run.shards import missing_below, wait_for_lower_orders
 from pytest_xp.run.state import SESSION_KEY
 from pytest_xp.run.stream import Sink, tee_output
+from pytest_xp.store.code_key import source_digest
 from pytest_xp.store.codec import digest, dumps
 from pytest_xp.store.identity import combination_identity, trial_key
 from pytest_xp.store.keys import env_changes, is_hit, why_run
@@ -53,10 +56,10 @@ from pytest_xp.store.records import (
     failure_fields,
     failure_record,
     now_iso,
-    run_dict,
     slurm_fields,
     success_fields,
 )
+from pytest_xp.store.registry import observe
 from pytest_xp.store.store import RECORD_NAME, old_layout_in
 
 PLUG_NAME = "__pytest_xp_plug__"
@@ -196,6 +199,22 @@ class TrialItem(_XpItem):
         return item
 
     @functools.cached_property
+    def xp_round(self) -> int:
+        """The adaptive round of this combination (0 unless an adaptive verify extends its trial)."""
+        return self.xp_exp.round_of(self.xp_trial.name, self.xp_combo.params)
+
+    @property
+    def xp_rank(self) -> float:
+        """Its stage: the trial's order, plus a fraction per adaptive round (rounds run one after another)."""
+        return self.xp_trial.order + self.xp_round * ROUND_RANK
+
+    def adaptive_skip(self) -> str | None:
+        """Why this combination's adaptive round is not needed (None: it is, or it has no round)."""
+        if self.xp_round == 0:
+            return None
+        return _adaptive.skip_reason(self.xp_session, self.xp_exp, self.xp_trial.name, self.xp_combo.params)
+
+    @functools.cached_property
     def output_dir(self) -> Path:
         return self.xp_session.store.combination_dir(self.xp_exp.slug, self.xp_trial.name, self.xp_combo.slug)
 
@@ -318,6 +337,10 @@ class TrialItem(_XpItem):
         if self.xp_session.replay:
             self.xp_cached = None
             return
+        reason = self.adaptive_skip()
+        if reason is not None:
+            add_properties(self.user_properties, xp_not_needed=True)
+            pytest.skip(reason)
         needed = self.xp_trial.options.gpus
         if needed:
             from pytest_xp.run.gpus import visible_gpus
@@ -633,29 +656,13 @@ class VerifyItem(_XpItem):
 
         Only records made with the key this session would compute count; the others are counted as
         ``missing`` (never run) or ``stale`` (made with other code, SETUP, context or upstream records).
-        Under ``--xp-sample`` only the sampled combinations count.
+        Under ``--xp-sample`` only the sampled combinations count; of a trial an adaptive verify
+        extends, only the rounds that verify used.
         """
-        session, exp = self.xp_session, self.xp_exp
-        results = Results()
-        unusable: Counter[str] = Counter()
-        for name in self.xp_verify.trial_names:
-            trial = exp.trials[name]
-            runs = []
-            entries = []
-            sample = self.xp_session.samples.get(trial_key(exp.module_id, name))
-            for combo in exp.trials[name].combinations:
-                if sample is not None and combo.index not in sample:
-                    continue
-                key = session.key_for(exp, trial, combo)[3]
-                record, state = session.current_record(exp, trial, combo, key)
-                if record is None:
-                    unusable[state] += 1
-                else:
-                    runs.append(run_dict(record))
-                    entries.append((session.store.combination_dir(exp.slug, name, combo.slug), record))
-            results[name] = runs
-            results.add_records(name, entries, session.session_id)
-        return results, unusable
+        names = self.xp_verify.trial_names
+        return _adaptive.collect(
+            self.xp_session, self.xp_exp, names, _adaptive.last_rounds(self.xp_session, self.xp_exp, names)
+        )
 
     def _not_ready(self, unusable: Counter[str]) -> Outcome:
         """The INCONCLUSIVE verdict of a verify whose trials lack current records, with the command that fixes it."""
@@ -693,7 +700,18 @@ class VerifyItem(_XpItem):
         verify = self.xp_verify
         results, unusable = self.collect_results()
         detail = ""
-        if unusable:
+        look = None
+        if verify.adaptive is not None and not unusable:
+            look = _adaptive.final_look(self.xp_session, self.xp_exp, verify)
+            outcome, results = look.outcome, look.results
+            rounds = _adaptive.summary(look, verify)
+            outcome = Outcome(outcome.verdict, outcome.message + adaptive_note(rounds), outcome.evidence)
+            add_properties(self.user_properties, xp_adaptive=rounds)
+            if outcome.verdict is not Verdict.INVALID:
+                records = {name: [rec for _, rec in entries] for name, entries in results.records.items()}
+                observed = observe(_verify_code(verify), records, outcome.evidence)
+                add_properties(self.user_properties, xp_registration=observed)
+        elif unusable:
             outcome = self._not_ready(unusable)
         else:
             assert self.xp_handle is not None  # set in setup()
@@ -714,6 +732,10 @@ class VerifyItem(_XpItem):
                     outcome = Outcome(Verdict.INVALID, f"{verify.name}() raised {kind}: {exc}")
             else:
                 outcome = coerce_verdict(value)
+                if outcome.verdict is not Verdict.INVALID:  # a crash fixed later is not a changed analysis
+                    records = {name: [rec for _, rec in entries] for name, entries in results.records.items()}
+                    observed = observe(_verify_code(verify), records, outcome.evidence)
+                    add_properties(self.user_properties, xp_registration=observed)
         try:
             setup_digest: str | None = digest(self.xp_session.setup_context(self.xp_exp))[:12]
         except SetupFailed:
@@ -751,6 +773,8 @@ def report_if_cached(item: pytest.Item, nextitem: pytest.Item | None) -> bool:
     """
     if not isinstance(item, TrialItem) or nextitem is None or nextitem.parent is not item.parent:
         return False
+    if item.adaptive_skip() is not None:
+        return False  # its adaptive round is not needed: set-up reports it skipped
     record = item.cached_record()
     if record is None:
         return False
@@ -807,3 +831,8 @@ def _return_code(outcome: RunOutcome) -> int | None:
     if outcome.return_code is None and outcome.error_type in ("Timeout", "MemoryLimit"):
         return -signal.SIGKILL
     return outcome.return_code
+
+
+def _verify_code(verify: VerifyDef) -> str:
+    """The verify's code as pre-registration compares it: a digest of its syntax (not docstrings or decorators)."""
+    return "src:" + source_digest(verify.fn)[:16]

@@ -74,6 +74,8 @@ class XpSession:
     _code: dict[tuple[str, str], TrialCode] = field(default_factory=dict)
     _project: Any = None  # store.code_key.Project, made on first use
     env_warned: set[str] = field(default_factory=set)  # trials already warned about package versions
+    #: Judgements of adaptive verifies after each round, (module, verify, round) -> run/adaptive.Look.
+    adaptive_looks: dict[tuple[str, str, int], Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.store = Store(self.settings.xp_dir)

@@ -45,7 +45,7 @@ def write_sidecar(session: XpSession, worker_id: str, items: Sequence[pytest.Ite
             described[item.nodeid] = SidecarEntry(
                 kind="trial",
                 group=item.xp_exp.module_id,
-                rank=trial.order,
+                rank=item.xp_rank,  # the order, plus a fraction per adaptive round
                 trial=trial.name,
                 parallel=trial.parallel,
                 combination=combo.id,

@@ -31,6 +31,9 @@ class ItemProperties(TypedDict, total=False):
     xp_statement: str  # the verify's docstring, the hypothesis it judges
     xp_grid: dict[str, int]  # combinations per trial a verify judged
     xp_setup_digest: str | None  # short digest of the module's merged SETUP
+    xp_registration: dict[str, Any]  # what the judgement used: code, settings, data digest (store/registry)
+    xp_adaptive: dict[str, Any]  # rounds and values an adaptive verify used (run/adaptive.summary)
+    xp_not_needed: bool  # an adaptive round the verdict did not need (skipped)
 
 
 KEYS = frozenset(ItemProperties.__annotations__)

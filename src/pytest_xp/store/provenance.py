@@ -73,13 +73,14 @@ def manifest(
     config: dict[str, Any] | None = None,
     name: str | None = None,
     note: str | None = None,
+    baseline: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     hostname, versions = host_and_versions()
     try:
         user = getpass.getuser()
     except (OSError, KeyError):
         user = None
-    return {
+    out = {
         "schema_version": SCHEMA_VERSION,
         "kind": "pytest-xp/run",
         "session": session_id,
@@ -101,6 +102,9 @@ def manifest(
         "trials": trials,
         "config": config,
     }
+    if baseline is not None:
+        out["baseline"] = baseline  # the changes against --xp-baseline (pytest_xp.report.changes)
+    return out
 
 
 def write_manifest(store_root: Path, data: dict[str, Any]) -> Path:
@@ -166,3 +170,50 @@ def format_runs(runs: list[dict[str, Any]]) -> list[str]:
             lines.append(f"    command: {typed_command(run)}")
     lines.append("(* = uncommitted changes)")
     return lines
+
+
+class BaselineError(ValueError):
+    """``--xp-baseline`` names no usable run manifest; the message says what was looked for."""
+
+
+def find_baseline(spec: str, store_root: Path, repo_root: Path) -> tuple[dict[str, Any], str]:
+    """The run manifest ``--xp-baseline`` names, and a description of where it came from.
+
+    ``git:REF``: the latest manifest in this store made at the commit REF names (a clean tree
+    preferred over a dirty one). ``PATH``: the latest manifest of the store at PATH, or the
+    manifest file PATH itself.
+    """
+    if spec.startswith("git:"):
+        ref = spec[4:]
+        resolved = _git(repo_root, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}") if ref else None
+        if not resolved:
+            raise BaselineError(
+                f"--xp-baseline={spec}: {ref!r} is not a commit of the git repository at {repo_root}; "
+                "name a branch, tag or commit (git:main, git:HEAD~1, git:1a2b3c4)"
+            )
+        commit = resolved.strip()
+        at_commit = [run for run in list_runs(store_root) if (run.get("git") or {}).get("commit") == commit]
+        if not at_commit:
+            raise BaselineError(
+                f"--xp-baseline={spec}: no session in {store_root / 'runs'} ran at commit {commit[:10]}; "
+                f"run the experiments at {ref} first (git checkout {ref} && pytest), or name another store "
+                "with --xp-baseline=PATH"
+            )
+        clean = [run for run in at_commit if not (run.get("git") or {}).get("dirty")]
+        return (clean or at_commit)[-1], f"git:{ref} ({commit[:10]})"
+    path = Path(spec).expanduser()
+    if path.is_file():
+        try:
+            data = loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise BaselineError(f"--xp-baseline={spec}: cannot read the manifest: {exc}") from None
+        if not isinstance(data, dict) or data.get("kind") != "pytest-xp/run":
+            raise BaselineError(f"--xp-baseline={spec}: not a pytest-xp run manifest (no kind 'pytest-xp/run')")
+        return data, str(path)
+    runs = list_runs(path) if path.is_dir() else []
+    if not runs:
+        raise BaselineError(
+            f"--xp-baseline={spec}: no run manifest under {path / 'runs'}; name a pytest-xp store (a directory "
+            "with runs/*.json, e.g. the main branch's .xp downloaded as a CI artifact), a manifest file, or git:REF"
+        )
+    return runs[-1], str(path)
