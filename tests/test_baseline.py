@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 
 from pytest_xp.cli import main
+from pytest_xp.errors import BaselineError
 from pytest_xp.report.changes import compare
-from pytest_xp.store.provenance import BaselineError, find_baseline, write_manifest
+from pytest_xp.store.provenance import find_baseline, write_manifest
 
 pytest_plugins = ["pytester"]
 

@@ -12,6 +12,7 @@ from pytest_xp.define.adaptive import Adaptive
 from pytest_xp.define.decorators import setup, trial, verify
 from pytest_xp.define.verdicts import Verdict, VerificationResult
 from pytest_xp.errors import (
+    BaselineError,
     CheckpointError,
     CodeKeyWarning,
     ConfigFileError,
@@ -80,6 +81,7 @@ def _version() -> str:
 __all__ = [
     "SETUP",
     "Adaptive",
+    "BaselineError",
     "Checkpoint",
     "CheckpointError",
     "CodeKeyWarning",

@@ -35,6 +35,10 @@ class NotJSONError(TypeError):
         self.reason = reason
 
 
+class BaselineError(ValueError):
+    """``--xp-baseline`` names no usable run manifest; the message says what was looked for."""
+
+
 class StoreError(OSError):
     """The store cannot be used (not writable, full, or written by a newer pytest-xp)."""
 
@@ -117,6 +121,7 @@ class TooFewMeasurements(StatsValueError):
 
 
 __all__ = [
+    "BaselineError",
     "CheckpointError",
     "CodeKeyWarning",
     "ConfigFileError",

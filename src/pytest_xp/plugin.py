@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from pytest_xp import config as _options
-from pytest_xp.errors import StoreError
+from pytest_xp.errors import BaselineError, StoreError
 from pytest_xp.launch import options as _launch_options
 from pytest_xp.run import collect as _collect
 from pytest_xp.run.handle import Xp
@@ -121,7 +121,7 @@ def pytest_configure(config: pytest.Config) -> None:
         if settings.baseline:
             try:
                 reporter.baseline = _provenance.find_baseline(settings.baseline, settings.xp_dir, config.rootpath)
-            except _provenance.BaselineError as exc:
+            except BaselineError as exc:
                 raise pytest.UsageError(f"pytest-xp: {exc}") from None
         config.pluginmanager.register(reporter, "pytest-xp-reporter")
         config.stash[REPORTER_KEY] = reporter

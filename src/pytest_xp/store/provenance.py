@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pytest_xp.errors import BaselineError
 from pytest_xp.store.codec import SCHEMA_VERSION, loads
 from pytest_xp.store.records import host_and_versions
 from pytest_xp.store.store import read_regular, write_json_atomic
@@ -170,10 +171,6 @@ def format_runs(runs: list[dict[str, Any]]) -> list[str]:
             lines.append(f"    command: {typed_command(run)}")
     lines.append("(* = uncommitted changes)")
     return lines
-
-
-class BaselineError(ValueError):
-    """``--xp-baseline`` names no usable run manifest; the message says what was looked for."""
 
 
 def find_baseline(spec: str, store_root: Path, repo_root: Path) -> tuple[dict[str, Any], str]:
