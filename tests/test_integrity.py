@@ -6,6 +6,7 @@ worker crashes under the gating policy.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -13,7 +14,7 @@ import sys
 
 import pytest
 
-from conftest import assert_counts, load_records
+from conftest import assert_counts, doc_example, load_records
 
 SCALED = """
 from pytest_xp import setup, trial, verify
@@ -197,3 +198,44 @@ def test_migrate_renames_old_layout_and_the_cache_still_hits(
     assert_counts(pytester.runpytest(), cached=4, supports=1)
     assert main(["migrate", str(store)]) == 0
     assert "nothing to migrate" in capsys.readouterr().out
+
+
+FRESH_TORCH_DRAWS = (
+    "import json, torch; g = torch.Generator().manual_seed(123); "
+    "print(json.dumps(torch.randn(5, generator=g).tolist()))"
+)
+
+
+@pytest.mark.parametrize("how", [["-n", "0"], ["-n", "2"], ["-n", "0", "--xp-isolate"]], ids=["n0", "n2", "isolate"])
+def test_reference_torch_example_is_seeded_when_the_body_first_imports_torch(
+    pytester: pytest.Pytester, how: list[str]
+) -> None:
+    """The reference document's example imports torch inside the trial: its draws equal a fresh generator's."""
+    if importlib.util.find_spec("torch") is None:
+        pytest.skip("torch is not installed")
+    pytester.makepyfile(xp_doc=doc_example(2))
+    result = pytester.runpytest_subprocess(*how)
+    assert_counts(result, passed=1, supports=1)
+    [record] = load_records(pytester.path / ".xp")
+    # torch cannot be imported twice in one process, and pytester unloads modules a test imported,
+    # so the fresh generator's draws come from a child interpreter.
+    fresh = subprocess.run([sys.executable, "-c", FRESH_TORCH_DRAWS], capture_output=True, text=True, check=True).stdout
+    assert record["result"]["torch_sample"] == json.loads(fresh)
+    assert record["seeds"]["seeded"] == ["random", "numpy", "torch"]
+
+
+def test_a_trial_without_torch_leaves_it_unimported(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        xp_plain="""
+        import sys
+        from pytest_xp import trial
+
+        @trial(1, {"x": [1]})
+        def t(x):
+            return {"torch_loaded": "torch" in sys.modules, "hooks": [type(f).__name__ for f in sys.meta_path]}
+        """
+    )
+    assert_counts(pytester.runpytest_subprocess(), passed=1)
+    [record] = load_records(pytester.path / ".xp")
+    assert record["result"]["torch_loaded"] is False
+    assert record["seeds"]["seeded"] == ["random", "numpy"]

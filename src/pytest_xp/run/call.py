@@ -63,8 +63,12 @@ def call_trial(
     seeded: tuple[str, ...] = ()
     try:
         apply_globals(fn.__globals__, globals_update)
-        seeded = tuple(_seeding.apply(seeds))
-        value = fn(**kwargs)
+        applied = _seeding.apply(seeds)
+        try:
+            value = fn(**kwargs)
+        finally:
+            # torch imported for the first time by the body was seeded on import: record it too.
+            seeded = tuple(_seeding.settle(applied))
     except passthrough:
         raise
     except SystemExit as exc:
