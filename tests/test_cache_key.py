@@ -187,3 +187,57 @@ def test_plan_names_what_changed(project: pytest.Pytester) -> None:
             "*2 x constant SCALE in xp_deps.py changed*",
         ]
     )
+
+
+PACKAGED = """
+import fakepkg
+from pytest_xp import trial
+
+
+@trial(1, {"x": [1, 2]})
+def uses_package(x):
+    return fakepkg.twice(x)
+"""
+
+
+def install_fakepkg(site: Path, version: str) -> None:
+    """A third-party package (outside the project: a site-packages directory) at ``version``."""
+    (site / "fakepkg").mkdir(parents=True, exist_ok=True)
+    (site / "fakepkg" / "__init__.py").write_text("def twice(x):\n    return 2 * x\n")
+    for old in site.glob("fakepkg-*.dist-info"):
+        for file in old.iterdir():
+            file.unlink()
+        old.rmdir()
+    info = site / f"fakepkg-{version}.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: fakepkg\nVersion: {version}\n")
+    (info / "top_level.txt").write_text("fakepkg\n")
+
+
+@pytest.mark.parametrize(
+    ("policy", "counts"),
+    [
+        ("warn", {"cached": 2}),
+        ("ignore", {"cached": 2}),
+        ("rerun", {"passed": 2}),
+    ],
+)
+def test_package_version_change_follows_the_env_policy(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, policy: str, counts: dict[str, int]
+) -> None:
+    site = pytester.path / "venv" / "site-packages"
+    install_fakepkg(site, "1.0")
+    monkeypatch.syspath_prepend(str(site))
+    pytester.makepyfile(xp_pkg=PACKAGED)
+    policy_flag = f"--xp-env-changes={policy}"
+    assert_counts(pytester.runpytest(policy_flag), passed=2)
+    assert_counts(pytester.runpytest(policy_flag), cached=2)  # unchanged packages: a hit under every policy
+
+    install_fakepkg(site, "2.0")
+    result = pytester.runpytest(policy_flag, "--xp-explain", "-W", "always::pytest_xp.PackageVersionsChanged")
+    assert_counts(result, **counts)
+    warned = "made with other package versions (fakepkg 1.0 -> 2.0)" in result.stdout.str()
+    assert warned is (policy == "warn")
+    if policy == "rerun":
+        result.stdout.fnmatch_lines(["*uses_package[[]x_1[]]: package versions changed (fakepkg 1.0 -> 2.0)*"])
+        assert_counts(pytester.runpytest(policy_flag), cached=2)
