@@ -133,7 +133,15 @@ def counted(results):
 """
 
 
-@pytest.mark.parametrize("how", [["-n", "2"], ["-n", "0", "--xp-isolate"], ["-n", "2", "--xp-isolate"]])
+@pytest.mark.parametrize(
+    "how",
+    [
+        ["-n", "2"],
+        ["-n", "0", "--xp-isolate"],
+        ["-n", "2", "--xp-isolate"],
+        pytest.param(["--xp-launcher=local"], id="launched", marks=pytest.mark.multiprocess),
+    ],
+)
 def test_worker_crash_follows_fail_on(pytester: pytest.Pytester, how: list[str]) -> None:
     pytester.makepyfile(xp_crash=CRASHING)
     tolerated = pytester.runpytest_subprocess(*how, "--xp-fail-on=refutes,invalid")
