@@ -126,7 +126,7 @@ def check(results):
     result.stdout.fnmatch_lines([f"*xp_bad.py:*: check: {message}*"])
 
 
-def test_an_adaptive_verify_takes_no_fixtures_and_one_per_trial(pytester: pytest.Pytester) -> None:
+def test_one_adaptive_verify_per_trial(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         xp_bad="""
 from pytest_xp import Adaptive, trial, verify
@@ -140,21 +140,56 @@ def first(results):
     return True
 
 @verify(["train"], adaptive=Adaptive())
-def second(results, tmp_path):
-    return True
-
-@verify(["train"], adaptive=Adaptive())
 def third(results):
     return True
 """
     )
     result = pytester.runpytest()
-    result.stdout.fnmatch_lines(
-        [
-            "*second: an adaptive verify takes only the results*",
-            "*third: train is already extended adaptively by first*",
-        ]
-    )
+    result.stdout.fnmatch_lines(["*third: train is already extended adaptively by first*"])
+
+
+FIXTURE_EXPERIMENT = """
+import pytest
+from pytest_xp import SETUP, Adaptive, Verdict, setup, trial, verify
+
+@setup
+def context():
+    return {"needed": 5}
+
+@pytest.fixture
+def threshold(tmp_path):  # a fixture that needs pytest's own
+    assert tmp_path.is_dir()
+    return 5
+
+@trial(1, {"seed": list(range(9))})
+def train(seed):
+    return {"v": seed}
+
+@verify(["train"], adaptive=Adaptive(param="seed", start=3, step=3))
+def enough(results, threshold, xp_setup, xp):
+    assert xp.verify == "enough" and xp_setup == dict(SETUP)
+    with open("looks.txt", "a") as fh:
+        fh.write(f"{len(results['train'])} {threshold} {SETUP['needed']}\\n")
+    return True if len(results["train"]) >= threshold else Verdict.CONTINUE
+"""
+
+
+@pytest.mark.parametrize("workers", [None, "2"])
+def test_an_adaptive_verify_gets_its_fixtures_and_setup_at_every_look(
+    pytester: pytest.Pytester, workers: str | None
+) -> None:
+    pytester.makepyfile(xp_fx=FIXTURE_EXPERIMENT)
+    args = ["-v", *(["-n", workers, "-p", "no:cacheprovider"] if workers else [])]
+    result = pytester.runpytest_subprocess(*args)
+    assert result.parseoutcomes() == {"passed": 6, "unneeded": 3, "supports": 1}
+    looks = set((pytester.path / "looks.txt").read_text().splitlines())
+    # round 1 (3 values) is not enough for the fixture's threshold of 5; round 2 (6 values) is
+    assert looks == {"3 5 5", "6 5 5"}
+    entry = _adaptive_entries(pytester.path)["enough"]
+    assert (entry["verdict"], entry["adaptive"]["rounds"], entry["adaptive"]["values"]) == ("supports", 2, 6)
+
+    again = pytester.runpytest_subprocess(*args)  # cached: looks judged again, fixtures still set up
+    assert again.parseoutcomes() == {"cached": 6, "unneeded": 3, "supports": 1}
 
 
 def test_schedule_and_rounds() -> None:

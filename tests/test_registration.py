@@ -102,3 +102,54 @@ def test_judge_states(tmp_path: Path) -> None:
     assert judge(path, "n", other, **kw) == "registered"
     saved = read_registration(path)
     assert saved is not None and [e["how"] for e in saved["history"]] == ["first judgement", "new data"]
+
+
+def test_an_older_source_digest_is_adopted_not_called_a_change(tmp_path: Path) -> None:
+    path = tmp_path / "registration.json"
+    rows = {"t": [{"key": "k1", "result": {"v": 1}}]}
+    kw: dict[str, Any] = {"at": "2026-01-01T00:00:00", "session": "s", "commit": None}
+    assert judge(path, "n", observe("src:1", rows, {"alpha": 0.05}), **kw) == "registered"
+    assert judge(path, "n", observe("code:9", rows, {"alpha": 0.05}), **kw) == "matches"
+    saved = read_registration(path)
+    assert saved is not None and saved["current"]["code"] == "code:9"
+    assert judge(path, "n", observe("code:8", rows, {"alpha": 0.05}), **kw) == "post-hoc"
+
+
+HELPER_EXPERIMENT = """
+from pytest_xp import stats, trial, verify
+
+LEVEL = {level}
+
+@trial(1, {{"arm": ["a", "b"], "seed": list(range(6))}})
+def measure(arm, seed):
+    return {{"value": seed * 0.1 + (1.0 if arm == "a" else 0.0)}}
+
+def pick(results, arm):
+    # what the verify reads; the trial never calls this{comment}
+    return [r["result"]["value"] + {offset} for r in results["measure"] if r["params"]["arm"] == arm]
+
+@verify(["measure"])
+def a_beats_b(results):
+    return stats.greater(pick(results, "a"), pick(results, "b"), paired=True, alpha=LEVEL)
+"""
+
+
+@pytest.mark.parametrize(
+    ("edit", "post_hoc"),
+    [
+        ({"offset": "0.5"}, True),  # a helper the verify calls changed: the analysis changed
+        ({"level": "0.01"}, True),  # a constant it reads changed (also an alpha change)
+        ({"comment": " (edited)"}, False),  # a comment is not a change
+    ],
+)
+def test_editing_what_the_verify_calls_marks_the_verdict_post_hoc(
+    pytester: pytest.Pytester, edit: dict[str, str], post_hoc: bool
+) -> None:
+    values = {"offset": "0.0", "level": "0.05", "comment": ""}
+    pytester.makepyfile(xp_reg=HELPER_EXPERIMENT.format(**values))
+    pytester.runpytest().assert_outcomes(passed=12)
+    assert _last_entry(pytester)["registered"] is True
+    pytester.makepyfile(xp_reg=HELPER_EXPERIMENT.format(**{**values, **edit}))
+    result = pytester.runpytest()
+    assert result.parseoutcomes()["cached"] == 12  # the trial's records are the same data
+    assert _last_entry(pytester)["post_hoc"] is post_hoc

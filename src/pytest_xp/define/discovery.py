@@ -462,11 +462,6 @@ def _verify_def(
             problem(fn, resolved)
             return None
         plan = resolved
-        if _mandatory(sig, {positional[0].name}):
-            problem(
-                fn, "an adaptive verify takes only the results (it is also judged between rounds, without fixtures)"
-            )
-            return None
     return VerifyDef(
         adaptive=plan,
         name=fn.__name__,

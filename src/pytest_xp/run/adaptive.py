@@ -3,7 +3,8 @@
 Every process decides for itself, from the store alone: the records of rounds ``< r`` are final
 before round ``r`` starts (stage barriers under ``-n N``, item order under ``-n 0``), and judging
 them is deterministic, so every worker reaches the same decision without talking to the others.
-A look is judged once per process and memoized on the session.
+A look is judged once per process and memoized on the session, through the same call as the verify
+item's own (``run/verify_call.py``: its fixtures, set up for the item that asks, and SETUP bound).
 """
 
 from __future__ import annotations
@@ -13,11 +14,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from pytest_xp.define.discovery import Experiment, VerifyDef
-from pytest_xp.define.verdicts import Outcome, Verdict, coerce_verdict
+from pytest_xp.define.verdicts import Outcome, Verdict
 from pytest_xp.run.results import Results
 from pytest_xp.run.session import XpSession
+from pytest_xp.run.verify_call import FixtureLookup, call_verify, needs_lookup, verify_handle
 from pytest_xp.store.identity import trial_key
-from pytest_xp.store.records import describe_exception, run_dict
+from pytest_xp.store.records import run_dict
 
 #: Verdicts that let an adaptive verify extend to its next round.
 OPEN_VERDICTS = (Verdict.INCONCLUSIVE, Verdict.CONTINUE)
@@ -73,8 +75,13 @@ def collect(
     return results, unusable
 
 
-def judge(session: XpSession, exp: Experiment, verify: VerifyDef, index: int) -> Look:
-    """The adaptive verify's verdict after round ``index``, at that look's share of alpha."""
+def judge(
+    session: XpSession, exp: Experiment, verify: VerifyDef, index: int, lookup: FixtureLookup | None = None
+) -> Look:
+    """The adaptive verify's verdict after round ``index``, at that look's share of alpha.
+
+    ``lookup`` sets up the verify's fixtures for the item that asks (None: it requests none).
+    """
     plan = verify.adaptive
     assert plan is not None  # only adaptive verifies are judged by rounds
     memo = session.adaptive_looks
@@ -86,12 +93,7 @@ def judge(session: XpSession, exp: Experiment, verify: VerifyDef, index: int) ->
     if missing:
         outcome = Outcome(Verdict.INCONCLUSIVE, f"waiting for {missing} current record(s) of round {index + 1}")
     else:
-        verify.fn.__globals__["SETUP"] = session.context_for(exp, verify.rank)
-        try:
-            outcome = coerce_verdict(verify.fn(results))
-        except Exception as exc:  # noqa: BLE001 - an exception in verify is an INVALID verdict
-            kind, _ = describe_exception(exc)
-            outcome = Outcome(Verdict.INVALID, f"{verify.name}() raised {kind}: {exc}")
+        outcome = call_verify(session, verify, results, verify_handle(session, exp, verify), lookup).outcome
         outcome = _sequential(outcome, index, plan.sizes, plan.spending)
     look = Look(index, plan.sizes[index], outcome, results, missing)
     memo[key] = look
@@ -110,17 +112,19 @@ def _sequential(outcome: Outcome, index: int, sizes: tuple[int, ...], spending: 
     return Outcome(judged.verdict, judged.message, judged.to_dict())
 
 
-def final_look(session: XpSession, exp: Experiment, verify: VerifyDef) -> Look:
+def final_look(session: XpSession, exp: Experiment, verify: VerifyDef, lookup: FixtureLookup | None = None) -> Look:
     """The first decided look, or the last one the budget allows."""
     assert verify.adaptive is not None
     for index in range(len(verify.adaptive.sizes)):
-        look = judge(session, exp, verify, index)
+        look = judge(session, exp, verify, index, lookup)
         if look.decided:
             return look
     return look
 
 
-def skip_reason(session: XpSession, exp: Experiment, trial: str, params: dict[str, Any]) -> str | None:
+def skip_reason(
+    session: XpSession, exp: Experiment, trial: str, params: dict[str, Any], lookup: FixtureLookup | None = None
+) -> str | None:
     """Why a combination of an extended trial need not run, or None when its round is needed."""
     verify = exp.adaptive_verify(trial)
     if verify is None or verify.adaptive is None:
@@ -130,7 +134,7 @@ def skip_reason(session: XpSession, exp: Experiment, trial: str, params: dict[st
     if round_ >= len(plan.sizes):
         return f"beyond the adaptive budget of {verify.name} ({plan.sizes[-1]} values of {plan.param})"
     for index in range(round_):
-        look = judge(session, exp, verify, index)
+        look = judge(session, exp, verify, index, lookup)
         if look.decided:
             return (
                 f"not needed: {verify.name} was decided ({look.outcome.verdict.value.upper()}) after round "
@@ -139,14 +143,26 @@ def skip_reason(session: XpSession, exp: Experiment, trial: str, params: dict[st
     return None
 
 
-def last_rounds(session: XpSession, exp: Experiment, trial_names: tuple[str, ...]) -> dict[str, int]:
+def last_rounds(
+    session: XpSession, exp: Experiment, trial_names: tuple[str, ...], lookup: FixtureLookup | None = None
+) -> dict[str, int]:
     """For each extended trial among ``trial_names``, the last round its adaptive verify used."""
     out: dict[str, int] = {}
     for name in trial_names:
         verify = exp.adaptive_verify(name)
         if verify is not None:
-            out[name] = final_look(session, exp, verify).index
+            out[name] = final_look(session, exp, verify, lookup).index
     return out
+
+
+def needs_fixtures(session: XpSession, exp: Experiment, trial: str, params: dict[str, Any]) -> bool:
+    """Whether deciding this combination's round would call its adaptive verify with fixtures an item
+    must set up (a look not judged yet in this process, of a verify that requests some)."""
+    verify = exp.adaptive_verify(trial)
+    if verify is None or verify.adaptive is None or not needs_lookup(verify):
+        return False
+    round_ = min(verify.adaptive.round_of_value(params.get(verify.adaptive.param)), len(verify.adaptive.sizes))
+    return any((exp.module_id, verify.name, index) not in session.adaptive_looks for index in range(round_))
 
 
 def summary(look: Look, verify: VerifyDef) -> dict[str, Any]:

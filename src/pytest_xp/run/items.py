@@ -22,7 +22,7 @@ import pytest
 from pytest_xp.define.adaptive import ROUND_RANK, adaptive_note
 from pytest_xp.define.discovery import Experiment, TrialDef, VerifyDef
 from pytest_xp.define.grid import Combination
-from pytest_xp.define.verdicts import Outcome, Verdict, coerce_verdict, verdict_fails
+from pytest_xp.define.verdicts import Outcome, Verdict, verdict_fails
 from pytest_xp.errors import (
     IsolatedFailure,
     IsolationError,
@@ -37,7 +37,6 @@ from pytest_xp.errors import (
 from pytest_xp.run import adaptive as _adaptive
 from pytest_xp.run.call import RunOutcome, call_trial
 from pytest_xp.run.checkpoints import CHECKPOINT_DIR
-from pytest_xp.run.context import bind_setup
 from pytest_xp.run.handle import METRICS_CSV, METRICS_JSONL, Xp
 from pytest_xp.run.locks import CombinationLock
 from pytest_xp.run.results import Results
@@ -45,14 +44,13 @@ from pytest_xp.run.session import XpSession
 from pytest_xp.run.shards import missing_below, wait_for_lower_orders
 from pytest_xp.run.state import SESSION_KEY
 from pytest_xp.run.stream import Sink, tee_output
-from pytest_xp.store.code_key import source_digest
+from pytest_xp.run.verify_call import FixtureLookup, call_verify, verify_handle
 from pytest_xp.store.codec import digest, dumps
 from pytest_xp.store.identity import combination_identity, trial_key
 from pytest_xp.store.keys import env_changes, is_hit, why_run
 from pytest_xp.store.properties import add_properties
 from pytest_xp.store.records import (
     base_record,
-    describe_exception,
     failure_fields,
     failure_record,
     now_iso,
@@ -152,9 +150,6 @@ class _XpItem(pytest.Function):
     def _fixture_values(self, names: tuple[str, ...]) -> dict[str, Any]:
         return {name: self.funcargs[name] for name in names}
 
-    def _bind_setup(self, context: dict[str, Any]) -> None:
-        bind_setup(self.xp_fn.__globals__, context)
-
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
         """pytest-xp's own errors are messages for the user, not tracebacks into the plugin."""
         exc = excinfo.value
@@ -208,11 +203,14 @@ class TrialItem(_XpItem):
         """Its stage: the trial's order, plus a fraction per adaptive round (rounds run one after another)."""
         return self.xp_trial.order + self.xp_round * ROUND_RANK
 
-    def adaptive_skip(self) -> str | None:
-        """Why this combination's adaptive round is not needed (None: it is, or it has no round)."""
+    def adaptive_skip(self, lookup: FixtureLookup | None = None) -> str | None:
+        """Why this combination's adaptive round is not needed (None: it is, or it has no round).
+
+        ``lookup`` sets up the adaptive verify's fixtures for this item, should a look need them.
+        """
         if self.xp_round == 0:
             return None
-        return _adaptive.skip_reason(self.xp_session, self.xp_exp, self.xp_trial.name, self.xp_combo.params)
+        return _adaptive.skip_reason(self.xp_session, self.xp_exp, self.xp_trial.name, self.xp_combo.params, lookup)
 
     @functools.cached_property
     def output_dir(self) -> Path:
@@ -337,7 +335,7 @@ class TrialItem(_XpItem):
         if self.xp_session.replay:
             self.xp_cached = None
             return
-        reason = self.adaptive_skip()
+        reason = self.adaptive_skip(self._request.getfixturevalue)
         if reason is not None:
             add_properties(self.user_properties, xp_not_needed=True)
             pytest.skip(reason)
@@ -634,21 +632,10 @@ class VerifyItem(_XpItem):
 
     def setup(self) -> None:
         try:
-            context = self.xp_session.context_for(self.xp_exp, self.xp_verify.rank)
+            self.xp_handle = verify_handle(self.xp_session, self.xp_exp, self.xp_verify)
         except USER_ERRORS as exc:
             self.xp_error = exc
             return
-        self.xp_handle = Xp(
-            store=self.xp_session.store,
-            exp=self.xp_exp,
-            trial=None,
-            rank=self.xp_verify.rank,
-            params={},
-            output_path=None,
-            setup=context,
-            seeds={},
-            verify=self.xp_verify.name,
-        )
         super().setup()
 
     def collect_results(self) -> tuple[Results, Counter[str]]:
@@ -660,9 +647,12 @@ class VerifyItem(_XpItem):
         extends, only the rounds that verify used.
         """
         names = self.xp_verify.trial_names
-        return _adaptive.collect(
-            self.xp_session, self.xp_exp, names, _adaptive.last_rounds(self.xp_session, self.xp_exp, names)
-        )
+        rounds = _adaptive.last_rounds(self.xp_session, self.xp_exp, names, self._request.getfixturevalue)
+        return _adaptive.collect(self.xp_session, self.xp_exp, names, rounds)
+
+    def _verify_code(self) -> str:
+        """The verify's code as pre-registration compares it: the digest the cache key would make of it."""
+        return self.xp_session.verify_code(self.xp_exp, self.xp_verify, _requested_fixtures(self))
 
     def _not_ready(self, unusable: Counter[str]) -> Outcome:
         """The INCONCLUSIVE verdict of a verify whose trials lack current records, with the command that fixes it."""
@@ -702,40 +692,26 @@ class VerifyItem(_XpItem):
         detail = ""
         look = None
         if verify.adaptive is not None and not unusable:
-            look = _adaptive.final_look(self.xp_session, self.xp_exp, verify)
+            look = _adaptive.final_look(self.xp_session, self.xp_exp, verify, self._request.getfixturevalue)
             outcome, results = look.outcome, look.results
             rounds = _adaptive.summary(look, verify)
             outcome = Outcome(outcome.verdict, outcome.message + adaptive_note(rounds), outcome.evidence)
             add_properties(self.user_properties, xp_adaptive=rounds)
             if outcome.verdict is not Verdict.INVALID:
                 records = {name: [rec for _, rec in entries] for name, entries in results.records.items()}
-                observed = observe(_verify_code(verify), records, outcome.evidence)
+                observed = observe(self._verify_code(), records, outcome.evidence)
                 add_properties(self.user_properties, xp_registration=observed)
         elif unusable:
             outcome = self._not_ready(unusable)
         else:
             assert self.xp_handle is not None  # set in setup()
-            self._bind_setup(self.xp_handle.setup)
-            try:
-                value = verify.fn(results, **self._fixture_values(verify.fixture_names))
-            except (KeyboardInterrupt, pytest.skip.Exception):
-                raise
-            except Exception as exc:  # noqa: BLE001 - an exception in verify is an INVALID verdict
-                sampled = self.xp_session.settings.sample
-                if sampled is not None and _too_few_measurements(exc):
-                    outcome = Outcome(
-                        Verdict.INCONCLUSIVE,
-                        f"sampled run (--xp-sample {sampled}): too few measurements for a test ({exc})",
-                    )
-                else:
-                    kind, detail = describe_exception(exc)
-                    outcome = Outcome(Verdict.INVALID, f"{verify.name}() raised {kind}: {exc}")
-            else:
-                outcome = coerce_verdict(value)
-                if outcome.verdict is not Verdict.INVALID:  # a crash fixed later is not a changed analysis
-                    records = {name: [rec for _, rec in entries] for name, entries in results.records.items()}
-                    observed = observe(_verify_code(verify), records, outcome.evidence)
-                    add_properties(self.user_properties, xp_registration=observed)
+            outcome, detail, raised = call_verify(
+                self.xp_session, verify, results, self.xp_handle, self.funcargs.__getitem__
+            )
+            if not raised and outcome.verdict is not Verdict.INVALID:  # a crash fixed later is not a changed analysis
+                records = {name: [rec for _, rec in entries] for name, entries in results.records.items()}
+                observed = observe(self._verify_code(), records, outcome.evidence)
+                add_properties(self.user_properties, xp_registration=observed)
         try:
             setup_digest: str | None = digest(self.xp_session.setup_context(self.xp_exp))[:12]
         except SetupFailed:
@@ -773,6 +749,9 @@ def report_if_cached(item: pytest.Item, nextitem: pytest.Item | None) -> bool:
     """
     if not isinstance(item, TrialItem) or nextitem is None or nextitem.parent is not item.parent:
         return False
+    session, exp, combo = item.xp_session, item.xp_exp, item.xp_combo
+    if item.xp_round and _adaptive.needs_fixtures(session, exp, item.xp_trial.name, combo.params):
+        return False  # deciding its round calls a verify with fixtures: the full protocol sets them up
     if item.adaptive_skip() is not None:
         return False  # its adaptive round is not needed: set-up reports it skipped
     record = item.cached_record()
@@ -801,17 +780,6 @@ def report_if_cached(item: pytest.Item, nextitem: pytest.Item | None) -> bool:
     return True
 
 
-def _too_few_measurements(exc: BaseException) -> bool:
-    """Whether ``exc`` is pytest_xp.stats saying a group has fewer than 2 values.
-
-    By name rather than isinstance, because a test session that re-imports the package (pytester runs
-    in-process) would otherwise hold two classes of that name.
-    """
-    return any(
-        cls.__name__ == "TooFewMeasurements" and cls.__module__.startswith("pytest_xp") for cls in type(exc).__mro__
-    )
-
-
 class PlugItem(pytest.Item):
     """A no-op item the xdist scheduler hands a worker so that its last real item runs.
 
@@ -831,8 +799,3 @@ def _return_code(outcome: RunOutcome) -> int | None:
     if outcome.return_code is None and outcome.error_type in ("Timeout", "MemoryLimit"):
         return -signal.SIGKILL
     return outcome.return_code
-
-
-def _verify_code(verify: VerifyDef) -> str:
-    """The verify's code as pre-registration compares it: a digest of its syntax (not docstrings or decorators)."""
-    return "src:" + source_digest(verify.fn)[:16]

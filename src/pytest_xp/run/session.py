@@ -21,7 +21,7 @@ from typing import Any
 
 from pytest_xp.config import XpConfig
 from pytest_xp.define.config_files import merge_setup
-from pytest_xp.define.discovery import CODE_VERSION, Experiment, TrialDef
+from pytest_xp.define.discovery import CODE_VERSION, Experiment, TrialDef, VerifyDef
 from pytest_xp.define.grid import Combination
 from pytest_xp.errors import NotJSONError, SetupFailed
 from pytest_xp.run import seeding as _seeding
@@ -73,6 +73,7 @@ class XpSession:
     trial_fixtures: dict[tuple[str, str], tuple[tuple[str, Any], ...]] = field(default_factory=dict)
     _code: dict[tuple[str, str], TrialCode] = field(default_factory=dict)
     _project: Any = None  # store.code_key.Project, made on first use
+    _verify_code: dict[tuple[str, str], str] = field(default_factory=dict)  # see verify_code()
     env_warned: set[str] = field(default_factory=set)  # trials already warned about package versions
     #: Judgements of adaptive verifies after each round, (module, verify, round) -> run/adaptive.Look.
     adaptive_looks: dict[tuple[str, str, int], Any] = field(default_factory=dict)
@@ -258,6 +259,20 @@ class XpSession:
         found = self._code.get(memo)
         if found is None:
             found = self._code[memo] = self._fingerprint(exp, trial)
+        return found
+
+    def verify_code(self, exp: Experiment, verify: VerifyDef, fixtures: tuple[tuple[str, Any], ...] = ()) -> str:
+        """The digest pre-registration compares: the verify's code as the cache key sees a trial's
+        (its syntax, the project's helpers, classes, modules and constants it reaches, its fixtures)."""
+        from pytest_xp.store.code_key import Project, fingerprint
+
+        memo = (exp.module_id, "verify:" + verify.name)
+        found = self._verify_code.get(memo)
+        if found is None:
+            if self._project is None:
+                self._project = Project(self.rootpath)
+            parts = fingerprint(self._project, verify.fn, fixtures).parts
+            found = self._verify_code[memo] = "code:" + digest(parts)[:16]
         return found
 
     def _fingerprint(self, exp: Experiment, trial: TrialDef) -> TrialCode:

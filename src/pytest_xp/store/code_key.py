@@ -22,7 +22,6 @@ import inspect
 import site
 import sys
 import sysconfig
-import textwrap
 import types
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -310,13 +309,3 @@ def fingerprint(
             if name not in _BUILTINS or name in namespace:
                 resolve(name, namespace, where)
     return out
-
-
-def source_digest(fn: Any) -> str:
-    """Digest of one function's syntax tree without decorators or docstrings (no project needed)."""
-    try:
-        node = ast.parse(textwrap.dedent(inspect.getsource(fn))).body[0]
-    except (OSError, TypeError, SyntaxError, IndexError):
-        code = getattr(fn, "__code__", None)
-        return hashlib.sha256((code.co_code.hex() if code is not None else repr(fn)).encode()).hexdigest()
-    return _digest_node(node, drop_decorators=True)

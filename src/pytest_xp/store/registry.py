@@ -1,6 +1,7 @@
 """Pre-registration: what a hypothesis's verify looked like the first time it judged, kept in the store.
 
-A verify's *settings* are the digest of its source and the decision settings of the evidence it
+A verify's *settings* are the digest of its code (as the cache key sees a trial's: its syntax and the
+project's helpers, modules and constants it reaches) and the decision settings of the evidence it
 returned (test, alpha, min_effect, margin); its *data* is a digest of the records it read (their
 cache keys and results). The first judgement registers both in
 ``<store>/<module-slug>/<verify>/registration.json``. Later:
@@ -28,7 +29,7 @@ SETTINGS = ("code", "test", "alpha", "min_effect", "margin")
 
 
 def observe(code: str, records: dict[str, list[dict[str, Any]]], evidence: dict[str, Any] | None) -> dict[str, Any]:
-    """What one judgement used: the verify's source digest, the decision settings of its evidence,
+    """What one judgement used: the verify's code digest, the decision settings of its evidence,
     and a digest of the records it read (per trial, in order: cache key and result)."""
     evidence = evidence or {}
     data = [[trial, [[r.get("key"), r.get("result")] for r in rows]] for trial, rows in sorted(records.items())]
@@ -40,6 +41,11 @@ def observe(code: str, records: dict[str, list[dict[str, Any]]], evidence: dict[
         "margin": evidence.get("margin"),
         "data": "sha256:" + digest(data)[:16],
     }
+
+
+def _scheme(code: Any) -> str:
+    """How a code digest was made: ``code:`` (the verify and what it reaches) or ``src:`` (its source only)."""
+    return code.partition(":")[0] if isinstance(code, str) else ""
 
 
 def settings_of(observed: dict[str, Any]) -> dict[str, Any]:
@@ -88,6 +94,13 @@ def judge(
     if not isinstance(current, dict):
         write_registration(path, nodeid, observed, how="first judgement", at=at, session=session, commit=commit)
         return "registered"
+    if _scheme(current.get("code")) != _scheme(observed.get("code")):
+        # Registered by an older pytest-xp that digested the verify's own source only ("src:"): the
+        # digests cannot be compared, so the new one is adopted without calling the analysis changed.
+        current = dict(current, code=observed.get("code"))
+        assert old is not None
+        old["current"] = current
+        write_json_atomic(path, old)
     same_settings = settings_of(current) == settings_of(observed)
     same_data = current.get("data") == observed.get("data")
     if same_settings:
