@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from pytest_xp.define.adaptive import Adaptive
 from pytest_xp.define.decorators import setup, trial, verify
+from pytest_xp.define.tolerance import Tolerance
 from pytest_xp.define.verdicts import Verdict, VerificationResult
 from pytest_xp.errors import (
     BaselineError,
@@ -21,6 +22,7 @@ from pytest_xp.errors import (
     GridSizeWarning,
     IsolatedFailure,
     IsolationError,
+    NonDeterministic,
     NotJSONError,
     NotRegularFile,
     OutputLookupError,
@@ -91,6 +93,7 @@ __all__ = [
     "GridSizeWarning",
     "IsolatedFailure",
     "IsolationError",
+    "NonDeterministic",
     "NotJSONError",
     "NotRegularFile",
     "OutputLookupError",
@@ -107,6 +110,7 @@ __all__ = [
     "StatsValueError",
     "StoreError",
     "StoreWarning",
+    "Tolerance",
     "TooFewMeasurements",
     "Verdict",
     "VerificationResult",

@@ -45,6 +45,7 @@ INI_SETTINGS: tuple[tuple[str, Any, str], ...] = (
     ("xp_wait", "string", "seconds a shard waits for lower orders (see --xp-wait)"),
     ("xp_no_wait", "bool", "a shard skips what it would wait for (see --xp-no-wait)"),
     ("xp_env_changes", "string", "warn, rerun or ignore (see --xp-env-changes)"),
+    ("xp_audit", "string", "re-run N cached combinations and compare their results (see --xp-audit)"),
 )
 
 
@@ -84,6 +85,7 @@ class XpConfig:
     name: str | None = None  # the session's name, for people (reports, pytest-xp runs)
     env_changes: str = "warn"  # third-party package versions changed since a cached record: warn, rerun, ignore
     baseline: str | None = None  # --xp-baseline: PATH of another store or manifest, or git:REF
+    audit: int = 0  # --xp-audit N: re-run N seeded-random cached combinations and compare (0: no audit)
 
 
 def addoption(parser: pytest.Parser) -> None:
@@ -108,7 +110,8 @@ def addoption(parser: pytest.Parser) -> None:
         default=None,
         metavar="LIST",
         help="comma list of what makes the session fail: refutes, invalid, inconclusive, continue, "
-        f"trial-failures (default: ini xp_fail_on, else {','.join(DEFAULT_FAIL_ON)})",
+        f"trial-failures, audit, flips, regressions, post-hoc (default: ini xp_fail_on, else "
+        f"{','.join(DEFAULT_FAIL_ON)})",
     )
     group.addoption(
         "--xp-report",
@@ -255,6 +258,14 @@ def addoption(parser: pytest.Parser) -> None:
         "of its cached record: warn (default) and reuse it, rerun the combination, or ignore",
     )
     group.addoption(
+        "--xp-audit",
+        default=None,
+        metavar="N",
+        help="re-run N cached combinations, chosen at random from --xp-seed, and compare their results with "
+        "the stored ones (exact, or within @trial(tolerance=...)); the stored records stay as they are, and a "
+        "difference fails the session (--xp-fail-on audit, on by default)",
+    )
+    group.addoption(
         "--xp-note", default=None, metavar="TEXT", help="say why this session runs (kept in its run manifest)"
     )
     group.addoption(
@@ -389,6 +400,8 @@ def build_config(config: pytest.Config) -> XpConfig:
     correction = config.getoption("xp_correction") or str(config.getini("xp_correction"))
     if correction not in ("holm", "bh", "none"):
         raise pytest.UsageError(f"ini xp_correction = {correction!r}: use holm, bh or none")
+    raw_audit, audit_source = setting(config, "xp_audit")
+    audit = _positive_int(audit_source, raw_audit) or 0
     env_changes = setting(config, "xp_env_changes")[0] or "warn"
     if env_changes not in ("warn", "rerun", "ignore"):
         raise pytest.UsageError(f"ini xp_env_changes = {env_changes!r}: use warn, rerun or ignore")
@@ -482,6 +495,7 @@ def build_config(config: pytest.Config) -> XpConfig:
         report_x=report_x,
         name=setting(config, "xp_name")[0],
         env_changes=env_changes,
+        audit=audit,
         baseline=config.getoption("xp_baseline") or None,
     )
 

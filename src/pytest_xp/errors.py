@@ -88,6 +88,10 @@ class RemoteFailure(Exception):
     """A combination run by a launcher elsewhere failed or left no record."""
 
 
+class NonDeterministic(Exception):
+    """``--xp-audit`` re-ran a cached combination and its result differs from the stored one."""
+
+
 class ShardWaitTimeout(Exception):
     """Other shards did not finish the lower orders within ``--xp-wait``."""
 
@@ -130,6 +134,7 @@ __all__ = [
     "GridSizeWarning",
     "IsolatedFailure",
     "IsolationError",
+    "NonDeterministic",
     "NotJSONError",
     "NotRegularFile",
     "OutputLookupError",

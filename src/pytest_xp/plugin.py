@@ -98,7 +98,12 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "xp_verify: a pytest-xp verify, whose outcome is a verdict (set automatically)")
     _setup_live_output(config, session, workerinput)
     if workerinput is None:
-        _launch_options.get_settings(config)  # a bad launcher option stops the session before collection
+        launcher = _launch_options.get_settings(config).launcher  # a bad launcher option stops the session here
+        if launcher is not None and settings.audit:
+            raise pytest.UsageError(
+                "pytest-xp: --xp-audit re-runs combinations in this session's own processes; run it without "
+                "--xp-slurm/--xp-launcher (-n N works)"
+            )
         if settings.dirty_git == "error":
             state = _provenance.git_state(config.rootpath)
             if state is not None and state.dirty:
@@ -123,6 +128,10 @@ def pytest_configure(config: pytest.Config) -> None:
                 reporter.baseline = _provenance.find_baseline(settings.baseline, settings.xp_dir, config.rootpath)
             except BaselineError as exc:
                 raise pytest.UsageError(f"pytest-xp: {exc}") from None
+        if settings.audit:
+            from pytest_xp.report.audit import AuditSummary
+
+            reporter.audit = AuditSummary(settings.audit, settings.seed, gates="audit" in settings.fail_on)
         config.pluginmanager.register(reporter, "pytest-xp-reporter")
         config.stash[REPORTER_KEY] = reporter
         if config.pluginmanager.hasplugin("xdist"):
@@ -235,6 +244,10 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
         _collect.refuse(config, items, problem)
     _collect.select(config, items)
     _collect.order_by_stage(session, items)
+    if config.stash[SESSION_KEY].settings.audit:
+        from pytest_xp.run import audit as _audit
+
+        _audit.choose(config.stash[SESSION_KEY], [item for item in items if isinstance(item, TrialItem)])
 
 
 @pytest.hookimpl(wrapper=True)
@@ -307,7 +320,11 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
     report: pytest.TestReport = yield
-    tolerated = isinstance(item, TrialItem) and "trial-failures" not in item.xp_session.settings.fail_on
+    tolerated = (
+        isinstance(item, TrialItem)
+        and item.xp_audited is None  # an audit's failure follows `audit` in --xp-fail-on, not trial-failures
+        and "trial-failures" not in item.xp_session.settings.fail_on
+    )
     if tolerated and report.when == "call" and report.failed:
         report.outcome = "passed"
         add_properties(report.user_properties, xp_tolerated=True)

@@ -76,6 +76,7 @@ def trial(
     timeout: float | None = None,
     gpus: int = 0,
     inputs: Any = None,
+    tolerance: Any = None,
     slurm: dict[str, Any] | None = None,
 ) -> Callable[[F], F]:
     """Mark a function run once per combination of ``values`` (a dict of literal lists).
@@ -83,7 +84,9 @@ def trial(
     ``order`` sets stages: every combination of a lower order finishes before a higher one starts.
     ``version`` pins the code part of the cache key by hand instead of following the code the trial
     runs. ``inputs`` lists glob patterns (relative to the module's directory) of data files the trial
-    reads; their content is part of the key.
+    reads; their content is part of the key. ``tolerance`` is how far ``--xp-audit`` lets a re-run's
+    numbers be from the stored ones (default: exact): a number (absolute), a ``Tolerance(abs=, rel=)``,
+    or a dict of those by result key (``{"loss": 1e-6}``); not part of the key (see define/tolerance.py).
     ``slurm`` sets this trial's Slurm resources under ``--xp-slurm`` (``partition``, ``time`` in minutes,
     ``gpus_per_task``, ``cpus_per_task``, ``mem``), over the command-line defaults; not part of the key.
     """
@@ -96,6 +99,7 @@ def trial(
         "timeout": timeout,
         "gpus": gpus,
         "inputs": inputs,
+        "tolerance": tolerance,
     }
     if slurm is not None:
         options["slurm"] = slurm

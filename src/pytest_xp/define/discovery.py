@@ -24,6 +24,7 @@ from pytest_xp.define.grid import (
     split_values,
 )
 from pytest_xp.define.resources import normalized, slurm_problem
+from pytest_xp.define.tolerance import TolerancePlan, tolerance_plan
 from pytest_xp.define.verdicts import Verdict
 from pytest_xp.errors import ExperimentError, GridError, GridSizeWarning
 
@@ -65,6 +66,7 @@ class TrialOptions:
     timeout: float | None = None  # seconds before a combination's process group is killed (implies isolation)
     gpus: int = 0  # GPUs a combination needs; skipped where fewer are visible
     inputs: tuple[str, ...] = ()  # globs of data files whose content is part of the cache key
+    tolerance: TolerancePlan = field(default_factory=TolerancePlan)  # what --xp-audit accepts (empty: exact)
     slurm: dict[str, Any] = field(default_factory=dict)  # Slurm resources over the command line's (resources.py)
 
 
@@ -374,6 +376,10 @@ def _trial_def(
     if inputs is not None and (not isinstance(inputs, (list, tuple)) or not all(isinstance(g, str) for g in inputs)):
         problem(fn, f"@trial(inputs=...) must be a list of glob patterns such as ['data/*.csv'], got {inputs!r}")
         return None
+    tolerance = tolerance_plan(options.get("tolerance"))
+    if isinstance(tolerance, str):
+        problem(fn, tolerance)
+        return None
     gpus = options.get("gpus", 0)
     if not _is_int(gpus) or gpus < 0:
         problem(fn, f"@trial(gpus=...) must be an int >= 0, got {gpus!r}")
@@ -408,6 +414,7 @@ def _trial_def(
             timeout=timeout,
             gpus=gpus,
             inputs=tuple(inputs or ()),
+            tolerance=tolerance,
             slurm=dict(options.get("slurm") or {}),
         ),
         description=docstring(fn),

@@ -182,10 +182,11 @@ FAIL_ON_CHOICES = (
     "flips",  # any change of verdict to or from SUPPORTS against --xp-baseline
     "regressions",  # a change away from SUPPORTS against --xp-baseline
     "post-hoc",  # a verdict reached after its verify's code or settings changed on unchanged data
+    "audit",  # a cached combination --xp-audit re-ran gave another result (the trial is not deterministic)
 )
 #: Tokens that gate the session as a whole rather than one verify item.
 SESSION_FAIL_ON = frozenset({"flips", "regressions", "post-hoc"})
-DEFAULT_FAIL_ON = ("refutes", "invalid", "trial-failures")
+DEFAULT_FAIL_ON = ("refutes", "invalid", "trial-failures", "audit")
 
 
 def parse_fail_on(text: str | Iterable[str]) -> frozenset[str]:

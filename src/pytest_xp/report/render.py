@@ -167,6 +167,10 @@ def _session_facts(data: ReportData) -> list[tuple[str, str]]:
             ("host", str(session.get("hostname", "-"))),
             ("git", commit if git else "-"),
         ]
+        if isinstance(session.get("audit"), dict):
+            from pytest_xp.report.audit import AuditSummary
+
+            facts.append(("audit", AuditSummary.from_manifest(session["audit"]).headline()))
     return facts
 
 
@@ -668,6 +672,7 @@ def report_dict(data: ReportData) -> dict[str, Any]:
                     "exitstatus",
                     "hostname",
                     "git",
+                    "audit",
                 )
             },
             "hypotheses": [

@@ -14,6 +14,7 @@ from pytest_xp.config import XpConfig
 from pytest_xp.define.adaptive import adaptive_note
 from pytest_xp.define.config_files import config_summary
 from pytest_xp.define.verdicts import Hypothesis, Verdict
+from pytest_xp.report.audit import AuditSummary
 from pytest_xp.store import provenance as _provenance
 from pytest_xp.store.properties import ItemProperties, read_properties
 from pytest_xp.store.records import now_iso
@@ -59,6 +60,13 @@ def teststatus(report: pytest.TestReport) -> tuple[str, str, tuple[str, dict[str
         return verdict, _LETTERS.get(verdict, "?"), (verdict.upper(), _COLORS.get(verdict, {}))
     progress = report.__dict__.get("xp_progress")
     tail = f" {progress}" if isinstance(progress, str) and progress else ""
+    audit = props.get("xp_audit")
+    if isinstance(audit, dict):
+        if report.failed:
+            return None  # a failed audit keeps pytest's FAILED
+        if audit.get("same"):
+            return "audited", "a", ("AUDITED (same result)" + tail, {"green": True})
+        return "nondeterministic", "n", ("NONDETERMINISTIC (tolerated)" + tail, {"yellow": True})
     if props.get("xp_cached"):
         return "cached", "c", ("CACHED" + tail, {"green": True})
     if props.get("xp_tolerated"):
@@ -138,6 +146,7 @@ class XpReporter:
     changes: Any = None  # pytest_xp.report.changes.Changes against the baseline
     gated: list[str] = field(default_factory=list)  # node ids whose change fails the session
     post_hoc_gated: bool = False  # --xp-fail-on=post-hoc and a verdict is post-hoc
+    audit: AuditSummary | None = None  # --xp-audit: the findings of the re-run combinations
 
     def check_registrations(self, store_root: Path, at: str, session: str, commit: str | None) -> list[str]:
         """Register first judgements, mark post-hoc ones; returns the post-hoc node ids."""
@@ -215,6 +224,8 @@ class XpReporter:
             config=config_summary(settings.config_layers, settings.context_overrides, settings.value_overrides),
             baseline=self.changes.to_dict() if self.changes is not None else None,
         )
+        if self.audit is not None:
+            data["audit"] = self.audit.to_manifest()
         data.update(extra or {})
         try:
             store.ensure()
@@ -374,6 +385,8 @@ class XpReporter:
                 self.why.append((report.nodeid, str(props["xp_why"])))
             if props.get("xp_tolerated"):
                 self.tolerated.append((report.nodeid, str(report.longrepr or "")))
+            if self.audit is not None and isinstance(finding := props.get("xp_audit"), dict):
+                self.audit.note(finding)
             self._note_trial(report, props)
 
     @pytest.hookimpl
@@ -411,6 +424,8 @@ class XpReporter:
             for nodeid, text in self.changes.lines():
                 failed = nodeid in self.gated and not text.startswith(("NEW", "MISSING"))
                 tr.write_line(("FAILED " if failed else "") + text, **({"red": True} if failed else {}))
+        if self.audit is not None:
+            self._write_audit(tr, self.audit)
         if self.explain and self.why:
             tr.write_sep("-", "why these combinations ran (--xp-explain)")
             for nodeid, why in self.why:
@@ -435,6 +450,16 @@ class XpReporter:
                 "diff's hash (--xp-dirty-git=error refuses, =ignore hides this)",
                 yellow=True,
             )
+
+    @staticmethod
+    def _write_audit(tr: Any, audit: AuditSummary) -> None:
+        """The audit section: each re-run combination, then the outcome in one line."""
+        bad = bool(audit.nondeterministic())
+        tr.write_sep("=", f"audit (--xp-audit {audit.asked}, chosen with --xp-seed={audit.seed})")
+        for line in audit.lines():
+            tr.write_line(line, **({"yellow": True} if line.startswith("NONDET") else {}))
+        markup = {"red": True, "bold": True} if bad and audit.gates else {"yellow": True} if bad else {"green": True}
+        tr.write_line(("FAILED " if bad and audit.gates else "") + "audit: " + audit.headline(), **markup)
 
     def _write_report(self, tr: Any) -> None:
         tr.write_sep("=", "pytest-xp report")

@@ -26,6 +26,7 @@ from pytest_xp.define.verdicts import Outcome, Verdict, verdict_fails
 from pytest_xp.errors import (
     IsolatedFailure,
     IsolationError,
+    NonDeterministic,
     PackageVersionsChanged,
     RemoteFailure,
     ResultNotJSON,
@@ -35,6 +36,7 @@ from pytest_xp.errors import (
     StoreError,
 )
 from pytest_xp.run import adaptive as _adaptive
+from pytest_xp.run import audit as _audit
 from pytest_xp.run.call import RunOutcome, call_trial
 from pytest_xp.run.checkpoints import CHECKPOINT_DIR
 from pytest_xp.run.handle import METRICS_CSV, METRICS_JSONL, Xp
@@ -79,6 +81,7 @@ class VerdictFailed(Exception):
 #: Errors that are messages for the person running pytest; shown without a plugin traceback.
 USER_ERRORS = (
     IsolatedFailure,
+    NonDeterministic,
     RemoteFailure,
     ResultNotJSON,
     SetupFailed,
@@ -178,6 +181,8 @@ class TrialItem(_XpItem):
     xp_error: Exception | None = None
     xp_replay_skip: str | None = None  # set by a launcher: why this combination is reported as skipped
     xp_prepared: bool = False  # prepare() ran already (a cache miss found by the fast path)
+    xp_audit: dict[str, Any] | None = None  # chosen by --xp-audit (run/audit.py): how it was chosen
+    xp_audited: dict[str, Any] | None = None  # the stored record an audit re-runs (never rewritten)
 
     @classmethod
     def create(cls, parent: pytest.Module, exp: Experiment, trial: TrialDef, combo: Combination) -> TrialItem:
@@ -356,27 +361,34 @@ class TrialItem(_XpItem):
             # a traceback into the plugin.
             self.xp_error = exc
             return
+        if self.xp_cached is not None and self.xp_audit is not None:
+            self.xp_audited, self.xp_cached = self.xp_cached, None  # re-run elsewhere, compare, keep the record
         if self.xp_cached is not None:
             return  # nothing will run: skip fixture set-up too
         try:
             self.xp_session.store.ensure()
             self.xp_session.store.make_dir(self.output_dir)
+            run_dir = self.output_dir
+            if self.xp_audited is not None:
+                run_dir = _audit.run_dir(self.xp_session, self.xp_exp, self.xp_trial.name, self.xp_combo)
+                self.xp_session.store.make_dir(run_dir)
         except StoreError as exc:
             self.xp_error = exc
             return
-        self.xp_cached = self._claim()
-        if self.xp_cached is not None:
-            return
-        if self.xp_seen_record:
-            for stale in (METRICS_JSONL, METRICS_CSV):
-                (self.output_dir / stale).unlink(missing_ok=True)  # from an earlier run of this combination
+        if self.xp_audited is None:
+            self.xp_cached = self._claim()
+            if self.xp_cached is not None:
+                return
+            if self.xp_seen_record:
+                for stale in (METRICS_JSONL, METRICS_CSV):
+                    (self.output_dir / stale).unlink(missing_ok=True)  # from an earlier run of this combination
         self.xp_handle = Xp(
             store=self.xp_session.store,
             exp=self.xp_exp,
             trial=self.xp_trial.name,
             rank=self.xp_trial.order,
             params=copy.deepcopy(self.xp_combo.params),
-            output_path=self.output_dir,
+            output_path=run_dir,
             setup=self.xp_context,
             seeds=self.xp_seeds,
             key=self.xp_key,
@@ -417,10 +429,14 @@ class TrialItem(_XpItem):
     def cached_properties(self) -> list[tuple[str, object]]:
         """What a cached combination reports (through ``user_properties``)."""
         assert self.xp_cached is not None
+        return self.cached_properties_of(self.xp_cached)
+
+    @staticmethod
+    def cached_properties_of(record: dict[str, Any]) -> list[tuple[str, object]]:
         props: list[tuple[str, object]] = []
-        add_properties(props, xp_cached=True, xp_success=True, xp_duration=self.xp_cached.get("duration_s") or 0.0)
-        if self.xp_cached.get("metrics"):
-            add_properties(props, xp_metrics=self.xp_cached["metrics"])
+        add_properties(props, xp_cached=True, xp_success=True, xp_duration=record.get("duration_s") or 0.0)
+        if record.get("metrics"):
+            add_properties(props, xp_metrics=record["metrics"])
         return props
 
     def runtest(self) -> None:
@@ -438,6 +454,9 @@ class TrialItem(_XpItem):
         if self.xp_handle is not None:
             self.xp_handle.started = start  # metric wallclock counts from here
         outcome = _within_size(self.xp_trial.name, self._run())
+        if self.xp_audited is not None:
+            self._conclude_audit(outcome, time.perf_counter() - start)
+            return
         self._write_record(outcome, started_at, time.perf_counter() - start)
         if not outcome.success:
             raise self._failure(outcome)
@@ -547,6 +566,23 @@ class TrialItem(_XpItem):
             add_properties(self.user_properties, xp_success=False, xp_duration=record["duration_s"])
             raise
         add_properties(self.user_properties, xp_success=outcome.success, xp_duration=record["duration_s"])
+
+    def _conclude_audit(self, outcome: RunOutcome, duration_s: float) -> None:
+        """Compare an audited re-run with the stored record (left as it was); fail if it differs and
+        ``audit`` is in ``--xp-fail-on``."""
+        assert self.xp_audited is not None and self.xp_audit is not None
+        if self.xp_handle is not None:
+            self.xp_handle.close()
+        finding = {
+            **self.xp_audit,
+            **_audit.conclude(self.xp_exp, self.xp_trial, self.xp_combo, self.xp_audited, outcome),
+            "duration_s": round(duration_s, 3),
+        }
+        props = self.cached_properties_of(self.xp_audited)
+        add_properties(props, xp_audit=finding)
+        self.user_properties.extend(props)
+        if not finding["same"] and "audit" in self.xp_session.settings.fail_on:
+            raise NonDeterministic(_audit.failure_text(finding))
 
     def _failure(self, outcome: RunOutcome) -> BaseException:
         """What the item raises for a failed outcome: the trial's own exception when it ran here."""
@@ -749,6 +785,8 @@ def report_if_cached(item: pytest.Item, nextitem: pytest.Item | None) -> bool:
     """
     if not isinstance(item, TrialItem) or nextitem is None or nextitem.parent is not item.parent:
         return False
+    if item.xp_audit is not None:
+        return False  # chosen by --xp-audit: it re-runs
     session, exp, combo = item.xp_session, item.xp_exp, item.xp_combo
     if item.xp_round and _adaptive.needs_fixtures(session, exp, item.xp_trial.name, combo.params):
         return False  # deciding its round calls a verify with fixtures: the full protocol sets them up

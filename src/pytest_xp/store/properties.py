@@ -34,6 +34,7 @@ class ItemProperties(TypedDict, total=False):
     xp_registration: dict[str, Any]  # what the judgement used: code, settings, data digest (store/registry)
     xp_adaptive: dict[str, Any]  # rounds and values an adaptive verify used (run/adaptive.summary)
     xp_not_needed: bool  # an adaptive round the verdict did not need (skipped)
+    xp_audit: dict[str, Any]  # --xp-audit re-ran this cached combination: the finding (run/audit.conclude)
 
 
 KEYS = frozenset(ItemProperties.__annotations__)
