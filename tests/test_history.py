@@ -107,3 +107,48 @@ def test_html_report_shows_a_trend_per_hypothesis(store: Path) -> None:
     page = render_html(gather(store), pngs={})
     assert page.count('<div class="trend">') == 2  # one per hypothesis judged more than once
     assert page.count('class="flip"') == 1
+
+
+def test_each_manifest_is_parsed_once_then_read_from_the_index(store: Path) -> None:
+    from pytest_xp.report.history_index import INDEX_NAME, indexed_sessions
+    from pytest_xp.report.history_rows import read_manifest
+
+    parsed: list[str] = []
+
+    def read(path: Path) -> Any:
+        parsed.append(path.name)
+        return read_manifest(path)
+
+    first = indexed_sessions(store, read)
+    assert len(parsed) == 3 and (store / INDEX_NAME).is_file()
+    parsed.clear()
+    assert indexed_sessions(store, read) == first and parsed == []  # all from the index, the same rows
+    added = write_manifest(store, _manifest(4, "supports", diff=0.9))
+    assert len(indexed_sessions(store, read)) == 4 and parsed == [added.name]  # only the new one
+    parsed.clear()
+    added.write_text(json.dumps(_manifest(4, "refutes", diff=-1.0)), encoding="utf-8")  # rewritten
+    assert indexed_sessions(store, read)[-1][2][0].verdict == "refutes" and parsed == [added.name]
+    added.unlink()
+    assert len(indexed_sessions(store, read)) == 3
+    assert len(json.loads((store / INDEX_NAME).read_text())["manifests"]) == 3  # the removed one is dropped
+    assert read_history(store).rows[NODE][0].session == "s3"
+    assert read_history(store, "xp_b").rows.keys() == {"experiments/xp_b.py::other"}  # patterns on indexed rows
+
+
+def test_a_broken_or_unwritable_index_changes_nothing(store: Path) -> None:
+    from pytest_xp.report.history_index import INDEX_NAME
+
+    expected = read_history(store).rows
+    assert read_history(store).rows == expected  # read back from the index: the same rows
+    index = json.loads((store / INDEX_NAME).read_text())
+    for entry in index["manifests"].values():
+        entry[6][0][1] = 7  # a verdict that is not text: that entry is not trusted
+    (store / INDEX_NAME).write_text(json.dumps(index), "utf-8")
+    assert read_history(store).rows == expected
+    (store / INDEX_NAME).write_text('{"kind": "pytest-xp/history-index", "version": 1, "manifests": [', "utf-8")
+    assert read_history(store).rows == expected
+    (store / INDEX_NAME).write_text(json.dumps({"kind": "other"}), "utf-8")
+    assert read_history(store).rows == expected
+    (store / INDEX_NAME).unlink()
+    (store / INDEX_NAME).mkdir()  # cannot be written
+    assert read_history(store).rows == expected

@@ -98,7 +98,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _register(args: argparse.Namespace) -> int:
-    from pytest_xp.report.history import matches
+    from pytest_xp.report.history_rows import matches
     from pytest_xp.store.frames import list_manifests, module_slug
     from pytest_xp.store.records import now_iso
     from pytest_xp.store.registry import registration_path, write_registration

@@ -8,16 +8,16 @@ nothing else (no pytest session, no pandas). Unreadable manifests are skipped wi
 
 from __future__ import annotations
 
-import fnmatch
 import html
+import itertools
 import json
 import math
-from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pytest_xp.store.frames import _read_json as read_json
+from pytest_xp.report.history_rows import HistoryRow, read_manifest, rows_of_manifest
 from pytest_xp.store.frames import module_slug
 from pytest_xp.store.registry import read_registration, registration_path
 
@@ -33,35 +33,6 @@ VERDICT_COLOURS = {
 }
 
 
-@dataclass(slots=True)
-class HistoryRow:
-    """One session's judgement of one hypothesis."""
-
-    nodeid: str
-    session: str
-    started_at: str
-    commit: str | None
-    dirty: bool
-    verdict: str
-    effect: float | None = None
-    ci: tuple[float, float] | None = None
-    n: tuple[int, ...] | None = None
-    p: float | None = None
-    post_hoc: bool = False
-    registered: bool = False
-    rounds: int | None = None
-
-    @property
-    def commit_label(self) -> str:
-        return (self.commit or "-")[:10] + ("*" if self.dirty else "")
-
-    def as_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["ci"] = list(self.ci) if self.ci is not None else None
-        out["n"] = list(self.n) if self.n is not None else None
-        return out
-
-
 @dataclass
 class History:
     """Rows per hypothesis, newest first, in the order hypotheses were first judged."""
@@ -75,101 +46,20 @@ class History:
     def changed(self, nodeid: str) -> list[bool]:
         """Per row (newest first): whether its verdict differs from the session before it."""
         rows = self.rows.get(nodeid, [])
-        return [i + 1 < len(rows) and rows[i].verdict != rows[i + 1].verdict for i in range(len(rows))]
-
-
-# The readers below test exact types: they run 25 000 times on a large store, and JSON gives
-# only int, float, None, bool, str, list and dict.
-def _number(value: Any) -> float | None:
-    kind = type(value)
-    if kind is float:
-        return value if math.isfinite(value) else None
-    return float(value) if kind is int else None
-
-
-def _end(value: Any, missing: float) -> float | None:
-    kind = type(value)
-    if kind is float:
-        return value  # type: ignore[no-any-return]
-    if kind is int:
-        return float(value)
-    return missing if value is None else None
-
-
-def _interval(value: Any) -> tuple[float, float] | None:
-    if type(value) is not list or len(value) != 2:
-        return None
-    lo, hi = _end(value[0], -math.inf), _end(value[1], math.inf)
-    return None if lo is None or hi is None else (lo, hi)
-
-
-def _sizes(value: Any) -> tuple[int, ...] | None:
-    if type(value) is int:
-        return (value,)
-    if type(value) is list and all(type(x) is int for x in value):
-        return tuple(value)
-    return None
-
-
-def _mapping(value: Any) -> dict[str, Any]:
-    return value if type(value) is dict else {}
-
-
-def matches(nodeid: str, pattern: str | None) -> bool:
-    """A glob (``*``, ``?``, ``[``) matches the node id or the verify's name; other text is a substring."""
-    if not pattern:
-        return True
-    if any(c in pattern for c in "*?["):
-        return fnmatch.fnmatchcase(nodeid, pattern) or fnmatch.fnmatchcase(nodeid.rpartition("::")[2], pattern)
-    return pattern in nodeid
-
-
-def rows_of_manifest(manifest: dict[str, Any], pattern: str | None = None) -> list[HistoryRow]:
-    """The judgements one manifest records (those whose node id matches ``pattern``)."""
-    git = _mapping(manifest.get("git"))
-    session = str(manifest.get("session", ""))
-    started = str(manifest.get("started_at", ""))
-    commit = git.get("commit") if isinstance(git.get("commit"), str) else None
-    dirty = bool(git.get("dirty"))
-    detailed: dict[str, dict[str, Any]] = {}
-    for entry in manifest.get("hypotheses") or []:
-        if isinstance(entry, dict) and isinstance(entry.get("nodeid"), str):
-            detailed[entry["nodeid"]] = entry
-    verdicts = manifest.get("verdicts")
-    out = []
-    for nodeid, verdict in verdicts.items() if isinstance(verdicts, dict) else ():
-        if not matches(nodeid, pattern):
-            continue
-        entry = detailed.get(nodeid, {})
-        evidence = _mapping(entry.get("evidence"))
-        adaptive = _mapping(entry.get("adaptive"))
-        p = _number(evidence.get("p_adjusted"))
-        out.append(
-            HistoryRow(
-                nodeid=nodeid,
-                session=session,
-                started_at=started,
-                commit=commit,
-                dirty=dirty,
-                verdict=str(verdict),
-                effect=_number(evidence.get("diff")),
-                ci=_interval(evidence.get("ci")),
-                n=_sizes(evidence.get("n")),
-                p=p if p is not None else _number(evidence.get("p_value")),
-                post_hoc=bool(entry.get("post_hoc")),
-                registered=bool(entry.get("registered")),
-                rounds=adaptive.get("rounds") if isinstance(adaptive.get("rounds"), int) else None,
-            )
-        )
-    return out
+        changed = [newer.verdict != older.verdict for newer, older in itertools.pairwise(rows)]
+        return [*changed, False] if rows else []
 
 
 def history_from_manifests(xp_dir: Path, manifests: Iterable[dict[str, Any]], pattern: str | None = None) -> History:
     """The history of the given manifests (any order; sessions are sorted by start time)."""
-    sessions: list[tuple[str, str, list[HistoryRow]]] = []
-    for manifest in manifests:
-        rows = rows_of_manifest(manifest, pattern)
-        sessions.append((str(manifest.get("started_at", "")), str(manifest.get("session", "")), rows))
+    sessions = [
+        (str(m.get("started_at", "")), str(m.get("session", "")), rows_of_manifest(m, pattern)) for m in manifests
+    ]
+    return history_from_sessions(xp_dir, sessions)
+
+
+def history_from_sessions(xp_dir: Path, sessions: list[tuple[str, str, list[HistoryRow]]]) -> History:
+    """The history of (started_at, session id, rows) per session, in any order."""
     sessions.sort(key=lambda entry: (entry[0], entry[1]), reverse=True)
     history = History(xp_dir=xp_dir, sessions=len(sessions))
     by_id: dict[str, list[HistoryRow]] = {}
@@ -180,19 +70,15 @@ def history_from_manifests(xp_dir: Path, manifests: Iterable[dict[str, Any]], pa
     return history
 
 
-def _iter_manifests(root: Path) -> Iterator[dict[str, Any]]:
-    """Each readable manifest, one at a time: the history keeps only its rows, so memory stays small
-    (holding every parsed manifest at once makes the garbage collector the largest cost)."""
-    for path in sorted((root / "runs").glob("*.json")):
-        data = read_json(path)
-        if isinstance(data, dict) and data.get("kind") == "pytest-xp/run":
-            yield data
-
-
 def read_history(xp_dir: Path | str, pattern: str | None = None) -> History:
-    """Every session's verdict of each hypothesis matching ``pattern``, newest first."""
+    """Every session's verdict of each hypothesis matching ``pattern``, newest first.
+
+    Each manifest is parsed once; its rows are kept in ``<store>/.history.json`` (history_index.py).
+    """
+    from pytest_xp.report.history_index import indexed_sessions
+
     root = Path(xp_dir)
-    history = history_from_manifests(root, _iter_manifests(root), pattern)
+    history = history_from_sessions(root, indexed_sessions(root, read_manifest, pattern))
     for nodeid in history.rows:
         module, _, name = nodeid.rpartition("::")
         registration = read_registration(registration_path(root, module_slug(module), name))
@@ -218,8 +104,8 @@ def fmt_number(value: float | None) -> str:
 def fmt_interval(ci: tuple[float, float] | None) -> str:
     if ci is None:
         return "-"
-    lo = fmt_number(ci[0]) if math.isfinite(ci[0]) else "-inf"
-    return f"[{lo}, {fmt_number(ci[1]) if math.isfinite(ci[1]) else 'inf'}]"
+    lo, hi = ci
+    return f"[{fmt_number(lo) if -math.inf < lo else '-inf'}, {fmt_number(hi) if hi < math.inf else 'inf'}]"
 
 
 def fmt_p(p: float | None) -> str:
@@ -229,6 +115,8 @@ def fmt_p(p: float | None) -> str:
 
 
 def _marks(row: HistoryRow, changed: bool) -> str:
+    if not (changed or row.post_hoc or row.registered or row.rounds is not None):
+        return ""  # most rows: nothing to note
     marks = []
     if changed:
         marks.append("changed")
@@ -253,7 +141,7 @@ def table_rows(history: History, nodeid: str) -> list[list[str]]:
             row.verdict.upper(),
             fmt_number(row.effect),
             fmt_interval(row.ci),
-            "+".join(str(x) for x in row.n) if row.n else "-",
+            "+".join(map(str, row.n)) if row.n else "-",
             fmt_p(row.p),
             _marks(row, changed),
         ]
@@ -267,7 +155,8 @@ def render_history_text(history: History) -> str:
     lines: list[str] = []
     for nodeid in history.rows:
         table = table_rows(history, nodeid)
-        widths = [max(len(h), *(len(r[i]) for r in table)) for i, h in enumerate(HEADERS)]
+        columns = zip(*table, strict=True)  # the table's columns (every row has one cell per header)
+        widths = [max(len(h), max(map(len, column))) for h, column in zip(HEADERS, columns, strict=True)]
         template = "  " + "  ".join(f"{{:<{w}}}" for w in widths)
         lines.append(nodeid)
         lines.append(template.format(*HEADERS).rstrip())
