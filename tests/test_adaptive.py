@@ -174,7 +174,7 @@ def enough(results, threshold, xp_setup, xp):
 """
 
 
-@pytest.mark.parametrize("workers", [None, "2"])
+@pytest.mark.parametrize("workers", [None, pytest.param("2", marks=pytest.mark.multiprocess)])
 def test_an_adaptive_verify_gets_its_fixtures_and_setup_at_every_look(
     pytester: pytest.Pytester, workers: str | None
 ) -> None:
