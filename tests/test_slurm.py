@@ -19,6 +19,7 @@ import time
 import uuid
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -322,6 +323,10 @@ def test_sacct_of_the_real_cluster_states_requeues_and_return_codes() -> None:
     assert (ends[2].state, ends[2].return_code) == ("FAILED", 11)
     # scontrol requeue: the first attempt says REQUEUED, the last one decides
     assert (ends[3].state, ends[3].requeues, ends[3].return_code, ends[3].final) == ("COMPLETED", 1, 0, True)
+    assert ends[3].history == (  # every attempt, for the manifest
+        {"attempt": 0, "state": "REQUEUED", "node": "vm", "elapsed_s": 5, "exit_code": "0:0"},
+        {"attempt": 1, "state": "COMPLETED", "node": "vm", "elapsed_s": 0, "exit_code": "0:0"},
+    )
     # scancel: the allocation says 0:0, its batch step carries the signal
     assert _slurm_arrays.parse_sacct(text, "7", single=True)[0] == TaskEnd(
         "CANCELLED", "0:0", -15, requeues=0, node="vm", elapsed_s=3
@@ -333,12 +338,59 @@ def test_sacct_of_the_real_cluster_states_requeues_and_return_codes() -> None:
     assert (timeout.state, timeout.exit_code, timeout.return_code) == ("TIMEOUT", "0:0", -15)
 
 
+def test_sacct_of_the_real_cluster_after_time_limits_and_requeues() -> None:
+    """``sacct -D`` captured after this file's cluster tests ran (see the fixture's header)."""
+    text = (FIXTURES / "sacct_requeue_22.05.txt").read_text()
+    resumed = _slurm_arrays.parse_sacct(text, "296", single=True)[0]  # TIMEOUT, --xp-slurm-requeue, COMPLETED
+    assert (resumed.state, resumed.requeues, resumed.return_code, resumed.final) == ("COMPLETED", 1, 0, True)
+    assert [(a["state"], a["exit_code"]) for a in resumed.history] == [("REQUEUED", "0:15"), ("COMPLETED", "0:0")]
+    timeout = _slurm_arrays.parse_sacct(text, "297", single=True)[0]  # no requeue: the time limit is final
+    assert (timeout.state, timeout.exit_code, timeout.return_code, timeout.requeues) == ("TIMEOUT", "0:0", -15, 0)
+    assert _slurm.failure_type("slurm", timeout) == "Slurm(TIMEOUT)"
+    requeued = _slurm_arrays.parse_sacct(text, "298", single=True)[0]  # scontrol requeue while running
+    assert (requeued.state, requeued.requeues, requeued.return_code) == ("COMPLETED", 1, 0)
+    array = _slurm_arrays.parse_sacct(text, "299")
+    assert [array[i].state for i in range(3)] == ["COMPLETED", "COMPLETED", "CANCELLED"]
+    assert array[2].return_code == -15  # "CANCELLED by 0" with 0:0; its batch step says signal 15
+    assert _slurm_arrays.parse_sacct(text, "299", single=True) == array  # an array is never read as one job
+
+
 def test_a_task_is_final_only_when_its_last_attempt_is() -> None:
     live = _slurm_arrays.parse_sacct(
         "5_0|REQUEUED|0:0|vm|5\n5_0.batch|CANCELLED|0:15|vm|5\n5_0|PENDING|0:0|None assigned|0\n", "5"
     )
     assert live[0] == TaskEnd("PENDING", "0:0", 0, requeues=1, node=None, elapsed_s=0)
     assert not live[0].final
+
+
+@pytest.mark.parametrize("group_first", [True, False])
+def test_a_line_for_tasks_not_started_is_never_an_attempt(group_first: bool) -> None:
+    """Accounting may list a task in its array's group line for a moment after the task started."""
+    group = "5_[0-2]|PENDING|0:0|None assigned|0\n"
+    own = "5_1|COMPLETED|0:0|vm|4\n5_1.batch|COMPLETED|0:0|vm|4\n"
+    ends = _slurm_arrays.parse_sacct(group + own if group_first else own + group, "5")
+    assert ends[1] == TaskEnd("COMPLETED", "0:0", 0, requeues=0, node="vm", elapsed_s=4)
+    assert (ends[0].state, ends[0].requeues, ends[2].state) == ("PENDING", 0, "PENDING")
+
+
+def test_accounting_that_lags_the_queue_is_no_requeue(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A task gone from squeue while sacct still says PENDING is waited for, not announced as requeued."""
+    answers = {"squeue": "5_0|RUNNING\n5_1|RUNNING\n", "sacct": "5_[0-1]|PENDING|0:0|None assigned|0\n"}
+
+    def run(cmd: list[str], timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
+        return subprocess.CompletedProcess(cmd, 0, answers[cmd[0]], "")
+
+    monkeypatch.setattr(_slurm_arrays, "_run", run)
+    spec = _slurm_task.TaskSpec(argv=[], cwd="", env={}, outcome=str(tmp_path / "o.json"), report="")
+    tasks = [_slurm_arrays.Task(index=i, shard=i, total=2, identities=[], spec=spec, job_id=f"5_{i}") for i in (0, 1)]
+    array = _slurm_arrays.SlurmArray.attach("5", tasks)
+    assert array.poll() == {0: "running", 1: "running"}
+    answers["squeue"] = ""  # both ended; accounting has not caught up
+    assert array.poll() == {0: "running", 1: "running"}
+    answers["sacct"] = "5_0|COMPLETED|0:0|vm|4\n5_[1]|PENDING|0:0|None assigned|0\n5_1|FAILED|2:0|vm|1\n"
+    assert array.poll() == {0: "done", 1: "dead"}
+    assert array.events == [], array.events
+    assert array.ends()[1] == TaskEnd("FAILED", "2:0", 2, requeues=0, node="vm", elapsed_s=1)
 
 
 SACCT = """\
@@ -487,6 +539,8 @@ def test_progress_prints_on_change_and_at_least_every_heartbeat() -> None:
     assert not ticker.due("running 1", now=29.0)
     assert ticker.due("running 1", now=30.0)  # the heartbeat: nothing changed for 30 s
     assert ticker.due("passed 1", now=31.0)  # a change
+    assert ticker.until_due(now=41.0) == 20.0 and ticker.until_due(now=70.0) == 0.0  # the poller wakes for it
+    assert _progress.Ticker().until_due(now=5.0) == 0.0
     assert _progress.HEARTBEAT_S <= 30
 
 
@@ -549,6 +603,22 @@ def needs_gpu(g):
     return g
 """
 )
+
+
+#: A trial that skips itself and one marked xfail that raises (added to RESOURCES for the cluster test).
+SKIPPING = """
+
+import pytest
+
+@trial(1, {"s": [1]})
+def skips(s):
+    pytest.skip("not on this machine")
+
+@pytest.mark.xfail(reason="known bad", strict=True)
+@trial(1, {"b": [1]})
+def broken(b):
+    raise ValueError("bad")
+"""
 
 
 def test_dry_run_with_trial_resources_shows_an_array_per_resource_set(pytester: pytest.Pytester) -> None:
@@ -663,24 +733,22 @@ def test_local_task_whose_pytest_dies_is_recorded_and_rerun(pytester: pytest.Pyt
     assert _ran(pytester) == Counter({"t1": 1, "t2": 2})
 
 
-#: A trial that skips itself, one marked xfail that raises, and order 2 above them.
-SKIPS = """
-import pytest
+#: A trial that needs a GPU, SKIPPING's two, and order 2 above them.
+SKIPS = (
+    """
 from pytest_xp import trial
 
 @trial(1, {"x": [1]}, gpus=1)
 def needs_gpu(x):
     return x
-
-@trial(1, {"x": [1]})
-def skips(x):
-    pytest.skip("not on this machine")
-
-@pytest.mark.xfail(reason="known bad", strict=True)
-@trial(1, {"x": [1]})
-def broken(x):
-    raise ValueError("bad")
 """
+    + SKIPPING
+    + """
+@trial(2, {"k": [1]})
+def above(k):
+    return k
+"""
+)
 
 
 @pytest.mark.multiprocess
@@ -688,7 +756,7 @@ def test_skips_and_xfails_travel_from_the_tasks_unchanged(pytester: pytest.Pytes
     _project(pytester, SKIPS)
     plain = pytester.runpytest_subprocess("--xp-dir=plain", "-p", "no:cacheprovider", "-rsx")
     result = pytester.runpytest_subprocess("--xp-launcher=local", "-p", "no:cacheprovider", "-rsx")
-    assert_counts(result, skipped=2, xfailed=1)
+    assert_counts(result, passed=1, skipped=2, xfailed=1)  # an expected failure holds no higher order back
     assert plain.parseoutcomes() == result.parseoutcomes()
     result.stdout.fnmatch_lines(
         ["SKIPPED * needs_gpu needs 1 GPU(s) (@trial(..., gpus=1)); 0 visible here", "SKIPPED * not on this machine"]
@@ -856,6 +924,10 @@ def test_ctrl_c_cancels_the_local_jobs(pytester: pytest.Pytester) -> None:
 
 
 # -- a real cluster ----------------------------------------------------------------------------------
+#: sinfo's short node states that still take jobs; "comp" is the moment a job of another test ends.
+_USABLE_NODE_STATES = frozenset({"idle", "mix", "alloc", "comp", "plnd"})
+
+
 def _slurm_answers() -> str | None:
     """None when a Slurm cluster accepts jobs here; otherwise why the cluster tests are skipped."""
     for tool in ("sbatch", "sinfo", "squeue", "sacct", "scancel"):
@@ -868,7 +940,7 @@ def _slurm_answers() -> str | None:
     states = info.stdout.split()
     if info.returncode != 0:
         return f"Slurm does not answer: sinfo exited {info.returncode}: {info.stderr.strip()[:200]}"
-    if not any(s.rstrip("*~#") in ("idle", "mix", "alloc") for s in states):
+    if not any(s.rstrip("*~#!%$@^-") in _USABLE_NODE_STATES for s in states):
         return f"Slurm has no usable node (sinfo states: {' '.join(states) or 'none'})"
     acct = subprocess.run(["sacct", "-n", "-X", "-S", "now-1minutes"], capture_output=True, timeout=10, check=False)
     if acct.returncode != 0:
@@ -976,6 +1048,7 @@ def test_slurm_scancelled_task_becomes_a_failure_record_and_a_rerun_completes_it
         _scancel_name(name)
     text = out.decode()
     assert "failed 1" in text, text
+    assert proc.returncode == 1, text  # the default --xp-fail-on has trial-failures: the session fails
     records = {r["index"]: r for r in load_records(pytester.path / ".xp")}
     assert records[0]["success"] and records[1]["success"]
     dead = records[2]
@@ -1113,18 +1186,76 @@ def _release_requeued(job: str) -> None:
         time.sleep(0.5)
 
 
+#: A trial that checkpoints each step. With the file "stall" present, its first attempt stops after saving
+#: step 2 (writing its pid and ids) and sleeps until Slurm ends it; a later attempt resumes from the checkpoint.
+#: Every start appends "<attempt> <first step>" to starts.txt.
+CHECKPOINTED = """
+import json, os, time
+from pathlib import Path
+from pytest_xp import trial
+
+HERE = Path(__file__).parent
+
+@trial(1, {"x": [3]})
+def train(x, xp):
+    attempt = int(os.environ.get("SLURM_RESTART_COUNT") or 0)
+    last = xp.resume()
+    step, total = (last.step + 1, last.state["total"]) if last is not None else (0, 0)
+    with open(HERE / "starts.txt", "a") as fh:
+        fh.write(f"{attempt} {step}\\n")
+    while step < 6:
+        total += x * step
+        xp.log(step, total=total)
+        xp.checkpoint({"total": total}, step=step)
+        if step == 2 and attempt == 0 and (HERE / "stall").exists():
+            ids = {k: os.environ.get(k, "") for k in ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID")}
+            (HERE / "ids.json").write_text(json.dumps(ids))
+            (HERE / "pid").write_text(str(os.getpid()))
+            time.sleep(300)
+        step += 1
+    return {"total": total}
+"""
+
+
+def _uninterrupted(pytester: pytest.Pytester) -> dict[str, Any]:
+    """The record of the checkpointed trial run here in one go, in a store of its own."""
+    plain = pytester.runpytest_subprocess("--xp-dir=plain", "-p", "no:cacheprovider")
+    assert_counts(plain, passed=1)
+    (record,) = load_records(pytester.path / "plain")
+    return record
+
+
+def _assert_resumed(pytester: pytest.Pytester, ids: dict[str, str]) -> dict[str, Any]:
+    """The requeued attempt resumed after step 2, and its record says where and in which attempt it ran."""
+    starts = (pytester.path / "starts.txt").read_text().splitlines()
+    assert starts == ["0 0", "1 3"], starts  # attempt 1 began at step 3, not 0
+    (record,) = load_records(pytester.path / ".xp")
+    assert record["success"], record
+    where = record["slurm"]
+    assert (where["job"], where["array_task"], where["attempt"]) == (ids["SLURM_JOB_ID"], None, 1), where
+    assert where["node"], where
+    assert [e["step"] for e in record["checkpoints"]["entries"]] == [3, 4, 5], record["checkpoints"]
+    metrics = (next((pytester.path / ".xp").rglob("record.json")).parent / "metrics.jsonl").read_text()
+    # each run of a combination starts its metrics log afresh: the resumed attempt's steps (as after a crash)
+    assert [json.loads(line)["step"] for line in metrics.splitlines()] == [3, 4, 5]
+    return record
+
+
 @pytest.mark.multiprocess
 @pytest.mark.usefixtures("slurm_cluster")
-def test_slurm_requeued_task_is_waited_for_not_reported_failed(pytester: pytest.Pytester) -> None:
-    """``scontrol requeue`` (what preemption with requeue does): the second attempt's result counts."""
-    _project(pytester, SLOW_FIRST_ATTEMPT)
+def test_slurm_requeued_task_resumes_from_its_checkpoint(pytester: pytest.Pytester) -> None:
+    """``scontrol requeue`` (what preemption with requeue does): the second attempt resumes and counts."""
+    _project(pytester, CHECKPOINTED)
+    expected = _uninterrupted(pytester)
+    (pytester.path / "starts.txt").unlink()
+    (pytester.path / "stall").touch()
     name = f"xptest-{uuid.uuid4().hex[:8]}"
     proc = _popen_submitter(pytester, "--xp-slurm", f"--xp-slurm-sbatch=--job-name={name}", "--xp-slurm-time=5")
     try:
         _wait_for(pytester.path / "pid", proc, CLUSTER_DEADLINE_S)
-        job = json.loads((pytester.path / "ids.json").read_text())["SLURM_JOB_ID"]
-        subprocess.run(["scontrol", "requeue", job], check=True, timeout=30)
-        _release_requeued(job)
+        ids = json.loads((pytester.path / "ids.json").read_text())
+        subprocess.run(["scontrol", "requeue", ids["SLURM_JOB_ID"]], check=True, timeout=30)
+        _release_requeued(ids["SLURM_JOB_ID"])
         out, _ = proc.communicate(timeout=CLUSTER_DEADLINE_S)
     finally:
         if proc.poll() is None:
@@ -1136,32 +1267,40 @@ def test_slurm_requeued_task_is_waited_for_not_reported_failed(pytester: pytest.
     # seen back in the queue, or (when the requeue fell between two polls) told at the end
     assert "is back in the queue (requeued)" in text or "ended COMPLETED in attempt 2 (requeued 1 time(s)" in text, text
     assert "TaskExited" not in text and "failed 1" not in text, text
-    (record,) = load_records(pytester.path / ".xp")
-    assert record["success"] and record["result"] == {"attempt": 1}, record
-    assert record["slurm"]["attempt"] == 1, record
+    record = _assert_resumed(pytester, ids)
+    assert record["result"] == expected["result"] == {"total": 45}
     (run,) = (pytester.path / ".xp" / "runs").glob("*.json")
     (task,) = json.loads(run.read_text())["launch"]["arrays"][0]["tasks"]
-    assert (task["state"], task["attempts"]) == ("COMPLETED", 2), task
+    assert (task["state"], task["attempts"], task["node"]) == ("COMPLETED", 2, record["slurm"]["node"]), task
 
 
-@pytest.mark.multiprocess
-@pytest.mark.usefixtures("slurm_cluster")
-def test_slurm_time_limit_then_requeue(pytester: pytest.Pytester) -> None:
-    """A task that reaches --xp-slurm-time ends TIMEOUT; --xp-slurm-requeue=1 runs it again, which passes."""
-    _project(pytester, SLOW_FIRST_ATTEMPT)
+def _stall_past_the_time_limit(pytester: pytest.Pytester, *args: str) -> tuple[pytest.RunResult, str]:
+    """Submit CHECKPOINTED with a stalling first attempt and a 1-minute limit; (the result, the job name)."""
+    _project(pytester, CHECKPOINTED)
+    (pytester.path / "stall").touch()
     name = f"xptest-{uuid.uuid4().hex[:8]}"
     try:
         result = pytester.runpytest_subprocess(
             "--xp-slurm",
             f"--xp-slurm-sbatch=--job-name={name}",
             "--xp-slurm-time=1",
-            "--xp-slurm-requeue=1",
             "-p",
             "no:cacheprovider",
-            timeout=240,
+            *args,
+            timeout=CLUSTER_DEADLINE_S,
         )
+    except pytester.TimeoutExpired:
+        pytest.fail(f"the submitting session ran past {CLUSTER_DEADLINE_S} s; its jobs ({name}) were cancelled")
     finally:
         _scancel_name(name)
+    return result, name
+
+
+@pytest.mark.multiprocess
+@pytest.mark.usefixtures("slurm_cluster")
+def test_slurm_time_limit_then_requeue_resumes_from_the_checkpoint(pytester: pytest.Pytester) -> None:
+    """A task that reaches --xp-slurm-time ends TIMEOUT; --xp-slurm-requeue=1 runs it again from its checkpoint."""
+    result, _ = _stall_past_the_time_limit(pytester, "--xp-slurm-requeue=1")
     assert_counts(result, passed=1)
     result.stdout.fnmatch_lines(
         ["pytest-xp: Slurm job *: task * ended TIMEOUT; requeued it (attempt 2, --xp-slurm-requeue)"]
@@ -1169,21 +1308,60 @@ def test_slurm_time_limit_then_requeue(pytester: pytest.Pytester) -> None:
     result.stdout.fnmatch_lines(
         ["pytest-xp: stage 1/1 (Slurm job *): passed 0, failed 0, skipped 0, running 1, pending 0 *"]
     )
-    (record,) = load_records(pytester.path / ".xp")
-    assert record["result"] == {"attempt": 1} and record["slurm"]["attempt"] == 1, record
+    record = _assert_resumed(pytester, json.loads((pytester.path / "ids.json").read_text()))
+    assert record["result"] == {"total": 45}
 
 
 @pytest.mark.multiprocess
 @pytest.mark.usefixtures("slurm_cluster")
-def test_slurm_two_stages_with_trial_resources_and_a_skipped_trial(pytester: pytest.Pytester) -> None:
-    _project(pytester, RESOURCES)
+def test_slurm_time_limit_without_requeue_leaves_a_timeout_record(pytester: pytest.Pytester) -> None:
+    """No --xp-slurm-requeue: the task ends TIMEOUT, its combination gets a failure record with the log tail.
+
+    The session's outcome follows --xp-fail-on: without ``trial-failures`` the failure is tolerated (exit 0);
+    the default's exit 1 is shown by the scancel test above.
+    """
+    result, name = _stall_past_the_time_limit(pytester, "--xp-fail-on=refutes,invalid")
+    assert result.ret == 0, result.stdout.str()
+    result.stdout.fnmatch_lines(["pytest-xp: stage 1/1 (Slurm job *): passed 0, failed 1, skipped 0, running 0, *"])
+    result.stdout.fnmatch_lines(["TOLERATED xp_demo.py::train[[]x_3[]] - *"])
+    # nothing changes for the minute the task runs: the heartbeat repeats the line (at least every 30 s)
+    running = [line for line in result.outlines if "running 1, pending 0" in line]
+    assert len(running) >= 2 and "last metric total=9 at step 2" in running[-1], running
+    (record,) = load_records(pytester.path / ".xp")
+    assert (record["success"], record["type"], record["return_code"]) == (False, "Slurm(TIMEOUT)", -15), record
+    assert record["slurm"]["state"] == "TIMEOUT" and record["slurm"]["attempt"] == 0, record
+    assert "it ended TIMEOUT" in record["error"] and "_log.err" in record["error"], record["error"]
+    assert "DUE TO TIME LIMIT" in record["error"], record["error"]  # the tail of the task's stderr
+    assert [e["step"] for e in record["checkpoints"]["entries"]] == [0, 1, 2], record
+    ends = subprocess.run(
+        ["sacct", "-X", "-n", "-P", "--name", name, "-o", "State,ExitCode"], capture_output=True, text=True, timeout=30
+    ).stdout.split()
+    assert ends == ["TIMEOUT|0:0"], ends  # what the return code -15 is documented from
+
+
+@pytest.mark.multiprocess
+@pytest.mark.usefixtures("slurm_cluster")
+def test_slurm_two_stages_with_trial_resources_skips_and_xfails(pytester: pytest.Pytester) -> None:
+    """Per-trial resources make separate arrays; skips, xfails and the verdict come back as a plain run has them."""
+    _project(pytester, RESOURCES + SKIPPING)
+    plain = pytester.runpytest_subprocess("--xp-dir=plain", "-p", "no:cacheprovider", "-rsx")
+    assert_counts(plain, passed=5, skipped=2, xfailed=1, supports=1)
     name = f"xptest-{uuid.uuid4().hex[:8]}"
     try:
-        result = _submit(pytester, name, "-p", "no:cacheprovider", "-rs")
+        result = _submit(pytester, name, "-p", "no:cacheprovider", "-rsx")
     finally:
         _scancel_name(name)
-    assert_counts(result, passed=5, skipped=1, supports=1)
+    assert result.parseoutcomes() == plain.parseoutcomes()
+    result.stdout.fnmatch_lines(
+        [
+            "*stage 1/2 (order 1 of xp_demo.py): 3 of 6 combinations in 3 task(s), resources {*}: Slurm array *",
+            "pytest-xp: stage 1/2 (order 1 of xp_demo.py): 3 of 6 combinations in 3 task(s): Slurm array *",
+            "*stage 2/2 (order 2 of xp_demo.py): 2 of 2 combinations in 2 task(s), resources {*}: Slurm array *",
+        ]
+    )
     result.stdout.fnmatch_lines(["SKIPPED * needs_gpu needs 1 GPU(s) (@trial(..., gpus=1)); 0 visible here"])
+    result.stdout.fnmatch_lines(["SKIPPED * not on this machine"])
+    result.stdout.fnmatch_lines(["XFAIL *broken* - known bad"])
     limits = subprocess.run(
         ["sacct", "-X", "-n", "-P", "--name", name, "-o", "JobID,Timelimit,ReqMem"], capture_output=True, text=True
     ).stdout.split()

@@ -12,7 +12,7 @@ import importlib
 import subprocess
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +60,8 @@ class TaskEnd:
     requeues: int = 0
     node: str | None = None
     elapsed_s: int | None = None
+    #: every attempt, oldest first, as sacct -D lists them: state, node, elapsed seconds, exit code
+    history: tuple[dict[str, Any], ...] = field(default=(), compare=False)
 
     @property
     def final(self) -> bool:
@@ -120,9 +122,12 @@ def parse_sacct(text: str, array_id: str, *, single: bool = False) -> dict[int, 
 
     With ``-D`` every attempt of a requeued task has its own line (earlier ones say ``REQUEUED``),
     followed by the lines of its steps (``77_3.batch``); the last attempt decides, and the number of
-    attempts before it is ``requeues``. Lines of other jobs and unparsable lines are ignored.
+    attempts before it is ``requeues``. A line for several tasks (``77_[1-3]``: those not started yet)
+    speaks only for tasks without a line of their own and is never an attempt: accounting may still list
+    a task there for a moment after it started. Lines of other jobs and unparsable lines are ignored.
     """
     rows: dict[int, list[tuple[list[str], list[str]]]] = {}  # index -> attempts: (fields, step exit codes)
+    grouped: dict[int, list[str]] = {}  # index -> the line of a group of tasks not started yet
     for line in text.splitlines():
         parts = line.strip().split("|")
         if len(parts) < 3 or line.startswith("#"):
@@ -130,29 +135,46 @@ def parse_sacct(text: str, array_id: str, *, single: bool = False) -> dict[int, 
         job, dot, _step = parts[0].partition(".")
         indices = _indices(job, array_id, single)
         for index in indices:
+            if "[" in job:
+                grouped.setdefault(index, parts)
+                continue
             attempts = rows.setdefault(index, [])
             if dot:
                 if attempts:
                     attempts[-1][1].append(parts[2])
             else:
                 attempts.append((parts, []))
+    for index, parts in grouped.items():
+        if not rows.get(index):
+            rows[index] = [(parts, [])]
     out: dict[int, TaskEnd] = {}
     for index, attempts in rows.items():
         if not attempts:
             continue
+        history = tuple(_attempt(number, parts) for number, (parts, _) in enumerate(attempts))
         parts, steps = attempts[-1]
-        state, exit_code = parts[1].split(" ", 1)[0].upper(), parts[2]
-        node = parts[3] if len(parts) > 3 and parts[3] not in ("", "None assigned") else None
-        elapsed = int(parts[4]) if len(parts) > 4 and parts[4].isdigit() else None
+        last = history[-1]
         out[index] = TaskEnd(
-            state=state,
-            exit_code=exit_code,
-            return_code=return_code_of(exit_code, state, steps),
+            state=last["state"],
+            exit_code=parts[2],
+            return_code=return_code_of(parts[2], last["state"], steps),
             requeues=len(attempts) - 1,
-            node=node,
-            elapsed_s=elapsed,
+            node=last["node"],
+            elapsed_s=last["elapsed_s"],
+            history=history,
         )
     return out
+
+
+def _attempt(number: int, parts: list[str]) -> dict[str, Any]:
+    """One attempt's line of ``sacct -D``, as the manifest lists it."""
+    return {
+        "attempt": number,
+        "state": parts[1].split(" ", 1)[0].upper(),
+        "node": parts[3] if len(parts) > 3 and parts[3] not in ("", "None assigned") else None,
+        "elapsed_s": int(parts[4]) if len(parts) > 4 and parts[4].isdigit() else None,
+        "exit_code": parts[2],
+    }
 
 
 def parse_squeue(text: str, array_id: str, *, single: bool = False) -> dict[int, str]:
@@ -332,13 +354,12 @@ class SlurmArray(_Array):
         for task in left:
             end = ends.get(task.index)
             if end is None or not end.final:
+                # Not in the queue, yet accounting has no final state: it lags the queue by a moment (a
+                # requeued task is back in squeue, so a pending state here is never a requeue).
                 since = self._left.setdefault(task.index, now)
-                if end is not None and end.state in _QUEUED_STATES:
-                    self._set(task.index, "pending")
                 if now - since < _SACCT_SETTLE_S:
-                    continue  # accounting lags the queue by a moment
-                if end is None:
-                    end = TaskEnd(state="UNKNOWN")
+                    continue
+                end = TaskEnd(state="UNKNOWN", requeues=end.requeues if end is not None else 0)
             self._left.pop(task.index, None)
             if end.state in REQUEUE_STATES and end.requeues < self.requeue and self._requeue(task, end):
                 continue

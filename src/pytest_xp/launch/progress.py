@@ -35,6 +35,12 @@ class Ticker:
             return True
         return False
 
+    def until_due(self, now: float) -> float:
+        """Seconds until the heartbeat is due (0: now): the poller sleeps no longer than this."""
+        if self._last_at is None:
+            return 0.0
+        return max(0.0, self._last_at + self.heartbeat_s - now)
+
 
 def counts_text(counts: Mapping[str, int]) -> str:
     return ", ".join(f"{word} {counts.get(word, 0)}" for word in WORDS)

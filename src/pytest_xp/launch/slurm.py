@@ -38,6 +38,7 @@ from pytest_xp.launch.options import ENV_REPORT, ENV_SELECT, ENV_TASK, SlurmSett
 from pytest_xp.launch.progress import Remaining, Ticker, counts_text, eta_s, last_metric, running_text
 from pytest_xp.launch.sizing import format_seconds, pack, too_long
 from pytest_xp.launch.task import TaskSpec, shell_command, task_argv
+from pytest_xp.run.checkpoints import CHECKPOINT_DIR, CheckpointDir
 from pytest_xp.run.handle import METRICS_JSONL
 from pytest_xp.run.state import SESSION_KEY
 from pytest_xp.store.codec import loads
@@ -493,7 +494,7 @@ def _wait(
                     out.line(line)
                 if not live:
                     break
-                time.sleep(interval)
+                time.sleep(min(interval, ticker.until_due(time.monotonic())))  # a slow poll never skips a heartbeat
                 if settings.launcher == "slurm":
                     interval = min(interval * 1.5, _POLL_MAX_S)
     except BaseException as exc:
@@ -534,10 +535,11 @@ def _after_stage(
         _record_dead_tasks(config, settings.launcher or "", sub.array, sub.tasks, sub.items)
         _collect_skips(xp, state, sub)
         state.arrays.append(_array_entry(sub, label))
+        expected = _expected_failures(sub)
         for identity, item in sub.items.items():
             record = xp.store.read_record(item.record_path)
             new = _snapshot(item.record_path) != state.submitted.get(identity)
-            if item.xp_replay_skip is not None and not new:
+            if (item.xp_replay_skip is not None and not new) or identity in expected:
                 continue
             if record is None or not new or not record.get("success"):
                 failed[item.xp_exp.module_id] = failed.get(item.xp_exp.module_id, 0) + 1
@@ -562,16 +564,33 @@ def _after_stage(
     return stopped
 
 
+def _task_outcomes(task: Task) -> dict[str, Any]:
+    """How the task's pytest said each of its combinations ended (node id -> entry); empty if it did not."""
+    try:
+        report = loads(Path(task.spec["report"]).read_text(encoding="utf-8"))
+    except (OSError, ValueError, KeyError):
+        return {}
+    outcomes = report.get("items") if isinstance(report, dict) else None
+    return outcomes if isinstance(outcomes, dict) else {}
+
+
+def _expected_failures(sub: _Submitted) -> set[str]:
+    """Identities whose failure the task reported as expected (xfail): no reason to hold higher orders back."""
+    out: set[str] = set()
+    for task in sub.tasks:
+        outcomes = _task_outcomes(task)
+        for identity in task.identities:
+            item = sub.items.get(identity)
+            entry = outcomes.get(item.nodeid) if item is not None else None
+            if isinstance(entry, dict) and entry.get("outcome") == "xfailed":
+                out.add(identity)
+    return out
+
+
 def _collect_skips(xp: XpSession, state: LaunchState, sub: _Submitted) -> None:
     """A combination its task skipped (and left no record for) is skipped here too, for the same reason."""
     for task in sub.tasks:
-        try:
-            report = loads(Path(task.spec["report"]).read_text(encoding="utf-8"))
-        except (OSError, ValueError, KeyError):
-            continue
-        outcomes = report.get("items") if isinstance(report, dict) else None
-        if not isinstance(outcomes, dict):
-            continue
+        outcomes = _task_outcomes(task)
         for identity in task.identities:
             item = sub.items.get(identity)
             if item is None or _snapshot(item.record_path) != state.submitted.get(identity):
@@ -591,6 +610,8 @@ def _array_entry(sub: _Submitted, label: str) -> dict[str, Any]:
         entry["exit_status"] = _exit_status(task)
         if end is not None:
             entry.update(state=end.state, attempts=end.requeues + 1, node=end.node, return_code=end.return_code)
+            if end.history:
+                entry["history"] = list(end.history)  # each attempt's state, node and time (sacct -D)
         tasks.append(entry)
     return {
         "stage": label,
@@ -811,6 +832,10 @@ def write_failure_record(
     )
     if task is not None:
         record["launcher"] = {"job": task.job_id, "shard": f"{task.shard}/{task.total}"}
+    key = getattr(item, "xp_key", "")
+    checkpoints = CheckpointDir(item.output_dir / CHECKPOINT_DIR, key).summary() if key else None
+    if checkpoints is not None:
+        record["checkpoints"] = checkpoints  # what the next run of this combination resumes from
     if task is not None and end is not None:
         job, _, array_task = task.job_id.partition("_")
         record["slurm"] = {
