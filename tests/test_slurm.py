@@ -1387,23 +1387,37 @@ def test_slurm_failed_lower_order_stops_the_module(pytester: pytest.Pytester) ->
 @pytest.mark.multiprocess
 @pytest.mark.usefixtures("slurm_cluster")
 def test_slurm_detach_then_attach(pytester: pytest.Pytester) -> None:
+    """Detach; the same command again collects stage 1 and detaches stage 2; --xp-slurm-attach collects that."""
     _project(pytester)
     name = f"xptest-{uuid.uuid4().hex[:8]}"
     try:
-        detached = _submit(pytester, name, "--xp-slurm-detach", "-p", "no:cacheprovider", "-rs")
+        detached = _submit(pytester, name, "--xp-slurm-detach", "--xp-slurm-tasks=2", "-p", "no:cacheprovider", "-rs")
         assert detached.ret == 0, detached.stdout.str()
         assert detached.parseoutcomes()["skipped"] == 5
-        detached.stdout.fnmatch_lines(["pytest-xp: detached: Slurm array * run(s) stage 1 on; collect with *"])
+        detached.stdout.fnmatch_lines(
+            [
+                "pytest-xp: stage 1/2 (order 1 of xp_demo.py): 3 of 3 combinations in 2 task(s): Slurm array *",
+                "pytest-xp: detached: Slurm array * run(s) stage 1 on; collect with *",
+            ]
+        )
         assert (pytester.path / ".xp" / "slurm" / "detached.json").exists()
+        again = _submit(pytester, name, "--xp-slurm-detach", "-p", "no:cacheprovider", "-rs")
         attached = _submit(pytester, name, "--xp-slurm-attach", "-p", "no:cacheprovider")
     finally:
         _scancel_name(name)
+    again.stdout.fnmatch_lines(
+        [
+            "pytest-xp: attaching to Slurm array *, submitted by session * (detached)",
+            "*stage 1/2 *nothing to submit (0 cached, 3 collected from the detached session)",
+            "pytest-xp: detached: Slurm array * run(s) stage 2 on; collect with *",
+        ]
+    )
+    assert again.ret == 0 and (again.parseoutcomes()["passed"], again.parseoutcomes()["skipped"]) == (3, 2)
     assert_counts(attached, passed=5, supports=1)
     attached.stdout.fnmatch_lines(
         [
             "pytest-xp: attaching to Slurm array *, submitted by session * (detached)",
-            "*stage 1/2 *nothing to submit (0 cached, 3 collected from the detached session)",
-            "pytest-xp: stage 2/2 (order 2 of xp_demo.py): 2 of 2 combinations in 2 task(s): Slurm array *",
+            "*stage 2 (detached)*",
         ]
     )
     assert not (pytester.path / ".xp" / "slurm" / "detached.json").exists()
