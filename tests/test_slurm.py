@@ -1272,6 +1272,7 @@ def test_slurm_requeued_task_resumes_from_its_checkpoint(pytester: pytest.Pytest
     (run,) = (pytester.path / ".xp" / "runs").glob("*.json")
     (task,) = json.loads(run.read_text())["launch"]["arrays"][0]["tasks"]
     assert (task["state"], task["attempts"], task["node"]) == ("COMPLETED", 2, record["slurm"]["node"]), task
+    assert [(a["attempt"], a["state"]) for a in task["history"]] == [(0, "REQUEUED"), (1, "COMPLETED")], task
 
 
 def _stall_past_the_time_limit(pytester: pytest.Pytester, *args: str) -> tuple[pytest.RunResult, str]:
