@@ -28,6 +28,7 @@ import json
 import math
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -38,7 +39,11 @@ from pytest_xp import stats
 from pytest_xp.define.verdicts import Verdict
 
 ALPHA = 0.05
-METHODS = ("welch", "mannwhitney", "permutation", "bootstrap")
+METHODS = ("welch", "mannwhitney", "brunnermunzel", "permutation", "bootstrap")
+#: Rank tests are not held to the t-test's power for normal data (docs/stats.md).
+RANK_METHODS = ("mannwhitney", "brunnermunzel")
+#: Each method's random stream, fixed so that adding a method (or running a subset) leaves the others' figures as they were.
+STREAM = {"welch": 0, "mannwhitney": 1, "permutation": 2, "bootstrap": 3, "brunnermunzel": 4}
 SIZES = (5, 10, 30)
 RESAMPLES = 999
 Draw = Callable[[np.random.Generator, int], tuple[np.ndarray, np.ndarray]]
@@ -73,13 +78,13 @@ def _se(rate: float, reps: int) -> float:
     return math.sqrt(max(rate * (1.0 - rate), ALPHA * (1.0 - ALPHA)) / reps)
 
 
-def false_supports(reps: int, seed: int) -> list[dict[str, Any]]:
+def false_supports(reps: int, seed: int, methods: tuple[str, ...] = METHODS) -> list[dict[str, Any]]:
     rows = []
     for s_index, (name, paired, draw) in enumerate(NULLS):
         for n in SIZES:
             row: dict[str, Any] = {"scenario": name, "n": n, "paired": paired}
-            for m_index, method in enumerate(METHODS):
-                rng = np.random.default_rng([seed, s_index, n, m_index])
+            for method in methods:
+                rng = np.random.default_rng([seed, s_index, n, STREAM[method]])
                 hits = 0
                 for i in range(reps):
                     a, b = draw(rng, n)
@@ -87,35 +92,37 @@ def false_supports(reps: int, seed: int) -> list[dict[str, Any]]:
                     hits += _supports(ev)
                 row[method] = hits / reps
             rows.append(row)
-            print(f"  null {name:<20} n={n:<3} " + "  ".join(f"{m}={row[m]:.3f}" for m in METHODS), flush=True)
+            print(f"  null {name:<20} n={n:<3} " + "  ".join(f"{m}={row[m]:.3f}" for m in methods), flush=True)
     return rows
 
 
-def tost_at_margin(reps: int, seed: int) -> list[dict[str, Any]]:
+def tost_at_margin(reps: int, seed: int, methods: tuple[str, ...] = METHODS) -> list[dict[str, Any]]:
     rows = []
     margin = 1.0
     for n in (10, 30):
         row: dict[str, Any] = {"n": n}
-        for m_index, method in enumerate(METHODS):
-            rng = np.random.default_rng([seed, 100, n, m_index])
+        for method in methods:
+            rng = np.random.default_rng([seed, 100, n, STREAM[method]])
             hits = 0
             for i in range(reps):
                 a, b = rng.normal(margin, 1.0, n), rng.normal(0.0, 1.0, n)
                 hits += _supports(stats.equivalent(a, b, margin, method=method, n_resamples=RESAMPLES, seed=i))
             row[method] = hits / reps
         rows.append(row)
-        print(f"  TOST at the margin n={n:<3} " + "  ".join(f"{m}={row[m]:.3f}" for m in METHODS), flush=True)
+        print(f"  TOST at the margin n={n:<3} " + "  ".join(f"{m}={row[m]:.3f}" for m in methods), flush=True)
     return rows
 
 
-def holm_family(reps: int, seed: int, hypotheses: int = 10, n: int = 10) -> list[dict[str, Any]]:
+def holm_family(
+    reps: int, seed: int, methods: tuple[str, ...] = METHODS, hypotheses: int = 10, n: int = 10
+) -> list[dict[str, Any]]:
     """Family-wise false SUPPORTS when every true difference sits exactly at min_effect."""
     min_effect = 0.5
     rows = []
     for correction in ("holm", "bh", "none"):
         row: dict[str, Any] = {"correction": correction}
-        for m_index, method in enumerate(METHODS):
-            rng = np.random.default_rng([seed, 200, m_index])
+        for method in methods:
+            rng = np.random.default_rng([seed, 200, STREAM[method]])
             families_with_a_false_support = 0
             for i in range(reps):
                 family = []
@@ -132,7 +139,7 @@ def holm_family(reps: int, seed: int, hypotheses: int = 10, n: int = 10) -> list
         rows.append(row)
         print(
             f"  family of {hypotheses} at min_effect, {correction:<5} "
-            + "  ".join(f"{m}={row[m]:.3f}" for m in METHODS),
+            + "  ".join(f"{m}={row[m]:.3f}" for m in methods),
             flush=True,
         )
     return rows
@@ -145,12 +152,12 @@ def theoretical_power(d: float, n: int) -> float:
     return float(sp.nct.sf(sp.t.isf(ALPHA, df), df, d * math.sqrt(n / 2.0)))
 
 
-def power(reps: int, seed: int, n: int = 10) -> list[dict[str, Any]]:
+def power(reps: int, seed: int, methods: tuple[str, ...] = METHODS, n: int = 10) -> list[dict[str, Any]]:
     rows = []
     for d in (0.5, 1.0, 1.5):
         row: dict[str, Any] = {"d": d, "n": n, "theory": theoretical_power(d, n)}
-        for m_index, method in enumerate(METHODS):
-            rng = np.random.default_rng([seed, 300, int(d * 10), m_index])
+        for method in methods:
+            rng = np.random.default_rng([seed, 300, int(d * 10), STREAM[method]])
             hits = 0
             for i in range(reps):
                 a, b = rng.normal(d, 1.0, n), rng.normal(0.0, 1.0, n)
@@ -158,7 +165,7 @@ def power(reps: int, seed: int, n: int = 10) -> list[dict[str, Any]]:
             row[method] = hits / reps
         rows.append(row)
         print(
-            f"  power d={d} n={n} theory={row['theory']:.3f} " + "  ".join(f"{m}={row[m]:.3f}" for m in METHODS),
+            f"  power d={d} n={n} theory={row['theory']:.3f} " + "  ".join(f"{m}={row[m]:.3f}" for m in methods),
             flush=True,
         )
     return rows
@@ -167,8 +174,9 @@ def power(reps: int, seed: int, n: int = 10) -> list[dict[str, Any]]:
 def check(results: dict[str, Any], reps: int, family_reps: int) -> list[str]:
     """The acceptance checks; each failure as one line."""
     failures = []
+    methods = results["methods"]
     for row in results["false_supports"]:
-        for method in METHODS:
+        for method in methods:
             if (row["scenario"], method) in CAVEATS:
                 continue
             limit = ALPHA + 0.015 + 2 * _se(ALPHA, reps)
@@ -177,20 +185,20 @@ def check(results: dict[str, Any], reps: int, family_reps: int) -> list[str]:
                     f"false SUPPORTS {row['scenario']} n={row['n']} {method}: {row[method]:.3f} > {limit:.3f}"
                 )
     for row in results["tost"]:
-        for method in METHODS:
+        for method in methods:
             limit = ALPHA + 2 * _se(ALPHA, reps)
             if row[method] > limit:
                 failures.append(f"TOST at the margin n={row['n']} {method}: {row[method]:.3f} > {limit:.3f}")
     for row in results["family"]:
         if row["correction"] != "holm":
             continue
-        for method in METHODS:
+        for method in methods:
             limit = ALPHA + 2 * _se(ALPHA, family_reps)
             if row[method] > limit:
                 failures.append(f"Holm family-wise false SUPPORTS {method}: {row[method]:.3f} > {limit:.3f}")
     for row in results["power"]:
-        for method in METHODS:
-            if method == "mannwhitney":  # a rank test is not held to the t-test's power (docs/stats.md)
+        for method in methods:
+            if method in RANK_METHODS:  # a rank test is not held to the t-test's power (docs/stats.md)
                 continue
             gap = row["theory"] - row[method]
             limit = 0.03 + 2 * _se(row["theory"], reps)
@@ -204,9 +212,9 @@ def _pct(rate: float) -> str:
 
 
 def markdown(results: dict[str, Any]) -> str:
-    reps, family_reps = results["reps"], results["family_reps"]
-    head = "| " + " | ".join(METHODS) + " |"
-    rule = "|---" * (len(METHODS)) + "|"
+    reps, family_reps, methods = results["reps"], results["family_reps"], results["methods"]
+    head = "| " + " | ".join(methods) + " |"
+    rule = "|---" * (len(methods)) + "|"
     lines = [
         f"False SUPPORTS (%) under a true null, alpha = 5% one-sided, {reps} experiments per cell "
         f"(binomial SE ≈ {100 * _se(ALPHA, reps):.1f} points), {RESAMPLES} resamples:",
@@ -215,7 +223,7 @@ def markdown(results: dict[str, Any]) -> str:
         "|---|---" + rule,
     ]
     for row in results["false_supports"]:
-        cells = [_pct(row[m]) + ("†" if (row["scenario"], m) in CAVEATS else "") for m in METHODS]
+        cells = [_pct(row[m]) + ("†" if (row["scenario"], m) in CAVEATS else "") for m in methods]
         lines.append(f"| {row['scenario']} | {row['n']} | " + " | ".join(cells) + " |")
     lines += [
         "",
@@ -227,7 +235,7 @@ def markdown(results: dict[str, Any]) -> str:
         "|---" + rule,
     ]
     for row in results["tost"]:
-        lines.append(f"| {row['n']} | " + " | ".join(_pct(row[m]) for m in METHODS) + " |")
+        lines.append(f"| {row['n']} | " + " | ".join(_pct(row[m]) for m in methods) + " |")
     lines += [
         "",
         f"Ten hypotheses whose true difference equals min_effect (0.5 SD, n = 10), {family_reps} families: "
@@ -237,7 +245,7 @@ def markdown(results: dict[str, Any]) -> str:
         "|---" + rule,
     ]
     for row in results["family"]:
-        lines.append(f"| {row['correction']} | " + " | ".join(_pct(row[m]) for m in METHODS) + " |")
+        lines.append(f"| {row['correction']} | " + " | ".join(_pct(row[m]) for m in methods) + " |")
     lines += [
         "",
         "Power (%) for normal data, n = 10 per group, vs the t-test's theoretical power:",
@@ -246,7 +254,7 @@ def markdown(results: dict[str, Any]) -> str:
         "|---|---" + rule,
     ]
     for row in results["power"]:
-        lines.append(f"| {row['d']} | {_pct(row['theory'])} | " + " | ".join(_pct(row[m]) for m in METHODS) + " |")
+        lines.append(f"| {row['d']} | {_pct(row['theory'])} | " + " | ".join(_pct(row[m]) for m in methods) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -260,16 +268,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only", default="nulls,tost,family,power", help="comma-separated sections (default: all four)"
     )
+    parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated methods (default: all)")
     args = parser.parse_args(argv)
+    methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+    unknown = set(methods) - set(METHODS)
+    if unknown:
+        parser.error(f"unknown method(s) {sorted(unknown)}; choose from {', '.join(METHODS)}")
+    warnings.simplefilter("ignore", stats.StatsWarning)  # Mann-Whitney's unequal-spread warning, expected here
     reps = args.reps or (300 if args.quick else 2000)
     family_reps = max(200, reps // 2)
     started = time.monotonic()
-    results: dict[str, Any] = {"reps": reps, "family_reps": family_reps, "resamples": RESAMPLES}
+    results: dict[str, Any] = {"reps": reps, "family_reps": family_reps, "resamples": RESAMPLES, "methods": methods}
     sections = {part.strip() for part in args.only.split(",")}
-    results["false_supports"] = false_supports(reps, args.seed) if "nulls" in sections else []
-    results["tost"] = tost_at_margin(reps, args.seed) if "tost" in sections else []
-    results["family"] = holm_family(family_reps, args.seed) if "family" in sections else []
-    results["power"] = power(reps, args.seed) if "power" in sections else []
+    results["false_supports"] = false_supports(reps, args.seed, methods) if "nulls" in sections else []
+    results["tost"] = tost_at_margin(reps, args.seed, methods) if "tost" in sections else []
+    results["family"] = holm_family(family_reps, args.seed, methods) if "family" in sections else []
+    results["power"] = power(reps, args.seed, methods) if "power" in sections else []
     results["seconds"] = round(time.monotonic() - started, 1)
     table = markdown(results)
     print(table)

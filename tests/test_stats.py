@@ -7,6 +7,7 @@ import dataclasses
 import json
 import math
 import re
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -169,6 +170,77 @@ def test_mannwhitney_interval_inverts_scipy_test(seed: int) -> None:
     assert p((pairwise[k - 1] + pairwise[k]) / 2, "greater") < alpha / 2
     assert p((pairwise[j - 1] + pairwise[j]) / 2, "less") >= alpha / 2
     assert p((pairwise[j] + pairwise[j + 1]) / 2, "less") < alpha / 2
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+@pytest.mark.parametrize(("rounded", "sizes"), [(False, (6, 11)), (False, (40, 90)), (True, (12, 9))])
+def test_brunnermunzel_matches_scipy(seed: int, rounded: bool, sizes: tuple[int, int]) -> None:
+    """Issue 14: the rank test that keeps its level with unequal spreads; p-values and df as scipy's."""
+    sp = pytest.importorskip("scipy.stats")
+    rng = np.random.default_rng(seed)
+    a, b = rng.normal(0.5, 3.0, sizes[0]), rng.normal(0.0, 1.0, sizes[1])
+    if rounded:  # ties: mid-ranks
+        a, b = np.round(a), np.round(b)
+    for func, alternative in ((stats.greater, "greater"), (stats.less, "less")):
+        ev = func(a, b, method="brunnermunzel")
+        ref = sp.brunnermunzel(a, b, alternative=alternative)
+        assert ev.p_value == pytest.approx(ref.pvalue, rel=1e-10)
+        assert abs(ev.statistic) == pytest.approx(abs(ref.statistic), rel=1e-12)
+        assert ev.test == "Brunner-Munzel test" and ev.estimand == "Hodges-Lehmann shift"
+        assert ev.diff == pytest.approx(np.median(np.subtract.outer(a, b)))
+    shifted = stats.greater(a, b, method="brunnermunzel", min_effect=0.25)
+    assert shifted.p_value == pytest.approx(sp.brunnermunzel(a - 0.25, b, alternative="greater").pvalue, rel=1e-10)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_brunnermunzel_interval_inverts_scipy_test(seed: int) -> None:
+    """Each end of the interval is where scipy's Brunner-Munzel test of the shifted data crosses alpha."""
+    sp = pytest.importorskip("scipy.stats")
+    rng = np.random.default_rng(seed)
+    a, b = rng.normal(1.0, 2.0, 9), rng.normal(0.0, 1.0, 14)
+    alpha = 0.05
+    ev = stats.greater(a, b, method="brunnermunzel", alpha=alpha)
+    low, high = ev.ci
+    width = high - low
+    assert math.isfinite(width) and low < ev.diff < high
+
+    def p(delta: float, alternative: str) -> float:
+        return float(sp.brunnermunzel(a - delta, b, alternative=alternative).pvalue)
+
+    pairwise = np.subtract.outer(a, b).ravel()
+    assert np.any(pairwise == low) and np.any(pairwise == high)  # the ends are pairwise differences
+    assert p(low - 1e-9 * width, "greater") < alpha / 2 <= p(low + 1e-9 * width, "greater")
+    assert p(high + 1e-9 * width, "less") < alpha / 2 <= p(high - 1e-9 * width, "less")
+
+
+def test_brunnermunzel_complete_separation_and_pairs() -> None:
+    """No overlap: the variance estimate is 0, the p-value is the chance of that separation, 1/C(n1+n2, n1)."""
+    ev = stats.greater([5.0, 6.0, 7.0, 8.0], [0.0, 1.0, 2.0, 3.0, 4.0], method="brunnermunzel")
+    assert ev.p_value == pytest.approx(1 / math.comb(9, 4)) and ev.verdict is Verdict.SUPPORTS
+    assert stats.less([5.0, 6.0, 7.0], [0.0, 1.0, 2.0], method="brunnermunzel").p_value == 1.0
+    tiny = stats.greater([3.0, 4.0], [0.0, 1.0], method="brunnermunzel")  # 1/6: cannot reach alpha
+    assert tiny.verdict is Verdict.INCONCLUSIVE and tiny.decision_ci[0] == -math.inf
+    a, b = _data(4, 15, 15, shift=0.8)
+    paired = stats.greater(a, b, method="brunnermunzel", paired=True)
+    signed = stats.greater(a, b, method="mannwhitney", paired=True)
+    assert paired.test == signed.test and paired.p_value == signed.p_value  # pairs: the signed-rank test
+
+
+def test_mannwhitney_warns_when_spreads_differ_clearly() -> None:
+    """Issue 14: Mann-Whitney is liberal with unequal spreads; it says so when the data show it."""
+    rng = np.random.default_rng(5)
+    wide, narrow = rng.normal(0.0, 3.0, 30), rng.normal(0.0, 1.0, 60)
+    with pytest.warns(stats.StatsWarning, match=r"wide and narrow differ clearly in spread.*brunnermunzel") as record:
+        stats.greater(wide, narrow, method="mannwhitney")
+    assert record[0].filename == __file__  # points at the caller
+    similar = rng.normal(0.0, 1.0, 30)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        stats.greater(similar, narrow, method="mannwhitney")  # similar spreads: silent
+        stats.greater(wide, narrow, method="brunnermunzel")  # the test that allows it: silent
+        stats.greater(wide, narrow[:30], method="mannwhitney", paired=True)  # differences: one group
+    with pytest.warns(stats.StatsWarning):
+        stats.equivalent(wide, narrow, 1.0, method="mannwhitney")
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
@@ -445,11 +517,13 @@ def test_calibration_welch() -> None:
         ("welch", True, 1000),
         ("mannwhitney", False, 1000),
         ("mannwhitney", True, 1000),
+        ("brunnermunzel", False, 1000),
         ("permutation", False, 300),
         ("bootstrap", False, 300),
         ("bootstrap", True, 300),
     ],
 )
+@pytest.mark.filterwarnings("ignore::pytest_xp.errors.StatsWarning")  # a chance unequal-spread warning
 def test_calibration_other_methods(method: str, paired: bool, n_experiments: int) -> None:
     kwargs: dict[str, Any] = {"method": method, "paired": paired, "n_resamples": 499}
     null = _rates(n_experiments, 10, 0.0, seed=99, **kwargs)[Verdict.SUPPORTS]
@@ -708,6 +782,7 @@ def test_stats_module_does_not_import_scipy() -> None:
         "sys",
         "types",
         "itertools",
+        "warnings",
         "math",
         "collections",
         "typing",
@@ -739,7 +814,7 @@ def test_stats_module_does_not_import_scipy() -> None:
         ([1.0, 2.0, 3.0], {"alpha": 0.7}, ValueError, "alpha"),
         ([1.0, 2.0, 3.0], {"alpha": math.nan}, ValueError, "alpha"),
         ([1.0, 2.0, 3.0], {"alpha": "0.05"}, TypeError, "alpha must be a real number"),
-        ([1.0, 2.0, 3.0], {"method": "ttest"}, ValueError, "welch, mannwhitney, permutation, bootstrap"),
+        ([1.0, 2.0, 3.0], {"method": "ttest"}, ValueError, "welch, mannwhitney, brunnermunzel, permutation, bootstrap"),
         ([1.0, 2.0, 3.0], {"method": None}, TypeError, "method must be a string"),
         ([1.0, 2.0, 3.0], {"paired": True}, ValueError, "equal lengths; got 3 and 4"),
         ([1.0, 2.0, 3.0], {"paired": "yes"}, TypeError, "paired must be True or False"),

@@ -117,6 +117,10 @@ class StatsTypeError(StatsInputError, TypeError):
     """An argument has the wrong type: non-numeric data, a non-callable statistic, ..."""
 
 
+class StatsWarning(UserWarning):
+    """A test was run where its assumptions clearly fail (e.g. Mann-Whitney on groups of very different spread)."""
+
+
 class TooFewMeasurements(StatsValueError):
     """A group holds fewer than 2 measurements: nothing can be said about its spread.
 
@@ -148,6 +152,7 @@ __all__ = [
     "StatsInputError",
     "StatsTypeError",
     "StatsValueError",
+    "StatsWarning",
     "StoreError",
     "StoreWarning",
     "TooFewMeasurements",
