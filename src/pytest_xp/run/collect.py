@@ -7,6 +7,7 @@ so selection is deterministic: ``--xp-sample`` draws from a seed, ``--xp-shard``
 from __future__ import annotations
 
 import fnmatch
+import math
 import random
 import warnings
 from collections.abc import Callable
@@ -16,7 +17,7 @@ from typing import Any
 import pytest
 
 from pytest_xp.define.decorators import MARK_ATTR, SetupMark, TrialMark, VerifyMark
-from pytest_xp.define.discovery import Experiment, discover, unknown_overrides
+from pytest_xp.define.discovery import Experiment, TrialDef, discover, unknown_overrides
 from pytest_xp.errors import ExperimentError, GridSizeWarning, StoreError
 from pytest_xp.run.items import PLUG_NAME, PlugItem, TrialItem, VerifyItem
 from pytest_xp.run.seeding import derive_seed
@@ -122,6 +123,34 @@ def refuse(config: pytest.Config, items: list[pytest.Item], message: str) -> Non
     items[:] = [item for item in items if not isinstance(item, (TrialItem, VerifyItem))]
 
 
+#: The grid parameter that replicates a condition (the one seeding reads); ``--xp-sample`` samples within it.
+SEED_PARAM = "seed"
+#: Seeds ``--xp-sample`` keeps per condition, where the grid has them: the fewest a test can use.
+MIN_SAMPLED_SEEDS = 2
+
+
+def sampled_combinations(trial: TrialDef, k: int, rng: random.Random, *, keep_conditions: bool) -> set[int]:
+    """The combination indices ``--xp-sample K`` keeps of ``trial``.
+
+    A trial that a verify reads and that has a ``seed`` parameter with several values keeps every
+    condition (every combination of its other parameters), each with the same sampled seeds: as
+    many as K spreads over the conditions, and at least 2, so that a verify comparing conditions
+    (paired by seed or not) still has something to compare. Any other trial keeps K random combinations.
+    """
+    combinations = trial.combinations
+    seeds = trial.params.get(SEED_PARAM, [])
+    if not keep_conditions or len(seeds) < MIN_SAMPLED_SEEDS:
+        return set(rng.sample(range(len(combinations)), min(k, len(combinations))))
+    conditions = len(combinations) // len(seeds)
+    per_condition = min(len(seeds), max(MIN_SAMPLED_SEEDS, -(-k // conditions)))
+    kept = set(rng.sample(range(len(seeds)), per_condition))
+    # the grid is the product of the value lists in key order (define/grid.py: expand), so a
+    # combination's index says which of the seed values it has
+    names = list(trial.params)
+    stride = math.prod(len(trial.params[name]) for name in names[names.index(SEED_PARAM) + 1 :])
+    return {combo.index for combo in combinations if (combo.index // stride) % len(seeds) in kept}
+
+
 def select(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Apply ``--xp-sample`` and ``--xp-shard``: deterministic, so every process keeps the same items."""
     settings = config.stash[SESSION_KEY].settings
@@ -138,9 +167,9 @@ def select(config: pytest.Config, items: list[pytest.Item]) -> None:
         if settings.sample is not None:
             key = trial_key(item.xp_exp.module_id, item.xp_trial.name)
             if key not in samples:
-                total = len(item.xp_trial.combinations)
                 rng = random.Random(derive_seed(settings.seed, "sample:" + key))
-                samples[key] = set(rng.sample(range(total), min(settings.sample, total)))
+                compared = any(item.xp_trial.name in v.trial_names for v in item.xp_exp.verifies.values())
+                samples[key] = sampled_combinations(item.xp_trial, settings.sample, rng, keep_conditions=compared)
             chosen = item.xp_combo.index in samples[key]
         if chosen and settings.shard is not None:
             index, total = settings.shard

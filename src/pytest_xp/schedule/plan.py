@@ -117,7 +117,46 @@ def verify_lines(items: Sequence[pytest.Item], plans: dict[str, TrialPlan]) -> l
             else "at once (every combination it reads is cached or not selected)"
         )
         out.append(f"verify {item.nodeid}: reads {', '.join(item.xp_verify.trial_names)}; runs {when}")
+        pilot = pilot_line(item)
+        if pilot:
+            out.append(f"    {pilot}")
     return out
+
+
+def pilot_line(item: VerifyItem) -> str | None:
+    """Seeds the verify's test needs for 80% power, judged on the records already stored (a pilot).
+
+    The verify is called on the current records of the trials it reads, as its item would call
+    it; when it returns an Evidence, the sample size comes from that Evidence's observed effect
+    (``stats.seeds_needed``'s rule). Nothing is said for a verify that takes fixtures, is adaptive,
+    has no current records yet, raises, or returns no Evidence: the plan runs nothing it cannot.
+    """
+    verify = item.xp_verify
+    if verify.fixture_names or verify.adaptive is not None:
+        return None
+    results, unusable = item.collect_results()
+    stored = sum(len(results[name]) for name in verify.trial_names)
+    if not stored:
+        return None
+    from pytest_xp.define.verdicts import coerce_verdict
+    from pytest_xp.stats import Evidence
+    from pytest_xp.stats.evidence import TARGET_POWER, planned_size
+
+    try:
+        outcome = coerce_verdict(verify.fn(results))
+        if outcome.evidence is None:
+            return None
+        ev = Evidence.from_dict(outcome.evidence)
+    except Exception:  # noqa: BLE001 - a pilot that cannot be judged is not a plan error
+        return None
+    unit = "pairs" if ev.paired else "seeds per group"
+    now = f"{ev.n[0]} pairs" if ev.paired else f"{ev.n[0]}/{ev.n[1]}"
+    partial = f", {sum(unusable.values())} record(s) missing or stale" if unusable else ""
+    pilot = f"pilot: {stored} stored record(s){partial}, {ev.verdict.name} with {now} ({ev.test})"
+    needed = planned_size(ev)
+    if needed is None:
+        return f"{pilot}; the observed effect is about zero or goes the other way: no number of seeds to plan for"
+    return f"{pilot}; ~{needed} {unit} for {100 * TARGET_POWER:.0f}% power at the observed effect"
 
 
 def total_line(plans: list[TrialPlan], workers: int) -> str:

@@ -308,6 +308,22 @@ def hint(ev: Evidence) -> str:
     return f"too few measurements ({have}): {advice}" if needed > min(ev.n) else advice
 
 
+def planned_size(ev: Evidence, power: float = TARGET_POWER) -> int | None:
+    """Measurements per group (pairs) a repeat of this comparison needs for ``power``, judging by this
+    evidence as a pilot: :func:`samples_needed` at its observed standardized effect beyond
+    ``min_effect`` (for equivalence, the room left to the margin). None when that effect is about
+    zero, points the other way or has no spread to measure it by (then no number of seeds would do)."""
+    if not (ev.sd > ev.noise_floor and math.isfinite(ev.sd)):
+        return None
+    if ev.alternative == "equivalent":
+        distance = ((ev.margin or 0.0) - abs(ev.diff)) / ev.sd
+    else:
+        distance = (ev.diff if ev.alternative == "greater" else -ev.diff) / ev.sd - ev.min_effect / ev.sd
+    if not distance >= NEGLIGIBLE_STD_EFFECT:
+        return None
+    return samples_needed(distance, alpha=ev.alpha, power=power, paired=ev.paired)
+
+
 def _reason(ev: Evidence, reason: str) -> str:
     """The clause that says why the verdict is what it is (empty for a plain SUPPORTS)."""
     low, high = ev.decision_ci
