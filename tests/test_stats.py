@@ -876,6 +876,22 @@ def test_order_statistics_by_selection_match_sorting(walsh: bool, rounded: bool,
     assert pairs.values is None and pairs.size == values.size
     for k in (1, 2, 17, values.size // 3, values.size // 2, values.size // 2 + 1, values.size - 1, values.size):
         assert pairs.kth(k) == values[k - 1]
+    # several at once, as the rank methods ask for the median and four bounds: same values, with the
+    # close ranks sharing their brackets (counted: far fewer searches than one selection each)
+    together = _stats_methods._OrderedPairs(x, None if walsh else y)
+    searches = []
+    search = together._search
+    monkeypatch.setattr(together, "_search", lambda value, side: searches.append(value) or search(value, side))
+    ranks = [values.size // 2, values.size // 2 + 1, 5000, 5100, values.size - 5100, values.size - 5000]
+    assert together.kth_many(ranks) == [values[k - 1] for k in ranks]
+    apart = _stats_methods._OrderedPairs(x, None if walsh else y)
+    single = []
+    search_apart = apart._search
+    monkeypatch.setattr(apart, "_search", lambda value, side: single.append(value) or search_apart(value, side))
+    for k in ranks:
+        apart.cache.clear()
+        apart.kth(k)
+    assert len(searches) < 0.8 * len(single), (len(searches), len(single))
 
 
 # --------------------------------------------------------------------------------------------

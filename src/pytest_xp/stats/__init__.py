@@ -53,7 +53,7 @@ from pytest_xp.stats.inputs import (
     check_sample,
     make_rng,
 )
-from pytest_xp.stats.methods import CHUNK_ELEMENTS, infer, spreads_differ, standardized
+from pytest_xp.stats.methods import CHUNK_ELEMENTS, Moments, infer, spreads_differ, standardized
 from pytest_xp.stats.power import samples_needed
 
 __all__ = [
@@ -125,6 +125,11 @@ def _labels(labels: object, a: object, b: object, frame: FrameType | None) -> tu
     return "a", "b"
 
 
+#: Data whose largest magnitude lies in this range are tested as they are (their squares and sums of
+#: squares of a billion values stay far inside float64); others are first divided by a power of two.
+_MODERATE = (2.0**-300, 2.0**300)
+
+
 def _scale_of(x: FloatArray, y: FloatArray) -> tuple[float, float]:
     """A power of two near the data's magnitude (dividing by it is exact) and the rounding-noise floor.
 
@@ -132,9 +137,11 @@ def _scale_of(x: FloatArray, y: FloatArray) -> tuple[float, float]:
     cannot overflow (nor those near 1e-300 underflow); the noise floor, ``NOISE_ULPS`` ulps of the
     largest magnitude, is the size below which a difference is rounding, not an effect.
     """
-    top = max(float(np.max(np.abs(x))), float(np.max(np.abs(y))))
+    top = max(float(x.max()), -float(x.min()), float(y.max()), -float(y.min()))
     if top == 0.0:
         return 1.0, 0.0
+    if _MODERATE[0] <= top <= _MODERATE[1]:  # nothing can overflow or underflow: no need to rescale
+        return 1.0, NOISE_ULPS * float(np.finfo(np.float64).eps) * top
     exponent = min(max(math.frexp(top)[1], -1021), 1023)
     scale = math.ldexp(1.0, exponent)
     return scale, NOISE_ULPS * float(np.finfo(np.float64).eps) * (top / scale)
@@ -185,7 +192,7 @@ def _evidence(
     """
     x_raw, y_raw, is_paired = check_groups(a, b, paired, names=labels)
     scale, noise = _scale_of(x_raw, y_raw)
-    x, y = x_raw / scale, y_raw / scale
+    x, y = (x_raw, y_raw) if scale == 1.0 else (x_raw / scale, y_raw / scale)
     if method == "mannwhitney" and not is_paired:
         differ = spreads_differ(x, y, scale)
         if differ is not None:
@@ -196,7 +203,8 @@ def _evidence(
                 StatsWarning,
                 stacklevel=stacklevel + 1,
             )
-    inference = infer(x, y, method=method, paired=is_paired, n_resamples=n_resamples, seed=seed)
+    moments = Moments(x, y, is_paired)
+    inference = infer(x, y, method=method, paired=is_paired, n_resamples=n_resamples, seed=seed, moments=moments)
     # The p-value tests the null of the verdict itself ("the effect is at most min_effect"), so that
     # a correction of it covers the whole decision; rounding noise is handled by the decision rule.
     floor = min_effect / scale
@@ -208,7 +216,7 @@ def _evidence(
         p_value, p_opposite, tost_p = inference.p_greater(floor), inference.p_less(0.0), None
     else:
         p_value, p_opposite, tost_p = inference.p_less(-floor), inference.p_greater(0.0), None
-    std_effect, sd = standardized(x, y, is_paired)
+    std_effect, sd = standardized(moments)
     inference.prepare_bounds((alpha / 2.0, alpha))
     draft = Evidence(
         verdict=Verdict.INCONCLUSIVE,
@@ -407,7 +415,7 @@ def seeds_needed(
         raise StatsValueError(f"min_effect must be >= 0, got {floor}")
     x, y, is_paired = check_groups(a, b, paired)
     scale, noise = _scale_of(x, y)
-    std_effect, sd = standardized(x / scale, y / scale, is_paired)
+    std_effect, sd = standardized(Moments(x / scale, y / scale, is_paired))
     if not sd > noise:
         return None
     distance = abs(std_effect) - floor / scale / sd

@@ -50,8 +50,10 @@ def check_sample(x: object, name: str) -> FloatArray:
     if arr.ndim != 1:
         what = "a single number" if arr.ndim == 0 else f"an array of shape {arr.shape}"
         raise StatsValueError(f"{name} must be a 1-D sequence of measurements (one per run), got {what}")
-    values = arr.astype(np.float64)
-    bad = np.flatnonzero(~np.isfinite(values))
+    values = np.ascontiguousarray(arr, dtype=np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):  # a finite sum proves every value finite
+        total = float(values.sum())
+    bad = np.flatnonzero(~np.isfinite(values)) if not math.isfinite(total) else values[:0]
     if bad.size:
         raise StatsValueError(
             f"{name} contains {bad.size} NaN, inf or missing value(s) (first at index {int(bad[0])}); "
