@@ -931,6 +931,35 @@ def test_holm_holds_the_family_wise_rate_with_min_effect() -> None:
     assert false_families / families <= 0.05 + 2 * math.sqrt(0.05 * 0.95 / families)
 
 
+@pytest.mark.parametrize(
+    ("method", "paired", "scenario", "n"),
+    [
+        ("bootstrap", False, "t(2)", 10),
+        ("bootstrap", False, "lognormal", 30),
+        ("bootstrap", True, "lognormal", 10),
+        ("permutation", False, "sd 3 vs 1, n vs 2n", 10),
+        ("brunnermunzel", False, "sd 3 vs 1, n vs 2n", 10),
+        ("brunnermunzel", False, "sd 3 vs 1, n vs 2n", 5),
+    ],
+)
+def test_the_liberal_cases_of_issue_14_hold_their_level(method: str, paired: bool, scenario: str, n: int) -> None:
+    """Issue 14: the bootstrap rejected 7.5-10% of true nulls for t(2) and log-normal data, permutation
+    9-11% and Mann-Whitney 8.5-9.5% with unequal spreads and sizes (alpha 5%). 600 experiments: the
+    limit 7.5% is 2.8 standard errors above 5% (benchmarks/calibration.py has the full table)."""
+    draws: dict[str, Callable[[np.random.Generator], tuple[FloatArray, FloatArray]]] = {
+        "t(2)": lambda rng: (rng.standard_t(2.0, n), rng.standard_t(2.0, n)),
+        "lognormal": lambda rng: (rng.lognormal(0.0, 1.0, n), rng.lognormal(0.0, 1.0, n)),
+        "sd 3 vs 1, n vs 2n": lambda rng: (rng.normal(0.0, 3.0, n), rng.normal(0.0, 1.0, 2 * n)),
+    }
+    rng = np.random.default_rng(14)
+    experiments, supports = 600, 0
+    for i in range(experiments):
+        a, b = draws[scenario](rng)
+        ev = stats.greater(a, b, method=method, paired=paired, n_resamples=499, seed=i)
+        supports += ev.verdict is Verdict.SUPPORTS
+    assert supports / experiments <= 0.075
+
+
 def test_tiny_mannwhitney_sample_does_not_support_with_an_unbounded_interval() -> None:
     """Issue 14: 3 + 3 runs printed "supported: HL shift 3 [-inf, inf]"; the exact test's smallest p is 0.05."""
     ev = stats.greater([3.0, 4.0, 5.0], [0.0, 0.5, 1.5], method="mannwhitney")

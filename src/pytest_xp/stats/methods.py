@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 import numpy as np
@@ -581,6 +581,9 @@ class _BrunnerMunzel(Inference):
         if not excess(far) > 0.0:
             self.bounds[key] = direction * math.inf
             return self.bounds[key]
+        if self.pairwise.values is not None:
+            self.bounds[key] = self._bound_among_pairs(self.pairwise.values, excess, lower)
+            return self.bounds[key]
         step = self.scale if self.scale > 0.0 else max(span, 1.0)
         inside = self.estimate
         while excess(inside) > 0.0:  # ties can make even the estimate rejected: walk inward to acceptance
@@ -621,6 +624,28 @@ class _BrunnerMunzel(Inference):
         end = moved if (inside - moved) * direction <= 0.0 else outside
         self.bounds[key] = end
         return end
+
+    @staticmethod
+    def _bound_among_pairs(values: FloatArray, excess: Callable[[float], float], lower: bool) -> float:
+        """The end by binary search over the sorted pairwise differences (small samples: exact).
+
+        The test changes only at a pairwise difference, so it is evaluated between consecutive
+        distinct ones; the end is the difference where rejection stops (lower) or starts (upper).
+        Far below all of them the lower test rejects and far above it does not (checked or
+        implied by the caller); the upper test the other way round.
+        """
+        distinct = values[np.concatenate(([True], values[1:] != values[:-1]))]
+        middles = (distinct[:-1] + distinct[1:]) / 2.0
+        # indices -1 and len(middles) stand for the far ends
+        low, high = -1, middles.size  # lower: rejected at low, accepted at high; upper: the reverse
+        while high - low > 1:
+            mid = (low + high) // 2
+            rejected = excess(float(middles[mid])) > 0.0
+            if rejected == lower:
+                low = mid
+            else:
+                high = mid
+        return float(distinct[low + 1] if lower else distinct[high])
 
     def lower(self, gamma: float) -> float:
         return self._bound(gamma, True)
