@@ -450,6 +450,20 @@ def _apply_statistic(statistic: Callable[..., Any], data: FloatArray) -> FloatAr
     return np.array([float(statistic(row)) for row in data], dtype=np.float64)
 
 
+def _jackknife(statistic: Callable[..., Any], values: FloatArray) -> FloatArray:
+    """The statistic of every leave-one-out sample, built in blocks of rows so that memory stays
+    bounded (about ``CHUNK_ELEMENTS`` values at a time, not n^2)."""
+    n = values.size
+    rows = max(1, CHUNK_ELEMENTS // n)
+    parts = []
+    for start in range(0, n, rows):
+        stop = min(n, start + rows)
+        keep = np.arange(n)[None, :] != np.arange(start, stop)[:, None]
+        block = np.broadcast_to(values, (stop - start, n))[keep].reshape(stop - start, n - 1)
+        parts.append(_apply_statistic(statistic, block))
+    return np.concatenate(parts)
+
+
 def bootstrap_ci(
     x: npt.ArrayLike,
     statistic: Callable[..., Any] = np.mean,
@@ -491,9 +505,7 @@ def bootstrap_ci(
         below = int(np.count_nonzero(replicates < estimate)) + int(np.count_nonzero(replicates <= estimate))
         share = min(max(below / (2.0 * resamples), 0.5 / resamples), 1.0 - 0.5 / resamples)
         bias = norm_ppf(share)
-        keep = ~np.eye(n, dtype=bool)
-        leave_one_out = np.broadcast_to(values, (n, n))[keep].reshape(n, n - 1)
-        jack = _apply_statistic(statistic, leave_one_out)
+        jack = _jackknife(statistic, values)
         spread = jack.mean() - jack
         denom = 6.0 * float((spread**2).sum()) ** 1.5
         accel = float((spread**3).sum()) / denom if denom > 0.0 else 0.0

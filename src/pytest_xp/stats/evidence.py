@@ -56,7 +56,7 @@ class Evidence:
     #: The two TOST p-values (effect > -margin, effect < margin) for equivalent.
     tost_p: tuple[float, float] | None
     #: The method's statistic: t (welch, and the t of the data for bootstrap), U of a (mannwhitney),
-    #: T+ (signed-rank), or the observed mean difference (permutation).
+    #: T+ (signed-rank), Brunner-Munzel's W (brunnermunzel), or the observed mean difference (permutation).
     statistic: float
     df: float | None
     #: Point estimate of ``estimand`` for a - b (the mean difference, or the Hodges-Lehmann shift).
