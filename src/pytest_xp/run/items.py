@@ -340,6 +340,8 @@ class TrialItem(_XpItem):
         if self.xp_session.replay:
             self.xp_cached = None
             return
+        # The item's FixtureRequest (pytest's own runner reads ``_request`` too) sets up the fixtures an
+        # adaptive look's verify asks for, finalized with this item.
         reason = self.adaptive_skip(self._request.getfixturevalue)
         if reason is not None:
             add_properties(self.user_properties, xp_not_needed=True)
