@@ -1,8 +1,9 @@
 """The test methods of :mod:`pytest_xp.stats`, each as a *shift inference* (see :class:`Inference`).
 
-One class per method: Welch / paired t (:class:`_TInference`), Mann-Whitney U and Wilcoxon
-signed-rank with Hodges-Lehmann intervals (:class:`_MannWhitney`, :class:`_SignedRank`), the
-permutation test (:class:`_Permutation`) and the studentized bootstrap (:class:`_Bootstrap`).
+One class per method: Welch / paired t (:class:`_TInference`), Mann-Whitney U, Brunner-Munzel and
+Wilcoxon signed-rank with Hodges-Lehmann intervals (:class:`_MannWhitney`, :class:`_BrunnerMunzel`,
+:class:`_SignedRank`), the permutation test (:class:`_Permutation`) and the studentized bootstrap
+(:class:`_Bootstrap`).
 :func:`infer` picks one by method name; :func:`standardized` gives Cohen's d.
 """
 
