@@ -665,8 +665,8 @@ class _SignedRank(Inference):
         self.ranked: dict[float, tuple[float, int, float]] = {}
         n = d.size
         self.walsh = _OrderedPairs(d)
-        magnitudes = np.sort(np.abs(d))
-        untied = magnitudes[0] > 0.0 and not bool(np.any(magnitudes[1:] == magnitudes[:-1]))
+        _, nonzero, tie_term = self._t_and_ties(0.0)  # the unshifted ranking: zeros dropped, ties counted
+        untied = nonzero == n and tie_term == 0.0
         self.tail = _exact_signed_rank_tail(n) if untied and n <= EXACT_SIGNED_RANK else None
         self.sigma0 = math.sqrt(n * (n + 1) * (2 * n + 1) / 24.0)
         self.statistic = self._t_and_p(0.0, greater=True)[0]
