@@ -300,7 +300,9 @@ def pytest_runtestloop(session: pytest.Session) -> bool | None:
         return True
     if not config.stash[SESSION_KEY].settings.plan:
         if _launch_options.get_settings(config).launcher is None:
-            return None
+            from pytest_xp.run import loop as _loop
+
+            return _loop.run_loop(session) if _loop.may_take_over(session, pytest_runtestloop) else None
         from pytest_xp.launch import slurm as _slurm  # the submitter (and submitit) only where a launcher runs
 
         return True if _slurm.launch(session) else None  # True: a dry run printed the submission
@@ -314,6 +316,9 @@ def pytest_runtestloop(session: pytest.Session) -> bool | None:
 def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> bool | None:
     if isinstance(item, PlugItem):
         return True
+    session = item.config.stash.get(SESSION_KEY, None)
+    if session is not None:
+        session.last_reported_parent = None  # this item logs its start: the next cached one must too
     return True if report_if_cached(item, nextitem) else None
 
 

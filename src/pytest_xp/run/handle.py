@@ -224,7 +224,10 @@ class Xp:
             raise OutputLookupError("checkpoints exist for trial combinations only; a verify has none")
         from pytest_xp.run.checkpoints import CHECKPOINT_DIR, CheckpointDir
 
+        self.used_checkpoints = True
         return CheckpointDir(self._output_path / CHECKPOINT_DIR, self._key)
+
+    used_checkpoints = False  # whether this process touched the checkpoints (see TrialItem._write_record)
 
     def checkpoint(
         self, state: Any, *, step: int, metric: float | None = None, keep: int = 3, mode: str = "min"
@@ -257,9 +260,14 @@ class Xp:
     def metrics_summary(self) -> dict[str, dict[str, Any]]:
         return self._metrics.summary if self._metrics is not None else {}
 
-    def close(self) -> None:
-        """Finish the metric log; pick up one a child process wrote (isolated combinations)."""
-        written_by_child = self._output_path is not None and (self._output_path / METRICS_JSONL).exists()
+    def close(self, *, look_for_child_log: bool = True) -> None:
+        """Finish the metric log; pick up one a child process wrote (isolated combinations).
+
+        ``look_for_child_log=False``: no child ran and the directory was new, so there is no file to look for.
+        """
+        written_by_child = (
+            look_for_child_log and self._output_path is not None and (self._output_path / METRICS_JSONL).exists()
+        )
         if self._metrics is None and written_by_child:
             self._metrics = MetricLog.from_file(self._output_path)  # type: ignore[arg-type]
         if self._metrics is not None:

@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 
@@ -50,13 +50,12 @@ from pytest_xp.run.verify_call import FixtureLookup, call_verify, verify_handle
 from pytest_xp.store.codec import digest, dumps
 from pytest_xp.store.identity import combination_identity, trial_key
 from pytest_xp.store.keys import env_changes, is_hit, why_run
-from pytest_xp.store.properties import add_properties
+from pytest_xp.store.properties import add_properties, as_junit_text
 from pytest_xp.store.records import (
     base_record,
     failure_fields,
     failure_record,
     now_iso,
-    slurm_fields,
     success_fields,
 )
 from pytest_xp.store.registry import observe
@@ -183,6 +182,7 @@ class TrialItem(_XpItem):
     xp_prepared: bool = False  # prepare() ran already (a cache miss found by the fast path)
     xp_audit: dict[str, Any] | None = None  # chosen by --xp-audit (run/audit.py): how it was chosen
     xp_audited: dict[str, Any] | None = None  # the stored record an audit re-runs (never rewritten)
+    xp_quick_missed: bool = False  # quick_cached() found no plain hit: prepare() decides
 
     @classmethod
     def create(cls, parent: pytest.Module, exp: Experiment, trial: TrialDef, combo: Combination) -> TrialItem:
@@ -219,7 +219,7 @@ class TrialItem(_XpItem):
 
     @functools.cached_property
     def output_dir(self) -> Path:
-        return self.xp_session.store.combination_dir(self.xp_exp.slug, self.xp_trial.name, self.xp_combo.slug)
+        return self.xp_session.combination_dir(self.xp_exp, self.xp_trial.name, self.xp_combo)
 
     @functools.cached_property
     def record_path(self) -> Path:
@@ -235,22 +235,57 @@ class TrialItem(_XpItem):
         For the fast path of cached items (``pytest_runtest_protocol``): anything unusual — a shard
         barrier, a launcher replay, a GPU check, an error — returns None and takes the full protocol.
         """
-        settings = self.xp_session.settings
-        if self.xp_session.replay or settings.shard is not None or self.xp_trial.options.gpus:
+        session = self.xp_session
+        settings = session.settings
+        if session.replay or settings.shard is not None or self.xp_trial.options.gpus:
             return None
         try:
+            if settings.cache and not settings.rerun and not self.xp_quick_missed:
+                hit = session.cached_hit(self.xp_exp, self.xp_trial, self.xp_combo)
+                if hit is not None:
+                    self._warn_if_packages_changed(hit)
+                    return hit
             record = self.prepare()
         except USER_ERRORS:
             return None
         self.xp_prepared = True
         return record
 
+    def quick_cached(self) -> dict[str, Any] | None:
+        """The record of a plain cache hit, found without anything that could warn or fail; else None.
+
+        For the loop that reports cached combinations outside pytest's per-item protocol (and so
+        outside its capture of warnings): only once an earlier item of the trial has set up what
+        its keys share (code digests, the listing of its store directory), which may warn, and only
+        for hits that need no warning (package versions unchanged).
+        """
+        session = self.xp_session
+        settings = session.settings
+        if session.replay or settings.shard is not None or self.xp_trial.options.gpus:
+            return None
+        if not settings.cache or settings.rerun or self.xp_round != 0:
+            return None
+        if not session.trial_ready(self.xp_exp, self.xp_trial):
+            return None
+        hit = session.cached_hit(self.xp_exp, self.xp_trial, self.xp_combo)
+        if hit is None:
+            self.xp_quick_missed = True  # the full protocol need not look again
+            return None
+        then = hit.get("env")
+        if settings.env_changes == "warn" and isinstance(then, dict):
+            warned = f"{self.xp_exp.module_id}::{self.xp_trial.name}" in session.env_warned
+            if not warned and then != session.trial_code(self.xp_exp, self.xp_trial).env:
+                return None  # the full protocol says so, as a warning of this item
+        return hit
+
     def prepare(self) -> dict[str, Any] | None:
         """Work out context, seeds and key; return the cached record when it can be reused."""
         session, trial, combo = self.xp_session, self.xp_trial, self.xp_combo
         settings = session.settings
         self.xp_context, self.xp_seeds, self.xp_key_parts, self.xp_key = session.key_for(self.xp_exp, trial, combo)
-        record = session.read_combination(self.xp_exp, trial.name, combo)
+        record = None
+        if session.maybe_stored(self.xp_exp, trial.name, combo):
+            record = session.read_combination(self.xp_exp, trial.name, combo)
         self.xp_seen_record = record is not None
         stale_upstream = self._upstream_changes(record)
         if not stale_upstream and self._reusable(record):
@@ -407,11 +442,17 @@ class TrialItem(_XpItem):
 
         A session that finds it taken waits; if the other one left a usable record, that is reused.
         """
-        self.xp_lock = CombinationLock(self.output_dir / ".lock")
+        self.xp_lock = CombinationLock.on_directory(self.output_dir)
         if not self.xp_lock.acquire(block=False):
             self._tell(f"pytest-xp: {self.nodeid} is running in another session; waiting for it")
             self.xp_lock.acquire(block=True)
-        record = self.xp_session.read_combination(self.xp_exp, self.xp_trial.name, self.xp_combo)
+        session = self.xp_session
+        fresh = session.store.made_here(self.output_dir) and self.record_path not in session.unwritten
+        if fresh and not os.path.lexists(self.record_path):
+            record = None  # this process created the directory a moment ago, and nothing was written since
+        else:
+            session.store.remove_stray_temporaries(self.output_dir)  # a killed writer's
+            record = session.read_combination(self.xp_exp, self.xp_trial.name, self.xp_combo)
         self.xp_previous = record
         finished_elsewhere = record is not None and record.get("session") != self.xp_session.session_id
         if finished_elsewhere and self._reusable(record):
@@ -522,18 +563,21 @@ class TrialItem(_XpItem):
             extra["cuda_visible_devices"] = os.environ.get("CUDA_VISIBLE_DEVICES")
         if not session.settings.cache:
             extra["cacheable"] = False
-        ran_in = slurm_fields(os.environ)
+        ran_in = session.slurm_fields()
         if ran_in is not None:
             extra["slurm"] = ran_in  # job, array task, node and attempt of the Slurm task that ran it
         handle = self.xp_handle
+        # A directory this process made a moment ago holds only what this run wrote: without a child
+        # process and unused checkpoints, there are no files to look for.
+        new_dir = session.store.made_here(self.output_dir) and self._isolation() is None
         if handle is not None:
-            handle.close()
+            handle.close(look_for_child_log=not new_dir)
             if handle.upstream:
                 extra["upstream"] = handle.upstream
             if handle.metrics_summary():
                 extra["metrics"] = handle.metrics_summary()
                 add_properties(self.user_properties, xp_metrics=extra["metrics"])
-            if (self.output_dir / CHECKPOINT_DIR).is_dir():
+            if (handle.used_checkpoints or not new_dir) and (self.output_dir / CHECKPOINT_DIR).is_dir():
                 checkpoints = handle.checkpoints.summary()  # written here or by an isolated child
                 if checkpoints is not None:
                     extra["checkpoints"] = checkpoints
@@ -779,45 +823,78 @@ class VerifyItem(_XpItem):
             raise VerdictFailed(outcome, detail)
 
 
-def report_if_cached(item: pytest.Item, nextitem: pytest.Item | None) -> bool:
+def report_if_cached(item: pytest.Item, nextitem: pytest.Item | None, *, quick: bool = False) -> bool:
     """The fast path of ``pytest_runtest_protocol``: a cached combination gets one report, no set-up.
 
     Only when the next item shares every collector with this one, so that no fixture scope ends here
     and skipping set-up and teardown leaves pytest's set-up state exactly as it was. True: reported.
+    ``quick``: called outside pytest's protocol (run/loop.py), so only plain hits found by
+    :meth:`TrialItem.quick_cached` are reported.
+
+    What pytest's plugins need of a passed item and nothing more: the call report (terminal counts,
+    ``--junitxml``'s test case, pytest-xp's tallies); the log start only for the first item of a
+    file (where the terminal prints the file's name); a teardown report only where it carries the
+    properties to ``--junitxml`` (or to the xdist controller, which may write one). Under xdist
+    every event is sent, as the controller's view of the worker expects.
     """
     if not isinstance(item, TrialItem) or nextitem is None or nextitem.parent is not item.parent:
         return False
     if item.xp_audit is not None:
         return False  # chosen by --xp-audit: it re-runs
-    session, exp, combo = item.xp_session, item.xp_exp, item.xp_combo
-    if item.xp_round and _adaptive.needs_fixtures(session, exp, item.xp_trial.name, combo.params):
-        return False  # deciding its round calls a verify with fixtures: the full protocol sets them up
-    if item.adaptive_skip() is not None:
-        return False  # its adaptive round is not needed: set-up reports it skipped
-    record = item.cached_record()
+    if quick:
+        record = item.quick_cached()  # plain hits of round 0 only
+    else:
+        session, exp, combo = item.xp_session, item.xp_exp, item.xp_combo
+        if item.xp_round and _adaptive.needs_fixtures(session, exp, item.xp_trial.name, combo.params):
+            return False  # deciding its round calls a verify with fixtures: the full protocol sets them up
+        if item.adaptive_skip() is not None:
+            return False  # its adaptive round is not needed: set-up reports it skipped
+        record = item.cached_record()
     if record is None:
         return False
     item.xp_cached = record
     item.user_properties.extend(item.cached_properties())
-    ihook = item.ihook
-    ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
+    session = item.xp_session
+    ihook = session.hook_proxies.get(item.path)
+    if ihook is None:
+        ihook = session.hook_proxies[item.path] = item.ihook
+    every_event = session.is_worker
+    nodeid, location = item.nodeid, item.location
+    if every_event or session.last_reported_parent is not item.parent:
+        ihook.pytest_runtest_logstart(nodeid=nodeid, location=location)
+        session.last_reported_parent = item.parent
     now = time.time()
-    report = pytest.TestReport(
-        nodeid=item.nodeid,
-        location=item.location,
-        keywords=dict.fromkeys(item.keywords, 1),
-        outcome="passed",
-        longrepr=None,
-        when="call",
-        sections=[],
-        duration=0.0,
-        start=now,
-        stop=now,
-        user_properties=item.user_properties,
-    )
-    ihook.pytest_runtest_logreport(report=report)
-    ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
+    keywords: dict[str, Literal[1]] = dict.fromkeys(item.keywords, 1)
+
+    def passed(when: Literal["call", "teardown"], properties: list[tuple[str, object]]) -> pytest.TestReport:
+        return pytest.TestReport(
+            nodeid=nodeid,
+            location=location,
+            keywords=keywords,
+            outcome="passed",
+            longrepr=None,
+            when=when,
+            sections=[],
+            duration=0.0,
+            start=now,
+            stop=now,
+            user_properties=properties,
+        )
+
+    ihook.pytest_runtest_logreport(report=passed("call", item.user_properties))
+    if session.writes_junit is None:
+        session.writes_junit = _writes_junit(item.config)
+    if every_event or session.writes_junit:
+        ihook.pytest_runtest_logreport(report=passed("teardown", as_junit_text(item.user_properties)))
+    if every_event:
+        ihook.pytest_runtest_logfinish(nodeid=nodeid, location=location)
     return True
+
+
+def _writes_junit(config: pytest.Config) -> bool:
+    from _pytest.junitxml import xml_key
+
+    return config.stash.get(xml_key, None) is not None
 
 
 class PlugItem(pytest.Item):

@@ -5,6 +5,11 @@ Windows), chosen when a lock is taken rather than at import, so the plugin impor
 per-combination hot path cannot afford filelock's general machinery (about 2 ms against a few
 microseconds for these system calls), and an OS lock dies with its process: a killed session never
 leaves a combination locked.
+
+On POSIX the lock is taken on the combination's directory itself, so running a combination
+creates no lock file (on a slow disk, creating a file costs as much as writing the record). Where
+a directory cannot be locked (``flock`` on a directory is refused by some network file systems),
+and on Windows, a ``.lock`` file in the directory is locked instead.
 """
 
 from __future__ import annotations
@@ -19,14 +24,40 @@ from pytest_xp.store.store import error_name, store_error
 _WINDOWS_RETRY_S = 0.05
 
 
-class CombinationLock:
-    """``acquire(block=...)`` and ``release()`` on a lock file in the combination's directory."""
+#: Name of the lock file used where a directory cannot be locked.
+LOCK_FILE = ".lock"
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+
+class CombinationLock:
+    """``acquire(block=...)`` and ``release()`` on a lock file (``path``), or a directory's own lock.
+
+    ``CombinationLock.on_directory(d)`` locks ``d`` itself where the system allows it, else the
+    file ``d/.lock``.
+    """
+
+    def __init__(self, path: Path | None = None, *, directory: Path | None = None) -> None:
+        self._path = path
+        self.directory = directory if os.name != "nt" else None
+        self._parent = directory
         self.fd: int | None = None
 
+    @classmethod
+    def on_directory(cls, directory: Path) -> CombinationLock:
+        return cls(directory=directory)
+
+    @property
+    def path(self) -> Path:
+        """The lock file (used where the directory itself cannot be locked)."""
+        if self._path is None:
+            assert self._parent is not None
+            self._path = self._parent / LOCK_FILE
+        return self._path
+
     def acquire(self, *, block: bool) -> bool:
+        if self.fd is None and self.directory is not None:
+            taken = self._acquire_directory(block)
+            if taken is not None:
+                return taken
         if self.fd is None:
             # O_NOFOLLOW: a symlink planted at the lock's name must not create or open a file elsewhere
             # (Windows has no such flag, nor symlinks an unprivileged user can plant).
@@ -42,6 +73,26 @@ class CombinationLock:
         if os.name == "nt":  # pragma: no cover - exercised on Windows only
             return _acquire_windows(self.fd, block)
         return _acquire_posix(self.fd, block)
+
+    def _acquire_directory(self, block: bool) -> bool | None:
+        """Lock the directory itself; None when this file system cannot (use the lock file)."""
+        assert self.directory is not None
+        flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+        try:
+            fd = os.open(self.directory, flags)
+        except OSError:
+            return None  # a link or something odd there: the lock file path reports it
+        try:
+            taken = _acquire_posix(fd, block)
+        except OSError:
+            os.close(fd)
+            self.directory = None
+            return None
+        if not taken:
+            os.close(fd)
+            return False
+        self.fd = fd
+        return True
 
     def release(self) -> None:
         if self.fd is not None:

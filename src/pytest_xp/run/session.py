@@ -26,11 +26,11 @@ from pytest_xp.define.grid import Combination
 from pytest_xp.errors import NotJSONError, SetupFailed
 from pytest_xp.run import seeding as _seeding
 from pytest_xp.run.stream import Sink
-from pytest_xp.store.codec import digest, loads, to_json_value
+from pytest_xp.store.codec import canonical, digest, loads, to_json_value
 from pytest_xp.store.identity import combination_identity
-from pytest_xp.store.keys import cache_key, key_parts, made_with
+from pytest_xp.store.keys import KeyTemplate, cache_key, key_parts, made_with
 from pytest_xp.store.records import describe_exception
-from pytest_xp.store.store import RECORD_NAME, Store, write_json_atomic
+from pytest_xp.store.store import RECORD_NAME, Store, safe_part, write_json_atomic
 from pytest_xp.store.validate import Expected
 
 
@@ -77,6 +77,18 @@ class XpSession:
     env_warned: set[str] = field(default_factory=set)  # trials already warned about package versions
     #: Judgements of adaptive verifies after each round, (module, verify, round) -> run/adaptive.Look.
     adaptive_looks: dict[tuple[str, str, int], Any] = field(default_factory=dict)
+    #: (module, trial) -> the key's shared part for the context of the trial's stage (see KeyTemplate).
+    _templates: dict[tuple[str, str], KeyTemplate] = field(default_factory=dict)
+    #: (module, trial) -> names of the combination directories its store directory held when first looked at.
+    _stored: dict[tuple[str, str], frozenset[str] | None] = field(default_factory=dict)
+    _trial_dirs: dict[tuple[str, str], str] = field(default_factory=dict)
+    _trial_paths: dict[tuple[str, str], Path] = field(default_factory=dict)
+    _slurm: tuple[dict[str, Any] | None] | None = None
+    #: pytest's hook callers by file, and the collector whose items were last reported from the
+    #: cache (see run/items.report_if_cached).
+    hook_proxies: dict[Path, Any] = field(default_factory=dict)
+    last_reported_parent: Any = None
+    writes_junit: bool | None = None  # whether --junitxml is on (looked up once)
 
     def __post_init__(self) -> None:
         self.store = Store(self.settings.xp_dir)
@@ -109,6 +121,76 @@ class XpSession:
         record = self.store.read_record(path, Expected(exp.module_id, trial, combo.params))
         if record is None and path in self.unwritten:
             return self.unwritten[path]
+        return record
+
+    def stored_combinations(self, exp: Experiment, trial: str) -> frozenset[str] | None:
+        """Slugs of the combinations of ``trial`` with a directory in the store, from one scan per process.
+
+        A snapshot: a combination missing from it had nothing stored when the session looked, so a
+        fresh run skips reading its record; anything another session writes later is found by the
+        check made under the combination's lock before it runs.
+        """
+        memo = (exp.module_id, trial)
+        if memo not in self._stored:
+            self._stored[memo] = self.store.subdirectories(Path(self._trial_dir(exp, trial)))
+        return self._stored[memo]
+
+    def combination_dir(self, exp: Experiment, trial: str, combo: Combination) -> Path:
+        """``store.combination_dir`` of a combination, with its trial's directory worked out once."""
+        memo = (exp.module_id, trial)
+        parent = self._trial_paths.get(memo)
+        if parent is None:
+            parent = self._trial_paths[memo] = Path(self._trial_dir(exp, trial))
+        return parent / safe_part(combo.slug)
+
+    def slurm_fields(self) -> dict[str, Any] | None:
+        """Where this process runs inside a Slurm job (records.slurm_fields), read once per process."""
+        if self._slurm is None:
+            from pytest_xp.store.records import slurm_fields
+
+            self._slurm = (slurm_fields(os.environ),)
+        return self._slurm[0]
+
+    def _trial_dir(self, exp: Experiment, trial: str) -> str:
+        memo = (exp.module_id, trial)
+        found = self._trial_dirs.get(memo)
+        if found is None:
+            found = self._trial_dirs[memo] = os.fspath(self.store.root / safe_part(exp.slug) / safe_part(trial))
+        return found
+
+    def maybe_stored(self, exp: Experiment, trial: str, combo: Combination) -> bool:
+        """False only when this combination certainly had nothing stored when the session looked."""
+        names = self.stored_combinations(exp, trial)
+        if names is None:
+            return bool(self.unwritten)  # no trial directory (or an odd one): the per-record path decides
+        return safe_part(combo.slug) in names or bool(self.unwritten)
+
+    def trial_ready(self, exp: Experiment, trial: TrialDef) -> bool:
+        """Whether what :meth:`cached_hit` computes once per trial (and may warn about) is computed."""
+        memo = (exp.module_id, trial.name)
+        return memo in self._templates and memo in self._stored and (exp.module_id, trial.order) in self._contexts
+
+    def cached_hit(self, exp: Experiment, trial: TrialDef, combo: Combination) -> dict[str, Any] | None:
+        """The record of ``combo`` when it is a plain cache hit: the bulk path of cached combinations.
+
+        Its key is computed from the trial's shared key text (no copy of the context), the record is
+        read and checked without being quarantined, and anything unusual (no record, another key, a
+        failure, upstream records to check, a damaged file) returns None: the per-record path then
+        decides, with its warnings and quarantine.
+        """
+        if not self.maybe_stored(exp, trial.name, combo):
+            return None
+        identity = combination_identity(exp.module_id, trial.name, combo.params_digest)
+        template, context = self._template(exp, trial)
+        seeds = _seeding.resolve(context, combo.params, self.settings.seed, identity)
+        params_text = canonical(combo.params)
+        key = template.key_of(params_text, seeds)
+        path = os.path.join(self._trial_dir(exp, trial.name), safe_part(combo.slug), RECORD_NAME)
+        code = self.trial_code(exp, trial)
+        known = (code.code, code.code_digest) if code.code is not None and code.code_digest is not None else None
+        record = self.store.read_hit(path, key, Expected(exp.module_id, trial.name, combo.params), params_text, known)
+        if record is None or record.get("upstream"):
+            return None
         return record
 
     # -- SETUP -----------------------------------------------------------------------------
@@ -238,19 +320,37 @@ class XpSession:
     def forget_contexts(self, exp: Experiment) -> None:
         for key in [k for k in self._contexts if k[0] == exp.module_id]:
             del self._contexts[key]
+        for memo in [k for k in self._templates if k[0] == exp.module_id]:
+            del self._templates[memo]
 
     def key_for(
         self, exp: Experiment, trial: TrialDef, combo: Combination, *, context: dict[str, Any] | None = None
     ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any], str]:
         """(context, seeds, key parts, cache key) of one combination as it would run now."""
+        template = None
         if context is None:
+            template, _ = self._template(exp, trial)
             context = self.context_for(exp, trial.order)
         code = self.trial_code(exp, trial)
         identity = combination_identity(exp.module_id, trial.name, combo.params_digest)
         seeds = _seeding.resolve(context, combo.params, self.settings.seed, identity)
         env = code.env if self.settings.env_changes == "rerun" else None
         parts = key_parts(exp.module_id, trial.name, combo.params, context, seeds, trial.version, code.code, env)
-        return context, seeds, parts, cache_key(parts, code.code_digest)
+        key = template.key(combo.params, seeds) if template is not None else cache_key(parts, code.code_digest)
+        return context, seeds, parts, key
+
+    def _template(self, exp: Experiment, trial: TrialDef) -> tuple[KeyTemplate, dict[str, Any]]:
+        """The shared key text of ``trial`` in this session, and the context it was made from (not a copy)."""
+        memo = (exp.module_id, trial.name)
+        found = self._templates.get(memo)
+        stage = (exp.module_id, trial.order)
+        if found is None or stage not in self._contexts:
+            self.context_for(exp, trial.order)  # memoizes the stage's context
+            code = self.trial_code(exp, trial)
+            env = code.env if self.settings.env_changes == "rerun" else None
+            found = KeyTemplate(exp.module_id, trial.name, self._contexts[stage], trial.version, code.code_digest, env)
+            self._templates[memo] = found
+        return found, self._contexts[stage]
 
     # -- the code part of keys, once per trial -----------------------------------------------
     def trial_code(self, exp: Experiment, trial: TrialDef) -> TrialCode:

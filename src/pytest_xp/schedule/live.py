@@ -195,16 +195,17 @@ class LiveView:
 
     @pytest.hookimpl
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        finished = report.when == "teardown" or (
-            report.when == "call" and dict(report.user_properties).get("xp_cached")
-        )
-        if not finished:
+        cached = report.when == "call" and dict(report.user_properties).get("xp_cached")
+        if not (cached or report.when == "teardown"):
             return
         started = self.progress.running.pop(report.nodeid, None)
-        if started is None:
+        if cached and started is None and self.is_experiment(report.nodeid):
+            self.progress.done += 1  # reported from the cache without a log start (run/items.report_if_cached)
+        elif started is None:
             return
-        self.progress.done += 1
-        self.progress.durations.append(time.monotonic() - started)
+        else:
+            self.progress.done += 1
+            self.progress.durations.append(time.monotonic() - started)
         if self._thread is None:  # -n 0: no thread; the hooks run between items, outside capture
             self.maybe_status()
 

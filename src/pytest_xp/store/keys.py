@@ -11,10 +11,11 @@ the trial again, as long as the upstream records it read (``xp.output_of``) are 
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from pytest_xp.store.code_key import describe_label
-from pytest_xp.store.codec import digest
+from pytest_xp.store.codec import canonical, digest
 
 
 def key_parts(
@@ -132,3 +133,42 @@ def why_run(record: dict[str, Any] | None, key: str, parts: dict[str, Any], *, r
     if record.get("key") != key:
         return "key changed"
     return "cache hit"
+
+
+class KeyTemplate:
+    """The key's canonical text for one trial and context, with only the params and seeds left open.
+
+    Every combination of a trial shares its module, trial, context, code digest, version and
+    package versions; writing those into canonical JSON once per trial rather than once per
+    combination is most of the cost of a key when SETUP is large. :meth:`key` gives exactly
+    ``cache_key(key_parts(...), code_digest)`` (sorted keys: code, context, env, module, params,
+    seeds, trial, version).
+    """
+
+    def __init__(
+        self,
+        module_id: str,
+        trial: str,
+        context: dict[str, Any],
+        version: str,
+        code_digest: str | None,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        head = "{"
+        if code_digest is not None:
+            head += f'"code":{canonical(code_digest)},'
+        head += f'"context":{canonical(context)},'
+        if env is not None:
+            head += f'"env":{canonical(env)},'
+        self._head = head + f'"module":{canonical(module_id)},"params":'
+        self._tail = f',"trial":{canonical(trial)},"version":{canonical(version)}}}'
+
+    def key(self, params: dict[str, Any], seeds: dict[str, Any]) -> str:
+        return self.key_of(canonical(params), seeds)
+
+    def key_of(self, params_text: str, seeds: dict[str, Any]) -> str:
+        """The key, given the canonical text of the params (which a caller may need too)."""
+        if "seeded" in seeds:
+            seeds = {k: v for k, v in seeds.items() if k != "seeded"}
+        text = f'{self._head}{params_text},"seeds":{canonical(seeds)}{self._tail}'
+        return hashlib.sha256(text.encode("ascii")).hexdigest()

@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import IO, Any
 
 from pytest_xp.errors import NotRegularFile, StoreError, StoreWarning
-from pytest_xp.store.codec import SCHEMA_VERSION, dumps, loads
-from pytest_xp.store.validate import Expected, NewerSchema, record_problem
+from pytest_xp.store.codec import SCHEMA_VERSION, canonical, dumps, loads
+from pytest_xp.store.validate import Expected, NewerSchema, hit_problem, record_problem
 
 _SAFE_PART = re.compile(r"[^A-Za-z0-9._+\-]")
 RECORD_NAME = "record.json"
@@ -67,7 +67,7 @@ def _advice(exc: OSError) -> str:
     return "Point --xp-dir (or ini xp_dir) at a readable, writable directory"
 
 
-def read_regular(path: Path, limit: int = MAX_READ_BYTES) -> bytes:
+def read_regular(path: Path | str, limit: int = MAX_READ_BYTES) -> bytes:
     """The bytes of ``path`` if it is a regular file, opened without following a final symlink.
 
     A FIFO would block the reader, a device could stream forever and a symlink may point anywhere:
@@ -174,35 +174,58 @@ def combination_slug(readable: str, params_digest: str) -> str:
     return f"{safe}-{params_digest}"
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
+def write_json_atomic(path: Path | str, data: Any) -> None:
     """Write JSON so that readers see either the old file or the whole new one, never a part.
 
+    The temporary file sits beside the target (a dot-name readers skip); a process killed at any
+    moment leaves the old file or the new one at ``path``, and at most a stray temporary file.
     A failed write (a full disk, a read-only file system) removes its temporary file, leaves the
     old file as it was, and raises :class:`StoreError` naming the error and what to do.
     """
     text = (dumps(data) + "\n").encode("utf-8")  # compact: the C encoder (indent= is pure Python)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    target = os.fspath(path)
+    head, name = os.path.split(target)
+    tmp = os.path.join(head, f".{name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
     try:
         # O_EXCL never follows a symlink planted at the temporary name; os.replace swaps the name
         # itself, so a symlink at ``path`` is replaced, never written through.
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
+        fd = os.open(tmp, _CREATE_FLAGS, 0o666)
         try:
             view = memoryview(text)
             while view:
                 view = view[os.write(fd, view) :]
         finally:
             os.close(fd)
-        os.replace(tmp, path)
+        os.replace(tmp, target)
     except BaseException as exc:
         with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
+            os.unlink(tmp)
         if isinstance(exc, OSError) and not isinstance(exc, StoreError):
             raise store_error(
                 exc,
-                f"pytest-xp cannot write {path}: {error_name(exc)}; nothing was written (the partial "
+                f"pytest-xp cannot write {target}: {error_name(exc)}; nothing was written (the partial "
                 f"temporary file was removed, the previous file is unchanged). {_advice(exc)}.",
             ) from exc
         raise
+
+
+#: The name :func:`write_json_atomic` gives its temporary file: ``.<name>.<pid>.<hex>.tmp``.
+_TEMPORARY = re.compile(r"\..+\.(\d+)\.[0-9a-f]+\.tmp")
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # exists, owned by another user
+    return True
+
+
+_CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 def store_error(cause: OSError, message: str) -> StoreError:
@@ -230,13 +253,7 @@ def _session_is_dead(directory: Path) -> bool:
     pid = owner.get("pid")
     if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
         return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except OSError:
-        return False  # exists, owned by another user
-    return False
+    return not _pid_alive(pid)
 
 
 class Store:
@@ -246,6 +263,8 @@ class Store:
         self.root = root
         self._ensured = False
         self._real: set[str] = set()  # directories under the root already found to be real ones
+        self._resolved_root: Path | None = None
+        self._made: set[str] = set()  # combination directories this process created (see made_here)
 
     def ensure(self) -> None:
         """Create the root with README, .gitignore and CACHEDIR.TAG, atomically (as pytest's cache does)."""
@@ -279,8 +298,10 @@ class Store:
 
     def inside(self, path: Path) -> Path:
         """Return ``path`` if it lies under the root; refuse anything that would escape it."""
+        if self._resolved_root is None:
+            self._resolved_root = self.root.resolve()
         resolved = path.resolve()
-        if not resolved.is_relative_to(self.root.resolve()):
+        if not resolved.is_relative_to(self._resolved_root):
             raise StoreError(f"refusing to use {path}: it is outside the store {self.root}")
         return path
 
@@ -337,6 +358,8 @@ class Store:
 
     def make_dir(self, directory: Path) -> Path:
         """Create ``directory`` under the root, refusing (quarantining) links and files in the way."""
+        if str(directory.parent) in self._real:
+            return self._make_child_dir(directory)
         if not self._real_dirs(directory):
             self._real_dirs(directory)  # what was in the way is in quarantine now: check the rest
         try:
@@ -346,6 +369,70 @@ class Store:
         if not self._real_dirs(directory):  # swapped for a link meanwhile: refuse rather than race
             raise StoreError(f"refusing to use {directory}: it changed into a link while being created")
         return directory
+
+    def _make_child_dir(self, directory: Path) -> Path:
+        """One ``mkdir`` (the hot path: a combination's directory in a checked trial directory).
+
+        ``mkdir`` never follows a link at its last component; when the name exists, one ``lstat``
+        tells a directory from a link or file, which go to quarantine as in :meth:`_real_dirs`.
+        """
+        try:
+            os.mkdir(directory)
+        except FileExistsError:
+            if not self._real_dirs(directory):
+                return self.make_dir(directory)  # set aside; make it again (and check again)
+            return directory
+        except OSError as exc:
+            raise store_error(exc, f"pytest-xp cannot create {directory}: {error_name(exc)}. {_advice(exc)}.") from exc
+        self._real.add(str(directory))
+        self._made.add(str(directory))
+        return directory
+
+    def made_here(self, directory: Path) -> bool:
+        """Whether this process created ``directory`` (so it held nothing when this process looked)."""
+        return str(directory) in self._made
+
+    def remove_stray_temporaries(self, directory: Path) -> list[str]:
+        """Remove the temporary files that killed writers left in ``directory``; return their names.
+
+        :func:`write_json_atomic` names its temporary file after its process; one whose process no
+        longer runs on this host was left by a kill (readers never see it: it is a dot-name). The
+        caller holds the combination's lock, so no live writer of its record is racing this.
+        """
+        removed: list[str] = []
+        try:
+            with os.scandir(directory) as entries:
+                stray = [e for e in entries if _TEMPORARY.fullmatch(e.name) and e.is_file(follow_symlinks=False)]
+        except OSError:
+            return removed
+        for entry in stray:
+            match = _TEMPORARY.fullmatch(entry.name)
+            assert match is not None
+            if _pid_alive(int(match.group(1))):
+                continue
+            with contextlib.suppress(OSError):
+                os.unlink(entry.path)
+                removed.append(entry.name)
+        return removed
+
+    def subdirectories(self, directory: Path) -> frozenset[str] | None:
+        """Names of the real directories in ``directory`` (one ``scandir``), None when it is missing.
+
+        For deciding in bulk which combinations of a trial have anything stored: a name that is a
+        link or a file is left out, so that its combination takes the per-record path (which sets
+        such things aside).
+        """
+        if not self._real_dirs(directory):
+            return None
+        try:
+            with os.scandir(directory) as entries:
+                return frozenset(entry.name for entry in entries if entry.is_dir(follow_symlinks=False))
+        except FileNotFoundError:
+            return None
+        except NotADirectoryError:
+            return None
+        except OSError as exc:
+            raise store_error(exc, f"pytest-xp cannot read {directory}: {error_name(exc)}. {_advice(exc)}.") from exc
 
     def combination_dir(self, module_slug: str, trial: str, combo_slug: str) -> Path:
         return self.root / safe_part(module_slug) / safe_part(trial) / safe_part(combo_slug)
@@ -414,12 +501,12 @@ class Store:
         """Write one record atomically; ``dir_ready`` skips the directory checks on the hot path.
 
         Paths from :meth:`combination_dir` are built from :func:`safe_part` components and cannot
-        leave the root; any other path is checked.
+        leave the root; any other path is checked (once per directory and process).
         """
-        if not dir_ready:
+        if not dir_ready and str(path.parent) not in self._real:
             self.ensure()
             self.inside(path)
-            path.parent.mkdir(parents=True, exist_ok=True)
+            self.make_dir(path.parent)
         write_json_atomic(path, record)
 
     def write_record_keeping_history(self, path: Path, record: dict[str, Any], previous: dict[str, Any] | None) -> None:
@@ -436,7 +523,7 @@ class Store:
     def _keep_version(self, path: Path, previous: dict[str, Any]) -> None:
         target = version_path(path.parent, previous)
         self.make_dir(target.parent)
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
         try:
             os.link(path, tmp, follow_symlinks=False)
         except FileNotFoundError:
@@ -451,6 +538,38 @@ class Store:
         if not _HEX_KEY.fullmatch(key):
             return None
         return self.read_record(combination_dir / VERSIONS_DIR / f"{key}.json", expected)
+
+    def read_hit(
+        self,
+        path: Path | str,
+        key: str,
+        expected: Expected,
+        params_text: str | None = None,
+        code: tuple[dict[str, str], str] | None = None,
+    ) -> dict[str, Any] | None:
+        """The record at ``path`` if it is a successful, cacheable record made with ``key``; else None.
+
+        The bulk path of cached combinations: it reads without the per-path checks of
+        :meth:`read_record` (the caller found the directory with :meth:`subdirectories`; the file
+        is opened without following a link) and never quarantines or warns. A None sends the
+        caller to :meth:`read_record`, which does.
+        """
+        try:
+            data = loads(read_regular(path))
+        except (OSError, ValueError):
+            return None
+        if not isinstance(data, dict) or data.get("key") != key or data.get("success") is not True:
+            return None
+        if data.get("cacheable", True) is not True:
+            return None
+        if params_text is None:
+            params_text = canonical(dict(expected.params))
+        try:
+            if hit_problem(data, expected, params_text, code) is not None:
+                return None
+        except NewerSchema:
+            return None
+        return data
 
     def read_record(self, path: Path, expected: Expected | None = None) -> dict[str, Any] | None:
         """The record at ``path``; None when missing, or unusable (then quarantined, with a warning).

@@ -47,12 +47,22 @@ _OPTIONAL_TYPES: dict[str, tuple[type, ...]] = {
 
 def same_json(a: Any, b: Any) -> bool:
     """Equal as JSON: like ``==``, but ``1``, ``1.0`` and ``True`` differ (as they do in a cache key)."""
+    if a == b and type(a) is type(b) and isinstance(a, (dict, list)):
+        try:  # equal by ``==``: equal canonical texts (C speed) also tell 1 from 1.0 and True
+            if canonical(a) == canonical(b):
+                return True
+        except (TypeError, ValueError):
+            pass
+    return _same_json(a, b)
+
+
+def _same_json(a: Any, b: Any) -> bool:
     if type(a) is not type(b):
         return False
     if isinstance(a, dict):
-        return a.keys() == b.keys() and all(same_json(value, b[key]) for key, value in a.items())
+        return a.keys() == b.keys() and all(_same_json(value, b[key]) for key, value in a.items())
     if isinstance(a, list):
-        return len(a) == len(b) and all(same_json(x, y) for x, y in zip(a, b, strict=True))
+        return len(a) == len(b) and all(_same_json(x, y) for x, y in zip(a, b, strict=True))
     return bool(a == b)
 
 
@@ -72,6 +82,51 @@ def record_problem(data: object, expected: Expected | None = None) -> str | None
     """
     if not isinstance(data, dict):
         return f"not a pytest-xp record (a JSON {type(data).__name__}, not an object)"
+    problem = _shape_problem(data)
+    if problem is None:
+        problem = _key_problem(data)
+    if problem is None and expected is not None:
+        problem = _identity_problem(data, expected)
+    return problem
+
+
+def hit_problem(
+    data: dict[str, Any], expected: Expected, params_text: str, code: tuple[dict[str, str], str] | None = None
+) -> str | None:
+    """:func:`record_problem` for a record whose ``key`` is the key computed for ``expected``.
+
+    The same checks, with the canonical text of the expected params given (the key was made from
+    it), so that each JSON value is serialized once: the bulk path of cached combinations. ``code``
+    is the trial's code part and its digest: a record whose code part equals it (a dict of strings,
+    so ``==`` is exact) need not have it hashed again.
+    """
+    problem = _shape_problem(data)
+    if problem is not None:
+        return problem
+    if data["module"] != expected.module or data["trial"] != expected.trial:
+        return f"it belongs to {data['module']}::{data['trial']}, not {expected.module}::{expected.trial}"
+    if canonical(data["params"]) != params_text:
+        return _identity_problem(data, expected) or _key_problem(data)  # the slow path words it (or passes -0.0)
+    parts = data.get("key_parts")
+    if parts is None:
+        return None
+    if parts.get("module") != data["module"] or parts.get("trial") != data["trial"]:
+        return "its module or trial differs from its key parts"
+    try:
+        same_params = canonical(parts.get("params")) == params_text
+        known = code[1] if code is not None and parts.get("code") == code[0] else None
+        key = cache_key(parts, known)
+    except (TypeError, ValueError) as exc:
+        return f"its key parts cannot be hashed ({exc})"
+    if not same_params:
+        return _key_problem(data)
+    if key != data["key"]:
+        return "its key is not the hash of its key parts"
+    return None
+
+
+def _shape_problem(data: dict[str, Any]) -> str | None:
+    """Types and schema version of the fields every reader relies on."""
     version = data.get("schema_version")
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         return f"schema_version is {version!r}, not a positive integer"
@@ -103,10 +158,7 @@ def record_problem(data: object, expected: Expected | None = None) -> str | None
         code = data.get("return_code")
         if code is not None and not _is_int(code):
             return f"return_code is {code!r}, not an integer or null"
-    problem = _key_problem(data)
-    if problem is None and expected is not None:
-        problem = _identity_problem(data, expected)
-    return problem
+    return None
 
 
 def _key_problem(data: dict[str, Any]) -> str | None:
