@@ -345,6 +345,8 @@ def fmt_value(v: float, unit: str) -> str:
         return f"{v:.0f} MB"
     if unit == "ms":
         return f"{v:.1f} ms"
+    if unit == "KB":
+        return f"{v:.2f} KB"
     if v >= 100:
         return f"{v:.0f} s"
     if v >= 10:

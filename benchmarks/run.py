@@ -36,7 +36,10 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _bench import QUIET, BenchError, Row, clean_env, markdown_table
+from scale import SCALE_SCENARIOS
 from scenarios import SCENARIOS, Ctx, sizes_for, warm_up
+
+SCENARIOS.update(SCALE_SCENARIOS)  # issue 18: huge grids (benchmarks/scale.py)
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent

@@ -97,7 +97,11 @@ def test_a_preparation_error_travels_from_the_launcher_to_the_item(pytester: pyt
 
 #: Control flow that never leaves its module: a verdict the gating policy fails on (inside one item),
 #: a record of a newer schema (caught where the store reads it).
-INTERNAL_EXCEPTIONS = {"pytest_xp.run.items.VerdictFailed", "pytest_xp.store.validate.NewerSchema"}
+INTERNAL_EXCEPTIONS = {
+    "pytest_xp.run.items.VerdictFailed",
+    "pytest_xp.run.batch.BatchFailed",
+    "pytest_xp.store.validate.NewerSchema",
+}
 
 
 def test_every_exception_and_warning_lives_in_errors_and_is_public() -> None:

@@ -356,7 +356,7 @@ def test_numpy_bools_are_verdicts() -> None:
     assert coerce_verdict((np.True_, "because")).message == "because"
 
 
-def test_a_huge_grid_is_announced_before_anything_is_expanded(tmp_path: Path) -> None:
+def test_a_huge_unbatched_grid_is_announced_before_anything_is_expanded(tmp_path: Path) -> None:
     import types
 
     from pytest_xp.define.discovery import discover
@@ -367,15 +367,21 @@ def test_a_huge_grid_is_announced_before_anything_is_expanded(tmp_path: Path) ->
     def announce(message: str) -> None:
         raise Announced(message)
 
-    module = types.ModuleType("xp_huge")
-    exec(  # builds a throwaway experiment module
-        "from pytest_xp import trial\n"
-        "@trial(1, {'a': list(range(1000)), 'b': list(range(1000))})\n"
-        "def t(a, b):\n    return a\n",
-        module.__dict__,
-    )
+    def module(batch: str) -> types.ModuleType:
+        made = types.ModuleType("xp_huge")
+        exec(  # builds a throwaway experiment module
+            "from pytest_xp import trial\n"
+            f"@trial(1, {{'a': list(range(1000)), 'b': list(range(1000))}}{batch})\n"
+            "def t(a, b):\n    return a\n",
+            made.__dict__,
+        )
+        return made
+
     with pytest.raises(Announced, match=r"a grid of 1,000,000 combinations; collecting it needs about 3,906 MiB"):
-        discover(module, "xp_huge.py", tmp_path / "xp_huge.py", announce=announce)  # before 10^6 are built
+        discover(module(", batch=1"), "xp_huge.py", tmp_path / "xp_huge.py", announce=announce)  # before 10^6 exist
+    # Batched (automatically above 10,000 combinations) it is nothing to announce: the grid stays lazy.
+    exp = discover(module(""), "xp_huge.py", tmp_path / "xp_huge.py", announce=announce)
+    assert exp is not None and exp.trials["t"].batch == 1000 and len(exp.trials["t"].combinations) == 10**6
 
 
 def test_only_dead_sessions_scratch_is_removed(tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ import pytest
 from pytest_xp import config as _options
 from pytest_xp.errors import BaselineError, StoreError
 from pytest_xp.launch import options as _launch_options
+from pytest_xp.run import batch as _batch
 from pytest_xp.run import collect as _collect
 from pytest_xp.run.handle import Xp
 from pytest_xp.run.items import PlugItem, TrialItem, VerifyItem, report_if_cached
@@ -90,6 +91,9 @@ def pytest_configure(config: pytest.Config) -> None:
         if device is not None:
             os.environ["CUDA_VISIBLE_DEVICES"] = str(device)
     config.stash[SESSION_KEY] = session
+    # Launchers, --xp-plan and --xp-show-config handle combinations one by one: no batches there.
+    in_task = bool(os.environ.get(_launch_options.ENV_TASK))
+    session.batching = not (settings.plan or settings.show_config or in_task or _launch_options.wants_launcher(config))
     if settings.pre_experiment:
         from pytest_xp.run.pre_experiment import run_pre_experiment
 
@@ -236,9 +240,17 @@ def pytest_pycollect_makeitem(collector: pytest.Collector, name: str, obj: objec
     return _collect.make_items(collector, name, obj)
 
 
-@pytest.hookimpl(trylast=True)
-def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Check the session can run, select (sample/shard), then order each module's experiment items by stage."""
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_collection_modifyitems(
+    session: pytest.Session, config: pytest.Config, items: list[pytest.Item]
+) -> Generator[None, None, None]:
+    """Match ``-k`` per combination inside batches; then, once every other plugin selected, check the
+    session can run, select (sample/shard), and order each module's experiment items by stage."""
+    held = _batch.hold_for_keywords(config, items)
+    try:
+        yield
+    finally:
+        _batch.put_back(items, held)
     problem = _collect.session_problem(config, items)
     if problem is not None:
         _collect.refuse(config, items, problem)
@@ -257,7 +269,7 @@ def pytest_collection_finish(session: pytest.Session) -> Generator[None, None, N
     if workerinput is not None:
         from pytest_xp.run.sidecar import write_sidecar
 
-        experiments = any(isinstance(item, (TrialItem, VerifyItem)) for item in session.items)
+        experiments = any(isinstance(item, (TrialItem, _batch.BatchItem, VerifyItem)) for item in session.items)
         try:
             write_sidecar(session.config.stash[SESSION_KEY], workerinput["workerid"], session.items, plug=experiments)
         except StoreError as exc:  # the disk filled up since the store was checked
@@ -326,16 +338,22 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
     report: pytest.TestReport = yield
     tolerated = (
-        isinstance(item, TrialItem)
-        and item.xp_audited is None  # an audit's failure follows `audit` in --xp-fail-on, not trial-failures
+        (isinstance(item, _batch.BatchItem) or (isinstance(item, TrialItem) and item.xp_audited is None))
+        # an audit's failure follows `audit` in --xp-fail-on, not trial-failures
         and "trial-failures" not in item.xp_session.settings.fail_on
     )
     if tolerated and report.when == "call" and report.failed:
         report.outcome = "passed"
         add_properties(report.user_properties, xp_tolerated=True)
-    if report.when == "teardown" and isinstance(item, (TrialItem, VerifyItem)):
-        # junitxml writes a test's properties from its teardown report, as str(value): make them JSON.
-        report.user_properties = as_junit_text(report.user_properties)
+    if isinstance(item, (TrialItem, _batch.BatchItem, VerifyItem)):
+        # The reporter reads the call report, junitxml the teardown one (as str(value): make them JSON).
+        # Every report is kept in the controller: a passed set-up or, without --junitxml, a teardown
+        # carries no copy of the properties, so a grid's memory stays at plain pytest's per item.
+        if report.when == "setup" and report.passed:
+            report.user_properties = []
+        elif report.when == "teardown":
+            junit = getattr(item.config.option, "xmlpath", None)
+            report.user_properties = as_junit_text(report.user_properties) if junit else []
     return report
 
 

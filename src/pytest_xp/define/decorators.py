@@ -78,6 +78,7 @@ def trial(
     inputs: Any = None,
     tolerance: Any = None,
     slurm: dict[str, Any] | None = None,
+    batch: int | None = None,
 ) -> Callable[[F], F]:
     """Mark a function run once per combination of ``values`` (a dict of literal lists).
 
@@ -89,6 +90,9 @@ def trial(
     or a dict of those by result key (``{"loss": 1e-6}``); not part of the key (see define/tolerance.py).
     ``slurm`` sets this trial's Slurm resources under ``--xp-slurm`` (``partition``, ``time`` in minutes,
     ``gpus_per_task``, ``cpus_per_task``, ``mem``), over the command-line defaults; not part of the key.
+    ``batch`` runs that many combinations per pytest item (each keeps its seed, record, failure and
+    cache entry); by default grids above 10,000 combinations run 1,000 per item, and ``batch=1`` keeps
+    one item per combination. Not part of the key.
     """
     if callable(order) and values is None:
         fn = order
@@ -103,6 +107,8 @@ def trial(
     }
     if slurm is not None:
         options["slurm"] = slurm
+    if batch is not None:
+        options["batch"] = batch
     return lambda fn: _attach(fn, TrialMark(fn, order, values, options))
 
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import inspect
 import warnings
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -18,7 +18,8 @@ from pytest_xp.define.config_files import ValueOverride
 from pytest_xp.define.decorators import MODULE_REGISTRY, SetupMark, TrialMark, VerifyMark
 from pytest_xp.define.grid import (
     Combination,
-    expand,
+    Grid,
+    auto_batch,
     grid_size,
     large_grid_message,
     split_values,
@@ -68,6 +69,7 @@ class TrialOptions:
     inputs: tuple[str, ...] = ()  # globs of data files whose content is part of the cache key
     tolerance: TolerancePlan = field(default_factory=TolerancePlan)  # what --xp-audit accepts (empty: exact)
     slurm: dict[str, Any] = field(default_factory=dict)  # Slurm resources over the command line's (resources.py)
+    batch: int | None = None  # combinations per pytest item as given (None: automatic, grid.auto_batch)
 
 
 @dataclass(frozen=True)
@@ -79,11 +81,12 @@ class TrialDef:
     lineno: int
     params: dict[str, list[Any]]
     parallel: int | None
-    combinations: list[Combination]
+    combinations: Sequence[Combination]  # a define.grid.Grid: made on demand, never all held
     fixture_names: tuple[str, ...]
     version: str
     options: TrialOptions = field(default_factory=TrialOptions)
     description: str = ""  # the function's docstring: what this step does, shown in records and listings
+    batch: int = 1  # combinations per pytest item (run/batch.py); 1: one item per combination
 
 
 @dataclass(frozen=True)
@@ -298,6 +301,13 @@ def discover(
         if verify_def is not None:
             verifies[verify_def.name] = verify_def
             for trial_name in verify_def.adaptive.trials if verify_def.adaptive else ():
+                if (trials[trial_name].options.batch or 1) > 1:
+                    problem(
+                        vmark.fn,
+                        f"{trial_name} has @trial(batch=...) and is extended adaptively; rounds run one after "
+                        "another, so its combinations cannot share items: remove batch=",
+                    )
+                trials[trial_name] = replace(trials[trial_name], batch=1)
                 if trial_name in extended:
                     problem(
                         vmark.fn,
@@ -391,7 +401,17 @@ def _trial_def(
             problem(fn, why)
             return None
         options["slurm"] = normalized(slurm)
-    notice = large_grid_message(f"{where}: {name}", grid_size(params))
+    batch = options.get("batch")
+    if batch is not None and (not _is_int(batch) or batch < 1):
+        problem(
+            fn,
+            f"@trial(batch=...) must be an int >= 1 (combinations per pytest item; 1 turns batching off), "
+            f"got {batch!r}",
+        )
+        return None
+    size = grid_size(params)
+    per_item = batch if batch is not None else auto_batch(size)
+    notice = large_grid_message(f"{where}: {name}", size) if per_item == 1 else None
     if notice is not None:
         if announce is not None:
             announce(notice)
@@ -405,7 +425,8 @@ def _trial_def(
         lineno=_lineno(fn),
         params=params,
         parallel=parallel,
-        combinations=expand(params),
+        combinations=Grid(params),
+        batch=per_item,
         fixture_names=_mandatory(sig, set(params)),
         version=f"user:{version}" if version is not None else CODE_VERSION,
         options=TrialOptions(
@@ -416,6 +437,7 @@ def _trial_def(
             inputs=tuple(inputs or ()),
             tolerance=tolerance,
             slurm=dict(options.get("slurm") or {}),
+            batch=batch,
         ),
         description=docstring(fn),
     )

@@ -5,8 +5,9 @@ from __future__ import annotations
 import itertools
 import math
 import re
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, overload
 
 from pytest_xp.errors import GridError
 from pytest_xp.store.codec import canonical, digest
@@ -26,6 +27,17 @@ LARGE_GRID = 20_000
 BYTES_PER_COMBINATION = 4 * 1024
 
 
+#: A trial without ``@trial(batch=...)`` whose grid has more combinations than this runs
+#: :data:`AUTO_BATCH_SIZE` of them per pytest item; ``batch=1`` keeps one item per combination.
+AUTO_BATCH_ABOVE = 10_000
+AUTO_BATCH_SIZE = 1_000
+
+
+def auto_batch(count: int) -> int:
+    """Combinations per item of a grid of ``count`` when the trial does not say."""
+    return AUTO_BATCH_SIZE if count > AUTO_BATCH_ABOVE else 1
+
+
 def grid_size(params: dict[str, list[Any]]) -> int:
     """How many combinations ``params`` expands to, without expanding it."""
     return math.prod(len(values) for values in params.values())
@@ -38,8 +50,9 @@ def large_grid_message(where: str, count: int) -> str | None:
     mib = count * BYTES_PER_COMBINATION / 2**20
     return (
         f"{where}: a grid of {count:,} combinations; collecting it needs about {mib:,.0f} MiB of memory in every "
-        "process that collects (each xdist worker too) and takes a while before anything runs. Run a part of it "
-        "with --xp-sample K, -k or --xp-values, or split the trial"
+        "process that collects (each xdist worker too) and takes a while before anything runs. Run it in "
+        "batches (@trial(..., batch=1000): many combinations per pytest item), a part of it with --xp-sample K, "
+        "-k or --xp-values, or split the trial"
     )
 
 
@@ -126,6 +139,83 @@ def combination_id(params: dict[str, Any]) -> str:
     if not params:
         return ""
     return "-".join(f"{name}_{_readable(value)}" for name, value in params.items())
+
+
+class Grid(Sequence[Combination]):
+    """A trial's combinations, made on demand from the parameter lists.
+
+    A grid of a million points holds its value lists, not a million ``Combination``s: the i-th
+    combination is decoded from ``i`` (the last parameter varies fastest, as in
+    ``itertools.product``). Ids are the same as :func:`expand` gives. When two points could get the
+    same readable id (a value listed twice, two values that read alike, a value containing the next
+    parameter's name), the grid is expanded once, like before, so that ids are made unique.
+    """
+
+    __slots__ = ("_eager", "_len", "_names", "_parts", "_values")
+
+    def __init__(self, params: dict[str, list[Any]]) -> None:
+        self._names = tuple(params)
+        self._values = tuple(params[n] for n in self._names)
+        self._len = math.prod(len(v) for v in self._values)
+        self._parts = tuple(tuple(f"{n}_{_readable(v)}" for v in params[n]) for n in self._names)
+        self._eager: list[Combination] | None = None if self._ids_are_distinct() else expand(params)
+
+    def _ids_are_distinct(self) -> bool:
+        """Whether joining one readable part per parameter can never give two points the same id."""
+        for position, parts in enumerate(self._parts):
+            if len(set(parts)) != len(parts):
+                return False
+            if position + 1 < len(self._names):
+                separator = f"-{self._names[position + 1]}_"
+                if any(separator in part for part in parts):
+                    return False
+        return True
+
+    def __len__(self) -> int:
+        return self._len
+
+    @overload
+    def __getitem__(self, index: int) -> Combination: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[Combination]: ...
+    def __getitem__(self, index: int | slice) -> Combination | list[Combination]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(self._len))]
+        if index < 0:
+            index += self._len
+        if not 0 <= index < self._len:
+            raise IndexError(f"combination {index} of a grid of {self._len}")
+        if self._eager is not None:
+            return self._eager[index]
+        digits = self._digits(index)
+        point = {name: self._values[k][d] for k, (name, d) in enumerate(zip(self._names, digits, strict=True))}
+        cid = "-".join(self._parts[k][d] for k, d in enumerate(digits))
+        point_digest = digest(point)
+        return Combination(index, point, cid, combination_slug(cid or "run", point_digest), point_digest)
+
+    def _digits(self, index: int) -> list[int]:
+        digits = [0] * len(self._values)
+        for k in range(len(self._values) - 1, -1, -1):
+            index, digits[k] = divmod(index, len(self._values[k]))
+        return digits
+
+    def __iter__(self) -> Iterator[Combination]:
+        for index in range(self._len):
+            yield self[index]
+
+    def id_of(self, index: int) -> str:
+        """The readable id of combination ``index``, without hashing its parameters."""
+        if self._eager is not None:
+            return self._eager[index].id
+        return "-".join(self._parts[k][d] for k, d in enumerate(self._digits(index)))
+
+    def ids(self) -> Iterator[str]:
+        """Every combination's id, in order (cheap: no digests)."""
+        if self._eager is not None:
+            yield from (c.id for c in self._eager)
+            return
+        for choice in itertools.product(*self._parts):
+            yield "-".join(choice)
 
 
 def expand(params: dict[str, list[Any]]) -> list[Combination]:

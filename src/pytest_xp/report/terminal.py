@@ -345,6 +345,20 @@ class XpReporter:
         tally = self.trials[key]
         report.__dict__["xp_progress"] = progress_text(key, tally.ok + tally.failed, self.totals.get(key), metrics)
 
+    def _note_batch(self, report: pytest.TestReport, key: str, batch: dict[str, Any], tolerated: bool) -> None:
+        """A batch item's combinations, counted as if each had been its own item (run/batch.py)."""
+        tally = self.trials[key]
+        tally.ok += int(batch.get("ok") or 0)
+        tally.failed += int(batch.get("failed") or 0)
+        tally.cached += int(batch.get("cached") or 0)
+        tally.duration_s += float(batch.get("duration_s") or 0.0)
+        self.combinations[key].update(str(c) for c in batch.get("combinations") or ())
+        self.cached_combinations[key].update(str(c) for c in batch.get("cached_combinations") or ())
+        if tolerated:
+            self.tolerated.append((report.nodeid, str(report.longrepr or "")))
+        # The totals count items, not combinations: the progress shows the count alone.
+        report.__dict__["xp_progress"] = progress_text(key, tally.ok + tally.failed, None, None)
+
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         """Runs before the terminal reporter's, so that the verbose word can show the progress."""
@@ -371,7 +385,10 @@ class XpReporter:
                     adaptive=rounds if isinstance(rounds := props.get("xp_adaptive"), dict) else None,
                 )
             )
-        if "xp_success" in props and "xp_trial" in props and report.when in ("call", "???"):
+        batch = props.get("xp_batch")
+        if isinstance(batch, dict) and "xp_trial" in props and report.when == "call":
+            self._note_batch(report, str(props["xp_trial"]), batch, bool(props.get("xp_tolerated")))
+        elif "xp_success" in props and "xp_trial" in props and report.when in ("call", "???"):
             tally = self.trials[str(props["xp_trial"])]
             if props.get("xp_cached"):
                 tally.cached += 1

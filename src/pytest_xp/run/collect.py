@@ -19,6 +19,7 @@ import pytest
 from pytest_xp.define.decorators import MARK_ATTR, SetupMark, TrialMark, VerifyMark
 from pytest_xp.define.discovery import Experiment, TrialDef, discover, unknown_overrides
 from pytest_xp.errors import ExperimentError, GridSizeWarning, StoreError
+from pytest_xp.run.batch import BatchItem, make_batches
 from pytest_xp.run.items import PLUG_NAME, PlugItem, TrialItem, VerifyItem
 from pytest_xp.run.seeding import derive_seed
 from pytest_xp.run.shards import shard_of
@@ -90,6 +91,8 @@ def make_items(collector: pytest.Collector, name: str, obj: object) -> list[Any]
         return []
     if isinstance(mark, TrialMark) and name in exp.trials:
         trial = exp.trials[name]
+        if trial.batch > 1 and collector.config.stash[SESSION_KEY].batching:
+            return make_batches(collector, exp, trial)
         return [TrialItem.create(collector, exp, trial, combo) for combo in trial.combinations]
     if isinstance(mark, VerifyMark) and name in exp.verifies:
         return [VerifyItem.create(collector, exp, exp.verifies[name])]
@@ -103,7 +106,11 @@ def session_problem(config: pytest.Config, items: list[pytest.Item]) -> str | No
     problems = unknown_overrides(session.experiments.values(), settings.value_overrides)
     if problems:
         return "pytest-xp: " + "\n".join(problems)
-    if settings.plan or config.option.collectonly or not any(isinstance(item, TrialItem) for item in items):
+    if (
+        settings.plan
+        or config.option.collectonly
+        or not any(isinstance(item, (TrialItem, BatchItem)) for item in items)
+    ):
         return None  # nothing will be written
     try:
         session.store.check_writable()
@@ -120,7 +127,7 @@ def refuse(config: pytest.Config, items: list[pytest.Item], message: str) -> Non
     config.hook.pytest_collectreport(
         report=pytest.CollectReport(nodeid="", outcome="failed", longrepr=message, result=[])
     )
-    items[:] = [item for item in items if not isinstance(item, (TrialItem, VerifyItem))]
+    items[:] = [item for item in items if not isinstance(item, (TrialItem, BatchItem, VerifyItem))]
 
 
 #: The grid parameter that replicates a condition (the one seeding reads); ``--xp-sample`` samples within it.
@@ -148,32 +155,44 @@ def sampled_combinations(trial: TrialDef, k: int, rng: random.Random, *, keep_co
     # combination's index says which of the seed values it has
     names = list(trial.params)
     stride = math.prod(len(trial.params[name]) for name in names[names.index(SEED_PARAM) + 1 :])
-    return {combo.index for combo in combinations if (combo.index // stride) % len(seeds) in kept}
+    return {index for index in range(len(combinations)) if (index // stride) % len(seeds) in kept}
 
 
 def select(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Apply ``--xp-sample`` and ``--xp-shard``: deterministic, so every process keeps the same items."""
+    """Apply ``--xp-sample`` and ``--xp-shard``: deterministic, so every process keeps the same items.
+
+    Per combination: a batch keeps the combinations an unbatched run would keep, and goes when none is left.
+    """
     settings = config.stash[SESSION_KEY].settings
     if settings.sample is None and settings.shard is None:
         return
     keep: list[pytest.Item] = []
     dropped: list[pytest.Item] = []
     samples: dict[str, set[int]] = {}
+
+    def sampled(exp: Experiment, trial: TrialDef) -> set[int]:
+        key = trial_key(exp.module_id, trial.name)
+        if key not in samples:
+            rng = random.Random(derive_seed(settings.seed, "sample:" + key))
+            compared = any(trial.name in v.trial_names for v in exp.verifies.values())
+            samples[key] = sampled_combinations(trial, settings.sample or 0, rng, keep_conditions=compared)
+        return samples[key]
+
+    def in_shard(identity: str) -> bool:
+        return settings.shard is None or shard_of(identity, settings.shard[1]) == settings.shard[0]
+
     for item in items:
-        if not isinstance(item, TrialItem):
+        if isinstance(item, BatchItem):
+            chosen_set = sampled(item.xp_exp, item.xp_trial) if settings.sample is not None else None
+            chosen = item.narrow(
+                lambda i, b=item, c=chosen_set: (c is None or i in c) and in_shard(b.identity(i))  # type: ignore[misc]
+            )
+        elif isinstance(item, TrialItem):
+            chosen = settings.sample is None or item.xp_combo.index in sampled(item.xp_exp, item.xp_trial)
+            chosen = chosen and in_shard(item.identity)
+        else:
             keep.append(item)
             continue
-        chosen = True
-        if settings.sample is not None:
-            key = trial_key(item.xp_exp.module_id, item.xp_trial.name)
-            if key not in samples:
-                rng = random.Random(derive_seed(settings.seed, "sample:" + key))
-                compared = any(item.xp_trial.name in v.trial_names for v in item.xp_exp.verifies.values())
-                samples[key] = sampled_combinations(item.xp_trial, settings.sample, rng, keep_conditions=compared)
-            chosen = item.xp_combo.index in samples[key]
-        if chosen and settings.shard is not None:
-            index, total = settings.shard
-            chosen = shard_of(item.identity, total) == index
         (keep if chosen else dropped).append(item)
     if dropped:
         config.hook.pytest_deselected(items=dropped)
@@ -184,6 +203,8 @@ def select(config: pytest.Config, items: list[pytest.Item]) -> None:
 def _stage_key(item: pytest.Item) -> tuple[float, int, int]:
     if isinstance(item, TrialItem):
         return (item.xp_rank, item.xp_trial.position, item.xp_combo.index)
+    if isinstance(item, BatchItem):
+        return (item.xp_rank, item.xp_trial.position, item.xp_indices[0] if item.xp_indices else 0)
     assert isinstance(item, VerifyItem)
     return (item.xp_verify.rank, item.xp_verify.position, 0)
 
@@ -192,7 +213,7 @@ def order_by_stage(session: pytest.Session, items: list[pytest.Item]) -> None:
     """Put each module's experiment items in stage order (what ``-n 0`` runs)."""
     slots: dict[Path, list[int]] = {}
     for index, item in enumerate(items):
-        if isinstance(item, (TrialItem, VerifyItem)):
+        if isinstance(item, (TrialItem, BatchItem, VerifyItem)):
             slots.setdefault(item.path, []).append(index)
     for indices in slots.values():
         ordered = sorted((items[i] for i in indices), key=_stage_key)
@@ -206,7 +227,9 @@ def add_plug(session: pytest.Session) -> None:
     So xdist's "N workers [M items]" counts the items pytest collected, and the scheduler
     addresses the plug as the index one past the collection (the sidecar says it is there).
     """
-    if hasattr(session.config, "workerinput") and any(isinstance(i, (TrialItem, VerifyItem)) for i in session.items):
+    if hasattr(session.config, "workerinput") and any(
+        isinstance(i, (TrialItem, BatchItem, VerifyItem)) for i in session.items
+    ):
         session.items.append(PlugItem.from_parent(session, name=PLUG_NAME))
 
 
@@ -220,10 +243,14 @@ def note_grids(session: pytest.Session) -> None:
         return
     seen: set[tuple[str, str]] = set()
     for item in session.items:
-        if isinstance(item, TrialItem) and (item.xp_exp.slug, item.xp_trial.name) not in seen:
+        if isinstance(item, (TrialItem, BatchItem)) and (item.xp_exp.slug, item.xp_trial.name) not in seen:
             seen.add((item.xp_exp.slug, item.xp_trial.name))
+            grid = item.xp_trial.combinations
+            ids = getattr(grid, "ids", None)
             try:
                 xp.store.ensure()
-                xp.store.write_grid(item.xp_exp.slug, item.xp_trial.name, [c.id for c in item.xp_trial.combinations])
+                xp.store.write_grid(
+                    item.xp_exp.slug, item.xp_trial.name, list(ids()) if ids is not None else [c.id for c in grid]
+                )
             except (OSError, StoreError):
                 return  # an unusable store fails the combinations themselves, with the reason

@@ -352,24 +352,7 @@ class TrialItem(_XpItem):
     def _wait_for_other_shards(self) -> None:
         """In a shard session, hold order k until every shard's lower orders have their records."""
         __tracebackhide__ = True
-        session, settings = self.xp_session, self.xp_session.settings
-        stage = (self.xp_exp.module_id, self.xp_trial.order)
-        if settings.shard is None or stage in session._stages_ready or not self.xp_exp.trials_before(stage[1]):
-            return
-        label = f"shard {settings.shard[0]}/{settings.shard[1]}"
-        if settings.no_wait:
-            missing, total, trial = missing_below(session, self.xp_exp, self.xp_trial.order)
-            if missing:
-                pytest.skip(
-                    f"--xp-no-wait: {missing} of {total} lower-order records ({trial}) are not there yet; "
-                    "run this shard again once the other shards have finished them"
-                )
-            session.forget_contexts(self.xp_exp)
-        else:
-            wait_for_lower_orders(
-                session, self.xp_exp, self.xp_trial.order, timeout=settings.wait_s, label=label, note=self._tell
-            )
-        session._stages_ready.add(stage)
+        wait_for_other_shards(self.xp_session, self.xp_exp, self.xp_trial, self._tell)
 
     def setup(self) -> None:
         if self.xp_session.replay:
@@ -381,15 +364,7 @@ class TrialItem(_XpItem):
         if reason is not None:
             add_properties(self.user_properties, xp_not_needed=True)
             pytest.skip(reason)
-        needed = self.xp_trial.options.gpus
-        if needed:
-            from pytest_xp.run.gpus import visible_gpus
-
-            if visible_gpus() < needed:
-                pytest.skip(
-                    f"{self.xp_trial.name} needs {needed} GPU(s) (@trial(..., gpus={needed})); "
-                    f"{visible_gpus()} visible here"
-                )
+        skip_without_gpus(self.xp_trial)
         try:
             self._wait_for_other_shards()
             self.xp_cached = self.prepare() if not self.xp_prepared else None
@@ -510,35 +485,9 @@ class TrialItem(_XpItem):
         # Each combination gets its own copy: a trial that mutates a parameter changes neither the next
         # combination's value nor the params stored in its record.
         kwargs = {**copy.deepcopy(self.xp_combo.params), **self._fixture_values(self.xp_trial.fixture_names)}
-        isolation = self._isolation()
-        if isolation is None:
-            with self._streaming():
-                return call_trial(
-                    self.xp_trial.fn,
-                    kwargs,
-                    globals_update={"SETUP": self.xp_context},
-                    seeds=self.xp_seeds,
-                    passthrough=(KeyboardInterrupt, pytest.skip.Exception),
-                )
-        method, timeout, max_memory = isolation
-        from pytest_xp.run.isolate import run_isolated  # only isolated sessions pay for it
-
-        try:
-            with self._streaming():
-                outcome = run_isolated(
-                    self.xp_trial.fn,
-                    kwargs,
-                    globals_update={"SETUP": self.xp_context},
-                    seeds=self.xp_seeds,
-                    start_method=method,
-                    timeout=timeout,
-                    max_memory=max_memory,
-                )
-        except IsolationError as exc:
-            raise IsolatedFailure(str(exc)) from None
-        if outcome.error_type == "Skipped":
-            pytest.skip(outcome.error or "skipped")
-        return outcome
+        return call_combination(
+            self.xp_trial.fn, kwargs, self.xp_context, self.xp_seeds, self._isolation(), self._streaming()
+        )
 
     def _stream_sink(self) -> Sink | None:
         """Where this combination's output goes live: everywhere with ``--xp-stream``, and under ``-n 0``
@@ -555,56 +504,23 @@ class TrialItem(_XpItem):
         return tee_output(self.nodeid, sink) if sink is not None else contextlib.nullcontext()
 
     def _write_record(self, outcome: RunOutcome, started_at: str, duration_s: float) -> None:
-        session, trial, combo = self.xp_session, self.xp_trial, self.xp_combo
-        extra: dict[str, Any] = {"key_parts": self.xp_key_parts, "env": session.trial_code(self.xp_exp, trial).env}
-        if trial.description:
-            extra["description"] = trial.description
-        if session.settings.gpus or trial.options.gpus:
-            extra["cuda_visible_devices"] = os.environ.get("CUDA_VISIBLE_DEVICES")
-        if not session.settings.cache:
-            extra["cacheable"] = False
-        ran_in = session.slurm_fields()
-        if ran_in is not None:
-            extra["slurm"] = ran_in  # job, array task, node and attempt of the Slurm task that ran it
-        handle = self.xp_handle
-        # A directory this process made a moment ago holds only what this run wrote: without a child
-        # process and unused checkpoints, there are no files to look for.
-        new_dir = session.store.made_here(self.output_dir) and self._isolation() is None
-        if handle is not None:
-            handle.close(look_for_child_log=not new_dir)
-            if handle.upstream:
-                extra["upstream"] = handle.upstream
-            if handle.metrics_summary():
-                extra["metrics"] = handle.metrics_summary()
-                add_properties(self.user_properties, xp_metrics=extra["metrics"])
-            if (handle.used_checkpoints or not new_dir) and (self.output_dir / CHECKPOINT_DIR).is_dir():
-                checkpoints = handle.checkpoints.summary()  # written here or by an isolated child
-                if checkpoints is not None:
-                    extra["checkpoints"] = checkpoints
-        where: dict[str, Any] = {
-            "module_id": self.xp_exp.module_id,
-            "trial": trial.name,
-            "combination_id": combo.id,
-            "index": combo.index,
-            "params": combo.params,
-            "key": self.xp_key,
-            "seeds": {**self.xp_seeds, "seeded": list(outcome.seeded)},
-            "session": session.session_id,
-            "started_at": started_at,
-            "duration_s": duration_s,
-        }
-        if outcome.success:
-            record = base_record(**where)
-            record.update(extra)
-            record.update(success_fields(outcome.result))
-        else:
-            record = failure_record(
-                **where,
-                error_type=outcome.error_type or "Error",
-                error=outcome.error or "",
-                return_code=_return_code(outcome),
-                extra=extra,
-            )
+        session = self.xp_session
+        record = combination_record(
+            session,
+            self.xp_exp,
+            self.xp_trial,
+            self.xp_combo,
+            key=self.xp_key,
+            key_parts=self.xp_key_parts,
+            seeds=self.xp_seeds,
+            outcome=outcome,
+            started_at=started_at,
+            duration_s=duration_s,
+            handle=self.xp_handle,
+            output_dir=self.output_dir,
+        )
+        if record.get("metrics"):
+            add_properties(self.user_properties, xp_metrics=record["metrics"])
         try:
             session.store.write_record_keeping_history(self.record_path, record, self.xp_previous)
         except StoreError as exc:  # a full disk: the combination failed, whatever it returned
@@ -644,14 +560,7 @@ class TrialItem(_XpItem):
 
     def _isolation(self) -> tuple[str, float | None, int | None] | None:
         """(start method, timeout, memory limit) when this combination runs in a child process."""
-        settings, options = self.xp_session.settings, self.xp_trial.options
-        timeout = options.timeout or settings.timeout_s
-        method = settings.isolate or ("fork" if options.isolate else None)
-        if method is None and (timeout is not None or settings.max_memory is not None):
-            method = "fork"
-        if method is None:
-            return None
-        return method, timeout, settings.max_memory
+        return isolation_of(self.xp_session, self.xp_trial)
 
     def _replay(self) -> None:
         """Report the record another process wrote (a launcher ran this combination elsewhere).
@@ -675,6 +584,159 @@ class TrialItem(_XpItem):
             raise RemoteFailure(
                 f"{record.get('type', 'Error')} (return code {record.get('return_code')}):\n{record.get('error', '')}"
             )
+
+
+def skip_without_gpus(trial: TrialDef) -> None:
+    """Skip the item when fewer GPUs are visible than ``@trial(gpus=...)`` asks for."""
+    needed = trial.options.gpus
+    if needed:
+        from pytest_xp.run.gpus import visible_gpus
+
+        if visible_gpus() < needed:
+            pytest.skip(
+                f"{trial.name} needs {needed} GPU(s) (@trial(..., gpus={needed})); {visible_gpus()} visible here"
+            )
+
+
+def wait_for_other_shards(session: XpSession, exp: Experiment, trial: TrialDef, tell: Callable[[str], None]) -> None:
+    """In a shard session, hold ``trial``'s order until every shard's lower orders have their records."""
+    __tracebackhide__ = True
+    settings = session.settings
+    stage = (exp.module_id, trial.order)
+    if settings.shard is None or stage in session._stages_ready or not exp.trials_before(stage[1]):
+        return
+    label = f"shard {settings.shard[0]}/{settings.shard[1]}"
+    if settings.no_wait:
+        missing, total, first = missing_below(session, exp, trial.order)
+        if missing:
+            pytest.skip(
+                f"--xp-no-wait: {missing} of {total} lower-order records ({first}) are not there yet; "
+                "run this shard again once the other shards have finished them"
+            )
+        session.forget_contexts(exp)
+    else:
+        wait_for_lower_orders(session, exp, trial.order, timeout=settings.wait_s, label=label, note=tell)
+    session._stages_ready.add(stage)
+
+
+def isolation_of(session: XpSession, trial: TrialDef) -> tuple[str, float | None, int | None] | None:
+    """(start method, timeout, memory limit) when ``trial``'s combinations run in a child process."""
+    settings, options = session.settings, trial.options
+    timeout = options.timeout or settings.timeout_s
+    method = settings.isolate or ("fork" if options.isolate else None)
+    if method is None and (timeout is not None or settings.max_memory is not None):
+        method = "fork"
+    if method is None:
+        return None
+    return method, timeout, settings.max_memory
+
+
+def call_combination(
+    fn: Callable[..., Any],
+    kwargs: dict[str, Any],
+    context: dict[str, Any],
+    seeds: dict[str, Any],
+    isolation: tuple[str, float | None, int | None] | None,
+    streaming: contextlib.AbstractContextManager[None],
+) -> RunOutcome:
+    """Call a trial in this process or in a child (``isolation``); either way, one kind of outcome.
+
+    Ctrl-C and pytest's skip propagate (a skip in an isolated child is raised here).
+    """
+    __tracebackhide__ = True
+    if isolation is None:
+        with streaming:
+            return call_trial(
+                fn,
+                kwargs,
+                globals_update={"SETUP": context},
+                seeds=seeds,
+                passthrough=(KeyboardInterrupt, pytest.skip.Exception),
+            )
+    method, timeout, max_memory = isolation
+    from pytest_xp.run.isolate import run_isolated  # only isolated sessions pay for it
+
+    try:
+        with streaming:
+            outcome = run_isolated(
+                fn,
+                kwargs,
+                globals_update={"SETUP": context},
+                seeds=seeds,
+                start_method=method,
+                timeout=timeout,
+                max_memory=max_memory,
+            )
+    except IsolationError as exc:
+        raise IsolatedFailure(str(exc)) from None
+    if outcome.error_type == "Skipped":
+        pytest.skip(outcome.error or "skipped")
+    return outcome
+
+
+def combination_record(
+    session: XpSession,
+    exp: Experiment,
+    trial: TrialDef,
+    combo: Combination,
+    *,
+    key: str,
+    key_parts: dict[str, Any],
+    seeds: dict[str, Any],
+    outcome: RunOutcome,
+    started_at: str,
+    duration_s: float,
+    handle: Xp | None,
+    output_dir: Path,
+) -> dict[str, Any]:
+    """The record of one combination that ran: the same whether it ran as its own item or in a batch."""
+    extra: dict[str, Any] = {"key_parts": key_parts, "env": session.trial_code(exp, trial).env}
+    if trial.description:
+        extra["description"] = trial.description
+    if session.settings.gpus or trial.options.gpus:
+        extra["cuda_visible_devices"] = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if not session.settings.cache:
+        extra["cacheable"] = False
+    ran_in = session.slurm_fields()
+    if ran_in is not None:
+        extra["slurm"] = ran_in  # job, array task, node and attempt of the Slurm task that ran it
+    # A directory this process made a moment ago holds only what this run wrote: without a child
+    # process and unused checkpoints, there are no files to look for.
+    new_dir = session.store.made_here(output_dir) and isolation_of(session, trial) is None
+    if handle is not None:
+        handle.close(look_for_child_log=not new_dir)
+        if handle.upstream:
+            extra["upstream"] = handle.upstream
+        if handle.metrics_summary():
+            extra["metrics"] = handle.metrics_summary()
+        if (handle.used_checkpoints or not new_dir) and (output_dir / CHECKPOINT_DIR).is_dir():
+            checkpoints = handle.checkpoints.summary()  # written here or by an isolated child
+            if checkpoints is not None:
+                extra["checkpoints"] = checkpoints
+    where: dict[str, Any] = {
+        "module_id": exp.module_id,
+        "trial": trial.name,
+        "combination_id": combo.id,
+        "index": combo.index,
+        "params": combo.params,
+        "key": key,
+        "seeds": {**seeds, "seeded": list(outcome.seeded)},
+        "session": session.session_id,
+        "started_at": started_at,
+        "duration_s": duration_s,
+    }
+    if outcome.success:
+        record = base_record(**where)
+        record.update(extra)
+        record.update(success_fields(outcome.result))
+        return record
+    return failure_record(
+        **where,
+        error_type=outcome.error_type or "Error",
+        error=outcome.error or "",
+        return_code=_return_code(outcome),
+        extra=extra,
+    )
 
 
 def _within_size(trial: str, outcome: RunOutcome) -> RunOutcome:

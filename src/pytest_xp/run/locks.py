@@ -59,17 +59,7 @@ class CombinationLock:
             if taken is not None:
                 return taken
         if self.fd is None:
-            # O_NOFOLLOW: a symlink planted at the lock's name must not create or open a file elsewhere
-            # (Windows has no such flag, nor symlinks an unprivileged user can plant).
-            flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
-            try:
-                self.fd = os.open(self.path, flags, 0o666)
-            except OSError as exc:
-                raise store_error(
-                    exc,
-                    f"pytest-xp cannot open the lock file {self.path}: {error_name(exc)} "
-                    "(a symbolic link there is refused, never followed); remove it and run again",
-                ) from None
+            self.fd = open_lock_file(self.path)
         if os.name == "nt":  # pragma: no cover - exercised on Windows only
             return _acquire_windows(self.fd, block)
         return _acquire_posix(self.fd, block)
@@ -98,6 +88,21 @@ class CombinationLock:
         if self.fd is not None:
             os.close(self.fd)  # closing the descriptor releases the lock
             self.fd = None
+
+
+def open_lock_file(path: Path) -> int:
+    """Open (creating) a lock file, refusing a symbolic link at its name with a StoreError."""
+    # O_NOFOLLOW: a symlink planted at the lock's name must not create or open a file elsewhere
+    # (Windows has no such flag, nor symlinks an unprivileged user can plant).
+    flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        return os.open(path, flags, 0o666)
+    except OSError as exc:
+        raise store_error(
+            exc,
+            f"pytest-xp cannot open the lock file {path}: {error_name(exc)} "
+            "(a symbolic link there is refused, never followed); remove it and run again",
+        ) from None
 
 
 def _acquire_posix(fd: int, block: bool) -> bool:

@@ -60,6 +60,9 @@ class XpSession:
     experiments: dict[str, Experiment] = field(default_factory=dict)  # module id -> collected experiment
     samples: dict[str, set[int]] = field(default_factory=dict)  # "module::trial" -> indices kept by --xp-sample
     replay: bool = False  # trials report from the store (a launcher ran them elsewhere)
+    #: Whether trials with ``batch`` > 1 become batch items (run/batch.py); off under a launcher,
+    #: ``--xp-plan`` and ``--xp-show-config``, which work combination by combination.
+    batching: bool = True
     owner_pid: int = field(default_factory=os.getpid)  # the controller's: it outlives the workers
     #: Failure records that could not be written (a full disk), by record path: a verify in this
     #: process still sees those combinations as failed rather than as never run.

@@ -50,7 +50,7 @@ def missing_below(session: XpSession, exp: Experiment, order: int) -> tuple[int,
     return missing, total, first_incomplete
 
 
-def _to_stderr(text: str) -> None:
+def to_stderr(text: str) -> None:
     stream = sys.__stderr__ or sys.stderr
     stream.write(text + "\n")
     stream.flush()
@@ -63,7 +63,7 @@ def wait_for_lower_orders(
     *,
     timeout: float,
     label: str,
-    note: Callable[[str], None] = _to_stderr,
+    note: Callable[[str], None] = to_stderr,
 ) -> int:
     """Block until lower orders are complete; return how many were missing at first (0: no wait).
 

@@ -22,9 +22,10 @@ from xdist.remote import Producer
 from xdist.report import report_collection_diff
 from xdist.workermanage import WorkerController, parse_tx_spec_config
 
-from pytest_xp.run.items import PLUG_NAME
+from pytest_xp.run.batch import crashed_combination
 from pytest_xp.run.session import XpSession
-from pytest_xp.run.sidecar import SidecarEntry, read_sidecar
+from pytest_xp.run.sidecar import SidecarEntry, crash_details, read_sidecar
+from pytest_xp.schedule.reports import ReportCompactor
 from pytest_xp.store.identity import trial_key
 from pytest_xp.store.properties import add_properties
 from pytest_xp.store.records import describe_return_code, failure_record
@@ -41,7 +42,10 @@ class XpScheduling:
         self.node2collection: dict[WorkerController, list[str]] = {}
         self.node2pending: dict[WorkerController, list[int]] = {}
         self.collection: list[str] | None = None
+        #: Collection index -> its sidecar entry, one shared object per trial (not one per combination).
         self.meta: dict[int, SidecarEntry] = {}
+        self.crashes: dict[int, dict[str, str]] = {}  # collection index -> the crash record written for it
+        self.described_by = ""  # the worker whose sidecar (and crash details) the scheduler reads
         self.plug: int | None = None
         self._ready: list[tuple[int, int]] = []  # heap of (priority, index)
         self._waiting: dict[str, list[int]] = {}  # group -> indices not yet ready
@@ -96,8 +100,10 @@ class XpScheduling:
                 return
         self.collection = first
         described = read_sidecar(self.session)
-        for index, nodeid in enumerate(first):
-            meta = described.get(nodeid)
+        if described is not None:
+            self.described_by = described.worker
+        for index in range(len(first)):
+            meta = described.entry(index) if described is not None else None
             if meta is None:
                 heapq.heappush(self._ready, (1, index))
                 continue
@@ -109,7 +115,7 @@ class XpScheduling:
             self._waiting.setdefault(group, []).append(index)
             if meta["kind"] == "trial":
                 self._remaining.setdefault(group, Counter())[float(meta["rank"])] += 1
-        if described.get(PLUG_NAME, {}).get("kind") == "plug":
+        if described is not None and described.plug:
             self.plug = len(first)  # each worker appends it after sending its collection
         self._release()
         self._dispatch()
@@ -238,25 +244,39 @@ class XpScheduling:
     def _record_crash(self, index: int, node: WorkerController) -> None:
         """Write the failure record of a combination whose worker died under it."""
         meta = self.meta.get(index)
-        if meta is None or meta["kind"] != "trial":
+        if meta is None or meta["kind"] != "trial" or self.collection is None:
             return
-        path = Path(meta["record"])
-        existing = self.session.store.read_record(path) if path.exists() else None
-        if existing is not None and existing.get("session") == self.session.session_id:
-            return  # it finished and wrote its record; the worker died afterwards
+        existing: dict[str, Any] | None = None
+        if meta.get("batch"):
+            found = crashed_combination(self.session, self.collection[index])
+            if found is None:
+                return  # the batch had written every record; the worker died afterwards
+            existing = found.pop("existing")
+        else:
+            details = crash_details(self.session, self.described_by, index)
+            if details is None:
+                return
+            found = dict(details)
+            path = Path(details["record"])
+            existing = self.session.store.read_record(path) if path.exists() else None
+            if existing is not None and existing.get("session") == self.session.session_id:
+                return  # it finished and wrote its record; the worker died afterwards
+        combo: dict[str, Any] = {**meta, **found}
+        path = Path(combo["record"])
         code = _exit_code(node)
         kind = "WorkerCrashed" if code is None else f"WorkerCrashed({describe_return_code(code)})"
+        what = f"combination {combo['combination']} of this batch" if meta.get("batch") else "this combination"
         error = (
-            f"the xdist worker {node.gateway.id} died while running this combination "
+            f"the xdist worker {node.gateway.id} died while running {what} "
             f"({describe_return_code(code) if code is not None else 'exit status unknown'}); "
             "run it with --xp-isolate to keep crashes inside a child process"
         )
         record = failure_record(
             module_id=meta["group"],
             trial=meta["trial"],
-            combination_id=meta["combination"],
-            index=meta["index"],
-            params=meta["params"],
+            combination_id=combo["combination"],
+            index=combo["index"],
+            params=combo["params"],
             session=self.session.session_id,
             error_type=kind,
             error=error,
@@ -265,7 +285,7 @@ class XpScheduling:
         self.session.store.ensure()
         path.parent.mkdir(parents=True, exist_ok=True)
         self.session.store.write_record_keeping_history(path, record, existing)
-        meta["crash"] = {"type": kind, "error": error, "record": str(path)}
+        self.crashes[index] = {"type": kind, "error": error, "record": str(path)}
 
 
 def _exit_code(node: WorkerController) -> int | None:
@@ -285,6 +305,7 @@ class XdistHooks:
 
     def __init__(self, session: XpSession) -> None:
         self.session = session
+        self.compactor: ReportCompactor | None = None
         self.scheduler: XpScheduling | None = None
         self.testsession: pytest.Session | None = None
 
@@ -301,6 +322,9 @@ class XdistHooks:
     def pytest_sessionstart(self, session: pytest.Session) -> None:
         # Runs before xdist's DSession (trylast) asks for a scheduler.
         self.testsession = session
+        if self.compactor is None and getattr(session.config.option, "numprocesses", None):
+            self.compactor = ReportCompactor()  # the reports arrive deserialized from workers
+            session.config.pluginmanager.register(self.compactor, "pytest-xp-report-compactor")
 
     @pytest.hookimpl
     def pytest_xdist_make_scheduler(self, config: pytest.Config, log: Producer) -> XpScheduling | None:
@@ -315,7 +339,7 @@ class XdistHooks:
         if not isinstance(sched, XpScheduling) or sched.collection is None:
             return
         index = sched.collection.index(crashitem)
-        crash = sched.meta.get(index, SidecarEntry()).get("crash")
+        crash = sched.crashes.get(index)
         if crash is None:
             return
         report.longrepr = (

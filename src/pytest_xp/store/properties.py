@@ -35,6 +35,7 @@ class ItemProperties(TypedDict, total=False):
     xp_adaptive: dict[str, Any]  # rounds and values an adaptive verify used (run/adaptive.summary)
     xp_not_needed: bool  # an adaptive round the verdict did not need (skipped)
     xp_audit: dict[str, Any]  # --xp-audit re-ran this cached combination: the finding (run/audit.conclude)
+    xp_batch: dict[str, Any]  # a batch item's combinations: counts and ids (run/batch.py, BatchItem._report)
 
 
 KEYS = frozenset(ItemProperties.__annotations__)

@@ -1,0 +1,516 @@
+"""Batches: many combinations of one trial in one pytest item, each still a run of its own.
+
+pytest pays a fixed cost per item (collection, reports, xdist dispatch, fixture set-up), and every
+process holds every item. A grid of a million points would pay that a million times. A ``BatchItem``
+stands for a contiguous range of a trial's grid (``@trial(batch=N)``, or automatically above
+``define.grid.AUTO_BATCH_ABOVE``); inside it each combination gets what it would get as its own
+item: its seeds, cache key, lock, record (``items.combination_record``, the same fields) and its
+own failure. A combination that raises does not stop its siblings; the item fails at the end and
+names every combination that failed.
+
+Selection is per combination. ``-k`` is matched against each combination as if it were its own item
+(``trial[combination id]`` with the batch's parents and markers; see :func:`hold_for_keywords`),
+``--xp-sample`` and ``--xp-shard`` choose combinations exactly as for unbatched items. A batch keeps
+the node id of its full range (``trial[batch_0-999]``) so that every process collects the same items.
+
+Function-scoped fixtures are set up once per batch; the ``xp`` fixture follows the combination that
+is running. While a batch runs in an xdist worker, a small manifest in the session's scratch
+directory names its combinations, so that the controller can write the failure record of the one a
+crashed worker died under (:func:`crashed_combination`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import time
+from array import array
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_xp.define.discovery import Experiment, TrialDef
+from pytest_xp.define.grid import Combination
+from pytest_xp.errors import StoreError
+from pytest_xp.run.call import RunOutcome
+from pytest_xp.run.handle import METRICS_CSV, METRICS_JSONL, Xp
+from pytest_xp.run.items import (
+    TRIAL_MARKER,
+    USER_ERRORS,
+    _fixture_signature,
+    _requested_fixtures,
+    _within_size,
+    _write_short_failure,
+    _XpItem,
+    call_combination,
+    combination_record,
+    isolation_of,
+    skip_without_gpus,
+    wait_for_other_shards,
+)
+from pytest_xp.run.locks import CombinationLock
+from pytest_xp.run.session import XpSession
+from pytest_xp.run.shards import to_stderr
+from pytest_xp.run.state import SESSION_KEY
+from pytest_xp.store.codec import digest, loads
+from pytest_xp.store.identity import combination_identity, trial_key
+from pytest_xp.store.keys import is_hit
+from pytest_xp.store.properties import add_properties
+from pytest_xp.store.records import now_iso
+from pytest_xp.store.store import RECORD_NAME, write_json_atomic
+from pytest_xp.store.validate import Expected
+
+#: Prefix of the scratch file naming the combinations of a batch a worker is running.
+MANIFEST_PREFIX = "batch-"
+#: Failed combinations a batch's failure lists one by one (the rest are counted).
+LISTED_FAILURES = 20
+
+
+class BatchFailed(Exception):
+    """Some combinations of a batch failed; their failure records are written."""
+
+
+def batch_name(trial: str, start: int, stop: int) -> str:
+    """The item name of the combinations ``start``..``stop - 1`` of ``trial``."""
+    return f"{trial}[batch_{start}-{stop - 1}]"
+
+
+def manifest_path(scratch: Path, nodeid: str) -> Path:
+    return scratch / f"{MANIFEST_PREFIX}{digest(nodeid)[:16]}.json"
+
+
+class CurrentXp:
+    """The ``xp`` fixture of a batch: the handle of the combination running now.
+
+    Fixtures are set up once per batch, before any combination runs; what they read of the handle
+    then (``setup``) is the batch's SETUP, the same for all its combinations.
+    """
+
+    def __init__(self, setup: dict[str, Any]) -> None:
+        self.current: Xp | None = None
+        self.setup = setup
+
+    def __getattr__(self, name: str) -> Any:
+        current = self.__dict__.get("current")
+        if current is None:
+            raise AttributeError(f"xp.{name}: no combination of this batch is running")
+        return getattr(current, name)
+
+
+@dataclass
+class _Pending:
+    """A combination of the batch that is not served from the cache, with what its run needs."""
+
+    combo: Combination
+    seeds: dict[str, Any]
+    key_parts: dict[str, Any]
+    key: str
+    seen_record: bool
+    output_dir: Path
+
+
+@dataclass
+class _Tally:
+    ok: int = 0
+    cached: int = 0
+    skipped: int = 0
+    duration_s: float = 0.0
+
+
+class BatchItem(_XpItem):
+    """Several combinations of one trial's grid, run one after another in one pytest item."""
+
+    xp_trial: TrialDef
+    xp_indices: Sequence[int]  # the grid indices this item runs (a range until selection narrows it)
+    xp_handle: CurrentXp | None = None
+    xp_error: Exception | None = None
+    xp_context: dict[str, Any]
+    xp_todo: list[_Pending]
+    xp_cached_ids: list[str]
+
+    @classmethod
+    def create(cls, parent: pytest.Module, exp: Experiment, trial: TrialDef, start: int, stop: int) -> BatchItem:
+        item: BatchItem = cls.from_parent(
+            parent,
+            name=batch_name(trial.name, start, stop),
+            callobj=_fixture_signature(trial.fn, trial.fixture_names),
+        )
+        item.xp_exp, item.xp_trial = exp, trial
+        item.xp_fn, item.xp_lineno = trial.fn, trial.lineno
+        item.xp_session = parent.config.stash[SESSION_KEY]
+        item.xp_indices = range(start, stop)
+        item.xp_todo, item.xp_cached_ids = [], []
+        add_properties(item.user_properties, xp_trial=trial_key(exp.module_id, trial.name))
+        item.add_marker(TRIAL_MARKER)
+        memo = (exp.module_id, trial.name)
+        if memo not in item.xp_session.trial_fixtures:
+            item.xp_session.trial_fixtures[memo] = _requested_fixtures(item)
+        return item
+
+    @property
+    def xp_rank(self) -> float:
+        return float(self.xp_trial.order)  # a trial extended adaptively is never batched
+
+    def narrow(self, keep: Callable[[int], bool]) -> bool:
+        """Keep only the combinations ``keep`` accepts; False when none is left."""
+        kept = [index for index in self.xp_indices if keep(index)]
+        if len(kept) != len(self.xp_indices):
+            self.xp_indices = array("q", kept)
+        return bool(kept)
+
+    def combination_name(self, index: int) -> str:
+        """The name this combination's item would have unbatched: ``trial[id]``."""
+        cid = _id_of(self.xp_trial, index)
+        return f"{self.xp_trial.name}[{cid}]" if cid else self.xp_trial.name
+
+    def identity(self, index: int) -> str:
+        combo = self.xp_trial.combinations[index]
+        return combination_identity(self.xp_exp.module_id, self.xp_trial.name, combo.params_digest)
+
+    # -- set-up: what is cached, what runs --------------------------------------------------
+    def setup(self) -> None:
+        skip_without_gpus(self.xp_trial)
+        try:
+            self._wait_for_other_shards()
+            self._sort_cached()
+            if self.xp_todo:
+                self.xp_session.store.ensure()
+        except USER_ERRORS as exc:
+            self.xp_error = exc  # raised again from runtest, rendered as a message
+            return
+        if not self.xp_todo:
+            return  # nothing will run: no fixture set-up either
+        self.xp_handle = CurrentXp(self.xp_context)
+        super().setup()
+
+    def _wait_for_other_shards(self) -> None:
+        wait_for_other_shards(self.xp_session, self.xp_exp, self.xp_trial, to_stderr)
+
+    def _sort_cached(self) -> None:
+        """Work out each combination's key; a reusable record makes it cached, the others run."""
+        session, exp, trial = self.xp_session, self.xp_exp, self.xp_trial
+        self.xp_context = session.context_for(exp, trial.order)
+        self.xp_todo, self.xp_cached_ids = [], []
+        for index in self.xp_indices:
+            combo = trial.combinations[index]
+            _, seeds, parts, key = session.key_for(exp, trial, combo, context=self.xp_context)
+            output_dir = session.store.combination_dir(exp.slug, trial.name, combo.slug)
+            record = _read(session, exp, trial, combo, output_dir / RECORD_NAME)
+            if _reusable(session, exp, record, key):
+                self.xp_cached_ids.append(combo.id)
+            else:
+                self.xp_todo.append(_Pending(combo, seeds, parts, key, record is not None, output_dir))
+
+    # -- running -----------------------------------------------------------------------------
+    def runtest(self) -> None:
+        __tracebackhide__ = True
+        if self.xp_error is not None:
+            raise self.xp_error
+        tally = _Tally(cached=len(self.xp_cached_ids))
+        failed: list[tuple[str, str]] = []
+        manifest = self._write_manifest()
+        try:
+            for pending in self.xp_todo:
+                ended = self._run_one(pending)
+                if ended is None:
+                    tally.skipped += 1
+                elif isinstance(ended, str):
+                    failed.append((pending.combo.id, ended))
+                else:
+                    tally.ok += 1
+                    tally.duration_s += ended
+        finally:
+            if manifest is not None:
+                manifest.unlink(missing_ok=True)
+        self._report(tally, failed)
+        if failed:
+            raise BatchFailed(self._failure_text(failed))
+
+    def _run_one(self, pending: _Pending) -> float | str | None:
+        """Run one combination and write its record: its duration, the failure's summary, or None (skipped)."""
+        __tracebackhide__ = True
+        session, exp, trial, combo = self.xp_session, self.xp_exp, self.xp_trial, pending.combo
+        output_dir = pending.output_dir
+        record_path = output_dir / RECORD_NAME
+        try:
+            session.store.make_dir(output_dir)
+        except StoreError as exc:
+            return f"StoreError: {exc}"
+        release = _lock(output_dir)
+        try:
+            previous = _read(session, exp, trial, combo, record_path)
+            elsewhere = previous is not None and previous.get("session") != session.session_id
+            if elsewhere and _reusable(session, exp, previous, pending.key):
+                return 0.0
+            if pending.seen_record:
+                for stale in (METRICS_JSONL, METRICS_CSV):
+                    (output_dir / stale).unlink(missing_ok=True)
+            context = copy.deepcopy(self.xp_context)
+            handle = Xp(
+                store=session.store,
+                exp=exp,
+                trial=trial.name,
+                rank=trial.order,
+                params=copy.deepcopy(combo.params),
+                output_path=output_dir,
+                setup=context,
+                seeds=pending.seeds,
+                key=pending.key,
+            )
+            assert self.xp_handle is not None  # set in setup() whenever something runs
+            self.xp_handle.current = handle
+            started_at, start = now_iso(), time.perf_counter()
+            handle.started = start
+            try:
+                outcome = _within_size(trial.name, self._call(combo, context, pending.seeds))
+            except pytest.skip.Exception:
+                return None
+            duration_s = time.perf_counter() - start
+            record = combination_record(
+                session,
+                exp,
+                trial,
+                combo,
+                key=pending.key,
+                key_parts=pending.key_parts,
+                seeds=pending.seeds,
+                outcome=outcome,
+                started_at=started_at,
+                duration_s=duration_s,
+                handle=handle,
+                output_dir=output_dir,
+            )
+            try:
+                session.store.write_record_keeping_history(record_path, record, previous)
+            except StoreError as exc:
+                session.unwritten[record_path] = _write_short_failure(session.store, record_path, record, exc)
+                return f"StoreError: {exc}"
+            if not outcome.success:
+                return _summary(outcome)
+            return duration_s
+        finally:
+            release()
+            if self.xp_handle is not None:
+                self.xp_handle.current = None
+
+    def _call(self, combo: Combination, context: dict[str, Any], seeds: dict[str, Any]) -> RunOutcome:
+        __tracebackhide__ = True
+        trial = self.xp_trial
+        kwargs = {**copy.deepcopy(combo.params), **self._fixture_values(trial.fixture_names)}
+        isolation = isolation_of(self.xp_session, trial)
+        return call_combination(trial.fn, kwargs, context, seeds, isolation, contextlib.nullcontext())
+
+    def _write_manifest(self) -> Path | None:
+        """Under xdist, name the combinations about to run, for the controller's crash record."""
+        session = self.xp_session
+        if not session.is_worker or not self.xp_todo:
+            return None
+        exp, trial = self.xp_exp, self.xp_trial
+        path = manifest_path(session.ensure_scratch(), self.nodeid)
+        entries = [[p.combo.id, p.combo.index, p.combo.params, str(p.output_dir / RECORD_NAME)] for p in self.xp_todo]
+        write_json_atomic(path, {"module_id": exp.module_id, "trial": trial.name, "combinations": entries})
+        return path
+
+    def _report(self, tally: _Tally, failed: list[tuple[str, str]]) -> None:
+        ran = [p.combo.id for p in self.xp_todo]
+        if not ran:
+            add_properties(self.user_properties, xp_cached=True)  # reported CACHED, like a cached combination
+        add_properties(
+            self.user_properties,
+            xp_batch={
+                "ok": tally.ok + tally.cached,
+                "failed": len(failed),
+                "cached": tally.cached,
+                "skipped": tally.skipped,
+                "duration_s": tally.duration_s,
+                "combinations": self.xp_cached_ids + ran,
+                "cached_combinations": self.xp_cached_ids,
+                "failed_combinations": [cid for cid, _ in failed],
+            },
+        )
+
+    def _failure_text(self, failed: list[tuple[str, str]]) -> str:
+        trial = self.xp_trial.name
+        total = len(self.xp_todo) + len(self.xp_cached_ids)
+        lines = [
+            f"{len(failed)} of {total} combinations of {trial} failed (each has its failure record; "
+            "the others ran and were recorded):"
+        ]
+        lines += [f"  {trial}[{cid}]: {summary}" for cid, summary in failed[:LISTED_FAILURES]]
+        if len(failed) > LISTED_FAILURES:
+            lines.append(f"  ... and {len(failed) - LISTED_FAILURES} more (see their records)")
+        return "\n".join(lines)
+
+    def teardown(self) -> None:
+        try:
+            super().teardown()
+        finally:
+            # What the batch learned per combination is in its records and its call report now; an item
+            # stays referenced for the whole session, so it lets go of the per-combination lists.
+            self.xp_todo, self.xp_cached_ids, self.xp_handle = [], [], None
+            self.user_properties = [pair for pair in self.user_properties if pair[0] != "xp_batch"]
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
+        if isinstance(excinfo.value, BatchFailed):
+            return str(excinfo.value)
+        return super().repr_failure(excinfo, style)
+
+    def reportinfo(self) -> tuple[Path, int, str]:
+        return self.path, self.xp_lineno - 1, self.name
+
+
+def _lock(output_dir: Path) -> Callable[[], None]:
+    """Hold this combination's lock (waiting while another session runs it); returns its release.
+
+    The same lock an unbatched item takes (``CombinationLock.on_directory``): batched and unbatched
+    sessions never run one combination at once.
+    """
+    lock = CombinationLock.on_directory(output_dir)
+    if not lock.acquire(block=False):
+        lock.acquire(block=True)  # another session runs it: wait, then reuse what it left
+    return lock.release
+
+
+def _read(
+    session: XpSession, exp: Experiment, trial: TrialDef, combo: Combination, path: Path
+) -> dict[str, Any] | None:
+    """``session.read_combination`` with the path already known (the batch computes it once)."""
+    record = session.store.read_record(path, Expected(exp.module_id, trial.name, combo.params))
+    if record is None and path in session.unwritten:
+        return session.unwritten[path]
+    return record
+
+
+def _id_of(trial: TrialDef, index: int) -> str:
+    id_of = getattr(trial.combinations, "id_of", None)
+    return str(id_of(index)) if id_of is not None else trial.combinations[index].id
+
+
+def _reusable(session: XpSession, exp: Experiment, record: dict[str, Any] | None, key: str) -> bool:
+    """A successful record made with ``key`` whose upstream records are still current (as ``TrialItem``)."""
+    settings = session.settings
+    if not (settings.cache and not settings.rerun and is_hit(record, key)):
+        return False
+    assert record is not None
+    return not session.upstream_changes(exp, record)
+
+
+def _summary(outcome: RunOutcome) -> str:
+    """One line for a failed combination: its error type and the last line of its error."""
+    lines = [line for line in (outcome.error or "").strip().splitlines() if line.strip()]
+    last = lines[-1].strip() if lines else ""
+    kind = outcome.error_type or "Error"
+    return f"{kind}: {last}" if last and not last.startswith(kind) else (last or kind)
+
+
+# -- selection ---------------------------------------------------------------------------------
+def make_batches(collector: pytest.Module, exp: Experiment, trial: TrialDef) -> list[BatchItem]:
+    size, total = trial.batch, len(trial.combinations)
+    return [BatchItem.create(collector, exp, trial, start, min(start + size, total)) for start in range(0, total, size)]
+
+
+def hold_for_keywords(config: pytest.Config, items: list[pytest.Item]) -> list[pytest.Item] | None:
+    """With ``-k``, narrow every batch to the combinations the expression selects, and take the batches
+    out of ``items`` while pytest's own ``-k`` runs (it would match the batch's name, not its
+    combinations'). Returns the list as it was, for :func:`put_back`; None when there is no ``-k``.
+
+    A combination matches as its own item would: ``trial[combination id]``, the module, class and
+    directory names above it, the trial's markers and function attributes. ``-m`` applies to the
+    batch as a whole (every combination carries the same markers).
+    """
+    expression = (config.option.keyword or "").lstrip()
+    batches: list[pytest.Item] = [item for item in items if isinstance(item, BatchItem)]
+    if not expression or not batches:
+        return None
+    from _pytest.mark import KeywordMatcher, deselect_by_mark
+    from _pytest.mark.expression import Expression
+
+    try:
+        compiled = Expression.compile(expression)
+    except SyntaxError:
+        return None  # pytest's own -k reports the bad expression
+    original = list(items)
+    marked = list(batches)
+    deselect_by_mark(marked, config)  # -m and --deselect, which pytest would apply while they are held
+    prefixes = tuple(config.getoption("deselect") or [])
+    unmarked = {id(item) for item in marked}
+    gone_by_mark = [item for item in batches if id(item) not in unmarked]
+    dropped = [item for item in marked if prefixes and item.nodeid.startswith(prefixes)]
+    for batch in marked:
+        if batch in dropped:
+            continue
+        assert isinstance(batch, BatchItem)
+        around = {name.lower() for name in KeywordMatcher.from_item(batch)._names if name != batch.name}
+        if not batch.narrow(_KeywordTest(compiled, batch, around)):
+            dropped.append(batch)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+    gone = {id(item) for item in [*gone_by_mark, *dropped]}
+    items[:] = [item for item in items if not isinstance(item, BatchItem)]
+    return [item for item in original if id(item) not in gone]
+
+
+class _KeywordTest:
+    """Whether ``-k`` selects one combination of a batch, matched as its own item would be."""
+
+    def __init__(self, compiled: Any, batch: BatchItem, around: set[str]) -> None:
+        self.compiled, self.batch, self.around = compiled, batch, around
+        self.memo: dict[str, bool] = {}  # subname -> whether a name around the combination has it
+
+    def __call__(self, index: int) -> bool:
+        own = self.batch.combination_name(index).lower()
+
+        def matcher(subname: str, /, **kwargs: Any) -> bool:
+            sub = subname.lower()
+            if sub not in self.memo:
+                self.memo[sub] = any(sub in name for name in self.around)
+            return self.memo[sub] or sub in own
+
+        return bool(self.compiled.evaluate(matcher))
+
+
+def put_back(items: list[pytest.Item], original: list[pytest.Item] | None) -> None:
+    """Return the held batches to ``items``, each after the item that preceded it and is still there."""
+    if original is None:
+        return
+    present = {id(item) for item in items}
+    after: dict[int | None, list[pytest.Item]] = {}
+    anchor: int | None = None
+    for item in original:
+        if isinstance(item, BatchItem):
+            after.setdefault(anchor, []).append(item)
+        elif id(item) in present:
+            anchor = id(item)
+    merged = list(after.get(None, []))
+    for item in items:
+        merged.append(item)
+        merged.extend(after.get(id(item), []))
+    items[:] = merged
+
+
+# -- the controller's side of a crash --------------------------------------------------------------
+def crashed_combination(session: XpSession, nodeid: str) -> dict[str, Any] | None:
+    """The combination a dead worker was running in batch ``nodeid``: the first of its manifest
+    without a record of this session. None when the manifest is gone (the batch had finished)."""
+    path = manifest_path(session.scratch, nodeid)
+    try:
+        manifest = loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    for cid, index, params, record in manifest.get("combinations", []):
+        existing = session.store.read_record(Path(record)) if Path(record).exists() else None
+        if existing is not None and existing.get("session") == session.session_id:
+            continue
+        return {
+            "group": manifest["module_id"],
+            "trial": manifest["trial"],
+            "combination": cid,
+            "index": index,
+            "params": params,
+            "record": record,
+            "existing": existing,
+        }
+    return None
