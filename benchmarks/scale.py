@@ -144,11 +144,12 @@ def batched(ctx: Ctx) -> list[Row]:
     per_xp = (statistics.median(walls(got["xp -n 2"])) - fixed) / (n - 1000) * 1e3
     per_loop = statistics.median(walls(got["plain loop"])) / n * 1e3
     times = per_xp / per_loop if per_loop > 0 else float("inf")
+    how = "batched automatically" if s.batch is None else f"batch={s.batch}"
     tag = f"10^{len(str(n)) - 1}" if str(n).strip("0") == "1" else f"{n:,}"
     return [
         Row(
             id="9a",
-            title=f"Collect a {tag}-combination grid, batched automatically (wall time)",
+            title=f"Collect a {tag}-combination grid, {how} (wall time)",
             a_label=f"pytest-xp --collect-only ({items} batches)",
             b_label=f"plain pytest --collect-only, {items} items",
             a_values=walls(got_collect["xp collect"]),

@@ -71,9 +71,15 @@ def _run(pytester: pytest.Pytester, workers: str, *args: str) -> pytest.RunResul
 
 
 def _both_ways(
-    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, workers: str, *args: str
+    pytester: pytest.Pytester,
+    monkeypatch: pytest.MonkeyPatch,
+    workers: str,
+    *args: str,
+    manifests: list[dict[str, Any]] | None = None,
 ) -> tuple[tuple[list[dict[str, Any]], list[str], pytest.RunResult], ...]:
-    """Run the grid unbatched, then batched (4 per item), each from an empty store."""
+    """Run the grid unbatched, then batched (4 per item), each from an empty store; ``manifests`` gets
+    what each run's manifest says of the trials."""
+    manifests = manifests if manifests is not None else []
     calls = pytester.path / "calls.txt"
     pytester.makepyfile(xp_grid=GRID.format(calls=str(calls)))
     out = []
@@ -88,16 +94,31 @@ def _both_ways(
                 leftover.unlink()
         result = _run(pytester, workers, *args)
         out.append(([_stable(r) for r in load_records(pytester.path / ".xp")], _calls(calls), result))
+        manifests.append(_trial_counts(pytester.path / ".xp"))
     return tuple(out)
+
+
+def _trial_counts(store: Path) -> dict[str, Any]:
+    """What the session's run manifest says of each trial (its counts and combinations), timings aside."""
+    runs = sorted((store / "runs").glob("*.json")) if (store / "runs").is_dir() else []
+    if not runs:
+        return {}
+    trials = json.loads(runs[-1].read_text())["trials"]
+    return {name: {k: v for k, v in counts.items() if k != "duration_s"} for name, counts in trials.items()}
 
 
 @pytest.mark.parametrize("workers", ["0", pytest.param("2", marks=pytest.mark.multiprocess)])
 def test_batched_records_equal_unbatched(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, workers: str
 ) -> None:
-    (plain, plain_calls, plain_run), (batched, batched_calls, batched_run) = _both_ways(pytester, monkeypatch, workers)
+    manifests: list[dict[str, Any]] = []
+    (plain, plain_calls, plain_run), (batched, batched_calls, batched_run) = _both_ways(
+        pytester, monkeypatch, workers, manifests=manifests
+    )
     assert len(plain) == 12 and [r["success"] for r in plain].count(False) == 1
     assert batched == plain  # params, seeds, keys, results (random draws included), metrics, the failure
+    # The run manifest (what reports and load_results read) counts the same combinations either way.
+    assert manifests[0]["xp_grid.py::t"]["ok"] == 11 and manifests[1] == manifests[0]
     assert batched_calls == plain_calls
     assert_counts(plain_run, failed=1, passed=11, supports=1)
     assert_counts(batched_run, failed=1, passed=2, supports=1)  # 3 batches of 4; one holds the failure
