@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import os
 import time
 from array import array
 from collections.abc import Callable, Sequence
@@ -197,8 +198,10 @@ class BatchItem(_XpItem):
         for index in self.xp_indices:
             combo = trial.combinations[index]
             _, seeds, parts, key = session.key_for(exp, trial, combo, context=self.xp_context)
-            output_dir = session.store.combination_dir(exp.slug, trial.name, combo.slug)
-            record = _read(session, exp, trial, combo, output_dir / RECORD_NAME)
+            output_dir = session.combination_dir(exp, trial.name, combo)
+            record = None
+            if session.maybe_stored(exp, trial.name, combo):  # the trial's listing: nothing to read otherwise
+                record = _read(session, exp, trial, combo, output_dir / RECORD_NAME)
             if _reusable(session, exp, record, key):
                 self.xp_cached_ids.append(combo.id)
             else:
@@ -241,7 +244,12 @@ class BatchItem(_XpItem):
             return f"StoreError: {exc}"
         release = _lock(output_dir)
         try:
-            previous = _read(session, exp, trial, combo, record_path)
+            fresh = session.store.made_here(output_dir) and record_path not in session.unwritten
+            if fresh and not os.path.lexists(record_path):
+                previous = None  # this process created the directory a moment ago, and nothing was written since
+            else:
+                session.store.remove_stray_temporaries(output_dir)  # a killed writer's
+                previous = _read(session, exp, trial, combo, record_path)
             elsewhere = previous is not None and previous.get("session") != session.session_id
             if elsewhere and _reusable(session, exp, previous, pending.key):
                 return 0.0
