@@ -361,3 +361,14 @@ def test_the_controller_keeps_one_copy_of_what_an_items_reports_share() -> None:
             assert other.__dict__[name] is first.__dict__[name], name
         assert other.user_properties[0][0] is first.user_properties[0][0]
     assert compactor._open == {}  # forgotten at the teardown report: nothing grows with the session
+
+
+def test_a_batch_on_an_adaptively_extended_trial_is_refused(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        xp_adaptive="from pytest_xp import Adaptive, trial, verify\n"
+        "@trial(1, {'seed': list(range(6))}, batch=3)\ndef t(seed):\n    return seed\n"
+        "@verify(['t'], adaptive=Adaptive(param='seed', start=3, step=3, max=6))\n"
+        "def check(results):\n    return True\n"
+    )
+    result = pytester.runpytest()
+    result.stdout.fnmatch_lines(["*check: t has @trial(batch=...) and is extended adaptively*remove batch=*"])
