@@ -138,7 +138,9 @@ def test_batched_records_equal_unbatched(
         ["-k", "batch_4"],  # a batch's own name selects nothing: -k matches combinations
         ["--xp-sample", "5"],
         ["-k", "not y_b", "--xp-sample", "7"],
+        ["--xp-shard", "1/3"],
     ],
+    ids=["k-or", "k-and-not", "k-batch-name", "sample", "k-and-sample", "shard"],
 )
 def test_selection_is_per_combination(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, workers: str, selection: list[str]
