@@ -374,3 +374,17 @@ def test_a_batch_on_an_adaptively_extended_trial_is_refused(pytester: pytest.Pyt
     )
     result = pytester.runpytest()
     result.stdout.fnmatch_lines(["*check: t has @trial(batch=...) and is extended adaptively*remove batch=*"])
+
+
+def test_plans_and_launchers_see_one_item_per_combination(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytester.makepyfile(xp_grid=GRID.format(calls=str(pytester.path / "calls.txt")))
+    monkeypatch.setenv("XP_TEST_BATCH", "4")
+    plan = pytester.runpytest("--xp-plan")
+    plan.stdout.fnmatch_lines(["*xp_grid.py::t: grid 12, selected 12, cached 0, would run 12*"])
+    assert "batch_" not in plan.stdout.str()
+    # A launcher's task (and the submitting session) packs combinations into array tasks itself.
+    monkeypatch.setenv("PYTEST_XP_SLURM_TASK", "1")
+    listed = pytester.runpytest("--collect-only", "-q")
+    assert "xp_grid.py::t[x_0-y_a]" in listed.stdout.lines and "batch_" not in listed.stdout.str()
