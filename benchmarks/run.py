@@ -17,6 +17,7 @@ into one table (``--no-snapshot`` measures the installed package in place).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import importlib.util
 import json
@@ -240,6 +241,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (experiment files, stores)")
     parser.add_argument(
+        "--store-big-n",
+        type=int,
+        default=None,
+        metavar="N",
+        help="records in the store_big scenario (default: a million; --quick: 2000)",
+    )
+    parser.add_argument(
         "--hydra-site",
         type=Path,
         default=Path(os.environ.get("XP_BENCH_HYDRA_SITE", DEFAULT_HYDRA)),
@@ -261,6 +269,8 @@ def main(argv: list[str] | None = None) -> int:
     info = machine(env, digest, args.hydra_site)
     info["tmp"] = {"path": str(tmp), "filesystem": filesystem_of(tmp), "probe_start_s": fs_probe(tmp)}
     sizes = sizes_for(args.quick, args.repeats)
+    if args.store_big_n is not None:
+        sizes = dataclasses.replace(sizes, store_big_n=args.store_big_n)
 
     def log(msg: str) -> None:
         print(msg, flush=True)

@@ -38,6 +38,8 @@ class Sizes:
     grid_n: int = 10_000
     large_floats: int = 1_000
     profile_n: int = 2000
+    cached_big_n: int = 20_000
+    store_big_n: int = 1_000_000
     repeats: int = 5  # cheap pairs
     repeats_heavy: int = 3  # pairs whose baseline takes tens of seconds
     repeats_memory: int = 3
@@ -58,6 +60,8 @@ QUICK = Sizes(
     grid_n=200,
     large_floats=500,
     profile_n=100,
+    cached_big_n=300,
+    store_big_n=2000,
     repeats=1,
     repeats_heavy=1,
     repeats_memory=1,
@@ -273,8 +277,16 @@ def overhead(ctx: Ctx) -> list[Row]:
 
 # -- 2. cached re-run vs collect-only -----------------------------------------------------------
 def cached(ctx: Ctx) -> list[Row]:
-    n = ctx.sizes.overhead_n
-    d = workdir(ctx, "cached", {"xp_cached.py": trivial_xp(n)})
+    return [_cached_row(ctx, ctx.sizes.overhead_n, "2", "cached", ctx.sizes.repeats)]
+
+
+def cached_big(ctx: Ctx) -> list[Row]:
+    """Issue 18: the cached re-run stays at the cost of collection for a larger grid too."""
+    return [_cached_row(ctx, ctx.sizes.cached_big_n, "2b", "cached_big", ctx.sizes.repeats_heavy)]
+
+
+def _cached_row(ctx: Ctx, n: int, rid: str, name: str, repeats: int) -> Row:
+    d = workdir(ctx, name, {"xp_cached.py": trivial_xp(n)})
     store = d / "store"
     first = pytest_cmd(
         ctx,
@@ -295,21 +307,21 @@ def cached(ctx: Ctx) -> list[Row]:
         ["xp_cached.py", "-n", "0", "--xp-dir", str(store), "--collect-only"],
         check=expect("collect-only", collected=n),
     )
-    got = round_robin(ctx, [a, b], ctx.sizes.repeats, warmup=True)
+    got = round_robin(ctx, [a, b], repeats, warmup=True)
     counts = summary_counts(got[a.label][-1])
     row = with_cpu(
         Row(
-            id="2",
+            id=rid,
             title=f"Cached re-run of the {n} unchanged combinations, `-n 0`",
             a_label="pytest-xp re-run (all cached)",
             b_label="`pytest --collect-only` of the same file",
             a_values=walls(got[a.label]),
             b_values=walls(got[b.label]),
             ratio_kind="a/b",
-            goal="A/B ≤ 1.5",
+            goal="A/B ≤ 1.3",
             goal_op="<=",
-            goal_value=1.5,
-            repeats=ctx.sizes.repeats,
+            goal_value=1.3,
+            repeats=repeats,
             derived_text=f"{counts.get('cached', 0)} of {n} reported cached",
         ),
         got[a.label],
@@ -318,7 +330,7 @@ def cached(ctx: Ctx) -> list[Row]:
     if counts.get("cached", 0) < n:
         row.status = "pending"
         row.note = "the re-run did not report the combinations as cached (cache not landed); ratio is of a full re-run"
-    return [row]
+    return row
 
 
 # -- 3. scaling ---------------------------------------------------------------------------------
@@ -863,6 +875,60 @@ def store(ctx: Ctx) -> list[Row]:
     return rows
 
 
+def store_big(ctx: Ctx) -> list[Row]:
+    """Issue 18: a million records written the way the plugin writes them, then ``load_results`` of all."""
+    s = ctx.sizes
+    n = s.store_big_n
+    argv = [PYTHON, str(BENCH_DIR / "store_bench.py"), "--big", "--n", str(n), "--repeats", "1"]
+    argv += ["--dir", str(ctx.tmp / "store_big")]
+    out = run(Cmd("store bench (big)", argv, ctx.tmp, ctx.env, timeout_s=max(s.timeout_s, 3600.0)))
+    data = json.loads(out.stdout.strip().splitlines()[-1])
+    ctx.log(f"    store bench (big): {json.dumps({k: [round(v, 2) for v in vs] for k, vs in data.items()})}")
+    rows = []
+    for rid, what, a_key, b_key, a_label, b_label, goal in (
+        (
+            "7f",
+            f"Store: write {n} records as trials do (directory, lock-free atomic write)",
+            "xp_write",
+            "plain_write",
+            "`Store.make_dir` + `write_record`",
+            "`os.makedirs` + `json.dump`, same layout",
+            None,
+        ),
+        (
+            "7g",
+            f"Store: `load_results` of {n} records",
+            "xp_load",
+            "plain_load",
+            "`load_results` (validated, one row per record)",
+            "`json.loads` of every record + `pandas.DataFrame`",
+            20.0,
+        ),
+    ):
+        a_med = statistics.median(data[a_key])
+        rows.append(
+            Row(
+                id=rid,
+                title=what,
+                a_label=a_label,
+                b_label=b_label,
+                a_values=data[a_key],
+                b_values=data[b_key],
+                ratio_kind="a/b",
+                repeats=1,
+                goal=f"A < {goal:.0f} s" if goal else "",
+                goal_op="<" if goal else "",
+                goal_value=goal,
+                goal_on="derived",
+                derived_value=a_med,
+                derived_text=f"{a_med / n * 1e6:.0f} µs per record",
+                a_cpu=data.get(a_key + "_cpu", []),
+                b_cpu=data.get(b_key + "_cpu", []),
+            )
+        )
+    return rows
+
+
 def report(ctx: Ctx) -> list[Row]:
     s = ctx.sizes
     n = s.grid_n
@@ -1219,11 +1285,13 @@ def warm_up(ctx: Ctx) -> None:
 SCENARIOS: dict[str, Callable[[Ctx], list[Row]]] = {
     "overhead": overhead,
     "cached": cached,
+    "cached_big": cached_big,
     "scaling": scaling,
     "per_process": per_process,
     "hydra": hydra,
     "isolation": isolation,
     "store": store,
+    "store_big": store_big,
     "report": report,
     "memory": memory,
     "profile": profile,

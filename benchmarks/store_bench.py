@@ -6,6 +6,12 @@ Writes and reads N records shaped like the ones a trial leaves, once through
 Each repeat uses fresh directories and runs A then B; prints one JSON object with the times.
 
     python benchmarks/store_bench.py --n 10000 --repeats 3 --dir /tmp/somewhere
+
+``--big`` (issue 18's million records): the records carry valid keys and key parts, are written as
+the plugin writes them (one ``make_dir`` per combination in a checked trial directory, then
+``write_record``), and are read back with ``load_results`` (A) against ``json.loads`` of every
+record file plus ``pandas.DataFrame`` of the records (B). The directories are removed after each
+side, so only one side's records exist at a time.
 """
 
 from __future__ import annotations
@@ -91,12 +97,75 @@ def time_plain(root: Path, records: list[dict[str, Any]]) -> tuple[Clock, Clock]
     return write, read
 
 
+def keyed_record(i: int) -> dict[str, Any]:
+    """A record whose key is the hash of its key parts, as the plugin writes it (validated on load)."""
+    from pytest_xp.store.keys import cache_key, key_parts
+
+    record = make_record(i)
+    seeds = {k: v for k, v in record["seeds"].items() if k != "seeded"}
+    parts = key_parts(record["module"], record["trial"], record["params"], {}, seeds, "code", {"trial": "ab" * 32})
+    record.update(key=cache_key(parts), key_parts=parts, env={})
+    return record
+
+
+def time_big(root: Path, n: int) -> dict[str, tuple[Clock, Clock]]:
+    """Write ``n`` keyed records as the plugin does and load them with ``load_results``; then the plain floor."""
+    import pandas as pd  # imported before either side is timed
+
+    from pytest_xp import load_results
+    from pytest_xp.store.codec import digest
+    from pytest_xp.store.store import combination_slug
+
+    out: dict[str, tuple[Clock, Clock]] = {}
+    xp_root, plain_root = root / "xp", root / "plain"
+    store = Store(xp_root)
+    store.ensure()
+    trial_dir = store.make_dir(xp_root / "experiments.xp_bench" / "work")
+    with Clock() as write:
+        for i in range(n):
+            record = keyed_record(i)
+            directory = store.make_dir(trial_dir / combination_slug(f"x_{i}", digest(record["params"])))
+            store.write_record(directory / "record.json", record, dir_ready=True)
+    with Clock() as load:
+        frame = load_results(xp_root)
+    if len(frame) != n:
+        raise RuntimeError(f"load_results found {len(frame)} of {n} records")
+    out["xp"] = (write, load)
+    shutil.rmtree(xp_root, ignore_errors=True)
+    with Clock() as write:
+        for i in range(n):
+            record = keyed_record(i)
+            directory = plain_root / "experiments.xp_bench" / "work" / f"x_{i}-{i:064x}"
+            os.makedirs(directory, exist_ok=True)
+            with open(directory / "record.json", "w", encoding="utf-8") as fh:
+                fh.write(json.dumps(record))
+    with Clock() as load:
+        records = []
+        for path in sorted(plain_root.glob("*/*/*/record.json")):
+            with open(path, encoding="utf-8") as fh:
+                records.append(json.loads(fh.read()))
+        pd.DataFrame(records)
+    out["plain"] = (write, load)
+    shutil.rmtree(plain_root, ignore_errors=True)
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--n", type=int, default=10_000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--dir", type=Path, required=True)
+    parser.add_argument("--big", action="store_true", help="write as the plugin does, load with load_results")
     args = parser.parse_args()
+    if args.big:
+        big: dict[str, list[float]] = {}
+        for _ in range(args.repeats):
+            for side, (write, load) in time_big(args.dir, args.n).items():
+                for op, clock in (("write", write), ("load", load)):
+                    big.setdefault(f"{side}_{op}", []).append(clock.wall)
+                    big.setdefault(f"{side}_{op}_cpu", []).append(clock.cpu)
+        print(json.dumps(big))
+        return 0
     records = [make_record(i) for i in range(args.n)]
     out: dict[str, list[float]] = {}
     for r in range(args.repeats):

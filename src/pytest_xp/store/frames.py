@@ -8,6 +8,7 @@ functions that need it, so that ``import pytest_xp`` stays cheap.
 from __future__ import annotations
 
 import json
+import os
 import warnings
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path, PurePosixPath
@@ -60,7 +61,7 @@ def attachment_dir(store_root: Path, module_id: str, owner: str) -> Path:
 
 
 # -- raw reading ------------------------------------------------------------------------------
-def _read_json(path: Path) -> Any:
+def _read_json(path: Path | str) -> Any:
     """Strict JSON of a regular file; anything else (a link, a FIFO, bad bytes) is skipped with a warning."""
     try:
         return loads(read_regular(path))
@@ -71,14 +72,29 @@ def _read_json(path: Path) -> Any:
         return None
 
 
-def _linked(root: Path, path: Path) -> bool:
-    """Whether a directory between ``root`` and ``path`` is a symlink (which may lead out of the store)."""
-    current = root
-    for part in path.relative_to(root).parts[:-1]:
-        current = current / part
-        if current.is_symlink():
-            return True
-    return False
+def _subdirectories(directory: str, *, skip_hidden: bool = True) -> list[os.DirEntry[str]]:
+    """The directories in ``directory``, sorted by name, from one ``scandir``; links are skipped with a warning.
+
+    A link may lead out of the store: it is never followed. Dot-names (scratch, quarantine) are skipped.
+    """
+    try:
+        with os.scandir(directory) as scan:
+            entries = sorted(scan, key=lambda entry: entry.name)
+    except OSError:
+        return []
+    found = []
+    for entry in entries:
+        if skip_hidden and entry.name.startswith("."):
+            continue
+        if entry.is_symlink():
+            warnings.warn(
+                ReportWarning(f"pytest-xp: skipped {entry.path}: a symbolic link on the way (not followed)"),
+                stacklevel=3,
+            )
+            continue
+        if entry.is_dir(follow_symlinks=False):
+            found.append(entry)
+    return found
 
 
 def iter_records(
@@ -87,40 +103,42 @@ def iter_records(
     """(combination directory, record) for each readable record, optionally narrowed.
 
     The latest record of each combination; with ``versions`` also the earlier ones it keeps (one per
-    cache key, under ``versions/``), each after the latest of its combination.
+    cache key, under ``versions/``), each after the latest of its combination. One ``scandir`` per
+    directory (no ``stat`` per record), in the order of the sorted paths; each record is read and
+    validated once.
     """
-    root = Path(xp_dir)
-    if not root.is_dir():
+    root = os.fspath(xp_dir)
+    if not os.path.isdir(root):
         return
-    pattern = f"*/{safe_part(trial)}/*/{RECORD_NAME}" if trial else f"*/*/*/{RECORD_NAME}"
-    for path in sorted(root.glob(pattern)):
-        parts = path.relative_to(root).parts
-        if parts[0] == "runs" or any(part.startswith(".") for part in parts):
+    wanted_trial = safe_part(trial) if trial else None
+    for module in _subdirectories(root):
+        if module.name == "runs":
             continue
-        if _linked(root, path):
-            warnings.warn(
-                ReportWarning(f"pytest-xp: skipped {path}: a symbolic link on the way (not followed)"), stacklevel=2
-            )
-            continue
-        record = _read_json(path)
-        if record is None:
-            continue
-        try:
-            problem = record_problem(record)
-        except NewerSchema:
-            problem = "written by a newer pytest-xp"
-        if problem is not None:
-            warnings.warn(ReportWarning(f"pytest-xp: skipped {path}: {problem}"), stacklevel=2)
-            continue
-        module = str(record.get("module", ""))
-        if not matches_experiment(module, experiment) or (trial is not None and record.get("trial") != trial):
-            continue
-        yield path.parent, record
-        if versions:
-            for kept in sorted((path.parent / VERSIONS_DIR).glob("*.json")):
-                older = _read_json(kept)
-                if isinstance(older, dict) and "schema_version" in older:
-                    yield path.parent, older
+        for trial_dir in _subdirectories(module.path):
+            if wanted_trial is not None and trial_dir.name != wanted_trial:
+                continue
+            for combo in _subdirectories(trial_dir.path):
+                path = os.path.join(combo.path, RECORD_NAME)
+                record = _read_json(path)
+                if record is None:
+                    continue
+                try:
+                    problem = record_problem(record)
+                except NewerSchema:
+                    problem = "written by a newer pytest-xp"
+                if problem is not None:
+                    warnings.warn(ReportWarning(f"pytest-xp: skipped {path}: {problem}"), stacklevel=2)
+                    continue
+                module_id = record["module"]
+                if not matches_experiment(module_id, experiment) or (trial is not None and record["trial"] != trial):
+                    continue
+                directory = Path(combo.path)
+                yield directory, record
+                if versions:
+                    for kept in sorted((directory / VERSIONS_DIR).glob("*.json")):
+                        older = _read_json(kept)
+                        if isinstance(older, dict) and "schema_version" in older:
+                            yield directory, older
 
 
 def versions_of(combination_dir: Path) -> list[dict[str, Any]]:
@@ -217,10 +235,10 @@ class GridCheck:
     """``in_grid`` of a record: its combination is in the trial's grid as last collected (None: unknown)."""
 
     def __init__(self) -> None:
-        self._grids: dict[Path, set[str] | None] = {}
+        self._grids: dict[str, set[str] | None] = {}
 
     def __call__(self, directory: Path, record: Mapping[str, Any]) -> bool | None:
-        trial_dir = directory.parent
+        trial_dir = os.path.dirname(directory)  # a string: no pathlib work per record
         if trial_dir not in self._grids:
             self._grids[trial_dir] = read_grid(directory)
         grid = self._grids[trial_dir]

@@ -51,8 +51,24 @@ def cache_key(parts: dict[str, Any], code_digest: str | None = None) -> str:
     """
     code = parts.get("code")
     if isinstance(code, dict):
-        parts = {**parts, "code": code_digest if code_digest is not None else digest(code)}
+        parts = {**parts, "code": code_digest if code_digest is not None else _code_digest(code)}
     return digest(parts)
+
+
+_CODE_DIGESTS: dict[tuple[tuple[str, str], ...], str] = {}
+
+
+def _code_digest(code: dict[str, Any]) -> str:
+    """``digest(code)``, remembered: every record of a trial carries the same code part."""
+    items = tuple(code.items())
+    if not all(type(name) is str and type(value) is str for name, value in items):
+        return digest(code)
+    found = _CODE_DIGESTS.get(items)
+    if found is None:
+        if len(_CODE_DIGESTS) > 4096:
+            _CODE_DIGESTS.clear()
+        found = _CODE_DIGESTS[items] = digest(code)
+    return found
 
 
 def made_with(record: dict[str, Any] | None, key: str, session_id: str) -> bool:

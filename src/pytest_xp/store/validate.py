@@ -47,6 +47,10 @@ _OPTIONAL_TYPES: dict[str, tuple[type, ...]] = {
 
 def same_json(a: Any, b: Any) -> bool:
     """Equal as JSON: like ``==``, but ``1``, ``1.0`` and ``True`` differ (as they do in a cache key)."""
+    flat = type(a) is dict and type(b) is dict and len(a) <= 16 and a == b
+    # Equal by ``==`` and flat (the usual params): equal as JSON when each value has the same type.
+    if flat and all(type(value) is type(b[key]) and type(value) not in (dict, list) for key, value in a.items()):
+        return True
     if a == b and type(a) is type(b) and isinstance(a, (dict, list)):
         try:  # equal by ``==``: equal canonical texts (C speed) also tell 1 from 1.0 and True
             if canonical(a) == canonical(b):
