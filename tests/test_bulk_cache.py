@@ -424,3 +424,44 @@ def test_sessions_killed_at_random_moments_then_a_rerun_completes(pytester: pyte
     from pytest_xp import load_results
 
     assert len(load_results(store)) == 60
+
+
+def test_a_plugin_with_its_own_loop_keeps_it_and_cached_items_stay_exact(pytester: pytest.Pytester, grid: Path) -> None:
+    pytester.runpytest()
+    pytester.makeconftest(
+        """
+        import pytest
+
+        LOOPS = []
+
+        @pytest.hookimpl(tryfirst=True)
+        def pytest_runtestloop(session):
+            LOOPS.append(len(session.items))  # then pytest's own loop runs the items
+            return None
+
+        def pytest_terminal_summary(terminalreporter):
+            terminalreporter.write_line(f"conftest loop saw {LOOPS}")
+        """
+    )
+    result = pytester.runpytest("--junitxml=own.xml")
+    assert_counts(result, cached=15, supports=1)
+    result.stdout.fnmatch_lines(["conftest loop saw [[]16[]]"])
+    assert sum(1 for props in _junit_cases(pytester.path / "own.xml").values() if props.get("xp_cached")) == 15
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=json_values)
+def test_codec_encoders_made_once_write_what_json_dumps_writes(value: Any) -> None:
+    from pytest_xp.store.codec import dumps
+
+    assert canonical(value) == json.dumps(value, allow_nan=False, sort_keys=True, separators=(",", ":"))
+    assert dumps(value) == json.dumps(value, allow_nan=False, ensure_ascii=False)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), [float("inf")], {"a": {1, 2}}])
+def test_codec_encoders_refuse_what_is_not_json(bad: Any) -> None:
+    from pytest_xp.store.codec import dumps
+
+    for encode in (canonical, dumps):
+        with pytest.raises((ValueError, TypeError)):
+            encode(bad)

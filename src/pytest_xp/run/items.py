@@ -917,11 +917,12 @@ def report_if_cached(item: pytest.Item, nextitem: pytest.Item | None, *, quick: 
     item.xp_cached = record
     item.user_properties.extend(item.cached_properties())
     session = item.xp_session
-    ihook = session.hook_proxies.get(item.path)
-    if ihook is None:
-        ihook = session.hook_proxies[item.path] = item.ihook
+    per_file = session.hook_proxies.get(item.path)
+    if per_file is None:  # pytest's hook caller and relative path of the file, as item.location has it
+        per_file = session.hook_proxies[item.path] = (item.ihook, item.location[0])
+    ihook, relpath = per_file
     every_event = session.is_worker
-    nodeid, location = item.nodeid, item.location
+    nodeid, location = item.nodeid, (relpath, item.xp_lineno - 1, item.name)  # = item.location (reportinfo)
     if every_event or session.last_reported_parent is not item.parent:
         ihook.pytest_runtest_logstart(nodeid=nodeid, location=location)
         session.last_reported_parent = item.parent

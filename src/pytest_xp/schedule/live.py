@@ -78,6 +78,7 @@ class LiveView:
     ) -> None:
         self.config = config
         self.file_patterns = file_patterns
+        self._experiment_files: dict[str, bool] = {}  # file name -> whether it is an experiment module
         self.scratch = scratch
         self.status_s = status_s
         self.progress = Progress(workers=max(1, workers))
@@ -108,12 +109,13 @@ class LiveView:
 
     def is_experiment(self, nodeid: str) -> bool:
         """Whether ``nodeid`` is a combination or verify of an experiment module (other tests are not counted)."""
+        if "::" not in nodeid or nodeid.endswith(PLUG_NAME):
+            return False
         name = nodeid.split("::", 1)[0].rpartition("/")[2]
-        return (
-            "::" in nodeid
-            and not nodeid.endswith(PLUG_NAME)
-            and any(fnmatch.fnmatch(name, pattern) for pattern in self.file_patterns)
-        )
+        found = self._experiment_files.get(name)
+        if found is None:
+            found = self._experiment_files[name] = any(fnmatch.fnmatch(name, p) for p in self.file_patterns)
+        return found
 
     def maybe_status(self, write: Callable[[str], None] | None = None) -> None:
         now = time.monotonic()
@@ -195,7 +197,7 @@ class LiveView:
 
     @pytest.hookimpl
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        cached = report.when == "call" and dict(report.user_properties).get("xp_cached")
+        cached = report.when == "call" and any(k == "xp_cached" and v for k, v in report.user_properties)
         if not (cached or report.when == "teardown"):
             return
         started = self.progress.running.pop(report.nodeid, None)

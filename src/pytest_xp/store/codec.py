@@ -71,14 +71,52 @@ def _to_json(value: object, path: str, parents: list[int]) -> Any:
     raise NotJSONError(path, f"a {type(value).__name__} is not JSON-serializable{hint}")
 
 
+#: Encoders made once: ``json.dumps`` with any option builds a new encoder on every call, which costs
+#: more than encoding a small record (keys and records are made once per combination).
+_COMPACT = json.JSONEncoder(allow_nan=False, ensure_ascii=False)
+_CANONICAL = json.JSONEncoder(allow_nan=False, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
 def dumps(value: Any, *, indent: int | None = None) -> str:
     """Serialize plain JSON data; refuses NaN/inf (use :func:`to_json_value` first for foreign types)."""
+    if indent is None:
+        if _COMPACT_CHUNKS is None or isinstance(value, str):  # pragma: no branch
+            return _COMPACT.encode(value)
+        return "".join(_COMPACT_CHUNKS(value, 0))
     return json.dumps(value, allow_nan=False, indent=indent, ensure_ascii=False)
+
+
+def _c_encoder(encoder: json.JSONEncoder, strings: Any) -> Any:
+    """CPython's C encoder with ``encoder``'s options, made once (``encode`` makes one per call); None without it.
+
+    No cycle check (``markers=None``; a cycle ends in RecursionError): what is written or hashed is
+    JSON data already (parsed, built by pytest-xp, or checked by :func:`to_json_value`).
+    """
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:  # pragma: no cover - CPython always has it
+        return None
+    return make(
+        None,
+        encoder.default,
+        strings,
+        None,
+        encoder.key_separator,
+        encoder.item_separator,
+        encoder.sort_keys,
+        encoder.skipkeys,
+        encoder.allow_nan,
+    )
+
+
+_CANONICAL_CHUNKS = _c_encoder(_CANONICAL, json.encoder.encode_basestring_ascii)
+_COMPACT_CHUNKS = _c_encoder(_COMPACT, json.encoder.encode_basestring)
 
 
 def canonical(value: Any) -> str:
     """The one text of a JSON value used for hashing: sorted keys, no whitespace."""
-    return json.dumps(value, allow_nan=False, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    if _CANONICAL_CHUNKS is None or isinstance(value, str):  # pragma: no branch
+        return _CANONICAL.encode(value)
+    return "".join(_CANONICAL_CHUNKS(value, 0))
 
 
 def digest(value: Any) -> str:
@@ -97,6 +135,8 @@ def _finite_float(text: str) -> float:
     return number
 
 
+#: Made once: ``json.loads`` with hooks builds a decoder (and its scanner) on every call.
+_DECODER = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=_finite_float)
 _ESCAPE = re.compile(r"\\.", re.DOTALL)
 _STRING = re.compile(r'"[^"]*"')
 _NOT_STRUCTURE = str.maketrans("{}", "[]", "".join(chr(c) for c in range(128) if chr(c) not in '[]{}"'))
@@ -131,6 +171,6 @@ def loads(text: str | bytes) -> Any:
     if nested_deeper_than(text, MAX_DEPTH + 8):
         raise ValueError(f"JSON nested deeper than {MAX_DEPTH + 8} levels")
     try:
-        return json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
+        return _DECODER.decode(text)
     except RecursionError:
         raise ValueError("JSON nested too deeply to read") from None
