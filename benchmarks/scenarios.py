@@ -888,7 +888,7 @@ def store_big(ctx: Ctx) -> list[Row]:
     for rid, what, a_key, b_key, a_label, b_label, goal in (
         (
             "7f",
-            f"Store: write {n} records as trials do (directory, lock-free atomic write)",
+            f"Store: write {n} records as trials do (a directory and an atomic write each)",
             "xp_write",
             "plain_write",
             "`Store.make_dir` + `write_record`",
