@@ -265,6 +265,7 @@ class Store:
         self._real: set[str] = set()  # directories under the root already found to be real ones
         self._resolved_root: Path | None = None
         self._made: set[str] = set()  # combination directories this process created (see made_here)
+        self._checked: set[str] = set()  # directories write_record checked and created already
 
     def ensure(self) -> None:
         """Create the root with README, .gitignore and CACHEDIR.TAG, atomically (as pytest's cache does)."""
@@ -503,10 +504,11 @@ class Store:
         Paths from :meth:`combination_dir` are built from :func:`safe_part` components and cannot
         leave the root; any other path is checked (once per directory and process).
         """
-        if not dir_ready and str(path.parent) not in self._real:
+        if not dir_ready and str(path.parent) not in self._checked:
             self.ensure()
             self.inside(path)
-            self.make_dir(path.parent)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._checked.add(str(path.parent))
         write_json_atomic(path, record)
 
     def write_record_keeping_history(self, path: Path, record: dict[str, Any], previous: dict[str, Any] | None) -> None:
