@@ -86,8 +86,11 @@ def read_regular(path: Path | str, limit: int = MAX_READ_BYTES) -> bytes:
             raise NotRegularFile(errno.EINVAL, f"a {_file_kind(info.st_mode)}, not a regular file", str(path))
         if info.st_size > limit:
             raise NotRegularFile(errno.EFBIG, f"{info.st_size} bytes, over the {limit}-byte limit", str(path))
-        chunks = []
-        while chunk := os.read(fd, 1 << 20):
+        first = os.read(fd, info.st_size + 1)  # the whole file in one call, as it is now
+        if 0 < len(first) <= info.st_size:
+            return first  # short of the size + 1 asked: that was all (no second read for the end)
+        chunks = [first]
+        while chunk := os.read(fd, 1 << 20):  # it grew while being read (a log being appended)
             chunks.append(chunk)
             if sum(map(len, chunks)) > limit:
                 raise NotRegularFile(errno.EFBIG, f"over the {limit}-byte limit", str(path))
