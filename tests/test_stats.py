@@ -647,6 +647,7 @@ def test_no_spread_and_equal_means_is_inconclusive_everywhere(method: str, paire
         ):
             assert ev.verdict is Verdict.INCONCLUSIVE, ev.message
             assert "no spread in either group and no difference beyond rounding" in ev.message
+            assert ev.std_effect == 0.0 and "d=0" in ev.message, ev.message
 
 
 @pytest.mark.parametrize("method", stats.METHODS)

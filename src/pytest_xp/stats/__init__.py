@@ -217,6 +217,8 @@ def _evidence(
     else:
         p_value, p_opposite, tost_p = inference.p_less(-floor), inference.p_greater(0.0), None
     std_effect, sd = standardized(moments)
+    if sd <= noise and abs(moments.mean_x - moments.mean_y) <= noise:
+        std_effect = 0.0  # no spread and no difference beyond rounding: no effect, not an infinite one
     inference.prepare_bounds((alpha / 2.0, alpha))
     draft = Evidence(
         verdict=Verdict.INCONCLUSIVE,
