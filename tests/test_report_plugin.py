@@ -117,3 +117,20 @@ def test_no_file_report_when_nothing_ran(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest("--xp-report=json:out/r.json")
     assert result.ret == 0
     assert not Path(pytester.path / "out" / "r.json").exists()
+
+
+def test_tolerated_failure_names_the_exception_and_its_message(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        xp_tol="""
+        from pytest_xp import trial
+
+        @trial(1, {"x": [1, 2]})
+        def t(x):
+            if x == 2:
+                raise ValueError("bad x\\nsecond line")
+            return x
+        """
+    )
+    result = pytester.runpytest("--xp-fail-on=refutes,invalid")
+    assert result.ret == 0
+    result.stdout.fnmatch_lines(["TOLERATED xp_tol.py::t[[]x_2[]] - ValueError: bad x"])

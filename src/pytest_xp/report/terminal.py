@@ -76,6 +76,26 @@ def teststatus(report: pytest.TestReport) -> tuple[str, str, tuple[str, dict[str
     return None  # a failure keeps pytest's own word: summaries and tools match "FAILED <nodeid>"
 
 
+def failure_lines(report: pytest.TestReport) -> list[str]:
+    """What went wrong, in a line: the exception and its message, else the failure text's first line.
+
+    A launcher's failure text starts with what happened to the task and ends with its log tail, so
+    its first line is the one to show; a batch's first line is followed by an indented line per
+    failed combination, kept too. A traceback's crash message is pytest's ``reprcrash``.
+    """
+    crash = getattr(report.longrepr, "reprcrash", None)
+    text = str(getattr(crash, "message", None) or report.longrepr or "").strip()
+    lines = text.splitlines()
+    if not lines:
+        return [""]
+    listed = []
+    for line in lines[1:] if crash is None else ():
+        if not line.startswith("  "):
+            break
+        listed.append(line)
+    return [lines[0], *listed]
+
+
 def verdict_markup(verdict: str, expect: str | None, failed: bool) -> dict[str, bool]:
     """pytest's colours for a verdict line: red when it fails the session, green when it passes as
     supported or as declared, yellow otherwise. The terminal writer drops them under ``--color=no``."""
@@ -127,7 +147,7 @@ class XpReporter:
     session_id: str = ""
     verdicts: list[Hypothesis] = field(default_factory=list)
     trials: dict[str, TrialTally] = field(default_factory=lambda: defaultdict(TrialTally))
-    tolerated: list[tuple[str, str]] = field(default_factory=list)
+    tolerated: list[tuple[str, list[str]]] = field(default_factory=list)
     why: list[tuple[str, str]] = field(default_factory=list)
     dirty_git: bool = False
     manifest_path: Any = None
@@ -355,7 +375,7 @@ class XpReporter:
         self.combinations[key].update(str(c) for c in batch.get("combinations") or ())
         self.cached_combinations[key].update(str(c) for c in batch.get("cached_combinations") or ())
         if tolerated:
-            self.tolerated.append((report.nodeid, str(report.longrepr or "")))
+            self.tolerated.append((report.nodeid, failure_lines(report)))
         # The totals count items, not combinations: the progress shows the count alone.
         report.__dict__["xp_progress"] = progress_text(key, tally.ok + tally.failed, None, None)
 
@@ -401,7 +421,7 @@ class XpReporter:
             if "xp_why" in props:
                 self.why.append((report.nodeid, str(props["xp_why"])))
             if props.get("xp_tolerated"):
-                self.tolerated.append((report.nodeid, str(report.longrepr or "")))
+                self.tolerated.append((report.nodeid, failure_lines(report)))
             if self.audit is not None and isinstance(finding := props.get("xp_audit"), dict):
                 self.audit.note(finding)
             self._note_trial(report, props)
@@ -432,9 +452,10 @@ class XpReporter:
                 if line.verdict == Verdict.INVALID.value and line.longrepr and line.longrepr != line.message:
                     for text in line.longrepr.splitlines()[1:]:
                         tr.write_line(f"    {text}")
-            for nodeid, longrepr in self.tolerated:
-                last = longrepr.strip().splitlines()[-1:] or [""]
-                tr.write_line(f"TOLERATED {nodeid} - {last[0]}", yellow=True)
+            for nodeid, (first, *listed) in self.tolerated:
+                tr.write_line(f"TOLERATED {nodeid} - {first}", yellow=True)
+                for text in listed:
+                    tr.write_line(f"  {text}")
         if self.changes is not None:
             tr.write_sep("=", "changes against baseline")
             tr.write_line(self.changes.heading())
