@@ -1173,15 +1173,22 @@ def _wait_for(path: Path, proc: subprocess.Popen[bytes], seconds: float) -> None
 
 
 def _release_requeued(job: str) -> None:
-    """Slurm holds a requeued job back (BeginTime, about 2 minutes): let it start at once."""
+    """Slurm holds a requeued job back (BeginTime, about 2 minutes): let it start almost at once.
+
+    Not in the same second as the requeue: slurmd refuses to launch a job whose credential is no
+    newer than the kill that revoked it ("Job credential revoked", seen on this cluster), the race
+    Slurm's own hold-back avoids. The launcher's ``--xp-slurm-requeue`` leaves the same margin.
+    """
     deadline = time.monotonic() + 60
-    held = False
+    released = False
     while time.monotonic() < deadline:
         state = subprocess.run(["squeue", "-h", "-j", job, "-o", "%T|%r"], capture_output=True, text=True).stdout
         if state.startswith("PENDING|BeginTime"):
-            held = True
-            subprocess.run(["scontrol", "update", f"jobid={job}", "StartTime=now"], capture_output=True, timeout=30)
-        elif held or not state.strip():
+            if not released:
+                release = ["scontrol", "update", f"jobid={job}", "StartTime=now+2"]
+                subprocess.run(release, capture_output=True, timeout=30)
+                released = True
+        elif released or not state.strip():
             return  # released (or gone: the submitter's own checks tell)
         time.sleep(0.5)
 

@@ -380,7 +380,9 @@ class SlurmArray(_Array):
         if done.returncode != 0:
             self.events.append(f"could not requeue task {task.job_id}: {(done.stderr or done.stdout).strip()}")
             return False
-        _run(["scontrol", "update", f"jobid={task.job_id}", "StartTime=now"])  # requeued jobs wait otherwise
+        # Requeued jobs wait about 2 minutes otherwise. Not now: slurmd refuses a launch whose credential is
+        # no newer than the kill that revoked it (whole seconds), so leave a margin of 2 s.
+        _run(["scontrol", "update", f"jobid={task.job_id}", "StartTime=now+2"])
         self.events.append(
             f"task {task.job_id} ended {end.state}; requeued it (attempt {end.requeues + 2}, --xp-slurm-requeue)"
         )
