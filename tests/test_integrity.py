@@ -232,6 +232,42 @@ def test_reference_torch_example_is_seeded_when_the_body_first_imports_torch(
     assert record["seeds"]["seeded"] == ["random", "numpy", "torch"]
 
 
+NUMPY_IN_BODY = """
+import sys
+from pytest_xp import trial
+
+@trial(1, {"x": [0, 1]})
+def plain(x):
+    return {"numpy_loaded": "numpy" in sys.modules or "numpy.random" in sys.modules}
+
+@trial(2, {"x": [0, 1]})
+def draws(x):
+    import numpy as np
+    return {"draws": np.random.rand(3).tolist(), "loader": type(np.random.__spec__.loader).__name__}
+"""
+
+
+@pytest.mark.parametrize("how", [["-n", "0"], ["-n", "2"]], ids=["n0", "n2"])
+def test_numpy_is_seeded_when_the_body_first_imports_it_and_never_imported_otherwise(
+    pytester: pytest.Pytester, how: list[str]
+) -> None:
+    """numpy is not imported for a trial that does not use it; a body that imports it draws exactly
+    what a generator seeded with the combination's numpy seed draws, in every combination."""
+    np = pytest.importorskip("numpy")
+    pytester.makepyfile(xp_np=NUMPY_IN_BODY)
+    assert_counts(pytester.runpytest_subprocess(*how), passed=4)
+    records = {(r["trial"], r["params"]["x"]): r for r in load_records(pytester.path / ".xp")}
+    for x in (0, 1):
+        assert records["plain", x]["result"]["numpy_loaded"] is False
+        assert records["plain", x]["seeds"]["seeded"] == ["random", "numpy"]
+        drawn = records["draws", x]
+        expected = np.random.RandomState(drawn["seeds"]["numpy_seed"] % 2**32).rand(3).tolist()
+        assert drawn["result"]["draws"] == expected
+        assert drawn["seeds"]["seeded"] == ["random", "numpy"]
+        assert drawn["result"]["loader"] != "_SeedingLoader"  # the module keeps its own loader
+    assert records["draws", 0]["result"] != records["draws", 1]["result"]
+
+
 def test_a_trial_without_torch_leaves_it_unimported(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         xp_plain="""
