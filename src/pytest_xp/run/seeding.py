@@ -102,8 +102,9 @@ class _SeedingLoader(importlib.abc.Loader):
 
     def exec_module(self, module: ModuleType) -> None:
         # The module sees its own loader (resource readers, reloads), not this wrapper.
-        if getattr(module, "__spec__", None) is not None and module.__spec__.loader is self:
-            module.__spec__.loader = self.real
+        spec = getattr(module, "__spec__", None)
+        if spec is not None and spec.loader is self:
+            spec.loader = self.real
         if getattr(module, "__loader__", None) is self:
             module.__loader__ = self.real
         self.real.exec_module(module)
