@@ -22,7 +22,6 @@ crashed worker died under (:func:`crashed_combination`).
 from __future__ import annotations
 
 import contextlib
-import copy
 import os
 import time
 from array import array
@@ -37,6 +36,7 @@ from pytest_xp.define.discovery import Experiment, TrialDef
 from pytest_xp.define.grid import Combination
 from pytest_xp.errors import StoreError
 from pytest_xp.run.call import RunOutcome
+from pytest_xp.run.context import private_copy
 from pytest_xp.run.handle import METRICS_CSV, METRICS_JSONL, Xp
 from pytest_xp.run.items import (
     TRIAL_MARKER,
@@ -256,13 +256,13 @@ class BatchItem(_XpItem):
             if pending.seen_record:
                 for stale in (METRICS_JSONL, METRICS_CSV):
                     (output_dir / stale).unlink(missing_ok=True)
-            context = copy.deepcopy(self.xp_context)
+            context = private_copy(self.xp_context)
             handle = Xp(
                 store=session.store,
                 exp=exp,
                 trial=trial.name,
                 rank=trial.order,
-                params=copy.deepcopy(combo.params),
+                params=private_copy(combo.params),
                 output_path=output_dir,
                 setup=context,
                 seeds=pending.seeds,
@@ -307,7 +307,7 @@ class BatchItem(_XpItem):
     def _call(self, combo: Combination, context: dict[str, Any], seeds: dict[str, Any]) -> RunOutcome:
         __tracebackhide__ = True
         trial = self.xp_trial
-        kwargs = {**copy.deepcopy(combo.params), **self._fixture_values(trial.fixture_names)}
+        kwargs = {**private_copy(combo.params), **self._fixture_values(trial.fixture_names)}
         isolation = isolation_of(self.xp_session, trial)
         return call_combination(trial.fn, kwargs, context, seeds, isolation, contextlib.nullcontext())
 

@@ -8,8 +8,13 @@ No pytest import: this loads with ``import pytest_xp``.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator, Mapping, MutableMapping
-from typing import Any
+from typing import Any, TypeVar, cast
+
+_T = TypeVar("_T")
+#: Values ``copy.deepcopy`` returns as they are (immutable scalars).
+_SCALARS = frozenset({str, int, float, bool, type(None)})
 
 
 class SetupView(Mapping[str, Any]):
@@ -58,3 +63,15 @@ def apply_globals(namespace: MutableMapping[str, Any], update: Mapping[str, Any]
     namespace.update({key: value for key, value in update.items() if key != "SETUP"})
     if "SETUP" in update:
         bind_setup(namespace, update["SETUP"])
+
+
+def private_copy(value: _T) -> _T:
+    """A copy that one combination may mutate without the next one (or its record) seeing it.
+
+    Exactly ``copy.deepcopy``; for a plain dict of strings, numbers, booleans and None (most grid
+    parameters, most SETUPs) that is a shallow copy, made without deepcopy's per-value dispatch.
+    """
+    data: Any = value
+    if type(data) is dict and all(type(k) is str and type(v) in _SCALARS for k, v in data.items()):
+        return cast(_T, data.copy())
+    return copy.deepcopy(value)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import copy
 import functools
 import inspect
 import os
@@ -39,6 +38,7 @@ from pytest_xp.run import adaptive as _adaptive
 from pytest_xp.run import audit as _audit
 from pytest_xp.run.call import RunOutcome, call_trial
 from pytest_xp.run.checkpoints import CHECKPOINT_DIR
+from pytest_xp.run.context import private_copy
 from pytest_xp.run.handle import METRICS_CSV, METRICS_JSONL, Xp
 from pytest_xp.run.locks import CombinationLock
 from pytest_xp.run.results import Results
@@ -89,8 +89,13 @@ USER_ERRORS = (
 )
 
 
-def _fixture_signature(fn: Callable[..., Any], fixture_names: tuple[str, ...]) -> Callable[..., Any]:
-    """A stand-in whose signature lists only the fixtures, so pytest resolves just those."""
+def _fixture_signature(
+    fn: Callable[..., Any], fixture_names: tuple[str, ...], extra_mark: str | None = None
+) -> Callable[..., Any]:
+    """A stand-in whose signature lists only the fixtures, so pytest resolves just those.
+
+    ``extra_mark`` joins the function's own marks, so every item made with this stand-in carries it.
+    """
 
     def call(**kwargs: Any) -> Any:  # pragma: no cover - the items call the real function
         raise RuntimeError("pytest-xp items call the experiment function themselves")
@@ -103,6 +108,8 @@ def _fixture_signature(fn: Callable[..., Any], fixture_names: tuple[str, ...]) -
     call.__module__ = fn.__module__
     call.__doc__ = fn.__doc__
     marks = getattr(fn, "pytestmark", None)
+    if extra_mark is not None:
+        marks = [*(marks or []), getattr(pytest.mark, extra_mark).mark]
     if marks is not None:
         call.pytestmark = marks  # type: ignore[attr-defined]
     return call
@@ -187,15 +194,24 @@ class TrialItem(_XpItem):
     @classmethod
     def create(cls, parent: pytest.Module, exp: Experiment, trial: TrialDef, combo: Combination) -> TrialItem:
         name = f"{trial.name}[{combo.id}]" if combo.id else trial.name
-        item: TrialItem = cls.from_parent(parent, name=name, callobj=_fixture_signature(trial.fn, trial.fixture_names))
+        session = parent.config.stash[SESSION_KEY]
+        # Every combination of a trial shares one stand-in function (its fixtures, its marks and the
+        # trial marker: -m xp_trial / -m "not xp_trial") and pytest's resolution of those fixtures, as
+        # the items of one parametrized test do: resolving them once per trial, not once per combination.
+        shared = session.trial_items.get((parent.nodeid, trial.name))
+        if shared is None:
+            callobj = _fixture_signature(trial.fn, trial.fixture_names, TRIAL_MARKER)
+            item: TrialItem = cls.from_parent(parent, name=name, callobj=callobj)
+            session.trial_items[parent.nodeid, trial.name] = (callobj, item._fixtureinfo)
+        else:
+            item = cls.from_parent(parent, name=name, callobj=shared[0], fixtureinfo=shared[1])
         item.xp_exp, item.xp_trial, item.xp_combo = exp, trial, combo
         item.xp_fn, item.xp_lineno = trial.fn, trial.lineno
-        item.xp_session = parent.config.stash[SESSION_KEY]
+        item.xp_session = session
         add_properties(item.user_properties, xp_trial=trial_key(exp.module_id, trial.name))
-        item.add_marker(TRIAL_MARKER)  # -m xp_trial / -m "not xp_trial"
         memo = (exp.module_id, trial.name)
-        if memo not in item.xp_session.trial_fixtures:  # once per trial: the same fixtures for every combination
-            item.xp_session.trial_fixtures[memo] = _requested_fixtures(item)
+        if memo not in session.trial_fixtures:  # once per trial: the same fixtures for every combination
+            session.trial_fixtures[memo] = _requested_fixtures(item)
         return item
 
     @functools.cached_property
@@ -399,7 +415,7 @@ class TrialItem(_XpItem):
             exp=self.xp_exp,
             trial=self.xp_trial.name,
             rank=self.xp_trial.order,
-            params=copy.deepcopy(self.xp_combo.params),
+            params=private_copy(self.xp_combo.params),
             output_path=run_dir,
             setup=self.xp_context,
             seeds=self.xp_seeds,
@@ -484,7 +500,7 @@ class TrialItem(_XpItem):
         __tracebackhide__ = True
         # Each combination gets its own copy: a trial that mutates a parameter changes neither the next
         # combination's value nor the params stored in its record.
-        kwargs = {**copy.deepcopy(self.xp_combo.params), **self._fixture_values(self.xp_trial.fixture_names)}
+        kwargs = {**private_copy(self.xp_combo.params), **self._fixture_values(self.xp_trial.fixture_names)}
         return call_combination(
             self.xp_trial.fn, kwargs, self.xp_context, self.xp_seeds, self._isolation(), self._streaming()
         )

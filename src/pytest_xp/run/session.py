@@ -25,6 +25,7 @@ from pytest_xp.define.discovery import CODE_VERSION, Experiment, TrialDef, Verif
 from pytest_xp.define.grid import Combination
 from pytest_xp.errors import NotJSONError, SetupFailed
 from pytest_xp.run import seeding as _seeding
+from pytest_xp.run.context import private_copy
 from pytest_xp.run.stream import Sink
 from pytest_xp.store.codec import canonical, digest, loads, to_json_value
 from pytest_xp.store.identity import combination_identity
@@ -74,6 +75,8 @@ class XpSession:
     _contexts: dict[tuple[str, float], dict[str, Any]] = field(default_factory=dict)
     #: (module, trial) -> the fixture functions its items request, transitively (set at collection).
     trial_fixtures: dict[tuple[str, str], tuple[tuple[str, Any], ...]] = field(default_factory=dict)
+    #: (module node id, trial) -> the stand-in function and pytest's fixture info its items share.
+    trial_items: dict[tuple[str, str], tuple[Any, Any]] = field(default_factory=dict)
     _code: dict[tuple[str, str], TrialCode] = field(default_factory=dict)
     _project: Any = None  # store.code_key.Project, made on first use
     _verify_code: dict[tuple[str, str], str] = field(default_factory=dict)  # see verify_code()
@@ -268,7 +271,7 @@ class XpSession:
             if fresh:
                 return context
             self._contexts[memo] = context
-        return copy.deepcopy(self._contexts[memo])
+        return private_copy(self._contexts[memo])
 
     def current_record(
         self, exp: Experiment, trial: TrialDef, combo: Combination, key: str
