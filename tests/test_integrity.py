@@ -116,6 +116,37 @@ def test_mutating_a_dict_parameter_changes_nothing_else(pytester: pytest.Pyteste
         assert record["result"]["lr"] == 0.1
 
 
+def test_a_trial_changing_its_setup_and_flat_params_changes_nothing_else(pytester: pytest.Pytester) -> None:
+    """Each combination gets its own SETUP and params: the next one, the stored params and the key parts
+    of the record never see what a trial did to them, so the re-run is all cached (no record set aside)."""
+    pytester.makepyfile(
+        xp_setup_mutate="""
+        from pytest_xp import setup, trial
+
+        @setup
+        def init():
+            return {"scale": 2, "name": "a"}
+
+        @trial(1, {"x": [1, 2, 3]})
+        def t(x, xp):
+            seen = dict(SETUP)
+            SETUP["scale"] = 100
+            SETUP["added"] = x
+            xp.params["x"] = -1
+            return {"seen": seen, "x": x}
+        """
+    )
+    assert_counts(pytester.runpytest(), passed=3)
+    for record in load_records(pytester.path / ".xp"):
+        assert record["result"]["seen"] == {"scale": 2, "name": "a"}
+        assert record["params"] == {"x": record["result"]["x"]}
+        assert record["key_parts"]["context"] == {"scale": 2, "name": "a"}
+        assert record["key_parts"]["params"] == record["params"]
+    again = pytester.runpytest()
+    assert_counts(again, cached=3)
+    assert "quarantine" not in again.stdout.str()
+
+
 CRASHING = """
 import os
 from pytest_xp import trial, verify

@@ -160,3 +160,23 @@ def test_identities_extend_the_trial_key(module: str, trial: str, params_digest:
     identity = combination_identity(module, trial, params_digest)
     assert identity.startswith(trial_key(module, trial) + "[")
     assert identity.endswith(f"[{params_digest}]")
+
+
+@PROPERTY
+@given(st.dictionaries(st.text(max_size=6), JSON, max_size=5))
+def test_a_private_copy_is_a_deep_copy(value: dict[str, Any]) -> None:
+    """What a combination receives equals its params/SETUP, and nothing it mutates reaches the original."""
+    import copy
+
+    from pytest_xp.run.context import private_copy
+
+    original = copy.deepcopy(value)
+    mine = private_copy(value)
+    assert mine == original and mine is not value
+    mine["__added__"] = 1
+    for key, item in mine.items():
+        if isinstance(item, list):
+            item.append("changed")
+        elif isinstance(item, dict):
+            item["__changed__"] = True
+    assert value == original

@@ -332,16 +332,23 @@ class XpSession:
     def key_for(
         self, exp: Experiment, trial: TrialDef, combo: Combination, *, context: dict[str, Any] | None = None
     ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any], str]:
-        """(context, seeds, key parts, cache key) of one combination as it would run now."""
+        """(context, seeds, key parts, cache key) of one combination as it would run now.
+
+        Without ``context``, the context returned is the combination's own copy (the trial may change
+        its SETUP) while the key parts keep the stage's context, which no trial is given: what the
+        trial does to its SETUP never reaches its record's key parts.
+        """
         template = None
         if context is None:
-            template, _ = self._template(exp, trial)
-            context = self.context_for(exp, trial.order)
+            template, shared = self._template(exp, trial)
+            context = private_copy(shared)
+        else:
+            shared = context
         code = self.trial_code(exp, trial)
         identity = combination_identity(exp.module_id, trial.name, combo.params_digest)
-        seeds = _seeding.resolve(context, combo.params, self.settings.seed, identity)
+        seeds = _seeding.resolve(shared, combo.params, self.settings.seed, identity)
         env = code.env if self.settings.env_changes == "rerun" else None
-        parts = key_parts(exp.module_id, trial.name, combo.params, context, seeds, trial.version, code.code, env)
+        parts = key_parts(exp.module_id, trial.name, combo.params, shared, seeds, trial.version, code.code, env)
         key = template.key(combo.params, seeds) if template is not None else cache_key(parts, code.code_digest)
         return context, seeds, parts, key
 
