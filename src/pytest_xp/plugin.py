@@ -40,6 +40,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     _launch_options.addoption(parser)  # the launch wing owns its options
 
 
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    from pytest_xp.run import hookspecs
+
+    pluginmanager.add_hookspecs(hookspecs)
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Parser, args: list[str]) -> None:
     _options.settle_rootdir(early_config, args)
@@ -217,6 +223,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
+    from pytest_xp.run import loop as _loop
+
+    _loop.thaw(config)
     session = config.stash.get(SESSION_KEY, None)
     if session is not None and not session.is_worker:
         session.remove_scratch()

@@ -427,6 +427,16 @@ class XpReporter:
             self._note_trial(report, props)
 
     @pytest.hookimpl
+    def pytest_xp_cached_reports(self, reports: list[pytest.TestReport]) -> None:
+        """Cached combinations in a batch (run/bulk.py): counted as their reports would be, one by one."""
+        for report in reports:
+            props = read_properties(report.user_properties)
+            tally = self.trials[str(props["xp_trial"])]
+            tally.cached += 1
+            tally.ok += 1
+            self._note_trial(report, props)
+
+    @pytest.hookimpl
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         tr = terminalreporter
         notable = [

@@ -40,6 +40,7 @@ from pytest_xp.run.call import RunOutcome, call_trial
 from pytest_xp.run.checkpoints import CHECKPOINT_DIR
 from pytest_xp.run.context import private_copy
 from pytest_xp.run.handle import METRICS_CSV, METRICS_JSONL, Xp
+from pytest_xp.run.listeners import file_hooks
 from pytest_xp.run.locks import CombinationLock
 from pytest_xp.run.results import Results
 from pytest_xp.run.session import XpSession
@@ -901,79 +902,87 @@ class VerifyItem(_XpItem):
             raise VerdictFailed(outcome, detail)
 
 
-def report_if_cached(item: pytest.Item, nextitem: pytest.Item | None, *, quick: bool = False) -> bool:
+def report_if_cached(item: pytest.Item, nextitem: pytest.Item | None) -> bool:
     """The fast path of ``pytest_runtest_protocol``: a cached combination gets one report, no set-up.
 
     Only when the next item shares every collector with this one, so that no fixture scope ends here
     and skipping set-up and teardown leaves pytest's set-up state exactly as it was. True: reported.
-    ``quick``: called outside pytest's protocol (run/loop.py), so only plain hits found by
-    :meth:`TrialItem.quick_cached` are reported.
+    (Under ``-n 0`` run/loop.py reports plain hits before this hook, in batches: run/bulk.py.)
 
     What pytest's plugins need of a passed item and nothing more: the call report (terminal counts,
     ``--junitxml``'s test case, pytest-xp's tallies); the log start only for the first item of a
     file (where the terminal prints the file's name); a teardown report only where it carries the
-    properties to ``--junitxml`` (or to the xdist controller, which may write one). Under xdist
-    every event is sent, as the controller's view of the worker expects.
+    properties to ``--junitxml``. Under xdist, and wherever a plugin pytest-xp does not know
+    listens (run/listeners.py), every event is sent: log start, call and teardown reports, log finish.
     """
-    if not isinstance(item, TrialItem) or nextitem is None or nextitem.parent is not item.parent:
+    if not cacheable_here(item, nextitem):
         return False
-    if item.xp_audit is not None:
-        return False  # chosen by --xp-audit: it re-runs
-    if quick:
-        record = item.quick_cached()  # plain hits of round 0 only
-    else:
-        session, exp, combo = item.xp_session, item.xp_exp, item.xp_combo
-        if item.xp_round and _adaptive.needs_fixtures(session, exp, item.xp_trial.name, combo.params):
-            return False  # deciding its round calls a verify with fixtures: the full protocol sets them up
-        if item.adaptive_skip() is not None:
-            return False  # its adaptive round is not needed: set-up reports it skipped
-        record = item.cached_record()
+    assert isinstance(item, TrialItem)
+    session, exp, combo = item.xp_session, item.xp_exp, item.xp_combo
+    if item.xp_round and _adaptive.needs_fixtures(session, exp, item.xp_trial.name, combo.params):
+        return False  # deciding its round calls a verify with fixtures: the full protocol sets them up
+    if item.adaptive_skip() is not None:
+        return False  # its adaptive round is not needed: set-up reports it skipped
+    record = item.cached_record()
     if record is None:
         return False
     item.xp_cached = record
     item.user_properties.extend(item.cached_properties())
-    session = item.xp_session
-    per_file = session.hook_proxies.get(item.path)
-    if per_file is None:  # pytest's hook caller and relative path of the file, as item.location has it
-        per_file = session.hook_proxies[item.path] = (item.ihook, item.location[0])
-    ihook, relpath = per_file
-    every_event = session.is_worker
-    nodeid, location = item.nodeid, (relpath, item.xp_lineno - 1, item.name)  # = item.location (reportinfo)
+    hooks = file_hooks(item, session.hook_proxies)
+    ihook = hooks.ihook
+    every_event = session.is_worker or not hooks.batches
+    nodeid, location = item.nodeid, (hooks.relpath, item.xp_lineno - 1, item.name)  # = item.location (reportinfo)
     if every_event or session.last_reported_parent is not item.parent:
         ihook.pytest_runtest_logstart(nodeid=nodeid, location=location)
         session.last_reported_parent = item.parent
     now = time.time()
     keywords: dict[str, Literal[1]] = dict.fromkeys(item.keywords, 1)
-
-    def passed(when: Literal["call", "teardown"], properties: list[tuple[str, object]]) -> pytest.TestReport:
-        return pytest.TestReport(
-            nodeid=nodeid,
-            location=location,
-            keywords=keywords,
-            outcome="passed",
-            longrepr=None,
-            when=when,
-            sections=[],
-            duration=0.0,
-            start=now,
-            stop=now,
-            user_properties=properties,
-        )
-
-    ihook.pytest_runtest_logreport(report=passed("call", item.user_properties))
-    if session.writes_junit is None:
-        session.writes_junit = _writes_junit(item.config)
-    if every_event or session.writes_junit:
-        ihook.pytest_runtest_logreport(report=passed("teardown", as_junit_text(item.user_properties)))
+    ihook.pytest_runtest_logreport(report=passed_report(nodeid, location, keywords, "call", item.user_properties, now))
+    if every_event or hooks.junit:
+        properties = as_junit_text(item.user_properties) if session.is_worker or hooks.junit else []
+        ihook.pytest_runtest_logreport(report=passed_report(nodeid, location, keywords, "teardown", properties, now))
     if every_event:
         ihook.pytest_runtest_logfinish(nodeid=nodeid, location=location)
+        session.last_reported_parent = None  # the next one logs its start too
     return True
 
 
-def _writes_junit(config: pytest.Config) -> bool:
-    from _pytest.junitxml import xml_key
+def cacheable_here(item: pytest.Item, nextitem: pytest.Item | None) -> bool:
+    """Whether ``item`` may be reported from the cache without pytest's set-up and teardown.
 
-    return config.stash.get(xml_key, None) is not None
+    A trial combination (not one ``--xp-audit`` re-runs) whose next item shares its collectors:
+    no fixture scope ends with it.
+    """
+    return (
+        isinstance(item, TrialItem)
+        and nextitem is not None
+        and nextitem.parent is item.parent
+        and item.xp_audit is None
+    )
+
+
+def passed_report(
+    nodeid: str,
+    location: tuple[str, int | None, str],
+    keywords: dict[str, Literal[1]],
+    when: Literal["call", "teardown"],
+    properties: list[tuple[str, object]],
+    now: float,
+) -> pytest.TestReport:
+    """The report of a cached combination: passed, in no time."""
+    return pytest.TestReport(
+        nodeid=nodeid,
+        location=location,
+        keywords=keywords,
+        outcome="passed",
+        longrepr=None,
+        when=when,
+        sections=[],
+        duration=0.0,
+        start=now,
+        stop=now,
+        user_properties=properties,
+    )
 
 
 class PlugItem(pytest.Item):

@@ -90,11 +90,10 @@ class XpSession:
     _trial_dirs: dict[tuple[str, str], str] = field(default_factory=dict)
     _trial_paths: dict[tuple[str, str], Path] = field(default_factory=dict)
     _slurm: tuple[dict[str, Any] | None] | None = None
-    #: pytest's hook caller and relative path by file, and the collector whose items were last
-    #: reported from the cache (see run/items.report_if_cached).
-    hook_proxies: dict[Path, tuple[Any, str]] = field(default_factory=dict)
+    #: pytest's hook caller and what listens, by file (run/listeners.FileHooks), and the collector
+    #: whose items were last reported from the cache (see run/items.report_if_cached).
+    hook_proxies: dict[Path, Any] = field(default_factory=dict)
     last_reported_parent: Any = None
-    writes_junit: bool | None = None  # whether --junitxml is on (looked up once)
 
     def __post_init__(self) -> None:
         self.store = Store(self.settings.xp_dir)

@@ -198,16 +198,28 @@ class LiveView:
     @pytest.hookimpl
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         cached = report.when == "call" and any(k == "xp_cached" and v for k, v in report.user_properties)
-        if not (cached or report.when == "teardown"):
-            return
-        started = self.progress.running.pop(report.nodeid, None)
-        if cached and started is None and self.is_experiment(report.nodeid):
-            self.progress.done += 1  # reported from the cache without a log start (run/items.report_if_cached)
+        if (cached or report.when == "teardown") and self._note_done(report.nodeid, cached):
+            self._status_between_items()
+
+    @pytest.hookimpl
+    def pytest_xp_cached_reports(self, reports: list[pytest.TestReport]) -> None:
+        """Cached combinations in a batch (run/bulk.py): one status check for all of them."""
+        if any([self._note_done(report.nodeid, True) for report in reports]):
+            self._status_between_items()
+
+    def _note_done(self, nodeid: str, cached: bool) -> bool:
+        """Count a finished item; False when it is not one of the experiments' (or counted already)."""
+        started = self.progress.running.pop(nodeid, None)
+        if cached and started is None and self.is_experiment(nodeid):
+            self.progress.done += 1  # reported from the cache without a log start (run/bulk.py)
         elif started is None:
-            return
+            return False
         else:
             self.progress.done += 1
             self.progress.durations.append(time.monotonic() - started)
+        return True
+
+    def _status_between_items(self) -> None:
         if self._thread is None:  # -n 0: no thread; the hooks run between items, outside capture
             self.maybe_status()
 
