@@ -367,6 +367,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 
 def pytest_report_teststatus(report: pytest.TestReport, config: pytest.Config) -> Any:
+    if report.when == "teardown" or (report.when == "setup" and not report.skipped):
+        return None  # only a call report or a skipped set-up gets pytest-xp's own word
     from pytest_xp.report.terminal import teststatus
 
     return teststatus(report)

@@ -382,6 +382,8 @@ class XpReporter:
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         """Runs before the terminal reporter's, so that the verbose word can show the progress."""
+        if report.when not in ("call", "???"):
+            return  # verdicts, batches and combinations are counted from their call (or crash) report
         props = read_properties(report.user_properties)
         if report.when == "call" and "xp_verdict" in props:
             self.verdict_reports[report.nodeid] = report
