@@ -71,6 +71,29 @@ def test_workers_never_import_the_scheduler(pytester: pytest.Pytester) -> None:
         assert json.loads(path.read_text())["result"] == {"loaded": []}
 
 
+def test_a_serial_run_loads_neither_numpy_nor_the_xdist_scheduler(pytester: pytest.Pytester) -> None:
+    """Under -n 0 nothing starts workers, and a trial that does not use numpy never imports it: each
+    would be start-up cost that every serial run pays (numpy alone ~0.15 s of CPU)."""
+    pytester.makepyfile(
+        xp_probe="""
+        import sys
+        from pytest_xp import trial
+
+        NOT_SERIAL = ("numpy", "pytest_xp.schedule.xdist", "xdist.workermanage", "xdist.remote")
+
+        @trial(1, {"k": [1, 2]})
+        def probe(k):
+            return {"loaded": sorted(m for m in sys.modules if m.startswith(NOT_SERIAL))}
+        """
+    )
+    result = pytester.runpytest_subprocess("-n", "0", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2)
+    records = sorted(pytester.path.glob(".xp/**/record.json"))
+    assert len(records) == 2
+    for path in records:
+        assert json.loads(path.read_text())["result"] == {"loaded": []}
+
+
 @pytest.mark.multiprocess
 def test_a_preparation_error_travels_from_the_launcher_to_the_item(pytester: pytest.Pytester) -> None:
     """The submitter hands the error to the item as data; the worker side never imports the submitter."""

@@ -144,7 +144,8 @@ def pytest_configure(config: pytest.Config) -> None:
             reporter.audit = AuditSummary(settings.audit, settings.seed, gates="audit" in settings.fail_on)
         config.pluginmanager.register(reporter, "pytest-xp-reporter")
         config.stash[REPORTER_KEY] = reporter
-        if config.pluginmanager.hasplugin("xdist"):
+        if config.pluginmanager.hasplugin("xdist") and getattr(config.option, "dist", "no") != "no":
+            # Only where xdist starts workers (-n N, --dist with --tx): a -n 0 run never imports them.
             from pytest_xp.schedule.xdist import XdistHooks
 
             config.pluginmanager.register(XdistHooks(session), "pytest-xp-xdist")
