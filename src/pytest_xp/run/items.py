@@ -460,6 +460,11 @@ class TrialItem(_XpItem):
             if self.xp_lock is not None:
                 self.xp_lock.release()
                 self.xp_lock = None
+            # What only the run needed: a grid's items stay alive to the end of the session, and every
+            # garbage collection walks what they hold.
+            self.xp_handle = self.xp_previous = None
+            self.__dict__.pop("output_dir", None)
+            self.__dict__.pop("record_path", None)
 
     def cached_properties(self) -> list[tuple[str, object]]:
         """What a cached combination reports (through ``user_properties``)."""
