@@ -13,6 +13,8 @@ import sys
 
 import pytest
 
+from conftest import load_records
+
 #: Libraries that cost tens to hundreds of milliseconds to import: only the code that needs them loads them.
 HEAVY = ("numpy", "pandas", "matplotlib", "torch", "scipy", "submitit", "xdist", "execnet")
 #: pytest-xp's own modules that only a controller, a submitter, the reporter or a verify needs.
@@ -65,10 +67,10 @@ def test_workers_never_import_the_scheduler(pytester: pytest.Pytester) -> None:
     )
     result = pytester.runpytest_subprocess("-n", "2", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=2)
-    records = sorted(pytester.path.glob(".xp/**/record.json"))
+    records = load_records(pytester.path / ".xp")
     assert len(records) == 2
-    for path in records:
-        assert json.loads(path.read_text())["result"] == {"loaded": []}
+    for record in records:
+        assert record["result"] == {"loaded": []}
 
 
 def test_a_serial_run_loads_neither_numpy_nor_the_xdist_scheduler(pytester: pytest.Pytester) -> None:

@@ -3,6 +3,7 @@ as one item per combination, under -n 0 and -n 2, and a store that survives SIGK
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -16,10 +17,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import assert_counts, load_records
+from conftest import assert_counts, forget_record, load_records, stored_records
 from pytest_xp.define.grid import AUTO_BATCH_ABOVE, AUTO_BATCH_SIZE, Grid, auto_batch, expand
+from pytest_xp.store.codec import loads
+from pytest_xp.store.segments import data_files, decode_line, split_lines
 from pytest_xp.store.store import Store
-from pytest_xp.store.validate import Expected
+from pytest_xp.store.validate import Expected, record_problem
 
 # The batch size comes from the environment so that the trial's source (part of its cache key) is
 # the same text in both runs: the records of a batched and an unbatched run must be equal.
@@ -161,8 +164,9 @@ def test_a_rerun_runs_only_missing_and_stale_combinations(
     first = {r["combination"]: r for r in load_records(pytester.path / ".xp")}
     calls.unlink()
     victim = pytester.path / ".xp" / "xp_grid" / "t"
-    removed = next(p for p in victim.iterdir() if p.name.startswith("x_0-y_b-"))
-    (removed / "record.json").unlink()
+    removed = next(d for d, _ in stored_records(pytester.path / ".xp") if d.name.startswith("x_0-y_b-"))
+    assert forget_record(removed) == 1
+    assert removed.parent == victim
     result = pytester.runpytest()
     # x_0-y_b was missing, x_2-y_b failed: only those run; the untouched third batch is CACHED.
     assert _calls(calls) == ["0-b", "2-b"]
@@ -281,7 +285,16 @@ def t(i):
 
 
 def _records_now(store: Path) -> int:
-    return sum(1 for _ in store.rglob("record.json")) if store.exists() else 0
+    """Complete record lines in the store's segments (what a killed session may have left)."""
+    return sum(len(_lines(records)) for records in store.glob("*/*/.records")) if store.exists() else 0
+
+
+def _lines(records: Path) -> list[tuple[str, bytes]]:
+    found = []
+    for name in data_files(str(records)):
+        with contextlib.suppress(FileNotFoundError):  # merged into a pack meanwhile
+            found += [(name, raw) for _, raw in split_lines((records / name).read_bytes())]
+    return found
 
 
 @pytest.mark.multiprocess
@@ -308,14 +321,18 @@ def test_sigkill_during_a_batched_run_leaves_only_valid_records(pytester: pytest
         session.wait()
     killed_with = _records_now(store)
     assert killed_with >= after or session.returncode == 0
+    for records_dir in store.glob("*/*/.records"):  # every complete line the kill left is a valid record
+        for name, raw in _lines(records_dir):
+            line = decode_line(raw)
+            assert record_problem(loads(line.payload), None) is None, f"{name}: {raw[:200]!r}"
     ran_before = set(_calls(calls))
     rerun = pytester.runpytest_subprocess("-n", "2", "-p", "no:cacheprovider")
     assert rerun.ret == 0, rerun.stdout.str()
     reader = Store(store)
     records = []
-    for path in store.rglob("record.json"):
-        record = reader.read_record(path, Expected("xp_kill.py", "t", json.loads(path.read_text())["params"]))
-        assert record is not None, f"{path} is not a valid record"
+    for directory, found in stored_records(store):
+        record = reader.read_record(directory / "record.json", Expected("xp_kill.py", "t", found["params"]))
+        assert record is not None, f"{directory} has no valid record"
         records.append(record)
     assert sorted(r["index"] for r in records) == list(range(n))
     assert all(r["success"] and r["result"]["i"] == r["index"] for r in records)

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import assert_counts, load_records
+from conftest import assert_counts, load_records, stored_records
 from pytest_xp import CheckpointError
 from pytest_xp.run.checkpoints import CheckpointDir
 
@@ -140,7 +140,7 @@ def test_killed_trial_resumes_from_its_last_checkpoint(pytester: pytest.Pytester
     resumed = pytester.runpytest_subprocess("--xp-isolate")
     assert_counts(resumed, passed=1)
     (record,) = load_records(pytester.path / ".xp")
-    directory = next((pytester.path / ".xp").rglob("record.json")).parent
+    ((directory, _),) = stored_records(pytester.path / ".xp")
     assert record["result"] == {"resumed_from": 6}
     assert _metric_steps(directory) == [6, 7, 8, 9]  # continued where it stopped
     listed = record["checkpoints"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import multiprocessing
 import subprocess
 import sys
@@ -10,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import load_records
+from conftest import load_records, stored_records
 from pytest_xp.store.store import Store
 
 
@@ -42,11 +41,11 @@ def test_eight_processes_write_and_read_5000_records(tmp_path: Path) -> None:
     with ctx.Pool(workers) as pool:
         bad = pool.starmap(_writer, [(str(tmp_path), w, per_worker, workers) for w in range(workers)])
     assert sum(bad) == 0
-    records = list(tmp_path.rglob("record.json"))
+    records = [record for _, record in stored_records(tmp_path)]
     assert len(records) == workers * per_worker
-    indices = sorted(json.loads(p.read_text())["index"] for p in records)
+    indices = sorted(record["index"] for record in records)
     assert indices == list(range(workers * per_worker))
-    assert not list(tmp_path.rglob("*.tmp"))
+    assert not list(tmp_path.rglob("*.tmp")) and not list(tmp_path.rglob(".*.new"))
 
 
 @pytest.mark.multiprocess

@@ -115,7 +115,7 @@ def test_show_config_prints_merged_values_and_origins(pytester: pytest.Pytester,
             "  fit.lr = [[]0.3, 0.1, 0.01[]]  # configs/base.yaml:11",
         ]
     )
-    assert not (scenario / ".xp").exists() or not list((scenario / ".xp").rglob("record.json"))
+    assert not (scenario / ".xp").exists() or not load_records(scenario / ".xp")
 
 
 def test_configured_run_under_xdist_and_reruns_only_what_changed(pytester: pytest.Pytester, scenario: Path) -> None:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import assert_counts
+from conftest import append_line, assert_counts, stored_records, to_loose_layout
+from pytest_xp.store.codec import dumps
 
 
 def _collect_error(pytester: pytest.Pytester, source: str, *fragments: str) -> pytest.RunResult:
@@ -222,8 +223,8 @@ def test_unwritable_store_says_how_to_fix(pytester: pytest.Pytester) -> None:
 def test_newer_schema_in_store_is_refused_clearly(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(xp_s="from pytest_xp import trial\n@trial(1, {'i': [0]})\ndef t(i):\n    return i\n")
     pytester.runpytest()
-    record = next((pytester.path / ".xp").rglob("record.json"))
-    record.write_text(record.read_text().replace('"schema_version": 1', '"schema_version": 99'))
+    ((directory, record),) = stored_records(pytester.path / ".xp")
+    append_line(directory, dumps(record).replace('"schema_version": 1', '"schema_version": 99').encode())
     result = pytester.runpytest()
     result.stdout.fnmatch_lines(
         ["*was written by a newer pytest-xp (schema 99*upgrade pytest-xp or use another --xp-dir*"]
@@ -233,8 +234,13 @@ def test_newer_schema_in_store_is_refused_clearly(pytester: pytest.Pytester) -> 
 def test_corrupt_record_is_quarantined_and_rerun(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(xp_s="from pytest_xp import trial\n@trial(1, {'i': [0, 1]})\ndef t(i):\n    return i\n")
     pytester.runpytest()
-    record = sorted((pytester.path / ".xp").rglob("record.json"))[0]
-    record.write_text('{"schema_version": 1, "trunc')
+    directory = stored_records(pytester.path / ".xp")[0][0]
+    append_line(directory, b'{"schema_version": 1, "trunc')
+    result = pytester.runpytest("-W", "default")
+    assert_counts(result, passed=1, cached=1)
+    result.stdout.fnmatch_lines(["*line 1 of*could not be read*skipped*"])
+    to_loose_layout(pytester.path / ".xp")  # the same in a store from before segments: the file is set aside
+    (directory / "record.json").write_text('{"schema_version": 1, "trunc')
     result = pytester.runpytest("-W", "default")
     assert_counts(result, passed=1, cached=1)
     result.stdout.fnmatch_lines(["*could not be read*moved it to*.quarantine*"])
@@ -253,9 +259,11 @@ def test_path_traversal_params_stay_inside_the_store(pytester: pytest.Pytester) 
     )
     assert_counts(pytester.runpytest(), passed=5)
     store = (pytester.path / ".xp").resolve()
-    for path in (pytester.path / ".xp").rglob("record.json"):
+    found = stored_records(pytester.path / ".xp")
+    assert len(found) == 5
+    for path, _ in found:
         assert path.resolve().is_relative_to(store)
-        assert len(path.parent.name) <= 113  # readable part + full sha256 of the params
+        assert len(path.name) <= 113  # readable part + full sha256 of the params
     assert not (pytester.path.parent / "escape").exists()
 
 

@@ -23,7 +23,9 @@ import pytest_xp.cli
 import pytest_xp.report.data
 import pytest_xp.report.plots
 import pytest_xp.report.render
-from conftest import assert_counts, load_records
+from conftest import append_line, assert_counts, forget_record, load_records, stored_records, to_loose_layout
+from pytest_xp.store.codec import dumps
+from pytest_xp.store.store import Store
 
 GRID = """
 from pytest_xp import trial, verify
@@ -41,9 +43,18 @@ def check(results):
 
 
 def records_by_i(root: Path) -> dict[int, Path]:
-    return {
-        json.loads(p.read_text())["params"]["i"]: p for p in root.rglob("record.json") if ".quarantine" not in p.parts
-    }
+    """Combination directory of each ``i`` (where its record.json is in a store from before segments)."""
+    return {record["params"]["i"]: directory for directory, record in stored_records(root)}
+
+
+def record_text(directory: Path) -> str:
+    record = Store(directory.parents[2]).read_record(directory / "record.json")
+    assert record is not None
+    return dumps(record)
+
+
+def store_files(root: Path) -> dict[Path, bytes]:
+    return {p: p.read_bytes() for p in root.rglob("*") if p.is_file() and ".records" in p.parts}
 
 
 def no_internal_error(result: pytest.RunResult) -> None:
@@ -77,7 +88,18 @@ def remount(where: Path, mode: str) -> None:
 def test_unreadable_records_are_quarantined_and_rerun(pytester: pytest.Pytester, damage: bytes) -> None:
     pytester.makepyfile(xp_g=GRID)
     assert_counts(pytester.runpytest(), passed=4, supports=1)
-    records_by_i(pytester.path / ".xp")[2].write_bytes(damage)
+    segment = append_line(records_by_i(pytester.path / ".xp")[2], damage)
+    result = pytester.runpytest("-W", "default")
+    no_internal_error(result)
+    assert_counts(result, passed=1, cached=3, supports=1)
+    result.stdout.fnmatch_lines([f"*line 1 of *{segment.name} could not be read (not strict JSON*; skipped*"])
+
+
+def test_an_unreadable_loose_record_of_an_older_store_is_quarantined(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(xp_g=GRID)
+    assert_counts(pytester.runpytest(), passed=4, supports=1)
+    to_loose_layout(pytester.path / ".xp")
+    (records_by_i(pytester.path / ".xp")[2] / "record.json").write_bytes(b"[" * 100_000)
     result = pytester.runpytest("-W", "default")
     no_internal_error(result)
     assert_counts(result, passed=1, cached=3, supports=1)
@@ -88,7 +110,7 @@ def test_unreadable_records_are_quarantined_and_rerun(pytester: pytest.Pytester,
 def test_unreadable_record_under_xdist_keeps_the_workers(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(xp_g=GRID)
     pytester.runpytest()
-    records_by_i(pytester.path / ".xp")[1].write_bytes(b"[" * 100_000)
+    append_line(records_by_i(pytester.path / ".xp")[1], b"[" * 100_000)
     result = pytester.runpytest_subprocess("-n", "2", "-W", "default")
     no_internal_error(result)
     assert_counts(result, passed=1, cached=3, supports=1)
@@ -107,19 +129,19 @@ def test_unreadable_record_under_xdist_keeps_the_workers(pytester: pytest.Pytest
 def test_hand_edited_records_are_quarantined_not_used(pytester: pytest.Pytester, edit, why: str) -> None:  # type: ignore[no-untyped-def]
     pytester.makepyfile(xp_g=GRID)
     pytester.runpytest()
-    path = records_by_i(pytester.path / ".xp")[2]
-    path.write_text(edit(path.read_text()))
+    directory = records_by_i(pytester.path / ".xp")[2]
+    segment = append_line(directory, edit(record_text(directory)).encode())
     result = pytester.runpytest("-W", "default")
     no_internal_error(result)
     assert_counts(result, passed=1, cached=3, supports=1)  # re-run, never a cache hit
-    result.stdout.fnmatch_lines([f"*{path}*could not be read*{why}*moved it to*"])
+    result.stdout.fnmatch_lines([f"*line 1 of {segment}*could not be read*{why}*skipped*"])
 
 
 def test_a_record_copied_into_another_combination_is_refused(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(xp_g=GRID)
     pytester.runpytest()
     paths = records_by_i(pytester.path / ".xp")
-    paths[3].write_text(paths[1].read_text())  # consistent in itself, but i=1's params in i=3's directory
+    append_line(paths[3], record_text(paths[1]).encode())  # consistent in itself, but i=1's params as i=3's
     result = pytester.runpytest("-W", "default")
     assert_counts(result, passed=1, cached=3, supports=1)
     result.stdout.fnmatch_lines(['*could not be read (its params {"i":1} are not this combination\'s {"i":3})*'])
@@ -161,7 +183,8 @@ def test_cyclic_and_too_deep_results_are_failure_records(pytester: pytest.Pytest
 def test_links_and_fifos_in_the_store_are_never_followed_or_opened(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(xp_g=GRID)
     pytester.runpytest()
-    paths = records_by_i(pytester.path / ".xp")
+    to_loose_layout(pytester.path / ".xp")  # a store from before segments: a file per record
+    paths = {i: directory / "record.json" for i, directory in records_by_i(pytester.path / ".xp").items()}
     outside = pytester.path / "outside"
     outside.mkdir()
     (outside / "precious.txt").write_text("keep")
@@ -181,7 +204,7 @@ def test_links_and_fifos_in_the_store_are_never_followed_or_opened(pytester: pyt
     assert sorted(p.name for p in outside.iterdir()) == ["precious.txt"]
     assert (outside / "precious.txt").read_text() == "keep"
     fresh = records_by_i(pytester.path / ".xp")
-    assert sorted(fresh) == [0, 1, 2, 3] and not any(p.parent.is_symlink() or p.is_symlink() for p in fresh.values())
+    assert sorted(fresh) == [0, 1, 2, 3] and not any(p.is_symlink() for p in fresh.values())
 
 
 def test_a_metrics_file_linked_out_of_the_store_is_refused(pytester: pytest.Pytester) -> None:
@@ -198,7 +221,8 @@ def test_a_metrics_file_linked_out_of_the_store_is_refused(pytester: pytest.Pyte
     victim = pytester.path / "victim.txt"
     victim.write_text("keep")
     pytester.runpytest()
-    combo = next((pytester.path / ".xp").rglob("record.json")).parent
+    (combo,) = records_by_i(pytester.path / ".xp").values()
+    assert forget_record(combo) == 1
     for child in combo.iterdir():
         child.unlink()
     (combo / "metrics.jsonl").symlink_to(victim)
@@ -272,7 +296,7 @@ def test_a_store_on_a_full_disk_is_refused_before_anything_runs(pytester: pytest
         result.stderr.fnmatch_lines(
             ["ERROR: StoreError: pytest-xp cannot * store *: No space left on device (ENOSPC)*"]
         )
-        assert not list(mount.rglob("record.json"))
+        assert not list(mount.rglob("record.json")) and not list(mount.rglob(".records"))
 
 
 @pytest.mark.multiprocess
@@ -281,7 +305,8 @@ def test_a_read_only_store_is_one_clear_error_before_anything_runs(pytester: pyt
     with tmpfs(pytester.path / "ro", "1m") as mount:
         store = mount / "xp"
         assert_counts(pytester.runpytest("--xp-dir", str(store)), passed=4, supports=1)
-        before = {p: p.read_bytes() for p in store.rglob("record.json")}
+        before = store_files(store)
+        assert before
         remount(mount, "ro")
         pytester.makepyfile(xp_g=GRID.replace("i * i", "i * i + 0"))  # would re-run every combination
         result = pytester.runpytest("--xp-dir", str(store))
@@ -298,7 +323,7 @@ def test_a_read_only_store_is_one_clear_error_before_anything_runs(pytester: pyt
         no_internal_error(xdist)
         xdist.stdout.fnmatch_lines(["*StoreError: pytest-xp cannot write to its store*(EROFS)*"])
         assert "passed" not in xdist.stdout.str()
-        assert {p: p.read_bytes() for p in store.rglob("record.json")} == before
+        assert store_files(store) == before
         remount(mount, "rw")
         assert_counts(pytester.runpytest("--xp-dir", str(store)), passed=4, supports=1)
 
@@ -466,7 +491,8 @@ def test_the_cli_reports_past_bad_records_and_special_files(pytester: pytest.Pyt
     pytester.makepyfile(xp_g=GRID)
     pytester.runpytest()
     store = pytester.path / ".xp"
-    paths = records_by_i(store)
+    to_loose_layout(store)  # a store from before segments: a file per record
+    paths = {i: directory / "record.json" for i, directory in records_by_i(store).items()}
     paths[0].write_bytes(b"[" * 100_000)
     paths[1].write_bytes(b'{"schema_version": 1, "x": "\xff"}')
     paths[2].unlink()
@@ -527,7 +553,8 @@ def test_nothing_read_back_is_executed_or_unpickled(pytester: pytest.Pytester, m
     )
     assert_counts(pytester.runpytest(), passed=1, supports=1)
     store = pytester.path / ".xp"
-    combo = next(store.rglob("record.json")).parent
+    ((combo, _),) = stored_records(store)
+    combo.mkdir(exist_ok=True)
     (combo / "result.pkl").write_bytes(pickle.dumps({"pwned": True}))
     os.mkfifo(combo / "metrics.jsonl")  # opened by a reader, it would block forever
 

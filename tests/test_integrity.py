@@ -14,7 +14,8 @@ import sys
 
 import pytest
 
-from conftest import assert_counts, doc_example, load_records
+from conftest import assert_counts, doc_example, load_records, stored_records, to_loose_layout
+from pytest_xp.store.frames import versions_of
 
 SCALED = """
 from pytest_xp import setup, trial, verify
@@ -66,12 +67,11 @@ def test_two_concurrent_sessions_with_different_context_each_verify_their_own(py
     for proc, out in zip(procs, outputs, strict=True):
         assert proc.returncode == 0, out
         assert "1 supports" in out, out
-    # Both sessions' records are kept: the latest in record.json, the other as a version.
-    kept = list((pytester.path / ".xp").rglob("versions/*.json"))
-    assert len(kept) == 4
-    assert {json.loads(p.read_text())["result"]["scale"] for p in kept} | {
-        r["result"]["scale"] for r in load_records(pytester.path / ".xp")
-    } == {2, 5}
+    # Both sessions' records are kept: the latest, and the other as a version.
+    everything = stored_records(pytester.path / ".xp", versions=True)
+    latest = load_records(pytester.path / ".xp")
+    assert len(everything) - len(latest) == 4
+    assert {r["result"]["scale"] for _, r in everything} == {2, 5}
 
 
 def test_history_keeps_one_version_per_key(pytester: pytest.Pytester) -> None:
@@ -79,11 +79,10 @@ def test_history_keeps_one_version_per_key(pytester: pytest.Pytester) -> None:
     pytester.runpytest()
     pytester.runpytest("--xp-context", "scale=3")
     pytester.runpytest("--xp-context", "scale=3", "--xp-rerun")  # same key again: replaces, adds no version
-    combo_dirs = sorted(p.parent for p in (pytester.path / ".xp").rglob("record.json"))
+    combo_dirs = sorted(d for d, _ in stored_records(pytester.path / ".xp"))
     assert len(combo_dirs) == 4
     for directory in combo_dirs:
-        latest = json.loads((directory / "record.json").read_text())
-        versions = [json.loads(p.read_text()) for p in (directory / "versions").glob("*.json")]
+        *versions, latest = versions_of(directory)
         assert latest["result"]["scale"] == 3
         assert [v["result"]["scale"] for v in versions] == [2]
         assert versions[0]["key"] != latest["key"]
@@ -226,9 +225,8 @@ def test_migrate_renames_old_layout_and_the_cache_still_hits(
     pytester.makepyfile(xp_scaled=SCALED)
     pytester.runpytest()
     store = pytester.path / ".xp"
-    for record in list(store.rglob("record.json")):  # make it look like a store from before the history layout
-        directory = record.parent
-        directory.rename(directory.with_name(directory.name[:-64] + directory.name[-64:][:6]))
+    # make it look like a store from before the history layout (and before segments)
+    assert to_loose_layout(store, lambda name: name[:-64] + name[-64:][:6]) == 4
     stale = pytester.runpytest("-k", "check")
     assert_counts(stale, deselected=4, inconclusive=1)
     assert "pytest-xp migrate" in stale.stdout.str()

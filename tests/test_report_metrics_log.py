@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import stored_records
 from pytest_xp.run.handle import MetricLog
 
 
@@ -156,9 +157,9 @@ def test_plugin_run_logs_metrics_and_keeps_them_when_a_trial_crashes(pytester: p
     result = pytester.runpytest_subprocess("-n", "2", "--xp-fail-on=")
     assert result.ret == 0, result.stdout.str()
     by_crash = {}
-    for record_path in (pytester.path / ".xp").glob("xp_log/train/*/record.json"):
-        record = json.loads(record_path.read_text())
-        by_crash[record["params"]["crash"]] = (record, record_path.parent)
+    for directory, record in stored_records(pytester.path / ".xp"):
+        if directory.parent.name == "train":
+            by_crash[record["params"]["crash"]] = (record, directory)
     ok, ok_dir = by_crash[False]
     crashed, crashed_dir = by_crash[True]
     assert ok["success"] and not crashed["success"]

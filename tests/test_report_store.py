@@ -6,13 +6,13 @@ are checked against exactly what a session leaves on disk. Other report tests im
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from conftest import append_line, stored_records
 from pytest_xp import Results, load_metrics, load_results
 from pytest_xp.define.grid import expand
 from pytest_xp.errors import ReportWarning
@@ -170,7 +170,7 @@ TRAIN_COLUMNS = [
 
 def test_load_results_columns_and_values(store: Path) -> None:
     frame = load_results(store, trial="train")
-    summary = json.loads(next(store.glob("*/train/*/record.json")).read_text())["metrics"]["loss"]
+    summary = next(r for d, r in stored_records(store) if d.parent.name == "train")["metrics"]["loss"]
     stats = [f"metrics.{m}.{s}" for m in ("loss", "lr") for s in METRIC_STATS if s in summary]
     at = TRAIN_COLUMNS.index("METRICS")
     assert list(frame.columns) == [*TRAIN_COLUMNS[:at], *stats, *TRAIN_COLUMNS[at + 1 :]]
@@ -194,7 +194,7 @@ def test_load_results_columns_and_values(store: Path) -> None:
     assert frame.iloc[3]["metrics.loss.last"] == pytest.approx(4.0 / 41)
     assert frame.iloc[3]["metrics.loss.step_of_min"] == 40
     assert frame.iloc[0]["seeds.seeded"] == "random,numpy"
-    assert Path(frame.iloc[0]["path"], "record.json").is_file()
+    assert Path(frame.iloc[0]["path"], "metrics.jsonl").is_file()  # the combination's directory
 
 
 def test_load_results_non_dict_result_and_filters(store: Path) -> None:
@@ -268,20 +268,20 @@ def test_null_metric_values_are_nan(tmp_path: Path) -> None:
 
 
 def test_unreadable_record_is_skipped_with_a_warning_and_left_in_place(store: Path) -> None:
-    bad = next(store.glob("*/evaluate/*/record.json"))
-    bad.write_text("{not json")
-    with pytest.warns(ReportWarning, match="skipped"):
+    directory = next(d for d, _ in stored_records(store) if d.parent.name == "evaluate")
+    bad = append_line(directory, b"{not json")
+    with pytest.warns(ReportWarning, match="skipped line 1 of"):
         frame = load_results(store)
     assert len(frame) == 4
-    assert bad.read_text() == "{not json"  # reading never moves or rewrites files
+    assert bad.read_bytes().endswith(b"\t{not json\n")  # reading never moves or rewrites files
 
 
 def _results_for(store: Path, trial: str, session: str | None) -> Results:
     results = Results()
     entries = []
-    for directory in sorted(store.glob(f"*/{trial}/*")):
-        record = json.loads((directory / "record.json").read_text())
-        entries.append((directory, record))
+    for directory, record in stored_records(store):
+        if directory.parent.name == trial:
+            entries.append((directory, record))
     entries.sort(key=lambda e: e[1]["index"])
     results[trial] = [run_dict(r) for _, r in entries]
     results.add_records(trial, entries, session)

@@ -25,7 +25,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conftest import assert_counts, load_records
+from conftest import assert_counts, load_records, rewrite_record, stored_records
 from pytest_xp.launch import arrays as _slurm_arrays
 from pytest_xp.launch import options as _launch_options
 from pytest_xp.launch import progress as _progress
@@ -641,10 +641,8 @@ def test_dry_run_with_trial_resources_shows_an_array_per_resource_set(pytester: 
 def test_time_limit_below_recorded_durations_warns_before_submitting(pytester: pytest.Pytester) -> None:
     _project(pytester)
     pytester.runpytest_subprocess("-p", "no:cacheprovider", "-k", "base")
-    for record_path in (pytester.path / ".xp").rglob("record.json"):
-        data = json.loads(record_path.read_text())
-        data["duration_s"] = 100.0  # as if each took 100 s
-        record_path.write_text(json.dumps(data))
+    for directory, _ in stored_records(pytester.path / ".xp"):
+        rewrite_record(directory, lambda data: data.update(duration_s=100.0))  # as if each took 100 s
     result = pytester.runpytest_subprocess(
         "--xp-slurm-dry-run",
         "--xp-rerun",
@@ -1242,7 +1240,7 @@ def _assert_resumed(pytester: pytest.Pytester, ids: dict[str, str]) -> dict[str,
     assert (where["job"], where["array_task"], where["attempt"]) == (ids["SLURM_JOB_ID"], None, 1), where
     assert where["node"], where
     assert [e["step"] for e in record["checkpoints"]["entries"]] == [3, 4, 5], record["checkpoints"]
-    metrics = (next((pytester.path / ".xp").rglob("record.json")).parent / "metrics.jsonl").read_text()
+    metrics = (stored_records(pytester.path / ".xp")[0][0] / "metrics.jsonl").read_text()
     # each run of a combination starts its metrics log afresh: the resumed attempt's steps (as after a crash)
     assert [json.loads(line)["step"] for line in metrics.splitlines()] == [3, 4, 5]
     return record

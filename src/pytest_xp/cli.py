@@ -71,6 +71,14 @@ def _parser() -> argparse.ArgumentParser:
         "(<params>-<sha256 of params>). Safe to run twice.",
     )
     migrate.add_argument("xp_dir", nargs="?", default=".xp", metavar="XP_DIR", help="the store (default: .xp)")
+    compact = commands.add_parser(
+        "compact",
+        help="merge each trial's finished record segments into one pack file",
+        description="Merge the record segments of processes that have finished into one pack per trial, keeping "
+        "one record per combination and cache key. Segments of running sessions are left alone; safe to run "
+        "beside them. Sessions do this by themselves when segments pile up.",
+    )
+    compact.add_argument("xp_dir", nargs="?", default=".xp", metavar="XP_DIR", help="the store (default: .xp)")
     history = commands.add_parser(
         "history",
         help="every session's verdict of each hypothesis, newest first",
@@ -95,6 +103,15 @@ def _parser() -> argparse.ArgumentParser:
     register.add_argument("pattern", metavar="PATTERN", help="node id substring or glob; '*' for every hypothesis")
     register.add_argument("--dir", dest="xp_dir", default=".xp", metavar="XP_DIR", help="the store (default: .xp)")
     return parser
+
+
+def _compact(root: Path) -> int:
+    from pytest_xp.store.store import Store
+
+    merged = Store(root).compact_all(min_files=1)
+    lines = [f"{trial}: merged {count} file(s) into one pack" for trial, count in sorted(merged.items())]
+    sys.stdout.write("\n".join(lines or ["nothing to compact"]) + "\n")
+    return 0
 
 
 def _register(args: argparse.Namespace) -> int:
@@ -272,6 +289,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         moved = migrate(root)
         sys.stdout.write("\n".join(moved or ["nothing to migrate: the store already uses the current layout"]) + "\n")
         return 0
+    if args.command == "compact":
+        return _compact(root)
     if args.command == "history":
         return _verdict_history(args)
     if args.command == "register":

@@ -9,6 +9,7 @@ import contextlib
 import os
 import sys
 import time
+import warnings
 from collections.abc import Generator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,12 +17,13 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from pytest_xp import config as _options
-from pytest_xp.errors import BaselineError, StoreError
+from pytest_xp.errors import BaselineError, StoreError, StoreWarning
 from pytest_xp.launch import options as _launch_options
 from pytest_xp.run import batch as _batch
 from pytest_xp.run import collect as _collect
 from pytest_xp.run.handle import Xp
 from pytest_xp.run.items import PlugItem, TrialItem, VerifyItem, report_if_cached
+from pytest_xp.run.locks import close_lock_files
 from pytest_xp.run.session import XpSession, new_session_id
 from pytest_xp.run.state import SESSION_KEY
 from pytest_xp.store import provenance as _provenance
@@ -228,8 +230,25 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
     _loop.thaw(config)
     session = config.stash.get(SESSION_KEY, None)
+    if session is not None:
+        session.store.close()
+        close_lock_files()
     if session is not None and not session.is_worker:
         session.remove_scratch()
+        if not os.environ.get(_launch_options.ENV_TASK):
+            _compact_store(session)
+
+
+#: Segments and packs a trial may gather before the controller merges them at the end of its session.
+COMPACT_AT = 16
+
+
+def _compact_store(session: XpSession) -> None:
+    """Merge the finished segments of trials that gathered many (readers then open fewer files)."""
+    try:
+        session.store.compact_all(min_files=COMPACT_AT)
+    except (OSError, StoreError) as exc:  # a read-only or vanished store: the segments stay as they are
+        warnings.warn(StoreWarning(f"pytest-xp: could not compact the store {session.store.root}: {exc}"), stacklevel=2)
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:

@@ -43,7 +43,7 @@ from pytest_xp.run.handle import METRICS_JSONL
 from pytest_xp.run.state import SESSION_KEY
 from pytest_xp.store.codec import loads
 from pytest_xp.store.records import describe_return_code, failure_record
-from pytest_xp.store.store import write_json_atomic
+from pytest_xp.store.store import Store, write_json_atomic
 
 if TYPE_CHECKING:
     from pytest_xp.run.items import TrialItem
@@ -64,16 +64,12 @@ _LOCAL_POLL_S = 0.2
 
 
 # -- what the submitter keeps -----------------------------------------------------------------------
-Snapshot = tuple[int, int] | None
+Snapshot = tuple[int, ...] | None
 
 
-def _snapshot(path: Path) -> Snapshot:
-    """Identity of a record file: records are replaced atomically, so a new inode means a new record."""
-    try:
-        st = path.stat()
-    except OSError:
-        return None
-    return (st.st_ino, st.st_mtime_ns)
+def _snapshot(store: Store, path: Path) -> Snapshot:
+    """Identity of a combination's latest record: it changes whenever a task writes a new one."""
+    return store.record_identity(path)
 
 
 LAUNCH_KEY = pytest.StashKey["LaunchState"]()
@@ -351,7 +347,7 @@ def launch(session: pytest.Session) -> bool:
         if settings.dry_run:
             continue
         for item in to_run:
-            state.submitted[item.identity] = _snapshot(item.record_path)
+            state.submitted[item.identity] = _snapshot(item.xp_session.store, item.record_path)
         xp.replay = True  # from here on trial items report the records the tasks wrote
         submitted = [_submit(out, settings, *plan) for plan in planned]
         if settings.detach:
@@ -508,7 +504,7 @@ def _wait(
 def _combination_word(state: LaunchState, sub: _Submitted, task: Task, identity: str, task_state: str) -> str:
     """passed | failed | skipped | running | pending, for the progress line."""
     item = sub.items.get(identity)
-    if item is not None and _snapshot(item.record_path) != state.submitted.get(identity):
+    if item is not None and _snapshot(item.xp_session.store, item.record_path) != state.submitted.get(identity):
         record = item.xp_session.store.read_record(item.record_path)
         if record is not None:
             return "passed" if record.get("success") else "failed"
@@ -538,7 +534,7 @@ def _after_stage(
         expected = _expected_failures(sub)
         for identity, item in sub.items.items():
             record = xp.store.read_record(item.record_path)
-            new = _snapshot(item.record_path) != state.submitted.get(identity)
+            new = _snapshot(item.xp_session.store, item.record_path) != state.submitted.get(identity)
             if (item.xp_replay_skip is not None and not new) or identity in expected:
                 continue
             if record is None or not new or not record.get("success"):
@@ -593,7 +589,7 @@ def _collect_skips(xp: XpSession, state: LaunchState, sub: _Submitted) -> None:
         outcomes = _task_outcomes(task)
         for identity in task.identities:
             item = sub.items.get(identity)
-            if item is None or _snapshot(item.record_path) != state.submitted.get(identity):
+            if item is None or _snapshot(item.xp_session.store, item.record_path) != state.submitted.get(identity):
                 continue
             entry = outcomes.get(item.nodeid)
             if isinstance(entry, dict) and entry.get("outcome") == "skipped":
@@ -770,7 +766,7 @@ def _record_dead_tasks(
         pending = [
             items[i]
             for i in task.identities
-            if i in items and _snapshot(items[i].record_path) == state.submitted.get(i)
+            if i in items and _snapshot(items[i].xp_session.store, items[i].record_path) == state.submitted.get(i)
         ]
         if not pending:
             continue

@@ -22,7 +22,6 @@ crashed worker died under (:func:`crashed_combination`).
 from __future__ import annotations
 
 import contextlib
-import os
 import time
 from array import array
 from collections.abc import Callable, Sequence
@@ -52,7 +51,7 @@ from pytest_xp.run.items import (
     skip_without_gpus,
     wait_for_other_shards,
 )
-from pytest_xp.run.locks import CombinationLock
+from pytest_xp.run.locks import combination_lock
 from pytest_xp.run.session import XpSession
 from pytest_xp.run.shards import to_stderr
 from pytest_xp.run.state import SESSION_KEY
@@ -239,17 +238,11 @@ class BatchItem(_XpItem):
         output_dir = pending.output_dir
         record_path = output_dir / RECORD_NAME
         try:
-            session.store.make_dir(output_dir)
+            release = _lock(session, record_path)
         except StoreError as exc:
             return f"StoreError: {exc}"
-        release = _lock(output_dir)
         try:
-            fresh = session.store.made_here(output_dir) and record_path not in session.unwritten
-            if fresh and not os.path.lexists(record_path):
-                previous = None  # this process created the directory a moment ago, and nothing was written since
-            else:
-                session.store.remove_stray_temporaries(output_dir)  # a killed writer's
-                previous = _read(session, exp, trial, combo, record_path)
+            previous = _read(session, exp, trial, combo, record_path)  # reads what other processes appended
             elsewhere = previous is not None and previous.get("session") != session.session_id
             if elsewhere and _reusable(session, exp, previous, pending.key):
                 return 0.0
@@ -370,13 +363,13 @@ class BatchItem(_XpItem):
         return self.path, self.xp_lineno - 1, self.name
 
 
-def _lock(output_dir: Path) -> Callable[[], None]:
+def _lock(session: XpSession, record_path: Path) -> Callable[[], None]:
     """Hold this combination's lock (waiting while another session runs it); returns its release.
 
-    The same lock an unbatched item takes (``CombinationLock.on_directory``): batched and unbatched
-    sessions never run one combination at once.
+    The same lock an unbatched item takes (``combination_lock``): batched and unbatched sessions
+    never run one combination at once.
     """
-    lock = CombinationLock.on_directory(output_dir)
+    lock = combination_lock(session.store, record_path)
     if not lock.acquire(block=False):
         lock.acquire(block=True)  # another session runs it: wait, then reuse what it left
     return lock.release
@@ -509,7 +502,7 @@ def crashed_combination(session: XpSession, nodeid: str) -> dict[str, Any] | Non
     except (OSError, ValueError):
         return None
     for cid, index, params, record in manifest.get("combinations", []):
-        existing = session.store.read_record(Path(record)) if Path(record).exists() else None
+        existing = session.store.read_record(Path(record))
         if existing is not None and existing.get("session") == session.session_id:
             continue
         return {

@@ -169,6 +169,7 @@ class Xp:
         self.setup = setup
         self.seeds = seeds
         self._output_path = output_path
+        self._made_output = False
         self._metrics: MetricLog | None = None
         #: The upstream records read through :meth:`output_of`: (trial, combination, params digest,
         #: key, session); stored in the record, so a cached result is reused only while they are current.
@@ -182,7 +183,9 @@ class Xp:
         """This combination's own directory, kept across runs; the record is written beside its files."""
         if self._output_path is None:
             raise OutputLookupError("xp.output_path exists for trial combinations only; a verify has none")
-        self._output_path.mkdir(parents=True, exist_ok=True)
+        if not self._made_output:
+            self._store.make_dir(self._output_path)  # made on first use; a link on the way is set aside
+            self._made_output = True
         return self._output_path
 
     def log(self, step: int | None = None, **scalars: Any) -> None:

@@ -41,7 +41,7 @@ from pytest_xp.run.checkpoints import CHECKPOINT_DIR
 from pytest_xp.run.context import private_copy
 from pytest_xp.run.handle import METRICS_CSV, METRICS_JSONL, Xp
 from pytest_xp.run.listeners import file_hooks
-from pytest_xp.run.locks import CombinationLock
+from pytest_xp.run.locks import CombinationLock, SlotLock, combination_lock
 from pytest_xp.run.results import Results
 from pytest_xp.run.session import XpSession
 from pytest_xp.run.shards import missing_below, wait_for_lower_orders
@@ -182,7 +182,7 @@ class TrialItem(_XpItem):
     xp_key: str
     xp_cached: dict[str, Any] | None = None
     xp_handle: Xp | None = None
-    xp_lock: CombinationLock | None = None
+    xp_lock: SlotLock | CombinationLock | None = None
     xp_seen_record: bool = False
     xp_previous: dict[str, Any] | None = None  # the record this run replaces (kept as a version)
     xp_error: Exception | None = None
@@ -396,8 +396,7 @@ class TrialItem(_XpItem):
             return  # nothing will run: skip fixture set-up too
         try:
             self.xp_session.store.ensure()
-            self.xp_session.store.make_dir(self.output_dir)
-            run_dir = self.output_dir
+            run_dir = self.output_dir  # made when the trial writes a file there (xp.output_path)
             if self.xp_audited is not None:
                 run_dir = _audit.run_dir(self.xp_session, self.xp_exp, self.xp_trial.name, self.xp_combo)
                 self.xp_session.store.make_dir(run_dir)
@@ -434,17 +433,12 @@ class TrialItem(_XpItem):
 
         A session that finds it taken waits; if the other one left a usable record, that is reused.
         """
-        self.xp_lock = CombinationLock.on_directory(self.output_dir)
+        session = self.xp_session
+        self.xp_lock = combination_lock(session.store, self.record_path)
         if not self.xp_lock.acquire(block=False):
             self._tell(f"pytest-xp: {self.nodeid} is running in another session; waiting for it")
             self.xp_lock.acquire(block=True)
-        session = self.xp_session
-        fresh = session.store.made_here(self.output_dir) and self.record_path not in session.unwritten
-        if fresh and not os.path.lexists(self.record_path):
-            record = None  # this process created the directory a moment ago, and nothing was written since
-        else:
-            session.store.remove_stray_temporaries(self.output_dir)  # a killed writer's
-            record = session.read_combination(self.xp_exp, self.xp_trial.name, self.xp_combo)
+        record = session.read_combination(self.xp_exp, self.xp_trial.name, self.xp_combo)  # reads new lines
         self.xp_previous = record
         finished_elsewhere = record is not None and record.get("session") != self.xp_session.session_id
         if finished_elsewhere and self._reusable(record):
@@ -722,9 +716,9 @@ def combination_record(
     ran_in = session.slurm_fields()
     if ran_in is not None:
         extra["slurm"] = ran_in  # job, array task, node and attempt of the Slurm task that ran it
-    # A directory this process made a moment ago holds only what this run wrote: without a child
-    # process and unused checkpoints, there are no files to look for.
-    new_dir = session.store.made_here(output_dir) and isolation_of(session, trial) is None
+    # No directory yet: this run wrote no file (without a child process, which may have made one),
+    # so there are no files to look for.
+    new_dir = isolation_of(session, trial) is None and not os.path.lexists(output_dir)
     if handle is not None:
         handle.close(look_for_child_log=not new_dir)
         if handle.upstream:

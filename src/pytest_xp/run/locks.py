@@ -6,10 +6,11 @@ per-combination hot path cannot afford filelock's general machinery (about 2 ms 
 microseconds for these system calls), and an OS lock dies with its process: a killed session never
 leaves a combination locked.
 
-On POSIX the lock is taken on the combination's directory itself, so running a combination
-creates no lock file (on a slow disk, creating a file costs as much as writing the record). Where
-a directory cannot be locked (``flock`` on a directory is refused by some network file systems),
-and on Windows, a ``.lock`` file in the directory is locked instead.
+A combination's lock (:func:`combination_lock`) is one byte of its trial's lock file
+(``.records/locks``), locked with ``fcntl.lockf``: running a combination needs no directory of its
+own nor a lock file per combination (on a slow disk, creating either costs as much as writing the
+record). On Windows a ``.lock`` file in the combination's directory is locked instead.
+:class:`CombinationLock` also locks a directory itself (``flock``), for other callers.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import os
 import time
 from pathlib import Path
 
-from pytest_xp.store.store import error_name, store_error
+from pytest_xp.store.store import Store, error_name, store_error
 
 #: How often a blocking acquire retries on Windows, whose lock call has no "wait forever".
 _WINDOWS_RETRY_S = 0.05
@@ -128,3 +129,86 @@ def _acquire_windows(fd: int, block: bool) -> bool:  # pragma: no cover - exerci
             time.sleep(_WINDOWS_RETRY_S)
         else:
             return True
+
+
+#: This process's descriptor of each trial's lock file: (inode, fd). POSIX record locks belong to
+#: the process and closing *any* descriptor of the file drops all of them, so there is exactly one
+#: per file, kept open for the life of the process.
+_LOCK_FILES: dict[str, tuple[int, int]] = {}
+#: How long a blocked acquire waits before trying again after the kernel reported a possible deadlock.
+_DEADLOCK_RETRY_S = 0.05
+
+
+class SlotLock:
+    """One combination's lock: a byte of its trial's lock file (``fcntl.lockf``), so no directory is needed.
+
+    The byte's offset comes from the combination's slug (which carries the digest of its params);
+    two combinations share a byte only if 56 bits of their hashes collide, and then one waits for
+    the other, which is harmless. Same interface as :class:`CombinationLock`.
+    """
+
+    def __init__(self, lock_file: Path, slug: str) -> None:
+        import hashlib
+
+        self.path = lock_file
+        self.offset = int.from_bytes(hashlib.blake2b(slug.encode(), digest_size=7).digest(), "big")
+        self.fd: int | None = None
+
+    def acquire(self, *, block: bool) -> bool:
+        import errno
+        import fcntl
+
+        fd = _lock_file_fd(self.path)
+        while True:
+            try:
+                fcntl.lockf(fd, fcntl.LOCK_EX | (0 if block else fcntl.LOCK_NB), 1, self.offset, os.SEEK_SET)
+            except OSError as exc:
+                if exc.errno in (errno.EAGAIN, errno.EACCES) and not block:
+                    return False
+                if exc.errno == errno.EDEADLK:
+                    time.sleep(_DEADLOCK_RETRY_S)
+                    continue
+                raise store_error(exc, f"pytest-xp cannot lock {self.path}: {error_name(exc)}") from None
+            self.fd = fd
+            return True
+
+    def release(self) -> None:
+        if self.fd is not None:
+            import fcntl
+
+            fcntl.lockf(self.fd, fcntl.LOCK_UN, 1, self.offset, os.SEEK_SET)
+            self.fd = None
+
+
+def _lock_file_fd(path: Path) -> int:
+    """This process's one descriptor of ``path`` (reopened if the file was replaced or the process forked)."""
+    key = os.fspath(path)
+    known = _LOCK_FILES.get(key)
+    try:
+        inode = os.stat(key, follow_symlinks=False).st_ino
+    except FileNotFoundError:
+        inode = -1
+    if known is not None and known[0] == inode:
+        return known[1]
+    fd = open_lock_file(path)  # the old descriptor stays open: closing it could drop locks still held
+    _LOCK_FILES[key] = (os.fstat(fd).st_ino, fd)
+    return fd
+
+
+def combination_lock(store: Store, record_path: Path) -> SlotLock | CombinationLock:
+    """The lock one combination's runs take, whether batched or not (its trial's lock file)."""
+    if os.name == "nt":  # pragma: no cover - no fcntl: a lock file in the combination's directory
+        store.make_dir(record_path.parent)
+        return CombinationLock(record_path.parent / LOCK_FILE)
+    return SlotLock(store.lock_file(record_path), record_path.parent.name)
+
+
+def close_lock_files() -> None:
+    """Close this process's lock-file descriptors (at the end of a session, when it holds no lock).
+
+    An in-process session (pytester) would otherwise keep files of its store open for writing, and
+    a file system with a file open for writing cannot be remounted read-only.
+    """
+    for key in list(_LOCK_FILES):
+        _, fd = _LOCK_FILES.pop(key)
+        os.close(fd)

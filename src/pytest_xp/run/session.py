@@ -129,7 +129,7 @@ class XpSession:
         return record
 
     def stored_combinations(self, exp: Experiment, trial: str) -> frozenset[str] | None:
-        """Slugs of the combinations of ``trial`` with a directory in the store, from one scan per process.
+        """Slugs of the combinations of ``trial`` with a record or directory in the store, from one scan per process.
 
         A snapshot: a combination missing from it had nothing stored when the session looked, so a
         fresh run skips reading its record; anything another session writes later is found by the
@@ -137,7 +137,7 @@ class XpSession:
         """
         memo = (exp.module_id, trial)
         if memo not in self._stored:
-            self._stored[memo] = self.store.subdirectories(Path(self._trial_dir(exp, trial)))
+            self._stored[memo] = self.store.stored_slugs(Path(self._trial_dir(exp, trial)))
         return self._stored[memo]
 
     def combination_dir(self, exp: Experiment, trial: str, combo: Combination) -> Path:

@@ -258,7 +258,7 @@ class XpScheduling:
                 return
             found = dict(details)
             path = Path(details["record"])
-            existing = self.session.store.read_record(path) if path.exists() else None
+            existing = self.session.store.read_record(path)
             if existing is not None and existing.get("session") == self.session.session_id:
                 return  # it finished and wrote its record; the worker died afterwards
         combo: dict[str, Any] = {**meta, **found}
@@ -282,8 +282,6 @@ class XpScheduling:
             error=error,
             return_code=code,
         )
-        self.session.store.ensure()
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.session.store.write_record_keeping_history(path, record, existing)
         self.crashes[index] = {"type": kind, "error": error, "record": str(path)}
 

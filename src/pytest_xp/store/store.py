@@ -1,14 +1,23 @@
-"""The results store: a directory of JSON files, written atomically, never executed when read back.
+"""The results store: JSON records in append-only segments, never executed when read back.
 
 Layout (``<root>`` is ``.xp`` in the rootdir unless ``--xp-dir`` says otherwise)::
 
-    <root>/<module-slug>/<trial>/<params>-<sha256>/record.json        one combination's latest record, beside
-                                                                       its artifacts
-    <root>/<module-slug>/<trial>/<params>-<sha256>/versions/<key>.json earlier records of it, one per cache key
-    <root>/<module-slug>/<trial>/grid.json                       the trial's grid when last collected
-    <root>/runs/<timestamp>-<session>.json                       one manifest per session
-    <root>/.sessions/<session>/                                  scratch of a running session
-    <root>/.quarantine/                                          unreadable files set aside
+    <root>/<module-slug>/<trial>/.records/<pid>-<hex>.seg   records a process appended, one line each
+    <root>/<module-slug>/<trial>/.records/pack-<hex>.pack   finished segments merged by compaction
+    <root>/<module-slug>/<trial>/.records/locks             one byte-range lock per combination
+    <root>/<module-slug>/<trial>/<params>-<sha256>/         a combination's files (artifacts, metric
+                                                            log, checkpoints), made only when it writes one
+    <root>/<module-slug>/<trial>/grid.json                  the trial's grid when last collected
+    <root>/runs/<timestamp>-<session>.json                  one manifest per session
+    <root>/.sessions/<session>/                             scratch of a running session
+    <root>/.quarantine/                                     unreadable files set aside
+
+A combination's record is still named by ``<params>-<sha256>/record.json`` (:meth:`Store.record_path`):
+that path is its identity, and the store resolves it through a per-trial index of the segments
+(:mod:`pytest_xp.store.segments`: line format, crash safety, compaction). Stores written before
+segments hold a ``record.json`` file there (and earlier versions under ``versions/<key>.json``); they
+are read as they are, with no migration: a record in a segment is newer than a loose file of the
+same combination, and the loose files count as its earlier versions.
 """
 
 from __future__ import annotations
@@ -28,6 +37,15 @@ from typing import IO, Any
 
 from pytest_xp.errors import NotRegularFile, StoreError, StoreWarning
 from pytest_xp.store.codec import SCHEMA_VERSION, canonical, dumps, loads
+from pytest_xp.store.segments import (
+    LOCKS_NAME,
+    RECORDS_DIR,
+    Entry,
+    SegmentWriter,
+    TrialIndex,
+    encode_line,
+    next_stamp,
+)
 from pytest_xp.store.validate import Expected, NewerSchema, hit_problem, record_problem
 
 _SAFE_PART = re.compile(r"[^A-Za-z0-9._+\-]")
@@ -212,10 +230,6 @@ def write_json_atomic(path: Path | str, data: Any) -> None:
         raise
 
 
-#: The name :func:`write_json_atomic` gives its temporary file: ``.<name>.<pid>.<hex>.tmp``.
-_TEMPORARY = re.compile(r"\..+\.(\d+)\.[0-9a-f]+\.tmp")
-
-
 def _pid_alive(pid: int) -> bool:
     if pid == os.getpid():
         return True
@@ -267,8 +281,9 @@ class Store:
         self._ensured = False
         self._real: set[str] = set()  # directories under the root already found to be real ones
         self._resolved_root: Path | None = None
-        self._made: set[str] = set()  # combination directories this process created (see made_here)
         self._checked: set[str] = set()  # directories write_record checked and created already
+        self._indexes: dict[str, TrialIndex] = {}  # trial directory -> index of its segments
+        self._writer = SegmentWriter()
 
     def ensure(self) -> None:
         """Create the root with README, .gitignore and CACHEDIR.TAG, atomically (as pytest's cache does)."""
@@ -389,54 +404,156 @@ class Store:
         except OSError as exc:
             raise store_error(exc, f"pytest-xp cannot create {directory}: {error_name(exc)}. {_advice(exc)}.") from exc
         self._real.add(str(directory))
-        self._made.add(str(directory))
         return directory
 
-    def made_here(self, directory: Path) -> bool:
-        """Whether this process created ``directory`` (so it held nothing when this process looked)."""
-        return str(directory) in self._made
+    def stored_slugs(self, trial_dir: Path) -> frozenset[str] | None:
+        """Names of the combinations of a trial with anything stored: a record line or a directory.
 
-    def remove_stray_temporaries(self, directory: Path) -> list[str]:
-        """Remove the temporary files that killed writers left in ``directory``; return their names.
-
-        :func:`write_json_atomic` names its temporary file after its process; one whose process no
-        longer runs on this host was left by a kill (readers never see it: it is a dot-name). The
-        caller holds the combination's lock, so no live writer of its record is racing this.
+        For deciding in bulk which combinations need a look at all (one index scan and one
+        ``scandir``); None when the trial has neither. A name that is a link or a file is left out,
+        so that its combination takes the per-record path (which sets such things aside).
         """
-        removed: list[str] = []
-        try:
-            with os.scandir(directory) as entries:
-                stray = [e for e in entries if _TEMPORARY.fullmatch(e.name) and e.is_file(follow_symlinks=False)]
-        except OSError:
-            return removed
-        for entry in stray:
-            match = _TEMPORARY.fullmatch(entry.name)
-            assert match is not None
-            if _pid_alive(int(match.group(1))):
-                continue
-            with contextlib.suppress(OSError):
-                os.unlink(entry.path)
-                removed.append(entry.name)
-        return removed
-
-    def subdirectories(self, directory: Path) -> frozenset[str] | None:
-        """Names of the real directories in ``directory`` (one ``scandir``), None when it is missing.
-
-        For deciding in bulk which combinations of a trial have anything stored: a name that is a
-        link or a file is left out, so that its combination takes the per-record path (which sets
-        such things aside).
-        """
-        if not self._real_dirs(directory):
+        if not self._real_dirs(trial_dir):
             return None
+        indexed = self.trial_index(trial_dir, refresh=False).latest.keys()
         try:
-            with os.scandir(directory) as entries:
-                return frozenset(entry.name for entry in entries if entry.is_dir(follow_symlinks=False))
-        except FileNotFoundError:
-            return None
-        except NotADirectoryError:
+            with os.scandir(trial_dir) as entries:
+                names = {e.name for e in entries if not e.name.startswith(".") and e.is_dir(follow_symlinks=False)}
+        except (FileNotFoundError, NotADirectoryError):
             return None
         except OSError as exc:
-            raise store_error(exc, f"pytest-xp cannot read {directory}: {error_name(exc)}. {_advice(exc)}.") from exc
+            raise store_error(exc, f"pytest-xp cannot read {trial_dir}: {error_name(exc)}. {_advice(exc)}.") from exc
+        return frozenset(names.union(indexed))
+
+    # -- the segment index ---------------------------------------------------------------------
+    def trial_index(self, trial_dir: Path | str, *, refresh: bool = True) -> TrialIndex:
+        """The index of a trial's record lines, built once per process; ``refresh`` reads what was appended since.
+
+        Lines whose header is damaged are skipped with a :class:`StoreWarning` naming file and line.
+        """
+        key = os.fspath(trial_dir)
+        index = self._indexes.get(key)
+        if index is None:
+            self._real_dirs(Path(key, RECORDS_DIR))  # a link there (or a file) is set aside, never followed
+            index = self._indexes[key] = TrialIndex(os.path.join(key, RECORDS_DIR))
+            refresh = True
+        if refresh:
+            try:
+                index.refresh()
+            except OSError as exc:
+                raise store_error(exc, f"pytest-xp cannot read {index.records_dir}: {error_name(exc)}.") from exc
+            while index.damaged:
+                name, line, why = index.damaged.pop(0)
+                warnings.warn(
+                    StoreWarning(
+                        f"pytest-xp: line {line} of {os.path.join(index.records_dir, name)} is not a record "
+                        f"({why}); skipped (its combination runs again)"
+                    ),
+                    stacklevel=3,
+                )
+        return index
+
+    def _entry_record(
+        self, index: TrialIndex, slug: str, entry: Entry, expected: Expected | None, *, quiet: bool = False
+    ) -> dict[str, Any] | None:
+        """The record of one indexed line, validated; a bad one is skipped with a warning (unless ``quiet``)."""
+        try:
+            raw = index.payload(entry)
+        except FileNotFoundError:  # merged into a pack meanwhile: look again
+            index.refresh()
+            found = next((e for e in index.versions(slug) if e.version == entry.version), None)
+            if found is None:
+                return None
+            entry, raw = found, index.payload(found)
+        try:
+            data = loads(raw)
+            problem = record_problem(data, expected)
+        except ValueError as exc:
+            problem = f"not strict JSON: {exc}"
+        except NewerSchema as exc:
+            if quiet:
+                return None
+            raise StoreError(
+                f"line {entry.line} of {os.path.join(index.records_dir, entry.file)} was written by a newer "
+                f"pytest-xp (schema {exc.args[0]!r}, this one reads up to {SCHEMA_VERSION}); upgrade "
+                "pytest-xp or use another --xp-dir"
+            ) from None
+        if problem is None:
+            record: dict[str, Any] = data
+            return record
+        if quiet:
+            return None
+        index.bad.add((entry.file, entry.line))
+        if index.latest.get(slug) == entry:
+            del index.latest[slug]
+        else:
+            index.older.get(slug, {}).pop(entry.version, None)
+        warnings.warn(
+            StoreWarning(
+                f"pytest-xp: line {entry.line} of {os.path.join(index.records_dir, entry.file)} could not be read "
+                f"({problem}); skipped"
+            ),
+            stacklevel=3,
+        )
+        return None
+
+    def record_identity(self, path: Path) -> tuple[int, ...] | None:
+        """Something that changes whenever the record at ``path`` is replaced (None: no record).
+
+        The latest line's stamp, or a loose file's inode and mtime: for a launcher that waits for a
+        task to leave a new record.
+        """
+        entry = self.trial_index(path.parent.parent).latest.get(path.parent.name)
+        if entry is not None:
+            return (entry.stamp,)
+        try:
+            info = os.lstat(path)
+        except OSError:
+            return None
+        return (info.st_ino, info.st_mtime_ns)
+
+    def compact(self, trial_dir: Path, *, min_files: int = 2) -> int:
+        """Merge a trial's finished segments into one pack (see :func:`segments.compact`); files merged."""
+        from pytest_xp.store.segments import compact
+
+        done = compact(os.path.join(trial_dir, RECORDS_DIR), min_files=min_files)
+        if done is None:
+            return 0
+        for name, line, why in done.dropped:
+            warnings.warn(
+                StoreWarning(f"pytest-xp: compaction left out line {line} of {trial_dir}/{RECORDS_DIR}/{name} ({why})"),
+                stacklevel=2,
+            )
+        self._indexes.pop(os.fspath(trial_dir), None)
+        return len(done.merged)
+
+    def compact_all(self, *, min_files: int = 2) -> dict[str, int]:
+        """Compact each trial with at least ``min_files`` segments and packs; files merged per trial."""
+        from pytest_xp.store.segments import records_dirs
+
+        merged = {}
+        for records in records_dirs(os.fspath(self.root)):
+            count = self.compact(Path(records).parent, min_files=min_files)
+            if count:
+                merged[os.path.dirname(records)] = count
+        return merged
+
+    def close(self) -> None:
+        """Close this process's segments (their lines stay; a later write starts a new segment)."""
+        self._writer.close()
+
+    def lock_file(self, record_path: Path) -> Path:
+        """The file whose byte-range locks guard the combinations of ``record_path``'s trial (created here)."""
+        return self._records_dir(record_path.parent.parent) / LOCKS_NAME
+
+    def _records_dir(self, trial_dir: Path) -> Path:
+        records = trial_dir / RECORDS_DIR
+        if str(records) not in self._checked:
+            self.ensure()
+            self.inside(trial_dir)
+            self.make_dir(records)
+            self._checked.add(str(records))
+        return records
 
     def combination_dir(self, module_slug: str, trial: str, combo_slug: str) -> Path:
         return self.root / safe_part(module_slug) / safe_part(trial) / safe_part(combo_slug)
@@ -502,47 +619,66 @@ class Store:
         return removed
 
     def write_record(self, path: Path, record: dict[str, Any], *, dir_ready: bool = False) -> None:
-        """Write one record atomically; ``dir_ready`` skips the directory checks on the hot path.
+        """Append ``record`` as the latest record of the combination whose identity is ``path``.
 
-        Paths from :meth:`combination_dir` are built from :func:`safe_part` components and cannot
-        leave the root; any other path is checked (once per directory and process).
+        ``path`` is ``<trial>/<combination>/record.json`` (:meth:`record_path`); the record goes to this
+        process's segment of the trial, one ``write``, and the combination needs no directory. Any
+        other path (a file the store writes whole) is written atomically. ``dir_ready`` is accepted
+        for older callers and changes nothing. A failed write raises :class:`StoreError` and leaves
+        no part of the record behind.
         """
-        if not dir_ready and str(path.parent) not in self._checked:
-            self.ensure()
-            self.inside(path)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._checked.add(str(path.parent))
-        write_json_atomic(path, record)
+        if path.name != RECORD_NAME:
+            if str(path.parent) not in self._checked:
+                self.ensure()
+                self.inside(path)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                self._checked.add(str(path.parent))
+            write_json_atomic(path, record)
+            return
+        trial_dir, slug = path.parent.parent, path.parent.name
+        records = self._records_dir(trial_dir)
+        index = self._indexes.get(os.fspath(trial_dir))
+        stamp = next_stamp(index.latest.get(slug) if index is not None else None)
+        line = encode_line(slug, version_name(record), stamp, dumps(record))
+        try:
+            name, offset = self._writer.append(os.fspath(records), line)
+        except OSError as exc:
+            raise store_error(
+                exc,
+                f"pytest-xp cannot write {path}: {error_name(exc)}; nothing was written (the record's line "
+                f"in {records} was cut back; earlier records are unchanged). {_advice(exc)}.",
+            ) from exc
+        if index is not None:
+            index.note_appended(slug, name, offset, line)
 
     def write_record_keeping_history(self, path: Path, record: dict[str, Any], previous: dict[str, Any] | None) -> None:
-        """Write ``record`` as the latest one; first keep ``previous`` (what ``path`` held) as a version.
+        """Write ``record`` as the latest one; what it replaces stays readable as a version.
 
-        One version per key: a record replaced by one with the same key is simply replaced. The
-        previous file is hard-linked into ``versions/`` before ``record.json`` is replaced, so a reader
-        always finds either of them.
+        Every line stays in its segment until compaction, which keeps one line per key: the history
+        needs no copy. ``previous`` (what ``path`` held) is accepted for the callers that read it.
         """
-        if previous is not None and previous.get("key") != record.get("key"):
-            self._keep_version(path, previous)
-        write_json_atomic(path, record)
-
-    def _keep_version(self, path: Path, previous: dict[str, Any]) -> None:
-        target = version_path(path.parent, previous)
-        self.make_dir(target.parent)
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
-        try:
-            os.link(path, tmp, follow_symlinks=False)
-        except FileNotFoundError:
-            return
-        except OSError:  # a file system without hard links: write the copy instead
-            write_json_atomic(target, previous)
-            return
-        os.replace(tmp, target)
+        del previous
+        self.write_record(path, record)
 
     def read_version(self, combination_dir: Path, key: str, expected: Expected | None = None) -> dict[str, Any] | None:
-        """The kept record of ``key`` in this combination's history, if there is one."""
+        """The kept record of ``key`` in this combination's history, if there is one.
+
+        A line of that key in the trial's segments, else (a store from before segments) the file
+        ``versions/<key>.json``, or the loose ``record.json`` when it was made with ``key``.
+        """
         if not _HEX_KEY.fullmatch(key):
             return None
-        return self.read_record(combination_dir / VERSIONS_DIR / f"{key}.json", expected)
+        index = self.trial_index(combination_dir.parent)
+        slug = combination_dir.name
+        latest = index.latest.get(slug)
+        entry = latest if latest is not None and latest.version == key else index.older.get(slug, {}).get(key)
+        if entry is not None:
+            return self._entry_record(index, slug, entry, expected)
+        kept = self.read_record(combination_dir / VERSIONS_DIR / f"{key}.json", expected)
+        if kept is not None or latest is None:
+            return kept
+        loose = self._read_loose(combination_dir / RECORD_NAME, expected)
+        return loose if loose is not None and loose.get("key") == key else None
 
     def read_hit(
         self,
@@ -554,13 +690,16 @@ class Store:
     ) -> dict[str, Any] | None:
         """The record at ``path`` if it is a successful, cacheable record made with ``key``; else None.
 
-        The bulk path of cached combinations: it reads without the per-path checks of
-        :meth:`read_record` (the caller found the directory with :meth:`subdirectories`; the file
-        is opened without following a link) and never quarantines or warns. A None sends the
-        caller to :meth:`read_record`, which does.
+        The bulk path of cached combinations: it reads from the trial's index as this process last
+        refreshed it (a snapshot, like :meth:`stored_slugs`), or a loose file opened without following
+        a link, and never quarantines or warns. A None sends the caller to :meth:`read_record`,
+        which refreshes the index, warns and sets bad files aside.
         """
+        combination_dir = os.path.dirname(path)
+        index = self.trial_index(os.path.dirname(combination_dir), refresh=False)
+        entry = index.latest.get(os.path.basename(combination_dir))
         try:
-            data = loads(read_regular(path))
+            data = loads(index.payload(entry) if entry is not None else read_regular(path))
         except (OSError, ValueError):
             return None
         if not isinstance(data, dict) or data.get("key") != key or data.get("success") is not True:
@@ -577,12 +716,23 @@ class Store:
         return data
 
     def read_record(self, path: Path, expected: Expected | None = None) -> dict[str, Any] | None:
-        """The record at ``path``; None when missing, or unusable (then quarantined, with a warning).
+        """The latest record of the combination ``path`` names; None when missing, or unusable.
 
-        Unusable: a link or special file anywhere on the way, bytes that are not strict JSON, or
-        a record that fails :func:`~pytest_xp.store.validate.record_problem` (for the combination
-        ``expected``, when given). A record from a newer pytest-xp is a :class:`StoreError`.
+        The trial's index (refreshed) gives its latest line; without one, a loose ``record.json`` of an
+        older store is read. Unusable: a line or file that is not strict JSON or fails
+        :func:`~pytest_xp.store.validate.record_problem` (for the combination ``expected``, when given),
+        or a link or special file on the way: a line is skipped and a file quarantined, with a
+        warning. A record from a newer pytest-xp is a :class:`StoreError`.
         """
+        if path.name == RECORD_NAME and self._real_dirs(path.parent.parent):
+            index = self.trial_index(path.parent.parent)
+            entry = index.latest.get(path.parent.name)
+            if entry is not None:
+                return self._entry_record(index, path.parent.name, entry, expected)
+        return self._read_loose(path, expected)
+
+    def _read_loose(self, path: Path, expected: Expected | None) -> dict[str, Any] | None:
+        """A record kept as a file of its own (stores from before segments, kept versions)."""
         if not self._real_dirs(path.parent):
             return None
         try:
@@ -636,6 +786,12 @@ class Store:
             return None
         warnings.warn(StoreWarning(f"pytest-xp: {path} could not be read ({why}); moved it to {target}"), stacklevel=2)
         return target
+
+
+def version_name(record: dict[str, Any]) -> str:
+    """The version a record is kept as: its key; an unkeyed (crash) record by its session."""
+    key = record.get("key")
+    return key if isinstance(key, str) and _HEX_KEY.fullmatch(key) else f"nokey-{safe_part(str(record.get('session')))}"
 
 
 def version_path(combination_dir: Path, record: dict[str, Any]) -> Path:
