@@ -459,12 +459,9 @@ def scaling(ctx: Ctx) -> list[Row]:
 
 def _recorded_durations(store: Path) -> list[float]:
     """The trial durations pytest-xp recorded (each combination's pure work)."""
-    out = []
-    for path in store.rglob("record.json"):
-        try:
-            out.append(float(json.loads(path.read_text(encoding="utf-8")).get("duration_s") or 0.0))
-        except (OSError, ValueError):
-            return []
+    from pytest_xp.store.frames import iter_records  # the store's own reader: segments and loose files
+
+    out = [float(record.get("duration_s") or 0.0) for _, record in iter_records(store)]
     return [d for d in out if d > 0]
 
 
@@ -864,7 +861,7 @@ def store(ctx: Ctx) -> list[Row]:
                 id=rid,
                 title=f"Store: {op} {n} records (in-process)",
                 a_label=f"`Store.{op}_record`",
-                b_label=f"plain `json` {op}, same layout",
+                b_label=f"plain `json` {op}, a file per record",
                 a_values=data[a_key],
                 b_values=data[b_key],
                 ratio_kind="a/b",
@@ -895,10 +892,10 @@ def store_big(ctx: Ctx) -> list[Row]:
     for rid, what, a_key, b_key, a_label, b_label, goal in (
         (
             "7f",
-            f"Store: write {n} records as trials do (a directory and an atomic write each)",
+            f"Store: write {n} records as trials do (a line appended to the trial's segment each)",
             "xp_write",
             "plain_write",
-            "`Store.make_dir` + `write_record`",
+            "`Store.write_record`",
             "`os.makedirs` + `json.dump`, same layout",
             None,
         ),
