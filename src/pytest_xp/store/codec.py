@@ -174,4 +174,3 @@ def loads(text: str | bytes) -> Any:
         return _DECODER.decode(text)
     except RecursionError:
         raise ValueError("JSON nested too deeply to read") from None
-
