@@ -24,7 +24,7 @@ from pytest_xp.store.codec import canonical, digest, loads
 from pytest_xp.store.keys import KeyTemplate, cache_key, key_parts
 from pytest_xp.store.segments import data_files, decode_line, split_lines
 from pytest_xp.store.store import RECORD_NAME, Store
-from pytest_xp.store.validate import Expected, hit_problem, record_problem
+from pytest_xp.store.validate import Expected, KeyShared, hit_problem, record_problem
 
 GRID = """
 from pytest_xp import setup, trial, verify
@@ -199,6 +199,11 @@ json_values = st.recursive(
     lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(), children, max_size=3),
     max_leaves=8,
 )
+flat_params = st.dictionaries(
+    st.text(max_size=3),
+    st.none() | st.booleans() | st.integers() | st.text(max_size=3) | st.floats(allow_nan=False, allow_infinity=False),
+    max_size=4,
+)
 
 
 @settings(max_examples=200, deadline=None)
@@ -262,21 +267,51 @@ MUTATIONS = [
     lambda r: r.update(schema_version=0),
     lambda r: r.pop("key_parts"),
     lambda r: r["key_parts"].update(context={"s": 2}),
+    lambda r: r["key_parts"].update(context={"s": 1.0}),
+    lambda r: r["key_parts"].update(context={"s": True}),
+    lambda r: r["key_parts"]["seeds"].update(seed=2),
+    lambda r: r["key_parts"]["seeds"].update(derived=1),
+    lambda r: r["key_parts"]["seeds"].pop("torch_seed"),
+    lambda r: r["key_parts"].update(version="v2"),
+    lambda r: r["key_parts"].update(env={"numpy": "2.0"}),
+    lambda r: r["key_parts"].update(extra=1),
+    lambda r: r["key_parts"].pop("context"),
+    lambda r: r["key_parts"]["params"].update(y=0),
+    lambda r: r.update(key_parts={**r["key_parts"], "context": {"s": 1}}),  # a copy, equal: still a hit
     lambda r: None,
 ]
 
 
 @pytest.mark.parametrize("mutate", MUTATIONS)
-@pytest.mark.parametrize("x", [1, 0.5, "1"])
-def test_hit_check_agrees_with_the_full_check(mutate: Any, x: Any) -> None:
+@pytest.mark.parametrize("x", [1, 0.5, "1", -0.0, None, [1, 2.5]])
+@pytest.mark.parametrize("shared", [False, True], ids=["hashed", "compared"])
+def test_hit_check_agrees_with_the_full_check(mutate: Any, x: Any, shared: bool) -> None:
     record = _valid_record({"x": x})
     key = record["key"]
     mutate(record)
     expected = Expected("xp_a.py", "t", {"x": x})
     code = ({"trial": "ab" * 32}, digest({"trial": "ab" * 32}))
-    fast = hit_problem(record, expected, canonical({"x": x}), code) if record.get("key") == key else "other key"
+    seeds = {"seed": 1, "numpy_seed": 1, "torch_seed": 1, "derived": True, "seeded": ["random"]}
+    made_of = (KeyShared("xp_a.py", "t", {"s": 1}, "code", {"trial": "ab" * 32}, None), seeds) if shared else None
+    text = canonical({"x": x})
+    fast = hit_problem(record, expected, text, code, made_of) if record.get("key") == key else "other key"
     full = record_problem(record, expected)
     assert (fast is None) == (full is None and record.get("key") == key), (fast, full)
+
+
+@settings(max_examples=300, deadline=None)
+@given(context=st.dictionaries(st.text(max_size=3), json_values, max_size=4), params=flat_params, other=json_values)
+def test_key_parts_compared_say_what_their_hash_says(
+    context: dict[str, Any], params: dict[str, Any], other: Any
+) -> None:
+    """Key parts equal to the ones a key was made of, as :class:`KeyShared` compares them, have that key as hash."""
+    seeds = {"seed": 7, "numpy_seed": 7, "torch_seed": 7, "derived": True}
+    shared = KeyShared("xp_a.py", "t", context, "code", {"trial": "ab" * 32}, {"numpy": "2.0"})
+    mine = key_parts("xp_a.py", "t", params, context, seeds, "code", {"trial": "ab" * 32}, {"numpy": "2.0"})
+    for name in ("context", "params"):
+        theirs = {**mine, name: other if name == "context" else {**params, "x": other}}
+        compared = shared.made(theirs, params, canonical(params), seeds)
+        assert compared == (cache_key(theirs) == cache_key(mine)), (name, theirs)
 
 
 # -- the store's write path ------------------------------------------------------------------------

@@ -32,7 +32,7 @@ from pytest_xp.store.identity import combination_identity
 from pytest_xp.store.keys import KeyTemplate, cache_key, key_parts, made_with
 from pytest_xp.store.records import describe_exception
 from pytest_xp.store.store import RECORD_NAME, Store, safe_part, write_json_atomic
-from pytest_xp.store.validate import Expected
+from pytest_xp.store.validate import Expected, KeyShared
 
 
 @dataclass(frozen=True)
@@ -85,6 +85,7 @@ class XpSession:
     adaptive_looks: dict[tuple[str, str, int], Any] = field(default_factory=dict)
     #: (module, trial) -> the key's shared part for the context of the trial's stage (see KeyTemplate).
     _templates: dict[tuple[str, str], KeyTemplate] = field(default_factory=dict)
+    _shared_parts: dict[tuple[str, str], tuple[KeyTemplate, KeyShared]] = field(default_factory=dict)
     #: (module, trial) -> names of the combination directories its store directory held when first looked at.
     _stored: dict[tuple[str, str], frozenset[str] | None] = field(default_factory=dict)
     _trial_dirs: dict[tuple[str, str], str] = field(default_factory=dict)
@@ -191,12 +192,25 @@ class XpSession:
         params_text = canonical(combo.params)
         key = template.key_of(params_text, seeds)
         path = os.path.join(self._trial_dir(exp, trial.name), safe_part(combo.slug), RECORD_NAME)
-        code = self.trial_code(exp, trial)
-        known = (code.code, code.code_digest) if code.code is not None and code.code_digest is not None else None
-        record = self.store.read_hit(path, key, Expected(exp.module_id, trial.name, combo.params), params_text, known)
+        expected = Expected(exp.module_id, trial.name, combo.params)
+        made_of = (self._key_shared(exp, trial, template, context), seeds)
+        record = self.store.read_hit(path, key, expected, params_text, None, made_of)
         if record is None or record.get("upstream"):
             return None
         return record
+
+    def _key_shared(
+        self, exp: Experiment, trial: TrialDef, template: KeyTemplate, context: dict[str, Any]
+    ) -> KeyShared:
+        """The key parts ``template`` was made of, but params and seeds (what a hit's key parts must be)."""
+        memo = (exp.module_id, trial.name)
+        found = self._shared_parts.get(memo)
+        if found is None or found[0] is not template:
+            code = self.trial_code(exp, trial)
+            env = code.env if self.settings.env_changes == "rerun" else None
+            shared = KeyShared(exp.module_id, trial.name, context, trial.version, code.code, env)
+            found = self._shared_parts[memo] = (template, shared)
+        return found[1]
 
     # -- SETUP -----------------------------------------------------------------------------
     def setup_context(self, exp: Experiment) -> dict[str, Any]:

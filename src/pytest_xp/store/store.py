@@ -46,7 +46,7 @@ from pytest_xp.store.segments import (
     encode_line,
     next_stamp,
 )
-from pytest_xp.store.validate import Expected, NewerSchema, hit_problem, record_problem
+from pytest_xp.store.validate import Expected, KeyShared, NewerSchema, hit_problem, record_problem
 
 _SAFE_PART = re.compile(r"[^A-Za-z0-9._+\-]")
 RECORD_NAME = "record.json"
@@ -687,13 +687,15 @@ class Store:
         expected: Expected,
         params_text: str | None = None,
         code: tuple[dict[str, str], str] | None = None,
+        made_of: tuple[KeyShared, dict[str, Any]] | None = None,
     ) -> dict[str, Any] | None:
         """The record at ``path`` if it is a successful, cacheable record made with ``key``; else None.
 
         The bulk path of cached combinations: it reads from the trial's index as this process last
         refreshed it (a snapshot, like :meth:`stored_slugs`), or a loose file opened without following
         a link, and never quarantines or warns. A None sends the caller to :meth:`read_record`,
-        which refreshes the index, warns and sets bad files aside.
+        which refreshes the index, warns and sets bad files aside. ``code`` and
+        ``made_of``: see :func:`~pytest_xp.store.validate.hit_problem`.
         """
         combination_dir = os.path.dirname(path)
         index = self.trial_index(os.path.dirname(combination_dir), refresh=False)
@@ -709,7 +711,7 @@ class Store:
         if params_text is None:
             params_text = canonical(dict(expected.params))
         try:
-            if hit_problem(data, expected, params_text, code) is not None:
+            if hit_problem(data, expected, params_text, code, made_of) is not None:
                 return None
         except NewerSchema:
             return None

@@ -94,26 +94,96 @@ def record_problem(data: object, expected: Expected | None = None) -> str | None
     return problem
 
 
+class KeyShared:
+    """What every key of one trial shares in a session: its key parts but params and seeds.
+
+    A record whose ``key`` is the key made of these parts (with the combination's params and seeds)
+    and whose key parts are exactly these parts, params and seeds (JSON-equal) has a key that is the
+    hash of its key parts: :func:`hit_problem` need not serialize and hash them again.
+    """
+
+    def __init__(
+        self,
+        module: str,
+        trial: str,
+        context: dict[str, Any],
+        version: str,
+        code: dict[str, str] | None,
+        env: dict[str, str] | None,
+    ) -> None:
+        self.module, self.trial, self.context, self.version, self.code, self.env = (
+            module,
+            trial,
+            context,
+            version,
+            code,
+            env,
+        )
+        names = {"module", "trial", "params", "context", "seeds", "version"}
+        names.update(name for name, value in (("code", code), ("env", env)) if value is not None)
+        self.names = frozenset(names)
+        self.context_text = canonical(context)
+
+    def made(self, parts: dict[str, Any], params: Mapping[str, Any], params_text: str, seeds: dict[str, Any]) -> bool:
+        """Whether ``parts`` are these parts with ``params`` and ``seeds`` (its ``seeded`` list aside), as JSON."""
+        if parts.keys() != self.names:
+            return False
+        # Strings, and dicts of strings (code, env), are equal as JSON when ``==``.
+        if parts["module"] != self.module or parts["trial"] != self.trial or parts["version"] != self.version:
+            return False
+        if parts.get("code") != self.code or parts.get("env") != self.env:
+            return False
+        if "seeded" in seeds:
+            seeds = {name: value for name, value in seeds.items() if name != "seeded"}
+        return (
+            _exactly(parts["seeds"], seeds, None)
+            and _exactly(parts["params"], params, params_text)
+            and _exactly(parts["context"], self.context, self.context_text)
+        )
+
+
+_ATOMS = (str, int, bool, type(None))
+
+
+def _exactly(value: Any, expected: Any, text: str | None) -> bool:
+    """JSON-equal, as canonical texts are (``text``: that of ``expected``, when known); no text made for flat dicts."""
+    flat = type(value) is dict and type(expected) is dict and len(value) <= 16 and value == expected
+    # Floats aside (0.0 == -0.0): equal values of the same types are the same JSON.
+    if flat and all(type(item) is type(expected[name]) and type(item) in _ATOMS for name, item in value.items()):
+        return True
+    try:
+        return canonical(value) == (canonical(expected) if text is None else text)
+    except (TypeError, ValueError):
+        return False
+
+
 def hit_problem(
-    data: dict[str, Any], expected: Expected, params_text: str, code: tuple[dict[str, str], str] | None = None
+    data: dict[str, Any],
+    expected: Expected,
+    params_text: str,
+    code: tuple[dict[str, str], str] | None = None,
+    made_of: tuple[KeyShared, dict[str, Any]] | None = None,
 ) -> str | None:
     """:func:`record_problem` for a record whose ``key`` is the key computed for ``expected``.
 
     The same checks, with the canonical text of the expected params given (the key was made from
     it), so that each JSON value is serialized once: the bulk path of cached combinations. ``code``
     is the trial's code part and its digest: a record whose code part equals it (a dict of strings,
-    so ``==`` is exact) need not have it hashed again.
+    so ``==`` is exact) need not have it hashed again. ``made_of``: what that key was made of (the
+    trial's shared parts and the combination's seeds); key parts equal to them need no hash at all.
     """
     problem = _shape_problem(data)
     if problem is not None:
         return problem
     if data["module"] != expected.module or data["trial"] != expected.trial:
         return f"it belongs to {data['module']}::{data['trial']}, not {expected.module}::{expected.trial}"
-    if canonical(data["params"]) != params_text:
+    if not _exactly(data["params"], expected.params, params_text):
         return _identity_problem(data, expected) or _key_problem(data)  # the slow path words it (or passes -0.0)
     parts = data.get("key_parts")
     if parts is None:
         return None
+    if made_of is not None and made_of[0].made(parts, expected.params, params_text, made_of[1]):
+        return None  # the parts the key (equal to the record's) was just made of: it is their hash
     if parts.get("module") != data["module"] or parts.get("trial") != data["trial"]:
         return "its module or trial differs from its key parts"
     try:
