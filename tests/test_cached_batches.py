@@ -72,10 +72,12 @@ import json
 
 BATCHES = []
 SINGLES = []
+KEYWORDS = {}
 
 
 def pytest_xp_cached_reports(reports):
     BATCHES.append([r.nodeid for r in reports])
+    KEYWORDS.update({r.nodeid: list(r.keywords.items()) for r in reports})
 
 
 def pytest_runtest_logreport(report):
@@ -83,8 +85,10 @@ def pytest_runtest_logreport(report):
 
 
 def pytest_sessionfinish(session):
+    items = {item.nodeid: list(dict.fromkeys(item.keywords, 1).items()) for item in session.items}
+    wrong = [nodeid for nodeid, keywords in KEYWORDS.items() if keywords != items[nodeid]]
     with open("batches.json", "w") as fh:
-        json.dump({"batches": BATCHES, "singles": SINGLES}, fh)
+        json.dump({"batches": BATCHES, "singles": SINGLES, "wrong_keywords": wrong}, fh)
 """
 
 
@@ -234,6 +238,7 @@ def test_a_plugin_taking_batches_keeps_the_bulk_path(pytester: pytest.Pytester, 
     singles = {nodeid for nodeid in seen["singles"] if "[" in nodeid}
     assert not set(batched) & singles  # none of them also one by one
     assert len(batched) + len(singles) == 190
+    assert seen["wrong_keywords"] == []  # each report's keywords are its item's, in pytest's order
 
 
 def test_the_loop_gives_the_heap_back_to_the_garbage_collector(pytester: pytest.Pytester, grid: Path) -> None:

@@ -45,6 +45,7 @@ class CachedBatches:
         self.session = session
         self.config = session.config
         self._pending: _Pending | None = None
+        self._parent_keywords: tuple[Any, dict[str, Literal[1]]] | None = None
 
     def take(self, item: pytest.Item, nextitem: pytest.Item | None) -> bool:
         """Report ``item`` (now or with its batch) if it is a plain cache hit; False: it must run."""
@@ -68,12 +69,13 @@ class CachedBatches:
             hooks.ihook.pytest_runtest_logstart(nodeid=nodeid, location=location)
             xp.last_reported_parent = item.parent
         now = time.time()
-        keywords: dict[str, Literal[1]] = dict.fromkeys(item.keywords, 1)
-        call = passed_report(nodeid, location, keywords, "call", item.user_properties, now)
+        keywords = self._keywords_of(item)
+        node_id = getattr(item, "id", None) or nodeid  # pytest >= 9 reports carry the parsed node id
+        call = passed_report(node_id, location, keywords, "call", item.user_properties, now)
         teardown = None
         if hooks.junit or not hooks.batches:
             properties = as_junit_text(item.user_properties) if hooks.junit else []
-            teardown = passed_report(nodeid, location, keywords, "teardown", properties, now)
+            teardown = passed_report(node_id, location, keywords, "teardown", properties, now)
         if not hooks.batches:
             hooks.ihook.pytest_runtest_logreport(report=call)
             hooks.ihook.pytest_runtest_logreport(report=teardown)
@@ -86,6 +88,21 @@ class CachedBatches:
         if teardown is not None:
             pending.teardowns.append(teardown)
         return True
+
+    def _keywords_of(self, item: TrialItem) -> dict[str, Literal[1]]:
+        """``dict.fromkeys(item.keywords, 1)`` as pytest's reports carry them, the parent's part worked out once.
+
+        ``item.keywords`` lists the item's own keywords, then its parent's that it does not have.
+        """
+        keywords: Any = item.keywords
+        own = getattr(keywords, "_markers", None)
+        if type(own) is not dict or getattr(keywords, "parent", None) is not item.parent or item.parent is None:
+            return dict.fromkeys(keywords, 1)
+        parent = self._parent_keywords
+        if parent is None or parent[0] is not item.parent:
+            parent = self._parent_keywords = (item.parent, dict.fromkeys(item.parent.keywords, 1))
+        mine: dict[str, Literal[1]] = dict.fromkeys(own, 1)
+        return mine | parent[1]
 
     def flush(self) -> None:
         """Hand the held reports to the plugins (before anything else reports, and at the end)."""

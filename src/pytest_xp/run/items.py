@@ -290,8 +290,8 @@ class TrialItem(_XpItem):
             return None
         then = hit.get("env")
         if settings.env_changes == "warn" and isinstance(then, dict):
-            warned = f"{self.xp_exp.module_id}::{self.xp_trial.name}" in session.env_warned
-            if not warned and then != session.trial_code(self.xp_exp, self.xp_trial).env:
+            changed = then != session.trial_code(self.xp_exp, self.xp_trial).env
+            if changed and f"{self.xp_exp.module_id}::{self.xp_trial.name}" not in session.env_warned:
                 return None  # the full protocol says so, as a warning of this item
         return hit
 
@@ -961,14 +961,14 @@ def cacheable_here(item: pytest.Item, nextitem: pytest.Item | None) -> bool:
 
 
 def passed_report(
-    nodeid: str,
+    nodeid: Any,
     location: tuple[str, int | None, str],
     keywords: dict[str, Literal[1]],
     when: Literal["call", "teardown"],
     properties: list[tuple[str, object]],
     now: float,
 ) -> pytest.TestReport:
-    """The report of a cached combination: passed, in no time."""
+    """The report of a cached combination: passed, in no time (``nodeid``: a string, or pytest's parsed node id)."""
     return pytest.TestReport(
         nodeid=nodeid,
         location=location,
