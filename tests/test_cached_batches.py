@@ -241,9 +241,22 @@ def test_a_plugin_taking_batches_keeps_the_bulk_path(pytester: pytest.Pytester, 
     assert seen["wrong_keywords"] == []  # each report's keywords are its item's, in pytest's order
 
 
-def test_the_loop_gives_the_heap_back_to_the_garbage_collector(pytester: pytest.Pytester, grid: Path) -> None:
-    assert_counts(pytester.runpytest(), cached=190, supports=1)
-    assert gc.get_freeze_count() == 0
+@pytest.mark.parametrize("args", [(), ("--collect-only",)], ids=["run", "collect-only"])
+def test_the_collected_session_is_frozen_until_pytest_is_done(
+    pytester: pytest.Pytester, grid: Path, args: tuple[str, ...]
+) -> None:
+    pytester.makeconftest(
+        """
+        import gc
+
+        def pytest_sessionfinish(session):
+            with open("frozen.txt", "w") as fh:
+                fh.write(str(gc.get_freeze_count()))
+        """
+    )
+    pytester.runpytest(*args)
+    assert int((pytester.path / "frozen.txt").read_text()) > 1000  # the items, out of the collector's way
+    assert gc.get_freeze_count() == 0  # and given back when the session is over
 
 
 @pytest.mark.multiprocess

@@ -21,6 +21,7 @@ from pytest_xp.errors import BaselineError, StoreError, StoreWarning
 from pytest_xp.launch import options as _launch_options
 from pytest_xp.run import batch as _batch
 from pytest_xp.run import collect as _collect
+from pytest_xp.run import heap as _heap
 from pytest_xp.run.handle import Xp
 from pytest_xp.run.items import PlugItem, TrialItem, VerifyItem, report_if_cached
 from pytest_xp.run.locks import close_lock_files
@@ -56,6 +57,7 @@ def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Pa
 @pytest.hookimpl(tryfirst=True)
 def pytest_cmdline_main(config: pytest.Config) -> int | None:
     """``--xp-runs`` answers from the store and exits; ``--xp-plan`` runs in-process, without workers."""
+    _heap.thaw_at_the_end(config)
     if config.getoption("xp_runs"):
         settings = _options.build_config(config)
         for line in _provenance.format_runs(_provenance.list_runs(settings.xp_dir)):
@@ -226,9 +228,6 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    from pytest_xp.run import loop as _loop
-
-    _loop.thaw(config)
     session = config.stash.get(SESSION_KEY, None)
     if session is not None:
         session.store.close()
@@ -334,6 +333,8 @@ def pytest_runtestloop(session: pytest.Session) -> bool | None:
     _collect.note_grids(session)
     if hasattr(config, "workerinput"):
         return None
+    if config.stash[SESSION_KEY].experiments:
+        _heap.freeze_collected(config)  # the items live as long as the session: no collection need walk them
     if config.stash[SESSION_KEY].settings.show_config:
         from pytest_xp.schedule.config_view import write_config_view
 

@@ -5,15 +5,10 @@ pytest's own loop calls ``pytest_runtest_protocol`` for every item, and that hoo
 combination does. This loop is pytest's (same collection-error, ``-x`` and ``--maxfail``
 handling), except that the plain cache hits are reported in batches (run/bulk.py). It is used
 only when no other plugin provides its own loop.
-
-From the loop until pytest unconfigures, what collection built is frozen out of the garbage
-collector's way (``gc.freeze``): it lives as long as the session anyway, and otherwise every full
-collection triggered by the reports the loop keeps (and by the summary's imports) walks all of it again.
 """
 
 from __future__ import annotations
 
-import gc
 from collections.abc import Callable
 from typing import Any
 
@@ -21,9 +16,6 @@ import pytest
 
 from pytest_xp.run.bulk import CachedBatches
 from pytest_xp.run.items import TrialItem
-
-#: Set while :func:`run_loop` keeps the collected session frozen (see :func:`thaw`).
-FROZEN_KEY = pytest.StashKey[bool]()
 
 
 def may_take_over(session: pytest.Session, ours: Callable[..., Any]) -> bool:
@@ -48,8 +40,6 @@ def run_loop(session: pytest.Session) -> bool:
     items = session.items
     hook = session.config.hook
     batches = CachedBatches(session)
-    gc.freeze()
-    session.config.stash[FROZEN_KEY] = True
     try:
         for i, item in enumerate(items):
             nextitem = items[i + 1] if i + 1 < len(items) else None
@@ -63,10 +53,3 @@ def run_loop(session: pytest.Session) -> bool:
     finally:
         batches.flush()
     return True
-
-
-def thaw(config: pytest.Config) -> None:
-    """Give what :func:`run_loop` froze back to the garbage collector (at unconfigure: before its last collections)."""
-    if config.stash.get(FROZEN_KEY, False):
-        config.stash[FROZEN_KEY] = False
-        gc.unfreeze()
