@@ -14,6 +14,7 @@ import os
 import shutil
 import uuid
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,7 +29,7 @@ from pytest_xp.run import seeding as _seeding
 from pytest_xp.run.context import private_copy
 from pytest_xp.run.stream import Sink
 from pytest_xp.store.codec import canonical, digest, loads, to_json_value
-from pytest_xp.store.identity import combination_identity
+from pytest_xp.store.identity import combination_identity, trial_key
 from pytest_xp.store.keys import KeyTemplate, cache_key, key_parts, made_with
 from pytest_xp.store.records import describe_exception
 from pytest_xp.store.store import RECORD_NAME, Store, safe_part, write_json_atomic
@@ -42,6 +43,10 @@ class TrialCode:
     code: dict[str, str] | None
     code_digest: str | None
     env: dict[str, str]
+
+
+#: Reads the cached record of one combination of a trial (see XpSession.cached_hit).
+HitReader = Callable[[Combination], dict[str, Any] | None]
 
 
 def new_session_id() -> str:
@@ -86,6 +91,7 @@ class XpSession:
     #: (module, trial) -> the key's shared part for the context of the trial's stage (see KeyTemplate).
     _templates: dict[tuple[str, str], KeyTemplate] = field(default_factory=dict)
     _shared_parts: dict[tuple[str, str], tuple[KeyTemplate, KeyShared]] = field(default_factory=dict)
+    _hit_readers: dict[tuple[str, str], tuple[KeyTemplate, HitReader]] = field(default_factory=dict)
     #: (module, trial) -> names of the combination directories its store directory held when first looked at.
     _stored: dict[tuple[str, str], frozenset[str] | None] = field(default_factory=dict)
     _trial_dirs: dict[tuple[str, str], str] = field(default_factory=dict)
@@ -184,20 +190,38 @@ class XpSession:
         failure, upstream records to check, a damaged file) returns None: the per-record path then
         decides, with its warnings and quarantine.
         """
-        if not self.maybe_stored(exp, trial.name, combo):
-            return None
-        identity = combination_identity(exp.module_id, trial.name, combo.params_digest)
         template, context = self._template(exp, trial)
-        seeds = _seeding.resolve(context, combo.params, self.settings.seed, identity)
-        params_text = canonical(combo.params)
-        key = template.key_of(params_text, seeds)
-        path = os.path.join(self._trial_dir(exp, trial.name), safe_part(combo.slug), RECORD_NAME)
-        expected = Expected(exp.module_id, trial.name, combo.params)
-        made_of = (self._key_shared(exp, trial, template, context), seeds)
-        record = self.store.read_hit(path, key, expected, params_text, None, made_of)
-        if record is None or record.get("upstream"):
-            return None
-        return record
+        memo = (exp.module_id, trial.name)
+        found = self._hit_readers.get(memo)
+        if found is None or found[0] is not template:
+            found = self._hit_readers[memo] = (template, self._hit_reader(exp, trial, template, context))
+        return found[1](combo)
+
+    def _hit_reader(
+        self, exp: Experiment, trial: TrialDef, template: KeyTemplate, context: dict[str, Any]
+    ) -> HitReader:
+        """:meth:`cached_hit` for the combinations of one trial, with what they share looked up once."""
+        module, name = exp.module_id, trial.name
+        shared = self._key_shared(exp, trial, template, context)
+        names = self.stored_combinations(exp, name)
+        unwritten = self.unwritten  # a dict that grows in place: looked at on each call
+        prefix, suffix = self._trial_dir(exp, name) + os.sep, os.sep + RECORD_NAME
+        owner, base_seed, store = trial_key(module, name), self.settings.seed, self.store
+
+        def read(combo: Combination) -> dict[str, Any] | None:
+            slug = safe_part(combo.slug)
+            if not unwritten and (names is None or slug not in names):
+                return None  # nothing was stored for it when the session looked (see maybe_stored)
+            seeds = _seeding.resolve(context, combo.params, base_seed, f"{owner}[{combo.params_digest}]")
+            params_text = canonical(combo.params)
+            key = template.key_of(params_text, seeds)
+            expected = Expected(module, name, combo.params)
+            record = store.read_hit(prefix + slug + suffix, key, expected, params_text, None, (shared, seeds))
+            if record is None or record.get("upstream"):
+                return None
+            return record
+
+        return read
 
     def _key_shared(
         self, exp: Experiment, trial: TrialDef, template: KeyTemplate, context: dict[str, Any]
