@@ -272,3 +272,28 @@ def test_under_xdist_a_listener_on_the_controller_sees_every_cached_combination(
     assert len(calls) == len(teardowns) == 190
     cases = _junit_cases(pytester.path / "x.xml")
     assert sum(1 for props in cases.values() if props.get("xp_cached") == "true") == 190
+
+
+BATCHED = """
+from pytest_xp import trial
+
+@trial(1, {"x": list(range(12))}, batch=5)
+def batched(x):
+    with open("calls.txt", "a") as fh:
+        fh.write(f"{x}\\n")
+    return {"y": x}
+"""
+
+
+def test_batched_items_reuse_plain_hits_and_still_refuse_a_tampered_record(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(xp_batched=BATCHED)
+    assert_counts(pytester.runpytest(), passed=3)
+    records = {path.parent.name.split("-")[0]: path for path in (pytester.path / ".xp").rglob("record.json")}
+    tampered = json.loads(records["x_7"].read_text())
+    tampered["key_parts"]["seeds"]["seed"] += 1  # its key no longer the hash of its parts
+    records["x_7"].write_text(json.dumps(tampered))
+    (pytester.path / "calls.txt").unlink()
+    result = pytester.runpytest("-W", "default")
+    assert_counts(result, passed=1, cached=2)  # the batch holding x_7 ran; two were all cached
+    result.stdout.fnmatch_lines(["*x_7*its key is not the hash of its key parts*"])
+    assert (pytester.path / "calls.txt").read_text().split() == ["7"]

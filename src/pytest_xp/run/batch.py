@@ -194,8 +194,12 @@ class BatchItem(_XpItem):
         session, exp, trial = self.xp_session, self.xp_exp, self.xp_trial
         self.xp_context = session.context_for(exp, trial.order)
         self.xp_todo, self.xp_cached_ids = [], []
+        plain_hits = session.settings.cache and not session.settings.rerun
         for index in self.xp_indices:
             combo = trial.combinations[index]
+            if plain_hits and session.cached_hit(exp, trial, combo) is not None:
+                self.xp_cached_ids.append(combo.id)  # the bulk check (no upstream records): reusable as it is
+                continue
             _, seeds, parts, key = session.key_for(exp, trial, combo, context=self.xp_context)
             output_dir = session.combination_dir(exp, trial.name, combo)
             record = None
