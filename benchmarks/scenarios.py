@@ -282,16 +282,28 @@ def cached(ctx: Ctx) -> list[Row]:
     return [_cached_row(ctx, ctx.sizes.overhead_n, "2", "cached", ctx.sizes.repeats)]
 
 
+#: pytest-xp batches a trial's grid above this many combinations, this many per item (define/grid.py).
+AUTO_BATCH_ABOVE, AUTO_BATCH_SIZE = 10_000, 1_000
+
+
 def cached_big(ctx: Ctx) -> list[Row]:
     """Issue 18: the cached re-run stays at the cost of collection for a larger grid too.
 
-    One item per combination (``batch=1``): above 10,000 combinations a trial is batched by default,
-    which is another measurement (batched items read their records themselves).
+    2b: one item per combination (``batch=1``); 2c: as a user gets it, batched above 10,000
+    combinations (the batches read their records themselves; collect-only collects only the batches).
     """
-    return [_cached_row(ctx, ctx.sizes.cached_big_n, "2b", "cached_big", ctx.sizes.repeats_heavy, ", batch=1")]
+    n, repeats = ctx.sizes.cached_big_n, ctx.sizes.repeats_heavy
+    items = -(-n // AUTO_BATCH_SIZE) if n > AUTO_BATCH_ABOVE else n
+    return [
+        _cached_row(ctx, n, "2b", "cached_big", repeats, ", batch=1"),
+        _cached_row(ctx, n, "2c", "cached_batched", repeats, "", items),
+    ]
 
 
-def _cached_row(ctx: Ctx, n: int, rid: str, name: str, repeats: int, options: str = "") -> Row:
+def _cached_row(
+    ctx: Ctx, n: int, rid: str, name: str, repeats: int, options: str = "", items: int | None = None
+) -> Row:
+    items = n if items is None else items  # pytest items: fewer than combinations when batched
     d = workdir(ctx, name, {"xp_cached.py": trivial_xp(n, options=options)})
     store = d / "store"
     first = pytest_cmd(
@@ -300,18 +312,18 @@ def _cached_row(ctx: Ctx, n: int, rid: str, name: str, repeats: int, options: st
         d,
         ["xp_cached.py", "-n", "0", "--xp-dir", str(store)],
         prepare=clear(store),
-        check=expect("populate", passed=n),
+        check=expect("populate", passed=items),
     )
     run(first)
     a = pytest_cmd(
-        ctx, "xp re-run", d, ["xp_cached.py", "-n", "0", "--xp-dir", str(store)], check=done_count(n, "re-run")
+        ctx, "xp re-run", d, ["xp_cached.py", "-n", "0", "--xp-dir", str(store)], check=done_count(items, "re-run")
     )
     b = pytest_cmd(
         ctx,
         "collect-only",
         d,
         ["xp_cached.py", "-n", "0", "--xp-dir", str(store), "--collect-only"],
-        check=expect("collect-only", collected=n),
+        check=expect("collect-only", collected=items),
     )
     got = round_robin(ctx, [a, b], repeats, warmup=True)
     counts = summary_counts(got[a.label][-1])
@@ -319,7 +331,8 @@ def _cached_row(ctx: Ctx, n: int, rid: str, name: str, repeats: int, options: st
         Row(
             id=rid,
             title=f"Cached re-run of the {n} unchanged combinations, `-n 0`"
-            + (", one item each (`batch=1`)" if "batch=1" in options else ""),
+            + (", one item each (`batch=1`)" if "batch=1" in options else "")
+            + (f", batched as by default ({items} items)" if items != n else ""),
             a_label="pytest-xp re-run (all cached)",
             b_label="`pytest --collect-only` of the same file",
             a_values=walls(got[a.label]),
@@ -329,12 +342,12 @@ def _cached_row(ctx: Ctx, n: int, rid: str, name: str, repeats: int, options: st
             goal_op="<=",
             goal_value=1.3,
             repeats=repeats,
-            derived_text=f"{counts.get('cached', 0)} of {n} reported cached",
+            derived_text=f"{counts.get('cached', 0)} of {items} items reported cached",
         ),
         got[a.label],
         got[b.label],
     )
-    if counts.get("cached", 0) < n:
+    if counts.get("cached", 0) < items:
         row.status = "pending"
         row.note = "the re-run did not report the combinations as cached (cache not landed); ratio is of a full re-run"
     return row
