@@ -3,8 +3,9 @@
 A session's items (and what pytest-xp collected with them) live until pytest unconfigures, yet
 every full collection after collection walks all of them again: those that what the run allocates
 triggers (reports, records read back), and the ones pytest makes at unconfigure. ``gc.freeze``
-once collection is done spares them that; they are given back to the collector after pytest's
-last collection of the session, by a cleanup registered before pytest's own.
+once collection is done spares them that, and again after the loop for the reports it keeps; they
+are given back to the collector after pytest's last collection of the session, by a cleanup
+registered before pytest's own.
 """
 
 from __future__ import annotations
@@ -27,6 +28,12 @@ def freeze_collected(config: pytest.Config) -> None:
     if not config.stash.get(_FROZEN, False):
         gc.freeze()
         config.stash[_FROZEN] = True
+
+
+def freeze_kept(config: pytest.Config) -> None:
+    """After the loop: freeze what the run keeps too (reports the terminal holds for its summary)."""
+    if config.stash.get(_FROZEN, False):
+        gc.freeze()
 
 
 def thaw(config: pytest.Config) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from pytest_xp.run import heap as _heap
 from pytest_xp.run.bulk import CachedBatches
 from pytest_xp.run.items import TrialItem
 
@@ -52,4 +53,5 @@ def run_loop(session: pytest.Session) -> bool:
                 raise session.Interrupted(session.shouldstop)
     finally:
         batches.flush()
+    _heap.freeze_kept(session.config)  # the reports the terminal keeps: no collection need walk them
     return True
