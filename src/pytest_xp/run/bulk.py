@@ -159,7 +159,9 @@ class _LetterRuns:
         )
         if not all(hasattr(terminal, name) for name in needed):
             return None
-        if terminal.config.get_verbosity(pytest.Config.VERBOSITY_TEST_CASES) > 0:
+        test_cases = getattr(pytest.Config, "VERBOSITY_TEST_CASES", None)  # pytest >= 8.4
+        verbosity = terminal.config.get_verbosity(test_cases) if test_cases else terminal.config.option.verbose
+        if verbosity > 0:
             return None
         style = terminal._show_progress_info
         collected = session.testscollected
@@ -201,7 +203,7 @@ class _LetterRuns:
                 end = min(len(reports), start + max(1, room))
             run = reports[start:end]
             tr._add_stats(category, run)
-            reported.update(report.id for report in run)
+            reported.update(getattr(report, "id", None) or report.nodeid for report in run)  # pytest 9: parsed ids
             tr._tw.write(letter * len(run), **markup)
             if self.edge_width is not None and len(reported) != self.collected:
                 tr._write_progress_information_if_past_edge()
