@@ -354,3 +354,20 @@ def test_the_compact_command_merges_finished_segments(tmp_path: Path, capsys: py
     assert main(["compact", str(tmp_path)]) == 0
     assert "nothing to compact" in capsys.readouterr().out
     assert sorted(r["index"] for _, r in iter_records(tmp_path)) == [0, 1, 2]
+
+
+def test_a_session_compacts_trials_whose_segments_piled_up(pytester: pytest.Pytester) -> None:
+    from conftest import append_line, assert_counts, load_records, stored_records
+    from pytest_xp.plugin import COMPACT_AT
+
+    pytester.makepyfile(xp_c="from pytest_xp import trial\n@trial(1, {'i': [0, 1]})\ndef t(i):\n    return i\n")
+    assert_counts(pytester.runpytest(), passed=2)
+    records_dir = pytester.path / ".xp" / "xp_c" / "t" / RECORDS_DIR
+    assert len(data_files(str(records_dir))) == 1  # one session, one segment: nothing to merge
+    directory, record = stored_records(pytester.path / ".xp")[0]
+    for _ in range(COMPACT_AT):  # finished segments of earlier sessions, one line each
+        append_line(directory, dumps(record).encode())
+    assert_counts(pytester.runpytest(), cached=2)
+    names = data_files(str(records_dir))
+    assert len(names) == 1 and names[0].endswith(".pack")
+    assert sorted(r["index"] for r in load_records(pytester.path / ".xp")) == [0, 1]
