@@ -222,8 +222,9 @@ def test_compaction_racing_writers_never_loses_a_record(tmp_path: Path) -> None:
     for proc in procs:
         proc.join()
         assert proc.exitcode == 0
-    assert compact(records_dir) is not None
-    assert merged > 0
+    final = compact(records_dir)  # None when the loop's last pass had merged everything already
+    merged += len(final.merged) if final else 0
+    assert merged >= 2 * 400 // 25  # every segment the writers finished was merged, while they wrote or after
     assert [n for n in data_files(records_dir) if n.endswith(".seg")] == []
     assert sorted(r["index"] for _, r in iter_records(tmp_path)) == list(range(800))
     assert all(Store(tmp_path).read_record(path_of(reader, i)) is not None for i in range(0, 800, 7))
@@ -274,7 +275,8 @@ def test_sigkill_mid_write_leaves_every_line_valid_or_torn(tmp_path: Path, after
         warnings.simplefilter("error")
         found = list(iter_records(tmp_path))
     assert all(r["payload"] == "y" * 5000 for _, r in found)
-    assert compact(str(records_dir), min_files=1) is not None  # the killed writer's lock is gone
+    if data_files(str(records_dir)):  # (a kill before the first write leaves no segment at all)
+        assert compact(str(records_dir), min_files=1) is not None  # the killed writer's lock is gone
 
 
 # -- stores written before segments ----------------------------------------------------------------
