@@ -144,6 +144,12 @@ def batched(ctx: Ctx) -> list[Row]:
     per_xp = (statistics.median(walls(got["xp -n 2"])) - fixed) / (n - 1000) * 1e3
     per_loop = statistics.median(walls(got["plain loop"])) / n * 1e3
     times = per_xp / per_loop if per_loop > 0 else float("inf")
+    # The same per-combination figure in CPU time (user+sys of every process, workers included): on a
+    # shared machine the wall time of two workers and of one loop process depend on the others' load.
+    fixed_cpu = statistics.median(o.cpu_s for o in got["xp one batch"])
+    cpu_xp = (statistics.median(o.cpu_s for o in got["xp -n 2"]) - fixed_cpu) / (n - 1000) * 1e3
+    cpu_loop = statistics.median(o.cpu_s for o in got["plain loop"]) / n * 1e3
+    cpu_times = cpu_xp / cpu_loop if cpu_loop > 0 else float("inf")
     how = "batched automatically" if s.batch is None else f"batch={s.batch}"
     tag = f"10^{len(str(n)) - 1}" if str(n).strip("0") == "1" else f"{n:,}"
     return [
@@ -193,7 +199,8 @@ def batched(ctx: Ctx) -> list[Row]:
                 goal_on="derived",
                 derived_value=times,
                 derived_text=f"{per_xp:.3f} ms vs {per_loop:.3f} ms per combination "
-                f"(pytest-xp's minus its {fixed:.1f} s start-up with one batch): {times:.2f}×",
+                f"(pytest-xp's minus its {fixed:.1f} s start-up with one batch): {times:.2f}×; "
+                f"CPU {cpu_xp:.3f} ms vs {cpu_loop:.3f} ms (minus {fixed_cpu:.1f} s): {cpu_times:.2f}×",
             ),
             got["xp -n 2"],
             got["plain loop"],
