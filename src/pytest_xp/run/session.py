@@ -129,9 +129,9 @@ class XpSession:
 
     def read_combination(self, exp: Experiment, trial: str, combo: Combination) -> dict[str, Any] | None:
         """The stored record of one combination, checked to belong to it (else quarantined: None)."""
-        path = self.store.combination_dir(exp.slug, trial, combo.slug) / RECORD_NAME
+        path = self.combination_dir(exp, trial, combo) / RECORD_NAME
         record = self.store.read_record(path, Expected(exp.module_id, trial, combo.params))
-        if record is None and path in self.unwritten:
+        if record is None and self.unwritten and path in self.unwritten:
             return self.unwritten[path]
         return record
 

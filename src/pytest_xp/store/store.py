@@ -735,6 +735,12 @@ class Store:
 
     def _read_loose(self, path: Path, expected: Expected | None) -> dict[str, Any] | None:
         """A record kept as a file of its own (stores from before segments, kept versions)."""
+        try:
+            os.lstat(path.parent)  # the usual case on the segment store: no directory, nothing loose
+        except FileNotFoundError:
+            return None
+        except OSError:
+            pass  # the checks below say what is wrong
         if not self._real_dirs(path.parent):
             return None
         try:
