@@ -148,6 +148,10 @@ def pytest_configure(config: pytest.Config) -> None:
             reporter.audit = AuditSummary(settings.audit, settings.seed, gates="audit" in settings.fail_on)
         config.pluginmanager.register(reporter, "pytest-xp-reporter")
         config.stash[REPORTER_KEY] = reporter
+        if getattr(config.option, "xmlpath", None):
+            from pytest_xp.report.junit import expand_batches
+
+            expand_batches(config)  # a batch's combinations: one test case each
         if config.pluginmanager.hasplugin("xdist") and getattr(config.option, "dist", "no") != "no":
             # Only where xdist starts workers (-n N, --dist with --tx): a -n 0 run never imports them.
             from pytest_xp.schedule.xdist import XdistHooks
@@ -287,7 +291,8 @@ def pytest_collection_modifyitems(
     if config.stash[SESSION_KEY].settings.audit:
         from pytest_xp.run import audit as _audit
 
-        _audit.choose(config.stash[SESSION_KEY], [item for item in items if isinstance(item, TrialItem)])
+        trials = [item for item in items if isinstance(item, (TrialItem, _batch.BatchItem))]
+        _audit.choose(config.stash[SESSION_KEY], trials)
 
 
 @pytest.hookimpl(wrapper=True)
@@ -368,13 +373,18 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
     report: pytest.TestReport = yield
     tolerated = (
-        (isinstance(item, _batch.BatchItem) or (isinstance(item, TrialItem) and item.xp_audited is None))
+        (isinstance(item, _batch.BatchItem) and not item.xp_audit_failed)
+        or (isinstance(item, TrialItem) and item.xp_audited is None)
         # an audit's failure follows `audit` in --xp-fail-on, not trial-failures
-        and "trial-failures" not in item.xp_session.settings.fail_on
-    )
+    ) and "trial-failures" not in item.xp_session.settings.fail_on
     if tolerated and report.when == "call" and report.failed:
         report.outcome = "passed"
         add_properties(report.user_properties, xp_tolerated=True)
+    if isinstance(item, _batch.BatchItem) and getattr(item.config.option, "xmlpath", None):
+        report.xp_batch_item = True  # type: ignore[attr-defined]  # report/junit.py: one test case per combination
+        if report.when == "call" and item.xp_junit is not None:
+            report.xp_members = item.xp_junit  # type: ignore[attr-defined]
+            item.xp_junit = None
     if isinstance(item, (TrialItem, _batch.BatchItem, VerifyItem)):
         # The reporter reads the call report, junitxml the teardown one (as str(value): make them JSON).
         # Every report is kept in the controller: a passed set-up or, without --junitxml, a teardown

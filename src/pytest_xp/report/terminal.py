@@ -374,6 +374,12 @@ class XpReporter:
         tally.duration_s += float(batch.get("duration_s") or 0.0)
         self.combinations[key].update(str(c) for c in batch.get("combinations") or ())
         self.cached_combinations[key].update(str(c) for c in batch.get("cached_combinations") or ())
+        for nodeid, why in batch.get("why") or ():
+            self.why.append((str(nodeid), str(why)))
+        if self.audit is not None:
+            for finding in batch.get("audits") or ():
+                if isinstance(finding, dict):
+                    self.audit.note(dict(finding))
         if tolerated:
             self.tolerated.append((report.nodeid, failure_lines(report)))
         # The totals count items, not combinations: the progress shows the count alone.

@@ -5,6 +5,9 @@ same items and the same store before any item runs (xdist's workers collect befo
 starts), so each finds the same candidates: the combinations whose stored record is a cache hit for
 the key this run computes. Sorted by node id, N of them are drawn with a generator seeded from
 ``--xp-seed``: the same command audits the same combinations, and another seed audits others.
+A batch's combinations (run/batch.py) are candidates under the node ids they would have as their own
+items, so batching a trial changes neither the candidates nor the draw; a chosen one re-runs inside
+its batch, exactly as below.
 
 **The re-run.** A chosen combination runs as if its cache missed, with the same seeds, SETUP and
 parameters, in a scratch directory of the session: its output files, metrics and checkpoints never
@@ -17,10 +20,11 @@ non-deterministic trial: the item fails while ``audit`` is in ``--xp-fail-on`` (
 
 from __future__ import annotations
 
+import functools
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from pytest_xp.define.discovery import Experiment, TrialDef
 from pytest_xp.define.grid import Combination
@@ -49,26 +53,59 @@ class Auditable(Protocol):
     xp_audit: dict[str, Any] | None
 
 
-def choose(session: XpSession, items: Sequence[Auditable]) -> list[Auditable]:
-    """Mark (``xp_audit``) and return the combinations this session audits, in collection order."""
+class AuditableBatch(Protocol):
+    """What the choice reads of a batch item (run/batch.BatchItem): its combinations, each under the
+    node id it would have as its own item, and how to mark one chosen."""
+
+    xp_exp: Experiment
+    xp_trial: TrialDef
+
+    def audit_members(self) -> list[tuple[str, Combination, Callable[[dict[str, Any]], None]]]: ...
+
+
+def choose(session: XpSession, items: Sequence[Auditable | AuditableBatch]) -> list[str]:
+    """Mark the combinations this session audits (an item's ``xp_audit``, a batch's ``xp_audits``) and
+    return their node ids, in collection order.
+
+    A batch's combinations are candidates under the node ids they would have unbatched, so the same
+    seed chooses the same combinations whether their trial is batched or not.
+    """
     settings = session.settings
     if not settings.audit or not settings.cache or settings.rerun:
         return []
     contexts: dict[tuple[str, int], dict[str, Any]] = {}
-    candidates = [item for item in items if _cached_now(session, item, contexts)]
+    candidates: list[tuple[str, Callable[[dict[str, Any]], None]]] = []
+    for item in items:
+        exp, trial = item.xp_exp, item.xp_trial
+        members_of = getattr(item, "audit_members", None)
+        if members_of is not None:
+            members = members_of()
+        else:
+            one = cast(Auditable, item)
+            members = [(one.nodeid, one.xp_combo, functools.partial(setattr, one, "xp_audit"))]
+        for nodeid, combo, mark in members:
+            if _cached_now(session, exp, trial, combo, contexts):
+                candidates.append((nodeid, mark))
     for exp in {item.xp_exp.module_id: item.xp_exp for item in items}.values():
         session.forget_contexts(exp)  # probed before anything ran: later stages read them afresh
-    ids = sorted(item.nodeid for item in candidates)
+    ids = sorted(nodeid for nodeid, _ in candidates)
     drawn = set(random.Random(f"pytest-xp audit {settings.seed}").sample(ids, min(settings.audit, len(ids))))
-    chosen = [item for item in items if item.nodeid in drawn]
-    for item in chosen:
-        item.xp_audit = {"asked": settings.audit, "cached": len(ids), "seed": settings.seed}
+    chosen = []
+    for nodeid, mark in candidates:
+        if nodeid in drawn:
+            mark({"asked": settings.audit, "cached": len(ids), "seed": settings.seed})
+            chosen.append(nodeid)
     return chosen
 
 
-def _cached_now(session: XpSession, item: Auditable, contexts: dict[tuple[str, int], dict[str, Any]]) -> bool:
-    """Whether the item's stored record is a cache hit now (contexts probed fresh, not memoized)."""
-    exp, trial, combo = item.xp_exp, item.xp_trial, item.xp_combo
+def _cached_now(
+    session: XpSession,
+    exp: Experiment,
+    trial: TrialDef,
+    combo: Combination,
+    contexts: dict[tuple[str, int], dict[str, Any]],
+) -> bool:
+    """Whether the combination's stored record is a cache hit now (contexts probed fresh, not memoized)."""
     try:
         memo = (exp.module_id, trial.order)
         if memo not in contexts:

@@ -25,7 +25,7 @@ import contextlib
 import time
 from array import array
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,7 @@ import pytest
 from pytest_xp.define.discovery import Experiment, TrialDef
 from pytest_xp.define.grid import Combination
 from pytest_xp.errors import StoreError
+from pytest_xp.run import audit as _audit
 from pytest_xp.run.call import RunOutcome
 from pytest_xp.run.context import private_copy
 from pytest_xp.run.handle import METRICS_CSV, METRICS_JSONL, Xp
@@ -48,16 +49,20 @@ from pytest_xp.run.items import (
     call_combination,
     combination_record,
     isolation_of,
+    match_parsed_id,
     skip_without_gpus,
     wait_for_other_shards,
 )
 from pytest_xp.run.locks import combination_lock
+from pytest_xp.run.members import FIXTURE_ERRORS, MemberOutput, junit_entry, needs_fresh_fixtures
+from pytest_xp.run.members import set_up_fixtures, stash_of, tear_down_fixtures
 from pytest_xp.run.session import XpSession
 from pytest_xp.run.shards import to_stderr
 from pytest_xp.run.state import SESSION_KEY
+from pytest_xp.run.stream import Sink, tee_output
 from pytest_xp.store.codec import digest, loads
 from pytest_xp.store.identity import combination_identity, trial_key
-from pytest_xp.store.keys import is_hit
+from pytest_xp.store.keys import is_hit, why_run
 from pytest_xp.store.properties import add_properties
 from pytest_xp.store.records import now_iso
 from pytest_xp.store.store import RECORD_NAME, write_json_atomic
@@ -110,6 +115,22 @@ class _Pending:
     key: str
     seen_record: bool
     output_dir: Path
+    why: str | None = None  # --xp-explain: why it runs
+    audited: dict[str, Any] | None = None  # --xp-audit: the stored record its re-run is compared with
+    audit: dict[str, Any] | None = None  # --xp-audit: how it was chosen (run/audit.choose)
+
+
+@dataclass
+class _Ended:
+    """How one combination of the batch ended, as its own item would have reported it."""
+
+    kind: str  # ok, failed, xfailed, skipped, error (no record), reused (cached after all), audited
+    duration_s: float = 0.0
+    summary: str = ""  # one line for the batch's failure text
+    message: str = ""  # the longer text its own item's report would carry
+    properties: list[tuple[str, object]] = field(default_factory=list)
+    finding: dict[str, Any] | None = None  # --xp-audit's finding
+    gating: bool = False  # an audit finding that fails the batch (``audit`` in --xp-fail-on)
 
 
 @dataclass
@@ -118,6 +139,13 @@ class _Tally:
     cached: int = 0
     skipped: int = 0
     duration_s: float = 0.0
+    ran: list[str] = field(default_factory=list)  # ids of the combinations that ran (or were looked at)
+    reused: list[str] = field(default_factory=list)  # ids found cached at run time (another session's record)
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (id, summary): failure records and errors
+    recorded_failures: list[str] = field(default_factory=list)  # ids whose record is a failure (xfailed too)
+    xfailed: list[str] = field(default_factory=list)
+    findings: list[dict[str, Any]] = field(default_factory=list)
+    why: list[list[str]] = field(default_factory=list)  # [node id of the combination, why it ran]
 
 
 class BatchItem(_XpItem):
@@ -130,6 +158,12 @@ class BatchItem(_XpItem):
     xp_context: dict[str, Any]
     xp_todo: list[_Pending]
     xp_cached_ids: list[str]
+    xp_audits: dict[int, dict[str, Any]] | None = None  # --xp-audit: grid index -> how it was chosen
+    xp_fresh_fixtures: bool = False  # function-scoped fixtures are set up per combination (run/members.py)
+    xp_audit_failed: bool = False  # a gating audit difference: the batch fails whatever trial-failures says
+    xp_junit: list[dict[str, Any]] | None = None  # --junitxml: one entry per combination, for the call report
+    xp_cached_props: dict[int, list[tuple[str, object]]] | None = None  # --junitxml: what a cached one reports
+    xp_stash: dict[Any, Any]  # the item's stash before its first combination (run/members.tear_down_fixtures)
 
     @classmethod
     def create(cls, parent: pytest.Module, exp: Experiment, trial: TrialDef, start: int, stop: int) -> BatchItem:
@@ -138,6 +172,7 @@ class BatchItem(_XpItem):
             name=batch_name(trial.name, start, stop),
             callobj=_fixture_signature(trial.fn, trial.fixture_names),
         )
+        match_parsed_id(item, trial.name, f"batch_{start}-{stop - 1}")
         item.xp_exp, item.xp_trial = exp, trial
         item.xp_fn, item.xp_lineno = trial.fn, trial.lineno
         item.xp_session = parent.config.stash[SESSION_KEY]
@@ -166,9 +201,27 @@ class BatchItem(_XpItem):
         cid = _id_of(self.xp_trial, index)
         return f"{self.xp_trial.name}[{cid}]" if cid else self.xp_trial.name
 
+    def combination_nodeid(self, index: int) -> str:
+        """The node id this combination's item would have unbatched (what -k, streams and reports name)."""
+        return f"{self.parent.nodeid}::{self.combination_name(index)}" if self.parent else self.combination_name(index)
+
     def identity(self, index: int) -> str:
         combo = self.xp_trial.combinations[index]
         return combination_identity(self.xp_exp.module_id, self.xp_trial.name, combo.params_digest)
+
+    def audit_members(self) -> list[tuple[str, Combination, Callable[[dict[str, Any]], None]]]:
+        """(node id, combination, how to mark it chosen) of each combination, for ``--xp-audit``'s choice."""
+
+        def mark(index: int) -> Callable[[dict[str, Any]], None]:
+            def chosen(info: dict[str, Any]) -> None:
+                if self.xp_audits is None:
+                    self.xp_audits = {}
+                self.xp_audits[index] = info
+
+            return chosen
+
+        combos = self.xp_trial.combinations
+        return [(self.combination_nodeid(i), combos[i], mark(i)) for i in self.xp_indices]
 
     # -- set-up: what is cached, what runs --------------------------------------------------
     def setup(self) -> None:
@@ -184,7 +237,11 @@ class BatchItem(_XpItem):
         if not self.xp_todo:
             return  # nothing will run: no fixture set-up either
         self.xp_handle = CurrentXp(self.xp_context)
-        super().setup()
+        # A fixture with per-test state (tmp_path, a user's) is set up afresh for each combination, as
+        # for its own item; without one, the fixtures are set up once here.
+        self.xp_fresh_fixtures = needs_fresh_fixtures(self)
+        if not self.xp_fresh_fixtures:
+            super().setup()
 
     def _wait_for_other_shards(self) -> None:
         wait_for_other_shards(self.xp_session, self.xp_exp, self.xp_trial, to_stderr)
@@ -195,20 +252,42 @@ class BatchItem(_XpItem):
         self.xp_context = session.context_for(exp, trial.order)
         self.xp_todo, self.xp_cached_ids = [], []
         plain_hits = session.settings.cache and not session.settings.rerun
+        audits = self.xp_audits or {}
+        junit = self._junit_on()
+        self.xp_cached_props = {} if junit else None
         for index in self.xp_indices:
             combo = trial.combinations[index]
-            if plain_hits and session.cached_hit(exp, trial, combo) is not None:
-                self.xp_cached_ids.append(combo.id)  # the bulk check (no upstream records): reusable as it is
-                continue
+            if plain_hits and index not in audits:
+                hit = session.cached_hit(exp, trial, combo)
+                if hit is not None:  # the bulk check (no upstream records): reusable as it is
+                    self._note_cached(combo, hit)
+                    continue
             _, seeds, parts, key = session.key_for(exp, trial, combo, context=self.xp_context)
             output_dir = session.combination_dir(exp, trial.name, combo)
             record = None
             if session.maybe_stored(exp, trial.name, combo):  # the trial's listing: nothing to read otherwise
                 record = _read(session, exp, trial, combo, output_dir / RECORD_NAME)
             if _reusable(session, exp, record, key):
-                self.xp_cached_ids.append(combo.id)
-            else:
-                self.xp_todo.append(_Pending(combo, seeds, parts, key, record is not None, output_dir))
+                assert record is not None
+                if index in audits:  # --xp-audit: re-run it elsewhere and compare, keep the record as it is
+                    self.xp_todo.append(
+                        _Pending(combo, seeds, parts, key, True, output_dir, audited=record, audit=audits[index])
+                    )
+                else:
+                    self._note_cached(combo, record)
+                continue
+            pending = _Pending(combo, seeds, parts, key, record is not None, output_dir)
+            if session.settings.explain:
+                pending.why = _why(session, exp, record, key, parts)
+            self.xp_todo.append(pending)
+
+    def _note_cached(self, combo: Combination, record: dict[str, Any]) -> None:
+        self.xp_cached_ids.append(combo.id)
+        if self.xp_cached_props is not None:
+            self.xp_cached_props[combo.index] = _cached_properties(record)
+
+    def _junit_on(self) -> bool:
+        return bool(getattr(self.config.option, "xmlpath", None))
 
     # -- running -----------------------------------------------------------------------------
     def runtest(self) -> None:
@@ -216,63 +295,112 @@ class BatchItem(_XpItem):
         if self.xp_error is not None:
             raise self.xp_error
         tally = _Tally(cached=len(self.xp_cached_ids))
-        failed: list[tuple[str, str]] = []
+        junit: dict[int, dict[str, Any]] | None = {} if self.xp_cached_props is not None else None
+        output = MemberOutput(self)
+        self.xp_stash = stash_of(self) if self.xp_fresh_fixtures else {}
         manifest = self._write_manifest()
         try:
             for pending in self.xp_todo:
-                ended = self._run_one(pending)
-                if ended is None:
-                    tally.skipped += 1
-                elif isinstance(ended, str):
-                    failed.append((pending.combo.id, ended))
-                else:
-                    tally.ok += 1
-                    tally.duration_s += ended
+                name = self._name_of(pending.combo)
+                output.start()
+                ended = self._run_one(pending, name)
+                sections = output.take(name)
+                self._count(tally, pending, ended)
+                if junit is not None:
+                    junit[pending.combo.index] = self._junit_entry(name, ended, sections)
         finally:
             if manifest is not None:
                 manifest.unlink(missing_ok=True)
-        self._report(tally, failed)
-        if failed:
-            raise BatchFailed(self._failure_text(failed))
+        if junit is not None:
+            assert self.xp_cached_props is not None
+            for index, props in self.xp_cached_props.items():
+                name = self._name_of(self.xp_trial.combinations[index])
+                junit[index] = junit_entry(name, "passed", duration=0.0, properties=self._with_trial(props))
+            self.xp_junit = [junit[index] for index in sorted(junit)]
+        self._report(tally)
+        if tally.failed:
+            raise BatchFailed(self._failure_text(tally.failed))
 
-    def _run_one(self, pending: _Pending) -> float | str | None:
-        """Run one combination and write its record: its duration, the failure's summary, or None (skipped)."""
+    def _name_of(self, combo: Combination) -> str:
+        return f"{self.xp_trial.name}[{combo.id}]" if combo.id else self.xp_trial.name
+
+    def _count(self, tally: _Tally, pending: _Pending, ended: _Ended) -> None:
+        cid = pending.combo.id
+        tally.ran.append(cid)
+        if pending.why is not None:
+            tally.why.append([f"{self.parent.nodeid}::{self._name_of(pending.combo)}", pending.why])
+        if ended.kind in ("ok", "xfailed", "failed") and ended.properties:
+            tally.duration_s += ended.duration_s
+        if ended.kind == "ok":
+            tally.ok += 1
+        elif ended.kind in ("reused", "audited"):
+            tally.cached += 1
+            tally.reused.append(cid)
+            if ended.finding is not None:
+                tally.findings.append(ended.finding)
+            if ended.gating:
+                tally.failed.append((cid, ended.summary))
+                self.xp_audit_failed = True
+        elif ended.kind == "skipped":
+            tally.skipped += 1
+        elif ended.kind == "xfailed":
+            tally.xfailed.append(cid)
+            tally.recorded_failures.append(cid)
+        else:
+            if ended.kind == "failed" and ended.properties:
+                tally.recorded_failures.append(cid)
+            tally.failed.append((cid, ended.summary))
+
+    def _junit_entry(self, name: str, ended: _Ended, sections: list[tuple[str, str]]) -> dict[str, Any]:
+        outcome = {"ok": "passed", "reused": "passed", "skipped": "skipped", "xfailed": "skipped"}.get(
+            ended.kind, "passed" if ended.kind == "audited" and not ended.gating else "failed"
+        )
+        return junit_entry(
+            name,
+            outcome,
+            duration=ended.duration_s,
+            properties=self._with_trial(ended.properties),
+            message=ended.message or ended.summary,
+            sections=sections,
+            xfail=ended.kind == "xfailed",
+        )
+
+    def _with_trial(self, props: list[tuple[str, object]]) -> list[tuple[str, object]]:
+        return [pair for pair in self.user_properties if pair[0] == "xp_trial"] + props
+
+    def _run_one(self, pending: _Pending, name: str) -> _Ended:
+        """Run one combination and write its record (an audited one: compare, write nothing)."""
         __tracebackhide__ = True
+        if pending.audited is not None:
+            return self._audit_one(pending, name)
         session, exp, trial, combo = self.xp_session, self.xp_exp, self.xp_trial, pending.combo
         output_dir = pending.output_dir
         record_path = output_dir / RECORD_NAME
         try:
             release = _lock(session, record_path)
         except StoreError as exc:
-            return f"StoreError: {exc}"
+            return _Ended("error", summary=f"StoreError: {exc}")
         try:
             previous = _read(session, exp, trial, combo, record_path)  # reads what other processes appended
             elsewhere = previous is not None and previous.get("session") != session.session_id
             if elsewhere and _reusable(session, exp, previous, pending.key):
-                return 0.0
+                assert previous is not None
+                return _Ended("reused", properties=_cached_properties(previous))
             if pending.seen_record:
                 for stale in (METRICS_JSONL, METRICS_CSV):
                     (output_dir / stale).unlink(missing_ok=True)
             context = private_copy(self.xp_context)
-            handle = Xp(
-                store=session.store,
-                exp=exp,
-                trial=trial.name,
-                rank=trial.order,
-                params=private_copy(combo.params),
-                output_path=output_dir,
-                setup=context,
-                seeds=pending.seeds,
-                key=pending.key,
-            )
-            assert self.xp_handle is not None  # set in setup() whenever something runs
-            self.xp_handle.current = handle
+            handle = self._handle(pending, output_dir, context, name)
+            problem = self._set_up_fixtures(name)
+            if problem is not None:
+                return problem
             started_at, start = now_iso(), time.perf_counter()
             handle.started = start
             try:
-                outcome = _within_size(trial.name, self._call(combo, context, pending.seeds))
-            except pytest.skip.Exception:
-                return None
+                outcome = _within_size(trial.name, self._call(combo, context, pending.seeds, name))
+            except pytest.skip.Exception as exc:
+                handle.close()  # no record: its metric log just ends
+                return _Ended("skipped", message=str(exc.msg))
             duration_s = time.perf_counter() - start
             record = combination_record(
                 session,
@@ -288,25 +416,138 @@ class BatchItem(_XpItem):
                 handle=handle,
                 output_dir=output_dir,
             )
+            props: list[tuple[str, object]] = []
+            if record.get("metrics"):
+                add_properties(props, xp_metrics=record["metrics"])
+            if pending.why is not None:
+                add_properties(props, xp_why=pending.why)
             try:
                 session.store.write_record_keeping_history(record_path, record, previous)
             except StoreError as exc:
                 session.unwritten[record_path] = _write_short_failure(session.store, record_path, record, exc)
-                return f"StoreError: {exc}"
+                add_properties(props, xp_success=False, xp_duration=record["duration_s"])
+                return _Ended("failed", duration_s, f"StoreError: {exc}", properties=props)
+            add_properties(props, xp_success=outcome.success, xp_duration=record["duration_s"])
             if not outcome.success:
-                return _summary(outcome)
-            return duration_s
+                kind = "xfailed" if isinstance(outcome.exception, pytest.xfail.Exception) else "failed"
+                return _Ended(kind, duration_s, _summary(outcome), outcome.error or "", props)
+            return _Ended("ok", duration_s, properties=props)
         finally:
-            release()
-            if self.xp_handle is not None:
-                self.xp_handle.current = None
+            try:
+                self._tear_down_fixtures(name)
+            finally:
+                release()
+                if self.xp_handle is not None:
+                    self.xp_handle.current = None
 
-    def _call(self, combo: Combination, context: dict[str, Any], seeds: dict[str, Any]) -> RunOutcome:
+    def _audit_one(self, pending: _Pending, name: str) -> _Ended:
+        """``--xp-audit``: re-run a cached combination in the session's scratch and compare (run/audit.py)."""
+        __tracebackhide__ = True
+        session, exp, trial, combo = self.xp_session, self.xp_exp, self.xp_trial, pending.combo
+        assert pending.audited is not None and pending.audit is not None
+        try:
+            run_dir = session.store.make_dir(_audit.run_dir(session, exp, trial.name, combo))
+        except StoreError as exc:
+            return _Ended("error", summary=f"StoreError: {exc}")
+        context = private_copy(self.xp_context)
+        handle = self._handle(pending, run_dir, context, name)
+        try:
+            problem = self._set_up_fixtures(name)
+            if problem is not None:
+                return problem
+            start = time.perf_counter()
+            handle.started = start
+            try:
+                outcome = _within_size(trial.name, self._call(combo, context, pending.seeds, name))
+            except pytest.skip.Exception as exc:
+                handle.close()  # no record: its metric log just ends
+                return _Ended("skipped", message=str(exc.msg))
+            duration_s = time.perf_counter() - start
+            handle.close()
+            finding = {
+                **pending.audit,
+                **_audit.conclude(exp, trial, combo, pending.audited, outcome),
+                "duration_s": round(duration_s, 3),
+            }
+            props = _cached_properties(pending.audited)
+            add_properties(props, xp_audit=finding)
+            gating = not finding["same"] and "audit" in session.settings.fail_on
+            text = _audit.failure_text(finding) if not finding["same"] else ""
+            summary = f"not deterministic: {finding.get('message')}" if gating else ""
+            return _Ended("audited", duration_s, summary, text, props, finding=finding, gating=gating)
+        finally:
+            try:
+                self._tear_down_fixtures(name)
+            finally:
+                if self.xp_handle is not None:
+                    self.xp_handle.current = None
+
+    def _handle(self, pending: _Pending, output_dir: Path, context: dict[str, Any], name: str) -> Xp:
+        """The combination's ``xp`` handle, made the one the batch's ``xp`` fixture follows."""
+        session, exp, trial, combo = self.xp_session, self.xp_exp, self.xp_trial, pending.combo
+        handle = Xp(
+            store=session.store,
+            exp=exp,
+            trial=trial.name,
+            rank=trial.order,
+            params=private_copy(combo.params),
+            output_path=output_dir,
+            setup=context,
+            seeds=pending.seeds,
+            key=pending.key,
+        )
+        sink = self._stream_sink()
+        if sink is not None and (isolation_of(session, trial) is None or session.is_worker):
+            nodeid = f"{self.parent.nodeid}::{name}"
+            handle.on_metric = lambda text: sink(nodeid, "metric", text)
+        assert self.xp_handle is not None  # set in setup() whenever something runs
+        self.xp_handle.current = handle
+        return handle
+
+    def _set_up_fixtures(self, name: str) -> _Ended | None:
+        """Per combination (``xp_fresh_fixtures``): set up its function-scoped fixtures; how it ended if that failed."""
+        if not self.xp_fresh_fixtures:
+            return None
+        try:
+            set_up_fixtures(self)
+        except pytest.skip.Exception as exc:
+            return _Ended("skipped", message=str(exc.msg))
+        except FIXTURE_ERRORS as exc:
+            return _Ended("error", summary=f"error in fixture set-up: {_one_line(exc)}", message=repr(exc))
+        return None
+
+    def _tear_down_fixtures(self, name: str) -> None:
+        if not self.xp_fresh_fixtures:
+            return
+        errors = tear_down_fixtures(self, self.xp_stash)
+        if errors:
+            self.xp_teardown_errors.extend(f"{name}: error in fixture teardown: {_one_line(exc)}" for exc in errors)
+
+    @property
+    def xp_teardown_errors(self) -> list[str]:
+        errors: list[str] = self.__dict__.setdefault("_xp_teardown_errors", [])
+        return errors
+
+    def _call(self, combo: Combination, context: dict[str, Any], seeds: dict[str, Any], name: str) -> RunOutcome:
         __tracebackhide__ = True
         trial = self.xp_trial
         kwargs = {**private_copy(combo.params), **self._fixture_values(trial.fixture_names)}
         isolation = isolation_of(self.xp_session, trial)
-        return call_combination(trial.fn, kwargs, context, seeds, isolation, contextlib.nullcontext())
+        sink = self._stream_sink()
+        # Streamed lines are tagged with the combination's own node id, as its own item's would be.
+        streaming = (
+            tee_output(f"{self.parent.nodeid}::{name}", sink) if sink is not None else contextlib.nullcontext()
+        )
+        return call_combination(trial.fn, kwargs, context, seeds, isolation, streaming)
+
+    def _stream_sink(self) -> Sink | None:
+        """Where a combination's output goes live, as for an unbatched item (``TrialItem._stream_sink``)."""
+        session = self.xp_session
+        if session.stream_sink is None:
+            return None
+        if session.settings.stream or (session.stream_single and len(self.xp_trial.combinations) == 1):
+            return session.stream_sink
+        return None
 
     def _write_manifest(self) -> Path | None:
         """Under xdist, name the combinations about to run, for the controller's crash record."""
@@ -315,25 +556,29 @@ class BatchItem(_XpItem):
             return None
         exp, trial = self.xp_exp, self.xp_trial
         path = manifest_path(session.ensure_scratch(), self.nodeid)
-        entries = [[p.combo.id, p.combo.index, p.combo.params, str(p.output_dir / RECORD_NAME)] for p in self.xp_todo]
+        todo = [p for p in self.xp_todo if p.audited is None]  # an audited one writes no record
+        entries = [[p.combo.id, p.combo.index, p.combo.params, str(p.output_dir / RECORD_NAME)] for p in todo]
         write_json_atomic(path, {"module_id": exp.module_id, "trial": trial.name, "combinations": entries})
         return path
 
-    def _report(self, tally: _Tally, failed: list[tuple[str, str]]) -> None:
-        ran = [p.combo.id for p in self.xp_todo]
-        if not ran:
+    def _report(self, tally: _Tally) -> None:
+        if len(tally.reused) == len(tally.ran) and not tally.findings:
             add_properties(self.user_properties, xp_cached=True)  # reported CACHED, like a cached combination
+        served = set(tally.reused)
         add_properties(
             self.user_properties,
             xp_batch={
                 "ok": tally.ok + tally.cached,
-                "failed": len(failed),
+                "failed": len(tally.recorded_failures),
                 "cached": tally.cached,
                 "skipped": tally.skipped,
                 "duration_s": tally.duration_s,
-                "combinations": self.xp_cached_ids + ran,
-                "cached_combinations": self.xp_cached_ids,
-                "failed_combinations": [cid for cid, _ in failed],
+                "combinations": self.xp_cached_ids + tally.ran,
+                "cached_combinations": self.xp_cached_ids + [cid for cid in tally.ran if cid in served],
+                "failed_combinations": tally.recorded_failures,
+                "xfailed_combinations": tally.xfailed,
+                "audits": tally.findings,
+                "why": tally.why,
             },
         )
 
@@ -356,7 +601,12 @@ class BatchItem(_XpItem):
             # What the batch learned per combination is in its records and its call report now; an item
             # stays referenced for the whole session, so it lets go of the per-combination lists.
             self.xp_todo, self.xp_cached_ids, self.xp_handle = [], [], None
+            self.xp_cached_props = self.xp_junit = None
+            self.xp_stash = {}
             self.user_properties = [pair for pair in self.user_properties if pair[0] != "xp_batch"]
+        errors = self.__dict__.pop("_xp_teardown_errors", None)
+        if errors:
+            raise BatchFailed("\n".join(errors))
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
         if isinstance(excinfo.value, BatchFailed):
@@ -365,6 +615,32 @@ class BatchItem(_XpItem):
 
     def reportinfo(self) -> tuple[Path, int, str]:
         return self.path, self.xp_lineno - 1, self.name
+
+
+def _cached_properties(record: dict[str, Any]) -> list[tuple[str, object]]:
+    """What a cached combination's own item reports (``TrialItem.cached_properties_of``)."""
+    props: list[tuple[str, object]] = []
+    add_properties(props, xp_cached=True, xp_success=True, xp_duration=record.get("duration_s") or 0.0)
+    if record.get("metrics"):
+        add_properties(props, xp_metrics=record["metrics"])
+    return props
+
+
+def _why(
+    session: XpSession, exp: Experiment, record: dict[str, Any] | None, key: str, parts: dict[str, Any]
+) -> str:
+    """``--xp-explain``: why a combination runs, in the words ``TrialItem.prepare`` uses."""
+    settings = session.settings
+    if record is not None and settings.cache and not settings.rerun and is_hit(record, key):
+        stale = session.upstream_changes(exp, record)
+        if stale:
+            return "; ".join(stale)
+    return why_run(record, key, parts, rerun=settings.rerun, cache_on=settings.cache)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[-1]}" if text else type(exc).__name__
 
 
 def _lock(session: XpSession, record_path: Path) -> Callable[[], None]:

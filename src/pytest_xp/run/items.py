@@ -116,6 +116,19 @@ def _fixture_signature(
     return call
 
 
+def match_parsed_id(item: pytest.Item, base: str, params: str | None) -> None:
+    """Give ``item`` the structured node id pytest would parse from its node id string.
+
+    pytest 9.2 keeps a structured id (``item.id``: names and params apart) that ``--lf``/``--ff``
+    compare with ids parsed from the strings they stored; an item named ``t[x_1]`` without a callspec
+    would get the name ``t[x_1]`` and no params, and never match ``t`` with params ``x_1``. Older
+    pytest has no structured id: nothing to do.
+    """
+    parent_id = getattr(item.parent, "id", None)
+    if params is not None and parent_id is not None and hasattr(parent_id, "with_params"):
+        item._id = parent_id.child(base).with_params(params)  # type: ignore[attr-defined]
+
+
 def _requested_fixtures(item: pytest.Function) -> tuple[tuple[str, Any], ...]:
     """(name, function) of every fixture an item requests, transitively, as pytest resolved them.
 
@@ -206,6 +219,7 @@ class TrialItem(_XpItem):
             session.trial_items[parent.nodeid, trial.name] = (callobj, item._fixtureinfo)
         else:
             item = cls.from_parent(parent, name=name, callobj=shared[0], fixtureinfo=shared[1])
+        match_parsed_id(item, trial.name, combo.id or None)
         item.xp_exp, item.xp_trial, item.xp_combo = exp, trial, combo
         item.xp_fn, item.xp_lineno = trial.fn, trial.lineno
         item.xp_session = session
