@@ -64,6 +64,7 @@ def _both(
 
 # -- function-scoped fixtures -------------------------------------------------------------------
 FIXTURES = """
+import logging
 import os
 import pytest
 from pytest_xp import trial
@@ -91,11 +92,12 @@ def shared():
     return object()
 
 @trial(1, {{"i": list(range(7))}}, {batch})
-def t(i, tmp_path, counter, member, shared):
+def t(i, tmp_path, counter, member, shared, caplog):
     before = sorted(p.name for p in tmp_path.iterdir())
     (tmp_path / "mine.txt").write_text(str(i))
     counter["n"] += 1
-    return {{"before": before, "count": counter["n"], "member": member}}
+    logging.getLogger("t").warning("combination %s", i)
+    return {{"before": before, "count": counter["n"], "member": member, "logged": len(caplog.records)}}
 """
 
 
@@ -114,7 +116,9 @@ def test_function_scoped_fixtures_are_fresh_for_each_combination(
         # function-scoped events only: how often a module fixture is set up depends on the scheduling
         runs.append((_records(pytester.path), sorted(e for e in events.read_text().splitlines() if "module" not in e)))
     (plain, plain_events), (batched, batched_events) = runs
-    assert [r["result"] for r in plain] == [{"before": [], "count": 1, "member": {"i": i}} for i in range(7)]
+    assert [r["result"] for r in plain] == [
+        {"before": [], "count": 1, "member": {"i": i}, "logged": 1} for i in range(7)
+    ]
     assert batched == plain
     assert batched_events == plain_events
     assert batched_events.count("set-up") == 7 and batched_events.count("teardown") == 7
@@ -132,7 +136,9 @@ def picky(xp):
         raise RuntimeError("no fixture for one")
     if xp.params["i"] == 2:
         pytest.skip("not for two")
-    return 10
+    yield 10
+    if xp.params["i"] == 3:
+        raise RuntimeError("teardown of three")
 
 @trial(1, {"i": [0, 1, 2, 3]}, batch=4)
 def t(i, picky):
@@ -140,8 +146,13 @@ def t(i, picky):
 """
     )
     result = pytester.runpytest("-p", "no:cacheprovider")
-    result.stdout.fnmatch_lines(
-        ["*1 of 4 combinations of t failed*", "  t[[]i_1[]]: error in fixture set-up: RuntimeError: no fixture for one"]
+    result.stdout.fnmatch_lines_random(
+        [
+            "*1 of 4 combinations of t failed*",
+            "  t[[]i_1[]]: error in fixture set-up: RuntimeError: no fixture for one",
+            "*ERROR at teardown of t[[]batch_0-3[]]*",
+            "*t[[]i_3[]]: error in fixture teardown: RuntimeError: teardown of three*",
+        ]
     )
     records = {r["index"]: r for r in load_records(pytester.path / ".xp")}
     assert sorted(records) == [0, 3]  # as unbatched: no record where set-up failed or skipped
@@ -225,7 +236,7 @@ def test_streamed_lines_name_their_own_combination(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, workers: str
 ) -> None:
     pytester.makepyfile(xp_loud=LOUD)
-    for (_, result) in _both(pytester, monkeypatch, workers, "--xp-stream", batch="4"):
+    for _, result in _both(pytester, monkeypatch, workers, "--xp-stream", batch="4"):
         text = result.stdout.str()
         for i in range(4):
             assert f"[t[i_{i}]] out of {i}" in text
@@ -239,11 +250,11 @@ def test_captured_output_is_kept_per_combination(pytester: pytest.Pytester, monk
     (plain, plain_run), (batched, batched_run) = _both(pytester, monkeypatch, "0", "-rA", batch="4")
     assert batched == plain
     plain_run.stdout.fnmatch_lines(["*Captured stdout call*", "out of 2"])
-    text = batched_run.stdout.str()
+    lines = batched_run.stdout.lines
     for i in range(4):
-        for kind, line in (("stdout", f"out of {i}"), ("stderr", f"err of {i}"), ("log", f"log of {i}")):
-            header = next(n for n, l in enumerate(batched_run.stdout.lines) if f"Captured {kind} t[i_{i}] call" in l)
-            assert line in batched_run.stdout.lines[header + 1], (kind, i, text)
+        for kind, text in (("stdout", f"out of {i}"), ("stderr", f"err of {i}"), ("log", f"log of {i}")):
+            header = next(n for n, shown in enumerate(lines) if f"Captured {kind} t[i_{i}] call" in shown)
+            assert text in lines[header + 1], (kind, i, batched_run.stdout.str())
 
 
 # -- --junitxml ---------------------------------------------------------------------------------
@@ -286,7 +297,7 @@ def test_junit_has_one_case_per_combination(
 ) -> None:
     pytester.makepyfile(xp_junit=JUNIT)
     found = []
-    for (records, _) in _both(pytester, monkeypatch, workers, "--junitxml=out.xml", batch="5"):
+    for records, _ in _both(pytester, monkeypatch, workers, "--junitxml=out.xml", batch="5"):
         found.append((records, _cases(pytester.path / "out.xml")))
         # cached: every combination again, each as its own case
         _run(pytester, workers, "--junitxml=cached.xml")
@@ -328,7 +339,9 @@ def _calls(path: Path) -> list[int]:
 
 
 def test_last_failed_reruns_the_failed_combination(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
-    pytester.makepyfile(xp_flaky=FLAKY.format(batch=BATCH, calls=str(pytester.path / "calls.txt"), fixed=str(pytester.path / "ok")))
+    pytester.makepyfile(
+        xp_flaky=FLAKY.format(batch=BATCH, calls=str(pytester.path / "calls.txt"), fixed=str(pytester.path / "ok"))
+    )
     for size, failed_first in (("1", 5), ("3", 1)):
         monkeypatch.setenv("XP_TEST_BATCH", size)
         _fresh(pytester.path)
@@ -349,9 +362,9 @@ def test_maxfail_counts_batches_and_a_batch_runs_all_its_combinations(
 ) -> None:
     monkeypatch.setenv("XP_TEST_BATCH", "2")
     pytester.makepyfile(
-        xp_flaky=FLAKY.format(batch=BATCH, calls=str(pytester.path / "calls.txt"), fixed=str(pytester.path / "ok")).replace(
-            'i == 4 and', "i in (2, 3) and"
-        )
+        xp_flaky=FLAKY.format(
+            batch=BATCH, calls=str(pytester.path / "calls.txt"), fixed=str(pytester.path / "ok")
+        ).replace("i == 4 and", "i in (2, 3) and")
     )
     result = pytester.runpytest("-p", "no:cacheprovider", "-x")
     assert_counts(result, passed=1, failed=1)  # -x stops after the failed batch (both its combinations ran)
@@ -360,7 +373,9 @@ def test_maxfail_counts_batches_and_a_batch_runs_all_its_combinations(
 
 def test_rerun_of_one_combination_by_k_and_explain(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
     (pytester.path / "ok").write_text("")
-    pytester.makepyfile(xp_flaky=FLAKY.format(batch=BATCH, calls=str(pytester.path / "calls.txt"), fixed=str(pytester.path / "ok")))
+    pytester.makepyfile(
+        xp_flaky=FLAKY.format(batch=BATCH, calls=str(pytester.path / "calls.txt"), fixed=str(pytester.path / "ok"))
+    )
     runs = []
     for size in ("1", "3"):
         monkeypatch.setenv("XP_TEST_BATCH", size)
@@ -370,10 +385,14 @@ def test_rerun_of_one_combination_by_k_and_explain(pytester: pytest.Pytester, mo
         forced = pytester.runpytest("-p", "no:cacheprovider", "--xp-rerun", "-k", "i_4", "--xp-explain")
         explained = [line for line in forced.stdout.lines if line.startswith("xp_flaky.py::t[")]
         stale = pytester.runpytest("-p", "no:cacheprovider", "--xp-explain", "--xp-context", "k=1", "-k", "i_1")
-        runs.append((_calls(pytester.path), explained, [ln for ln in stale.stdout.lines if ln.startswith("xp_")]))
+        why = [line for line in stale.stdout.lines if line.startswith("xp_flaky.py::t[")]
+        runs.append((_calls(pytester.path), explained, why))
     assert runs[0] == runs[1]
-    assert runs[0][0] == [1, 4]
-    assert runs[0][1] == ["xp_flaky.py::t[i_4]: --xp-rerun"] or runs[0][1][0].startswith("xp_flaky.py::t[i_4]: ")
+    assert runs[0] == (
+        [1, 4],
+        ["xp_flaky.py::t[i_4]: re-run requested (--xp-rerun)"],
+        ["xp_flaky.py::t[i_1]: context changed (k)"],
+    )
 
 
 def test_skip_and_xfail_inside_a_combination(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -435,7 +454,9 @@ def test_manifest_and_load_results_count_cached_combinations_alike(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     (pytester.path / "ok").write_text("")
-    pytester.makepyfile(xp_flaky=FLAKY.format(batch=BATCH, calls=str(pytester.path / "calls.txt"), fixed=str(pytester.path / "ok")))
+    pytester.makepyfile(
+        xp_flaky=FLAKY.format(batch=BATCH, calls=str(pytester.path / "calls.txt"), fixed=str(pytester.path / "ok"))
+    )
     from pytest_xp import load_results
 
     seen = []

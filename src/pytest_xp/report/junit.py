@@ -27,7 +27,7 @@ def expand_batches(config: pytest.Config) -> None:
         return
     for impl in config.hook.pytest_runtest_logreport.get_hookimpls():
         if impl.plugin is xml and not isinstance(impl.function, _PerCombination):
-            impl.function = _PerCombination(impl.function)
+            setattr(impl, "function", _PerCombination(impl.function))  # noqa: B010 - pluggy types it Final
 
 
 class _PerCombination:
@@ -82,12 +82,30 @@ class _PerCombination:
         )
         duration = float(member.get("duration") or 0.0)
         call = pytest.TestReport(
-            nodeid, (path, lineno, name), keywords, call_outcome, longrepr, "call", sections, duration, 0.0, 0.0,
+            nodeid,
+            (path, lineno, name),
+            keywords,
+            call_outcome,
+            longrepr,
+            "call",
+            sections,
+            duration,
+            0.0,
+            0.0,
             **extra,
         )
         self.write(call)
         teardown = pytest.TestReport(
-            nodeid, (path, lineno, name), keywords, "passed", None, "teardown", sections, 0.0, 0.0, 0.0,
+            nodeid,
+            (path, lineno, name),
+            keywords,
+            "passed",
+            None,
+            "teardown",
+            sections,
+            0.0,
+            0.0,
+            0.0,
             user_properties=properties,
             **{k: v for k, v in extra.items() if k != "wasxfail"},
         )

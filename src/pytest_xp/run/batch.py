@@ -54,8 +54,15 @@ from pytest_xp.run.items import (
     wait_for_other_shards,
 )
 from pytest_xp.run.locks import combination_lock
-from pytest_xp.run.members import FIXTURE_ERRORS, MemberOutput, junit_entry, needs_fresh_fixtures
-from pytest_xp.run.members import set_up_fixtures, stash_of, tear_down_fixtures
+from pytest_xp.run.members import (
+    FIXTURE_ERRORS,
+    MemberOutput,
+    junit_entry,
+    needs_fresh_fixtures,
+    set_up_fixtures,
+    stash_of,
+    tear_down_fixtures,
+)
 from pytest_xp.run.session import XpSession
 from pytest_xp.run.shards import to_stderr
 from pytest_xp.run.state import SESSION_KEY
@@ -202,8 +209,11 @@ class BatchItem(_XpItem):
         return f"{self.xp_trial.name}[{cid}]" if cid else self.xp_trial.name
 
     def combination_nodeid(self, index: int) -> str:
-        """The node id this combination's item would have unbatched (what -k, streams and reports name)."""
-        return f"{self.parent.nodeid}::{self.combination_name(index)}" if self.parent else self.combination_name(index)
+        """The node id this combination's item would have unbatched (what streams and reports name)."""
+        return self._member_nodeid(self.combination_name(index))
+
+    def _member_nodeid(self, name: str) -> str:
+        return f"{self.nodeid.rpartition('::')[0]}::{name}"
 
     def identity(self, index: int) -> str:
         combo = self.xp_trial.combinations[index]
@@ -328,7 +338,7 @@ class BatchItem(_XpItem):
         cid = pending.combo.id
         tally.ran.append(cid)
         if pending.why is not None:
-            tally.why.append([f"{self.parent.nodeid}::{self._name_of(pending.combo)}", pending.why])
+            tally.why.append([self._member_nodeid(self._name_of(pending.combo)), pending.why])
         if ended.kind in ("ok", "xfailed", "failed") and ended.properties:
             tally.duration_s += ended.duration_s
         if ended.kind == "ok":
@@ -498,7 +508,7 @@ class BatchItem(_XpItem):
         )
         sink = self._stream_sink()
         if sink is not None and (isolation_of(session, trial) is None or session.is_worker):
-            nodeid = f"{self.parent.nodeid}::{name}"
+            nodeid = self._member_nodeid(name)
             handle.on_metric = lambda text: sink(nodeid, "metric", text)
         assert self.xp_handle is not None  # set in setup() whenever something runs
         self.xp_handle.current = handle
@@ -535,9 +545,7 @@ class BatchItem(_XpItem):
         isolation = isolation_of(self.xp_session, trial)
         sink = self._stream_sink()
         # Streamed lines are tagged with the combination's own node id, as its own item's would be.
-        streaming = (
-            tee_output(f"{self.parent.nodeid}::{name}", sink) if sink is not None else contextlib.nullcontext()
-        )
+        streaming = tee_output(self._member_nodeid(name), sink) if sink is not None else contextlib.nullcontext()
         return call_combination(trial.fn, kwargs, context, seeds, isolation, streaming)
 
     def _stream_sink(self) -> Sink | None:
@@ -626,9 +634,7 @@ def _cached_properties(record: dict[str, Any]) -> list[tuple[str, object]]:
     return props
 
 
-def _why(
-    session: XpSession, exp: Experiment, record: dict[str, Any] | None, key: str, parts: dict[str, Any]
-) -> str:
+def _why(session: XpSession, exp: Experiment, record: dict[str, Any] | None, key: str, parts: dict[str, Any]) -> str:
     """``--xp-explain``: why a combination runs, in the words ``TrialItem.prepare`` uses."""
     settings = session.settings
     if record is not None and settings.cache and not settings.rerun and is_hit(record, key):

@@ -126,7 +126,7 @@ def match_parsed_id(item: pytest.Item, base: str, params: str | None) -> None:
     """
     parent_id = getattr(item.parent, "id", None)
     if params is not None and parent_id is not None and hasattr(parent_id, "with_params"):
-        item._id = parent_id.child(base).with_params(params)  # type: ignore[attr-defined]
+        item._id = parent_id.child(base).with_params(params)
 
 
 def _requested_fixtures(item: pytest.Function) -> tuple[tuple[str, Any], ...]:
