@@ -921,6 +921,15 @@ def store_big(ctx: Ctx) -> list[Row]:
             "`json.loads` of every record + `pandas.DataFrame`",
             20.0,
         ),
+        (
+            "7g2",
+            f"Store: `load_results` of {n} records again (checked notes left by the first: not validated again)",
+            "xp_noted_load",
+            "plain_load",
+            "`load_results`, second read",
+            "`json.loads` of every record + `pandas.DataFrame`",
+            20.0,
+        ),
     ):
         a_med = statistics.median(data[a_key])
         rows.append(

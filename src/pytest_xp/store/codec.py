@@ -174,3 +174,42 @@ def loads(text: str | bytes) -> Any:
         return _DECODER.decode(text)
     except RecursionError:
         raise ValueError("JSON nested too deeply to read") from None
+
+
+#: The strict decoder's C scanner: one value from a position, with the same hooks as :func:`loads`.
+_SCAN_ONCE = _DECODER.scan_once  # type: ignore[attr-defined]
+#: The default decoder (no hooks): for text that :func:`loads` has already accepted, piece by piece.
+_PLAIN = json.JSONDecoder()
+
+
+def loads_from(line: str, start: int) -> Any:
+    """``loads(line[start:])``, without copying the text: the same value, the same refusals.
+
+    The record lines of a segment hold a header before their JSON. The text is scanned in place
+    (C speed) when its brackets cannot nest too deep and the value ends exactly at the end of the
+    line; anything else (whitespace around it, an error to word) goes through :func:`loads`.
+    """
+    if line.count("[", start) + line.count("{", start) <= MAX_DEPTH + 8:
+        try:
+            value, end = _SCAN_ONCE(line, start)
+        except (StopIteration, ValueError, RecursionError):
+            return loads(line[start:])
+        if end == len(line):
+            return value
+    return loads(line[start:])
+
+
+def loads_accepted(texts: list[str]) -> list[Any]:
+    """The values of JSON texts each of which :func:`loads` accepted before, parsed in one pass.
+
+    Only for texts known to be accepted (a checked file whose digest matches, see
+    :mod:`pytest_xp.store.checked`): each is then one complete JSON value, so joined by commas
+    inside brackets they parse to exactly their values, and one C-level parse replaces a call per
+    text (its keys are shared between the values, too).
+    """
+    if not texts:
+        return []
+    values: list[Any] = _PLAIN.decode("[" + ",".join(texts) + "]")
+    if len(values) != len(texts):  # pragma: no cover - impossible for accepted texts
+        raise ValueError("texts that were not each one JSON value")
+    return values

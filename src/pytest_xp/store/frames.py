@@ -17,8 +17,9 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from pytest_xp.errors import ReportWarning
+from pytest_xp.store.bulk import TrialRecords, read_records
 from pytest_xp.store.codec import loads
-from pytest_xp.store.segments import RECORDS_DIR, Entry, TrialIndex, data_files, read_data_file
+from pytest_xp.store.segments import RECORDS_DIR, data_files
 from pytest_xp.store.store import GRID_KIND, GRID_NAME, RECORD_NAME, VERSIONS_DIR, read_regular, safe_part
 from pytest_xp.store.validate import NewerSchema, record_problem
 
@@ -119,6 +120,14 @@ def _records(
     xp_dir: Path | str, experiment: str | None, trial: str | None, *, versions: bool
 ) -> Iterator[tuple[str, dict[str, Any]]]:
     """:func:`iter_records` with the directory as a string (a ``Path`` per record costs ~4 us at 10^6)."""
+    for _, directory, record in _trial_records(xp_dir, experiment, trial, versions=versions):
+        yield directory, record
+
+
+def _trial_records(
+    xp_dir: Path | str, experiment: str | None, trial: str | None, *, versions: bool
+) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    """(trial directory, combination directory, record): :func:`_records` with the trial's directory."""
     root = os.fspath(xp_dir)
     if not os.path.isdir(root):
         return
@@ -130,26 +139,34 @@ def _records(
             if wanted_trial is not None and trial_dir.name != wanted_trial:
                 continue
             indexed = _indexed_records(trial_dir.path, versions=versions)
+            lined = iter(indexed or ())
+            lined_slugs = set(indexed.slugs) if indexed is not None else set()
             loose = {combo.name for combo in _subdirectories(trial_dir.path)}
-            for slug in sorted(loose.union(indexed)):
-                directory = os.path.join(trial_dir.path, slug)
-                lines = indexed.get(slug)
+            prefix = os.path.join(trial_dir.path, "")
+            for slug in sorted(loose | lined_slugs) if loose else (indexed.slugs if indexed is not None else []):
+                directory = prefix + slug
+                lines = next(lined)[1] if slug in lined_slugs else None  # the same order: sorted slugs
                 record: dict[str, Any] | None
                 if lines is not None:
                     record, older = lines[0], lines[1:]
                     if versions and slug in loose:
                         older.extend(_loose_versions(Path(directory), include_latest=True))
-                else:
+                elif slug in loose:  # no line, or a bad latest line: a record.json of an older store
                     record = _valid(os.path.join(trial_dir.path, slug, RECORD_NAME))
                     older = _loose_versions(Path(directory), include_latest=False) if versions else []
+                else:
+                    continue
                 if record is None:
                     continue
-                module_id = record["module"]
-                if not matches_experiment(module_id, experiment) or (trial is not None and record["trial"] != trial):
+                if experiment is not None and not matches_experiment(record["module"], experiment):
                     continue
-                yield directory, record
+                if trial is not None and record["trial"] != trial:
+                    continue
+                yield trial_dir.path, directory, record
                 for kept in older:
-                    yield directory, kept
+                    yield trial_dir.path, directory, kept
+            for _ in lined:  # the end of the trial's records: its notes and damaged lines
+                pass
 
 
 def _valid(path: str) -> dict[str, Any] | None:
@@ -181,8 +198,8 @@ def _loose_versions(directory: Path, *, include_latest: bool) -> list[dict[str, 
     return kept
 
 
-def _indexed_records(trial_dir: str, *, versions: bool) -> dict[str, list[dict[str, Any]]]:
-    """slug -> [latest record, older versions...] from a trial's segments and packs, read in bulk.
+def _indexed_records(trial_dir: str, *, versions: bool) -> TrialRecords | None:
+    """The records of a trial's segments and packs, decoded in slug order as they are iterated.
 
     A line that is not a valid record is skipped with a warning naming file and line; a combination
     whose latest line is bad is left out (as a bad ``record.json`` is).
@@ -190,64 +207,16 @@ def _indexed_records(trial_dir: str, *, versions: bool) -> dict[str, list[dict[s
     records_dir = os.path.join(trial_dir, RECORDS_DIR)
     if os.path.islink(records_dir):
         warnings.warn(ReportWarning(f"pytest-xp: skipped {records_dir}: a symbolic link (not followed)"), stacklevel=3)
-        return {}
-    for _ in range(8):  # a compaction between the scan and the reads: scan again
-        index = TrialIndex(records_dir)
-        try:
-            index.refresh()
-            by_file: dict[str, list[tuple[str, int, Entry]]] = {}
-            for slug, entry in index.latest.items():
-                by_file.setdefault(entry.file, []).append((slug, 0, entry))
-            if versions:
-                for slug, kept in index.older.items():
-                    for entry in kept.values():
-                        by_file.setdefault(entry.file, []).append((slug, entry.stamp, entry))
-            found: dict[str, list[tuple[int, dict[str, Any]]]] = {}
-            for name, entries in by_file.items():
-                data = read_data_file(os.path.join(records_dir, name))
-                for slug, order, entry in entries:
-                    record = _line_record(data[entry.offset : entry.offset + entry.length], records_dir, entry)
-                    if record is not None:
-                        found.setdefault(slug, []).append((order, record))
-                    elif order == 0:
-                        found.setdefault(slug, []).append((0, {}))  # a bad latest line: the slug is left out
-        except FileNotFoundError:
-            continue
-        except OSError as exc:
-            warnings.warn(ReportWarning(f"pytest-xp: skipped {records_dir}: {exc}"), stacklevel=3)
-            return {}
-        for name, line, why in index.damaged:
-            warnings.warn(ReportWarning(f"pytest-xp: skipped line {line} of {records_dir}/{name}: {why}"), stacklevel=3)
-        out: dict[str, list[dict[str, Any]]] = {}
-        for slug, lines in found.items():
-            lines.sort(key=lambda pair: pair[0])
-            if lines[0][0] == 0 and lines[0][1]:
-                out[slug] = [record for _, record in lines]
-        return out
-    return {}
-
-
-def _line_record(payload: bytes, records_dir: str, entry: Entry) -> dict[str, Any] | None:
-    try:
-        record = loads(payload)
-        problem = record_problem(record)
-    except ValueError as exc:
-        problem = f"not strict JSON: {exc}"
-    except NewerSchema:
-        problem = "written by a newer pytest-xp"
-    if problem is not None:
-        warnings.warn(
-            ReportWarning(f"pytest-xp: skipped line {entry.line} of {records_dir}/{entry.file}: {problem}"),
-            stacklevel=4,
-        )
         return None
-    valid: dict[str, Any] = record
-    return valid
+    return read_records(records_dir, versions=versions)
 
 
 def versions_of(combination_dir: Path) -> list[dict[str, Any]]:
     """Every record kept for one combination: earlier versions oldest first (by end time), the latest last."""
-    indexed = _indexed_records(str(combination_dir.parent), versions=True).get(combination_dir.name)
+    indexed: list[dict[str, Any]] | None = None
+    for slug, records in _indexed_records(str(combination_dir.parent), versions=True) or ():
+        if slug == combination_dir.name:
+            indexed = records
     if indexed is not None:
         kept = indexed[1:] + _loose_versions(combination_dir, include_latest=True)
         latest: Any = indexed[0]
@@ -319,9 +288,10 @@ class CacheUse:
 
     def cached(self, record: Mapping[str, Any]) -> bool:
         key = f"{record.get('module')}::{record.get('trial')}"
-        found = self.served.get((key, str(record.get("combination", ""))))
-        if found is not None:
-            return found
+        if self.served:
+            found = self.served.get((key, str(record.get("combination", ""))))
+            if found is not None:
+                return found
         if self.listed.get(key, True):
             return False
         owner = self.owner.get(key)
@@ -342,10 +312,12 @@ class GridCheck:
     def __init__(self) -> None:
         self._grids: dict[str, set[str] | None] = {}
 
-    def __call__(self, directory: Path | str, record: Mapping[str, Any]) -> bool | None:
-        trial_dir = os.path.dirname(directory)  # a string: no pathlib work per record
+    def __call__(self, directory: Path | str, record: Mapping[str, Any], trial_dir: str | None = None) -> bool | None:
+        """``trial_dir``: the parent of ``directory``, when the caller knows it."""
+        if trial_dir is None:
+            trial_dir = os.path.dirname(directory)  # a string: no pathlib work per record
         if trial_dir not in self._grids:
-            self._grids[trial_dir] = read_grid(Path(directory))
+            self._grids[trial_dir] = read_grid(Path(trial_dir, "x"))
         grid = self._grids[trial_dir]
         return None if grid is None else str(record.get("combination", "")) in grid
 
@@ -459,7 +431,7 @@ def _rank(name: str) -> int:
     return 1  # a parameter
 
 
-def _ordered_columns(rows: list[dict[str, Any]]) -> list[str]:
+def _ordered_columns(rows: Iterable[Iterable[str]]) -> list[str]:
     """Fixed columns in their documented order; parameters, results, metrics and seeds as first seen."""
     seen: dict[str, None] = {}
     for row in rows:
@@ -480,7 +452,14 @@ def rows_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
 
     if not rows:
         return pd.DataFrame(columns=[*LEAD_COLUMNS, *STATUS_COLUMNS, *TAIL_COLUMNS, "path"])
-    frame = pd.DataFrame(rows, columns=_ordered_columns(rows))
+    return _typed_frame(rows, _ordered_columns(rows))
+
+
+def _typed_frame(rows: list[dict[str, Any]] | list[list[Any]], columns: list[str]) -> pd.DataFrame:
+    """The frame of rows (dicts, or lists in the order of ``columns``) with the documented dtypes."""
+    import pandas as pd
+
+    frame = pd.DataFrame(rows, columns=columns)
     for name in ("success", "cached"):
         if name in frame.columns:
             frame[name] = frame[name].astype(bool)
@@ -510,22 +489,121 @@ def load_results(
     use = CacheUse(list_manifests(xp_dir))
     grid = GridCheck()
     with _collector_paused():
-        found = sorted(
-            _records(xp_dir, experiment, trial, versions=versions),
-            key=lambda entry: _sort_key(entry[1]),  # stable: each combination's latest record stays first
-        )
-        if not found:
-            _warn_empty(xp_dir, experiment, trial)
-        rows = []
-        previous_dir: str | None = None
-        for path, rec in found:
-            row = record_row(rec, cached=use.cached(rec), path=path, in_grid=grid(path, rec))
+        rows: list[tuple[tuple[str, ...], list[Any]]] = []  # (column names, values) of each row
+        keys: list[tuple[str, str, int]] = []
+        record_keys: list[Any] = []
+        layouts = _Layouts()
+        for trial_dir, path, rec in _trial_records(xp_dir, experiment, trial, versions=versions):
+            rows.append(layouts.row(rec, use.cached(rec), grid(path, rec, trial_dir), path))
+            index = rec.get("index")
+            keys.append((str(rec.get("module", "")), str(rec.get("trial", "")), index if isinstance(index, int) else 0))
             if versions:
-                row["latest"] = path != previous_dir
-                row["key"] = rec.get("key")
-            previous_dir = path
-            rows.append(row)
-        return rows_frame(rows)
+                record_keys.append(rec.get("key"))
+        if not rows:
+            _warn_empty(xp_dir, experiment, trial)
+        order = sorted(range(len(rows)), key=keys.__getitem__)  # stable: each latest record stays first
+        del keys
+        sorted_rows = [rows[i] for i in order]
+        del rows
+        if versions:
+            previous_dir: str | None = None
+            for position, i in enumerate(order):
+                layout, values = sorted_rows[position]
+                path = values[layout.index("path")]
+                sorted_rows[position] = ((*layout, "latest", "key"), [*values, path != previous_dir, record_keys[i]])
+                previous_dir = path
+        frame = _layout_frame(sorted_rows)
+        del sorted_rows, order, record_keys
+        return frame
+
+
+class _Layouts:
+    """The row of :func:`record_row` as (column names, values), the names shared by records of one shape.
+
+    Records of one trial mostly have the same params, result and seed keys: their column names are
+    worked out once and each row is a list of values (a dict per row costs twice as much, and pandas
+    reads a list of lists as fast). Records of other shapes (nested results, metric summaries,
+    names that collide) go through :func:`record_row` itself.
+    """
+
+    def __init__(self) -> None:
+        self.known: dict[Any, tuple[str, ...] | None] = {}
+        self.shared: dict[tuple[str, ...], tuple[str, ...]] = {}
+
+    def row(
+        self, record: dict[str, Any], cached: bool, in_grid: bool | None, path: str
+    ) -> tuple[tuple[str, ...], list[Any]]:
+        get = record.get
+        params = get("params") or {}
+        success = bool(get("success"))
+        result = get("result") if success else None
+        seeds = get("seeds")
+        flat = type(result) is not dict or dict not in map(type, result.values())
+        if flat and not get("metrics") and type(params) is dict and (seeds is None or type(seeds) is dict):
+            shape = (
+                tuple(params),
+                tuple(result) if type(result) is dict else result is None,
+                tuple(seeds) if seeds is not None else None,
+                success,
+            )
+            layout = self.known.get(shape)
+            if layout is None and shape not in self.known:
+                layout = self.known[shape] = _layout(params, result, seeds)
+            if layout is not None:
+                values = [get("module"), get("trial"), get("combination"), get("index")]
+                values.extend(params.values())
+                values += (success, cached, in_grid, get("duration_s"), get("session"), get("started_at"))
+                if type(result) is dict:
+                    values.extend(result.values())
+                elif result is not None:
+                    values.append(result)
+                if success:
+                    values += (None, None)
+                else:
+                    values += (get("type", "Error"), get("error", ""))
+                if seeds is not None:
+                    values.extend([",".join(map(str, v)) if isinstance(v, list) else v for v in seeds.values()])
+                values.append(path)
+                return layout, values
+        full = record_row(record, cached=cached, path=path, in_grid=in_grid)
+        names = tuple(full)
+        return self.shared.setdefault(names, names), list(full.values())
+
+
+def _layout(params: dict[str, Any], result: Any, seeds: dict[str, Any] | None) -> tuple[str, ...] | None:
+    """The column names :func:`record_row` gives a record of this shape; None when two would collide."""
+    names = [*LEAD_COLUMNS, *(param_column(name) for name in params)]
+    names += ("success", "cached", "in_grid", "duration_s", "session", "started_at")
+    if type(result) is dict:
+        names += (f"result.{key}" for key in result)
+    elif result is not None:
+        names.append("result")
+    names += TAIL_COLUMNS
+    names += (f"seeds.{key}" for key in seeds or {})
+    names.append("path")
+    return tuple(names) if len(set(names)) == len(names) else None
+
+
+def _layout_frame(rows: list[tuple[tuple[str, ...], list[Any]]]) -> pd.DataFrame:
+    """:func:`rows_frame` of rows given as (column names, values): the same frame, built from lists."""
+    if not rows:
+        return rows_frame([])
+    layouts = list(dict.fromkeys(layout for layout, _ in rows))
+    columns = tuple(_ordered_columns(layouts))
+    import numpy as np
+
+    moves: dict[tuple[str, ...], list[int | None]] = {}
+    for layout in layouts:
+        if layout != columns:
+            where = {name: i for i, name in enumerate(layout)}
+            moves[layout] = [where.get(name) for name in columns]
+    table: list[list[Any]] = []
+    for layout, values in rows:
+        move = moves.get(layout)
+        if move is not None:  # missing columns are NaN, as pandas makes them from dicts
+            values = [np.nan if i is None else values[i] for i in move]
+        table.append(values)
+    return _typed_frame(table, list(columns))
 
 
 @contextlib.contextmanager

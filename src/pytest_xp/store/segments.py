@@ -7,6 +7,8 @@ it writes to a segment of its own, inside the trial's directory::
     <trial>/.records/<pid>-<random>.seg    one process's lines, in the order it wrote them
     <trial>/.records/pack-<random>.pack    lines of finished segments, merged by :func:`compact`
     <trial>/.records/locks                 one byte-range lock per combination (see run/locks.py)
+    <trial>/.records/<file>.checked        what a reader already checked of a segment or pack
+                                           (see store/checked.py; compaction removes it with its file)
 
 A line is ``<combination slug> TAB <version> TAB <stamp> TAB <record JSON> LF``: the header lets
 an index be built without parsing any record; the JSON is the record exactly as a ``record.json``
@@ -40,6 +42,8 @@ RECORDS_DIR = ".records"
 SEGMENT_SUFFIX = ".seg"
 PACK_SUFFIX = ".pack"
 LOCKS_NAME = "locks"
+#: ``<data file>.checked``: what a reader already checked of it (see :mod:`pytest_xp.store.checked`).
+CHECKED_SUFFIX = ".checked"
 #: A segment or pack of one of these names holds lines; anything else in ``.records`` is ignored.
 _DATA_NAME = re.compile(r"(?:[0-9]+-[0-9a-f]+\.seg|pack-[0-9a-f]+\.pack)")
 #: Parts of a header: path-safe names (see ``store.safe_part``), never a tab or newline.
@@ -389,6 +393,8 @@ def compact(records_dir: str, *, min_files: int = 2) -> Compacted | None:
         for name in chosen:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(os.path.join(records_dir, name))
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(records_dir, name + CHECKED_SUFFIX))
         with contextlib.suppress(OSError):
             os.fsync(dir_fd)
         return Compacted(chosen, pack, len(best), dropped)

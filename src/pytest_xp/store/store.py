@@ -5,6 +5,7 @@ Layout (``<root>`` is ``.xp`` in the rootdir unless ``--xp-dir`` says otherwise)
     <root>/<module-slug>/<trial>/.records/<pid>-<hex>.seg   records a process appended, one line each
     <root>/<module-slug>/<trial>/.records/pack-<hex>.pack   finished segments merged by compaction
     <root>/<module-slug>/<trial>/.records/locks             one byte-range lock per combination
+    <root>/<module-slug>/<trial>/.records/<file>.checked    what a reader already checked of a file
     <root>/<module-slug>/<trial>/<params>-<sha256>/         a combination's files (artifacts, metric
                                                             log, checkpoints), made only when it writes one
     <root>/<module-slug>/<trial>/grid.json                  the trial's grid when last collected

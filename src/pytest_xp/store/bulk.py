@@ -1,0 +1,279 @@
+"""Reading all of a trial's records at once: each segment and pack read once, its lines decoded in bulk.
+
+The reports read every record of a store (10^6 of them in a large sweep), so the per-record cost is
+the whole cost. Per data file: one read, one UTF-8 decode and one split; each line's header by one
+regular expression; its JSON decoded strictly in place (:func:`~pytest_xp.store.codec.loads_from`)
+and validated (:func:`~pytest_xp.store.validate.record_problem`). The lines a matching checked note
+vouches for (:mod:`pytest_xp.store.checked`) skip both: they are parsed a few thousand at a time by
+one C-level parse. Which line is a combination's latest record, and which are its kept versions, is
+decided as :class:`~pytest_xp.store.segments.TrialIndex` decides it, with the same warnings.
+
+Records are decoded in the order of their combinations' slugs, a chunk at a time, as the caller
+asks for them: a caller that turns each into a row holds a chunk of records, never all of them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import warnings
+from collections.abc import Iterator
+from typing import Any
+
+from pytest_xp.errors import ReportWarning
+from pytest_xp.store.checked import read_checked, write_checked
+from pytest_xp.store.codec import loads, loads_accepted, loads_from
+from pytest_xp.store.segments import Entry, TrialIndex, data_files, decode_line, read_data_file
+from pytest_xp.store.validate import NewerSchema, record_problem
+
+#: A line's header as :func:`~pytest_xp.store.segments.decode_line` accepts it (slug, version, stamp).
+_HEAD = re.compile(r"([A-Za-z0-9._+\-]{1,200})\t([A-Za-z0-9._+\-]{1,200})\t([0-9]+)\t")
+#: Combinations decoded at a time (and lines parsed by one C-level call where a note vouches for them).
+_CHUNK = 4096
+
+
+class _File:
+    """One data file as read: its complete lines (str, or bytes where not UTF-8) and what its note says.
+
+    The bytes are let go as soon as they are split into lines (a digest of them is kept when a new
+    note will be written), and each line once its record is decoded: a file is in memory once.
+    """
+
+    def __init__(self, records_dir: str, name: str) -> None:
+        self.name = name
+        data = read_data_file(os.path.join(records_dir, name))
+        self.size = data.rfind(b"\n") + 1  # past the last complete line; a torn tail is left out
+        self.checked = read_checked(records_dir, name, data)
+        checked = self.checked
+        self.digest: Any = None  # of the ``size`` bytes, when a note is to be written
+        if checked is None:
+            self.digest = hashlib.sha256(memoryview(data)[: self.size])
+        elif checked.size < self.size:
+            self.digest = checked.digest.copy()
+            self.digest.update(memoryview(data)[checked.size : self.size])
+        self.lines: list[str | bytes | None]
+        try:
+            self.lines = list(str(memoryview(data)[: self.size], "utf-8").split("\n"))
+        except UnicodeDecodeError:
+            self.lines = [_text(raw) for raw in data[: self.size].split(b"\n")]
+        del data
+        self.lines.pop()  # the empty text after the last newline
+        self.count = len(self.lines)
+        #: [slug, version, stamp, JSON] of each line, when the note vouches for every one of them.
+        self.vouched: list[list[str] | None] | None = None
+        self.bad: set[int] = set()  # numbers of lines found bad by this reader
+        self.seen: set[int] = set()  # numbers of the lines this reader decoded
+
+    def noted(self) -> bool:
+        """Whether the note covers every complete line (nothing new to note)."""
+        return self.checked is not None and self.checked.size == self.size
+
+    def split_vouched(self) -> bool:
+        """Split every line on its first three tabs, when the note vouches for all of them.
+
+        Their headers were checked when the note was written (a line with a damaged header is
+        listed bad), so a split is all they need.
+        """
+        checked = self.checked
+        if checked is None or not self.noted() or checked.bad or checked.lines != self.count:
+            return False
+        lines = self.lines
+        if not all(type(line) is str for line in lines):  # pragma: no cover - a vouched file is UTF-8
+            return False
+        self.vouched = [str.split(line, "\t", 3) for line in lines]  # type: ignore[arg-type]
+        self.lines = []
+        return True
+
+    def trusts(self, number: int) -> bool:
+        return self.checked is not None and self.checked.trusts(number)
+
+
+def _text(raw: bytes) -> str | bytes:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw  # decoded later by ``loads``, which words the error
+
+
+class TrialRecords:
+    """A trial's records: which combinations have one (:attr:`slugs`), and the records in slug order.
+
+    Built by :func:`read_records`; iterate once, in order, for (slug, [latest record, older versions
+    by stamp...]) or (slug, None) when the combination's latest line is not a valid record (it was
+    warned about). Once iterated, the damaged lines are warned about and the notes are written.
+    """
+
+    def __init__(self, records_dir: str, *, versions: bool) -> None:
+        self.records_dir = records_dir
+        self.versions = versions
+        self.index = TrialIndex(records_dir)  # its selection of latest lines and versions, fed line by line
+        self.files: dict[str, _File] = {}
+        for name in data_files(records_dir):
+            self.files[name] = file = _File(records_dir, name)
+            if file.split_vouched():
+                self._index_vouched(file)
+            else:
+                for number, line in enumerate(file.lines, 1):
+                    self._index_line(file, number, line)
+        self.slugs = sorted(self.index.latest)
+
+    def _index_vouched(self, file: _File) -> None:
+        latest, add = self.index.latest, self.index.add
+        for number, (slug, version, stamp, _) in enumerate(file.vouched or (), 1):  # type: ignore[misc]
+            entry = Entry(int(stamp), version, file.name, -1, -1, number)
+            if slug in latest:
+                add(slug, entry)
+            else:
+                latest[slug] = entry  # what ``add`` does with a first line
+
+    def _index_line(self, file: _File, number: int, line: str | bytes | None) -> None:
+        """Take in one line as :meth:`TrialIndex._scan` does; a damaged header is noted for its warning."""
+        head = _HEAD.match(line) if isinstance(line, str) else None
+        if head is not None and len(head[3]) <= 40:  # a stamp in nanoseconds has 19 digits
+            slug, version, stamp, start = head[1], head[2], int(head[3]), head.end()
+        else:
+            raw = line.encode("utf-8") if isinstance(line, str) else line or b""
+            try:
+                parsed = decode_line(raw)
+            except ValueError as exc:
+                self.index.damaged.append((file.name, number, str(exc)))
+                file.bad.add(number)
+                return
+            file.lines[number - 1] = raw
+            slug, version, stamp, start = parsed.slug, parsed.version, parsed.stamp, len(raw) - len(parsed.payload)
+        # offset: where the JSON starts in the line; length unused (the line is in memory).
+        self.index.add(slug, Entry(stamp, version, file.name, start, -1, number))
+
+    def __iter__(self) -> Iterator[tuple[str, list[dict[str, Any]] | None]]:
+        latest, older = self.index.latest, self.index.older
+        for first in range(0, len(self.slugs), _CHUNK):
+            slugs = self.slugs[first : first + _CHUNK]
+            wanted: dict[str, list[Entry]] = {}  # file -> its lines to decode, latest lines first
+            for slug in slugs:
+                entry = latest[slug]
+                wanted.setdefault(entry.file, []).append(entry)
+            if self.versions:
+                for slug in slugs:
+                    for entry in older.get(slug, {}).values():
+                        wanted.setdefault(entry.file, []).append(entry)
+            decoded: dict[tuple[str, int], dict[str, Any] | None] = {}
+            for name, entries in wanted.items():
+                for entry, record in zip(entries, self._decode(self.files[name], entries), strict=True):
+                    decoded[(name, entry.line)] = record
+            del wanted
+            for slug in slugs:
+                entry = latest[slug]
+                record = decoded[(entry.file, entry.line)]
+                if record is None:
+                    yield slug, None  # a bad latest line: the combination is left out
+                    continue
+                records = [record]
+                if self.versions and slug in older:
+                    kept = sorted(older[slug].values(), key=lambda e: e.stamp)
+                    records += [r for e in kept if (r := decoded[(e.file, e.line)]) is not None]
+                yield slug, records
+        for file in self.files.values():
+            self._note(file)
+        for name, number, why in self.index.damaged:
+            warnings.warn(
+                ReportWarning(f"pytest-xp: skipped line {number} of {self.records_dir}/{name}: {why}"), stacklevel=3
+            )
+
+    def _decode(self, file: _File, entries: list[Entry]) -> list[dict[str, Any] | None]:
+        """The records of ``entries`` (lines of ``file``), None for a bad one (with its warning), in order."""
+        if file.vouched is not None:
+            try:
+                return _decode_vouched(file.vouched, entries)
+            except (ValueError, RecursionError, TypeError):
+                self._unsplit(file)  # not what the note said: checked one by one below
+        if not file.noted():
+            file.seen.update(entry.line for entry in entries)
+        records: list[dict[str, Any] | None] = [None] * len(entries)
+        trusted = [i for i, entry in enumerate(entries) if file.trusts(entry.line)]
+        for first in range(0, len(trusted), _CHUNK):
+            chunk = trusted[first : first + _CHUNK]
+            texts = [file.lines[entries[i].line - 1][entries[i].offset :] for i in chunk]  # type: ignore[index]
+            try:
+                values = loads_accepted(texts)  # type: ignore[arg-type]
+            except (ValueError, RecursionError):
+                continue  # not what the note said: these lines are checked one by one below
+            for i, value in zip(chunk, values, strict=True):
+                records[i] = value
+        for i, entry in enumerate(entries):
+            if records[i] is None:
+                record, problem = _check(file, entry.line, entry.offset)
+                if problem is None:
+                    records[i] = record
+                else:
+                    file.bad.add(entry.line)
+                    warnings.warn(
+                        ReportWarning(
+                            f"pytest-xp: skipped line {entry.line} of {self.records_dir}/{entry.file}: {problem}"
+                        ),
+                        stacklevel=4,
+                    )
+            file.lines[entry.line - 1] = None  # decoded: let the text go
+        return records
+
+    def _unsplit(self, file: _File) -> None:  # pragma: no cover - only for a note that lies
+        vouched, file.vouched = file.vouched or [], None
+        file.checked = None
+        file.lines = ["\t".join(parts) if parts is not None else None for parts in vouched]
+
+    def _note(self, file: _File) -> None:
+        """Leave a note vouching for the file's lines once every one of them has been checked.
+
+        Lines this read did not decode (older lines of a version, versions not asked for) are
+        checked here, quietly: their warnings belong to a read that uses them.
+        """
+        if file.noted() or file.digest is None:
+            return  # nothing new since the note
+        checked = file.checked
+        for number, line in enumerate(file.lines, 1):
+            if number in file.seen or number in file.bad or (checked is not None and number <= checked.lines):
+                continue
+            head = _HEAD.match(line) if isinstance(line, str) else None
+            if head is None or _check(file, number, head.end())[1] is not None:
+                file.bad.add(number)
+        if checked is not None:
+            file.bad.update(checked.bad)
+        write_checked(self.records_dir, file.name, file.digest, file.size, file.count, file.bad)
+
+
+def _decode_vouched(vouched: list[list[str] | None], entries: list[Entry]) -> list[dict[str, Any] | None]:
+    """The records of ``entries`` of a file whose note vouches for every line, parsed in one pass."""
+    records: list[dict[str, Any] | None] = loads_accepted([vouched[e.line - 1][3] for e in entries])  # type: ignore[index]
+    for entry in entries:
+        vouched[entry.line - 1] = None  # decoded: let the text go
+    return records
+
+
+def _check(file: _File, number: int, start: int) -> tuple[Any, str | None]:
+    """A line's record decoded strictly and validated: (record, None), or (None, why it is unusable)."""
+    line = file.lines[number - 1]
+    try:
+        record = loads_from(line, start) if isinstance(line, str) else loads((line or b"")[start:])
+        problem = record_problem(record)
+    except ValueError as exc:
+        return None, f"not strict JSON: {exc}"
+    except NewerSchema:
+        return None, "written by a newer pytest-xp"
+    return record, problem
+
+
+def read_records(records_dir: str, *, versions: bool) -> TrialRecords | None:
+    """The records of one trial's ``.records`` directory (see :class:`TrialRecords`); None when unreadable.
+
+    Every data file is read (and indexed) here; decoding waits for the iteration. A compaction
+    between listing and reading: read again. An unreadable directory is skipped with a warning.
+    """
+    for _ in range(8):
+        try:
+            return TrialRecords(records_dir, versions=versions)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            warnings.warn(ReportWarning(f"pytest-xp: skipped {records_dir}: {exc}"), stacklevel=4)
+            return None
+    return None
