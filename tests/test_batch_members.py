@@ -473,3 +473,37 @@ def test_manifest_and_load_results_count_cached_combinations_alike(
         seen.append((counts, cached))
     assert seen[0] == seen[1]
     assert seen[0][1] == {0: True, 1: True, 2: True, 3: True, 4: True, 5: False}
+
+
+@pytest.mark.parametrize("workers", ["0", pytest.param("2", marks=pytest.mark.multiprocess)])
+@pytest.mark.parametrize(
+    "selection",
+    [
+        ["xp_flaky.py::t[i_4]"],
+        ["xp_flaky.py::t[i_1]", "xp_flaky.py::t[i_5]"],
+        ["--deselect", "xp_flaky.py::t[i_1]", "--deselect", "xp_flaky.py::t[i_3]"],
+        ["--deselect", "xp_flaky.py::t[i_0]", "--deselect", "xp_flaky.py::t[i_1]", "--deselect", "xp_flaky.py::t[i_2]"],
+        ["-k", "not i_2", "--deselect", "xp_flaky.py::t[i_4]"],
+    ],
+    ids=["one-node-id", "two-node-ids", "deselect", "deselect-a-whole-batch", "deselect-and-k"],
+)
+def test_node_ids_and_deselect_name_combinations(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, workers: str, selection: list[str]
+) -> None:
+    (pytester.path / "ok").write_text("")
+    pytester.makepyfile(
+        xp_flaky=FLAKY.format(batch=BATCH, calls=str(pytester.path / "calls.txt"), fixed=str(pytester.path / "ok"))
+    )
+    runs = []
+    for size in ("1", "3"):
+        monkeypatch.setenv("XP_TEST_BATCH", size)
+        _fresh(pytester.path)
+        result = _run(pytester, workers, *selection)
+        assert result.ret == 0, result.stdout.str()
+        runs.append(([r["index"] for r in _records(pytester.path)], _calls(pytester.path)))
+    assert runs[0] == runs[1]
+    named = [int(arg.rpartition("_")[2][:-1]) for arg in selection if arg.startswith("xp_flaky.py::")]
+    if selection[0].startswith("xp_flaky.py::"):
+        assert runs[0][0] == named
+    elif "-k" not in selection:
+        assert runs[0][0] == [i for i in range(6) if i not in named]

@@ -278,6 +278,7 @@ def pytest_collection_modifyitems(
 ) -> Generator[None, None, None]:
     """Match ``-k`` per combination inside batches; then, once every other plugin selected, check the
     session can run, select (sample/shard), and order each module's experiment items by stage."""
+    _batch.deselect_combinations(config, items)
     held = _batch.hold_for_keywords(config, items)
     try:
         yield

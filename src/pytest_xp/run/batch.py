@@ -699,6 +699,27 @@ def make_batches(collector: pytest.Module, exp: Experiment, trial: TrialDef) -> 
     return [BatchItem.create(collector, exp, trial, start, min(start + size, total)) for start in range(0, total, size)]
 
 
+def deselect_combinations(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """``--deselect NODEID`` of a combination (``xp_a.py::t[x_1]``) leaves it out of its batch, as it
+    would leave out its own item; a batch left with none is deselected. A batch's own node id is
+    deselected by pytest itself."""
+    prefixes = tuple(str(p) for p in config.getoption("deselect") or [] if "[" in str(p) and "[batch_" not in str(p))
+    if not prefixes:
+        return
+    dropped: list[pytest.Item] = []
+    for batch in items:
+        if not isinstance(batch, BatchItem):
+            continue
+        base = batch._member_nodeid(batch.xp_trial.name) + "["
+        if any(prefix.startswith(base) for prefix in prefixes):
+            if not batch.narrow(lambda i, b=batch: not b.combination_nodeid(i).startswith(prefixes)):  # type: ignore[misc]
+                dropped.append(batch)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        gone = {id(item) for item in dropped}
+        items[:] = [item for item in items if id(item) not in gone]
+
+
 def hold_for_keywords(config: pytest.Config, items: list[pytest.Item]) -> list[pytest.Item] | None:
     """With ``-k``, narrow every batch to the combinations the expression selects, and take the batches
     out of ``items`` while pytest's own ``-k`` runs (it would match the batch's name, not its

@@ -27,6 +27,8 @@ from pytest_xp.run.state import SESSION_KEY
 from pytest_xp.store.identity import trial_key
 
 EXPERIMENT_KEY = pytest.StashKey["Experiment | None"]()
+#: Trials whose combinations the command line names by node id: (resolved module path, trial name).
+NAMED_KEY = pytest.StashKey[frozenset[tuple[Path, str]]]()
 
 
 def experiment_module(file_path: Path, parent: pytest.Collector) -> pytest.Module | None:
@@ -91,12 +93,32 @@ def make_items(collector: pytest.Collector, name: str, obj: object) -> list[Any]
         return []
     if isinstance(mark, TrialMark) and name in exp.trials:
         trial = exp.trials[name]
-        if trial.batch > 1 and collector.config.stash[SESSION_KEY].batching:
+        batching = collector.config.stash[SESSION_KEY].batching
+        if trial.batch > 1 and batching and not _names_combinations(collector.config, collector.path, trial.name):
             return make_batches(collector, exp, trial)
         return [TrialItem.create(collector, exp, trial, combo) for combo in trial.combinations]
     if isinstance(mark, VerifyMark) and name in exp.verifies:
         return [VerifyItem.create(collector, exp, exp.verifies[name])]
     return []
+
+
+def _names_combinations(config: pytest.Config, path: Path, trial: str) -> bool:
+    """Whether the command line names a combination of ``trial`` by node id (``xp_a.py::t[x_1]``).
+
+    pytest selects such an argument by the item's name, which a batch does not have: the trial is
+    then collected one item per combination, as unbatched, and pytest finds the one named. An
+    argument naming a batch (``t[batch_0-999]``) keeps the batches.
+    """
+    if NAMED_KEY not in config.stash:
+        named = set()
+        for arg in config.args:
+            where, sep, rest = str(arg).partition("::")
+            name, bracket, params = rest.rpartition("::")[2].partition("[")
+            if sep and bracket and not params.startswith("batch_"):
+                named.add(((config.invocation_params.dir / where).resolve(), name))
+        config.stash[NAMED_KEY] = frozenset(named)
+    named_here = config.stash[NAMED_KEY]
+    return bool(named_here) and (path.resolve(), trial) in named_here
 
 
 def session_problem(config: pytest.Config, items: list[pytest.Item]) -> str | None:
