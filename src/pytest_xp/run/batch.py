@@ -711,9 +711,10 @@ def deselect_combinations(config: pytest.Config, items: list[pytest.Item]) -> No
         if not isinstance(batch, BatchItem):
             continue
         base = batch._member_nodeid(batch.xp_trial.name) + "["
-        if any(prefix.startswith(base) for prefix in prefixes):
-            if not batch.narrow(lambda i, b=batch: not b.combination_nodeid(i).startswith(prefixes)):  # type: ignore[misc]
-                dropped.append(batch)
+        if not any(prefix.startswith(base) for prefix in prefixes):
+            continue
+        if not batch.narrow(lambda i, b=batch: not b.combination_nodeid(i).startswith(prefixes)):  # type: ignore[misc]
+            dropped.append(batch)
     if dropped:
         config.hook.pytest_deselected(items=dropped)
         gone = {id(item) for item in dropped}
