@@ -245,9 +245,14 @@ def test_streamed_lines_name_their_own_combination(
         assert "batch_0-3]]" not in text
 
 
-def test_captured_output_is_kept_per_combination(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("capture", ["fd", "sys"])
+def test_captured_output_is_kept_per_combination(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, capture: str
+) -> None:
     pytester.makepyfile(xp_loud=LOUD)
-    (plain, plain_run), (batched, batched_run) = _both(pytester, monkeypatch, "0", "-rA", batch="4")
+    (plain, plain_run), (batched, batched_run) = _both(
+        pytester, monkeypatch, "0", "-rA", f"--capture={capture}", batch="4"
+    )
     assert batched == plain
     plain_run.stdout.fnmatch_lines(["*Captured stdout call*", "out of 2"])
     lines = batched_run.stdout.lines

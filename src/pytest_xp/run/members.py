@@ -22,6 +22,8 @@ pytest has no public API for any of these; the private names used here (``_setup
 from __future__ import annotations
 
 import contextlib
+import io
+import os
 from typing import Any
 
 import pytest
@@ -84,36 +86,44 @@ def tear_down_fixtures(item: pytest.Function, stash: dict[Any, Any]) -> list[Bas
 
 
 class MemberOutput:
-    """Takes what one combination printed and logged out of pytest's capture, as its own report sections."""
+    """Takes what one combination printed and logged out of pytest's capture, as its own report sections.
+
+    Most combinations print nothing: the capture files' sizes are looked at (one ``fstat`` each)
+    before anything is read.
+    """
 
     def __init__(self, item: pytest.Item) -> None:
         self.item = item
         manager = item.config.pluginmanager
         self.capture = manager.get_plugin("capturemanager")
         self.logging = manager.get_plugin("logging-plugin")
+        self.caplog_keys: tuple[Any, Any] | None = None
+        if self.logging is not None:
+            from _pytest.logging import caplog_handler_key, caplog_records_key
+
+            self.caplog_keys = (caplog_handler_key, caplog_records_key)
 
     def start(self) -> None:
-        """Before a combination runs: ``caplog`` and the log section start empty, as for a new item."""
-        logging = self.logging
-        if logging is None:
+        """Before a combination runs: ``caplog`` starts empty, as for a new item."""
+        if self.caplog_keys is None:
             return
-        from _pytest.logging import caplog_handler_key, caplog_records_key
-
-        with contextlib.suppress(Exception):
-            handler = self.item.stash[caplog_handler_key]
+        handler_key, records_key = self.caplog_keys
+        handler = self.item.stash.get(handler_key, None)
+        if handler is not None and handler.records:
             handler.reset()
-            self.item.stash[caplog_records_key]["call"] = handler.records
+            with contextlib.suppress(KeyError, TypeError):
+                self.item.stash[records_key]["call"] = handler.records
 
     def take(self, name: str) -> list[tuple[str, str]]:
         """What was printed and logged since the last take, added to the item's report as sections
         named after the combination; returns them as (title, text) for its own report."""
         found: list[tuple[str, str]] = []
-        capture = self.capture
-        if capture is not None and getattr(capture, "_global_capturing", None) is not None:
-            out, err = capture.read_global_capture()
+        capturing = getattr(self.capture, "_global_capturing", None)
+        if capturing is not None and _written(capturing):
+            out, err = self.capture.read_global_capture()  # type: ignore[union-attr]
             found += [("stdout", out), ("stderr", err)]
         handler = getattr(self.logging, "report_handler", None)
-        if handler is not None:
+        if handler is not None and (handler.records or handler.stream.tell()):
             found.append(("log", handler.stream.getvalue().strip()))
             handler.reset()
         sections = []
@@ -122,6 +132,21 @@ class MemberOutput:
                 self.item.add_report_section("call", f"{kind} {name}", text)
                 sections.append((f"Captured {kind} call", text))
         return sections
+
+
+def _written(capturing: Any) -> bool:
+    """Whether pytest's global capture may hold output: a capture file with something in it, or a
+    capture that is not a file (``--capture=sys``: read it)."""
+    for capture in (capturing.out, capturing.err):
+        if capture is None:
+            continue
+        tmpfile = getattr(capture, "tmpfile", None)
+        try:
+            if os.fstat(tmpfile.fileno()).st_size:  # type: ignore[union-attr]
+                return True
+        except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+            return True
+    return False
 
 
 def junit_entry(
