@@ -593,10 +593,12 @@ class BatchItem(_XpItem):
     def _failure_text(self, failed: list[tuple[str, str]]) -> str:
         trial = self.xp_trial.name
         total = len(self.xp_todo) + len(self.xp_cached_ids)
-        lines = [
-            f"{len(failed)} of {total} combinations of {trial} failed (each has its failure record; "
-            "the others ran and were recorded):"
-        ]
+        why = (
+            "each has its failure record; the others ran and were recorded"
+            if not self.xp_audit_failed
+            else "an audited one's record is left as it was; see the audit section"
+        )
+        lines = [f"{len(failed)} of {total} combinations of {trial} failed ({why}):"]
         lines += [f"  {trial}[{cid}]: {summary}" for cid, summary in failed[:LISTED_FAILURES]]
         if len(failed) > LISTED_FAILURES:
             lines.append(f"  ... and {len(failed) - LISTED_FAILURES} more (see their records)")
