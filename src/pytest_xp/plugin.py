@@ -234,6 +234,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 def pytest_unconfigure(config: pytest.Config) -> None:
     session = config.stash.get(SESSION_KEY, None)
     if session is not None:
+        session.save_hits()  # before compaction, which changes the files a table is made from
         session.store.close()
         close_lock_files()
     if session is not None and not session.is_worker:

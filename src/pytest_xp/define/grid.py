@@ -151,7 +151,7 @@ class Grid(Sequence[Combination]):
     parameter's name), the grid is expanded once, like before, so that ids are made unique.
     """
 
-    __slots__ = ("_eager", "_len", "_names", "_parts", "_values")
+    __slots__ = ("_digest", "_eager", "_len", "_names", "_parts", "_values")
 
     def __init__(self, params: dict[str, list[Any]]) -> None:
         self._names = tuple(params)
@@ -159,6 +159,14 @@ class Grid(Sequence[Combination]):
         self._len = math.prod(len(v) for v in self._values)
         self._parts = tuple(tuple(f"{n}_{_readable(v)}" for v in params[n]) for n in self._names)
         self._eager: list[Combination] | None = None if self._ids_are_distinct() else expand(params)
+        self._digest: str | None = None
+
+    @property
+    def values_digest(self) -> str:
+        """sha256 of the parameter names and value lists: equal digests, the same combination at each index."""
+        if self._digest is None:
+            self._digest = digest([list(self._names), [list(values) for values in self._values]])
+        return self._digest
 
     def _ids_are_distinct(self) -> bool:
         """Whether joining one readable part per parameter can never give two points the same id."""

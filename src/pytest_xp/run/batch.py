@@ -265,7 +265,19 @@ class BatchItem(_XpItem):
         audits = self.xp_audits or {}
         junit = self._junit_on()
         self.xp_cached_props = {} if junit else None
-        for index in self.xp_indices:
+        tabled = session.cached_indices(exp, trial) if plain_hits and not session.unwritten else None
+        spans = tabled.spans(self.xp_indices) if tabled is not None else [(i, i + 1, False) for i in self.xp_indices]
+        for start, stop, hits in spans:
+            if hits and not junit and not any(start <= index < stop for index in audits):
+                # a run of the trial's table of hits (run/hits.py): no key, no record to read
+                self.xp_cached_ids.extend(_ids_in(trial, start, stop))
+            else:
+                self._sort_each(range(start, stop), plain_hits, audits)
+
+    def _sort_each(self, indices: range, plain_hits: bool, audits: dict[int, Any]) -> None:
+        """Sort combinations one by one: the bulk check (the table first), else the full one."""
+        session, exp, trial = self.xp_session, self.xp_exp, self.xp_trial
+        for index in indices:
             combo = trial.combinations[index]
             if plain_hits and index not in audits:
                 hit = session.cached_hit(exp, trial, combo)
@@ -284,6 +296,7 @@ class BatchItem(_XpItem):
                         _Pending(combo, seeds, parts, key, True, output_dir, audited=record, audit=audits[index])
                     )
                 else:
+                    session.note_hit(exp, trial, combo, record)
                     self._note_cached(combo, record)
                 continue
             pending = _Pending(combo, seeds, parts, key, record is not None, output_dir)
@@ -671,6 +684,11 @@ def _read(
     if record is None and path in session.unwritten:
         return session.unwritten[path]
     return record
+
+
+def _ids_in(trial: TrialDef, start: int, stop: int) -> list[str]:
+    ids_in = getattr(trial.combinations, "ids_in", None)
+    return list(ids_in(start, stop)) if ids_in is not None else [_id_of(trial, i) for i in range(start, stop)]
 
 
 def _id_of(trial: TrialDef, index: int) -> str:

@@ -298,7 +298,7 @@ class TrialItem(_XpItem):
             return None
         if not session.trial_ready(self.xp_exp, self.xp_trial):
             return None
-        hit = session.cached_hit(self.xp_exp, self.xp_trial, self.xp_combo)
+        hit = session.cached_hit(self.xp_exp, self.xp_trial, self.xp_combo, quick=True)
         if hit is None:
             self.xp_quick_missed = True  # the full protocol need not look again
             return None
@@ -322,6 +322,7 @@ class TrialItem(_XpItem):
         if not stale_upstream and self._reusable(record):
             assert record is not None
             self._warn_if_packages_changed(record)
+            session.note_hit(self.xp_exp, trial, combo, record)
             return record
         if stale_upstream and settings.explain:
             self.user_properties.append(("xp_why", "; ".join(stale_upstream)))

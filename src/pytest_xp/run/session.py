@@ -27,11 +27,13 @@ from pytest_xp.define.grid import Combination
 from pytest_xp.errors import NotJSONError, SetupFailed
 from pytest_xp.run import seeding as _seeding
 from pytest_xp.run.context import private_copy
+from pytest_xp.run.hits import TrialHits, records_dir, tag_of
 from pytest_xp.run.stream import Sink
 from pytest_xp.store.codec import canonical, digest, loads, to_json_value
 from pytest_xp.store.identity import combination_identity, trial_key
 from pytest_xp.store.keys import KeyTemplate, cache_key, key_parts, made_with
 from pytest_xp.store.records import describe_exception
+from pytest_xp.store.segments import RECORDS_DIR
 from pytest_xp.store.store import RECORD_NAME, Store, safe_part, write_json_atomic
 from pytest_xp.store.validate import Expected, KeyShared
 
@@ -46,7 +48,7 @@ class TrialCode:
 
 
 #: Reads the cached record of one combination of a trial (see XpSession.cached_hit).
-HitReader = Callable[[Combination], dict[str, Any] | None]
+HitReader = Callable[[Combination, bool], dict[str, Any] | None]
 
 
 def new_session_id() -> str:
@@ -92,6 +94,8 @@ class XpSession:
     _templates: dict[tuple[str, str], KeyTemplate] = field(default_factory=dict)
     _shared_parts: dict[tuple[str, str], tuple[KeyTemplate, KeyShared]] = field(default_factory=dict)
     _hit_readers: dict[tuple[str, str], tuple[KeyTemplate, HitReader]] = field(default_factory=dict)
+    _trial_hits: dict[tuple[str, str], TrialHits] = field(default_factory=dict)  # the current one per trial
+    _all_hits: list[TrialHits] = field(default_factory=list)  # every one made, saved at the end
     #: (module, trial) -> names of the combination directories its store directory held when first looked at.
     _stored: dict[tuple[str, str], frozenset[str] | None] = field(default_factory=dict)
     _trial_dirs: dict[tuple[str, str], str] = field(default_factory=dict)
@@ -180,35 +184,93 @@ class XpSession:
     def trial_ready(self, exp: Experiment, trial: TrialDef) -> bool:
         """Whether what :meth:`cached_hit` computes once per trial (and may warn about) is computed."""
         memo = (exp.module_id, trial.name)
-        return memo in self._templates and memo in self._stored and (exp.module_id, trial.order) in self._contexts
+        return memo in self._templates and memo in self._hit_readers and (exp.module_id, trial.order) in self._contexts
 
-    def cached_hit(self, exp: Experiment, trial: TrialDef, combo: Combination) -> dict[str, Any] | None:
-        """The record of ``combo`` when it is a plain cache hit: the bulk path of cached combinations.
+    def cached_hit(
+        self, exp: Experiment, trial: TrialDef, combo: Combination, *, quick: bool = False
+    ) -> dict[str, Any] | None:
+        """What reporting ``combo`` as a plain cache hit needs of its record; None: the per-record path decides.
 
-        Its key is computed from the trial's shared key text (no copy of the context), the record is
-        read and checked without being quarantined, and anything unusual (no record, another key, a
-        failure, upstream records to check, a damaged file) returns None: the per-record path then
-        decides, with its warnings and quarantine.
+        The bulk path of cached combinations. A combination in the trial's table of hits (run/hits.py)
+        gets its ``duration_s`` and ``metrics`` from there, with no look at its key or record. Else
+        its key is computed from the trial's shared key text (no copy of the context), the record is
+        read and checked without being quarantined (a hit found so goes into the table), and anything
+        unusual (no record, another key, a failure, upstream records to check, a damaged file) returns
+        None: the per-record path then decides, with its warnings and quarantine. ``quick``: outside
+        pytest's capture of warnings, so None too where the trial's store listing is still to be made.
         """
+        return self._reader(exp, trial)(combo, quick)
+
+    def cached_indices(self, exp: Experiment, trial: TrialDef) -> TrialHits:
+        """The trial's table of hits, to test grid indices against without making their combinations."""
+        self._reader(exp, trial)
+        return self._trial_hits[(exp.module_id, trial.name)]
+
+    def _reader(self, exp: Experiment, trial: TrialDef) -> HitReader:
         template, context = self._template(exp, trial)
         memo = (exp.module_id, trial.name)
         found = self._hit_readers.get(memo)
         if found is None or found[0] is not template:
             found = self._hit_readers[memo] = (template, self._hit_reader(exp, trial, template, context))
-        return found[1](combo)
+        return found[1]
+
+    def save_hits(self) -> int:
+        """Save the tables of hits this process added to (at the end of its session); tables saved."""
+        saved = 0
+        for hits in self._all_hits:
+            saved += hits.save()
+        return saved
+
+    def _new_trial_hits(self, exp: Experiment, trial: TrialDef, template: KeyTemplate) -> TrialHits:
+        """The trial's hits under this template: its snapshot taken before any record is looked at."""
+        grid_digest = getattr(trial.combinations, "values_digest", None)
+        trial_dir = self._trial_dir(exp, trial.name)
+        tag = None
+        if isinstance(grid_digest, str) and self.store.real_dirs(Path(trial_dir, RECORDS_DIR)):
+            code = self.trial_code(exp, trial)
+            settings = self.settings
+            tag = tag_of(
+                exp.module_id,
+                trial.name,
+                template.shared_digest,
+                settings.seed,
+                settings.env_changes,
+                code.env,
+                grid_digest,
+            )
+        hits = TrialHits(records_dir(trial_dir), tag)
+        if tag is not None:
+            # What is added to the table is checked against an index made after the snapshot: one
+            # made earlier could miss lines appended between (the table would then claim them).
+            self.store.forget_index(trial_dir)
+            self._stored.pop((exp.module_id, trial.name), None)
+        self._trial_hits[(exp.module_id, trial.name)] = hits
+        self._all_hits.append(hits)
+        return hits
 
     def _hit_reader(
         self, exp: Experiment, trial: TrialDef, template: KeyTemplate, context: dict[str, Any]
     ) -> HitReader:
         """:meth:`cached_hit` for the combinations of one trial, with what they share looked up once."""
         module, name = exp.module_id, trial.name
+        memo = (module, name)
+        hits = self._new_trial_hits(exp, trial, template)
         shared = self._key_shared(exp, trial, template, context)
-        names = self.stored_combinations(exp, name)
         unwritten = self.unwritten  # a dict that grows in place: looked at on each call
         prefix, suffix = self._trial_dir(exp, name) + os.sep, os.sep + RECORD_NAME
-        owner, base_seed, store = trial_key(module, name), self.settings.seed, self.store
+        owner, base_seed, store, stored = trial_key(module, name), self.settings.seed, self.store, self._stored
 
-        def read(combo: Combination) -> dict[str, Any] | None:
+        def read(combo: Combination, quick: bool) -> dict[str, Any] | None:
+            if not unwritten:
+                found = hits.get(combo.index)
+                if found is not None:
+                    return found
+            if memo in stored:
+                names = stored[memo]
+            elif quick:
+                return None  # listing the store may warn: the full protocol does it
+            else:
+                names = self.stored_combinations(exp, name)
             slug = safe_part(combo.slug)
             if not unwritten and (names is None or slug not in names):
                 return None  # nothing was stored for it when the session looked (see maybe_stored)
@@ -219,9 +281,27 @@ class XpSession:
             record = store.read_hit(prefix + slug + suffix, key, expected, params_text, None, (shared, seeds))
             if record is None or record.get("upstream"):
                 return None
+            self.note_hit(exp, trial, combo, record)
             return record
 
         return read
+
+    def note_hit(self, exp: Experiment, trial: TrialDef, combo: Combination, record: dict[str, Any]) -> None:
+        """Add a reusable record just read (made with the combination's key) to the trial's table of hits.
+
+        Only a plain hit whose report needs nothing else: no upstream records to check, no warning
+        about package versions, read from the trial's segments (not a loose file the table's snapshot
+        does not cover), while no failure record is held back from the store.
+        """
+        hits = self._trial_hits.get((exp.module_id, trial.name))
+        if hits is None or self.unwritten or record.get("upstream"):
+            return
+        if not self.store.indexed(os.path.join(self._trial_dir(exp, trial.name), safe_part(combo.slug), RECORD_NAME)):
+            return
+        then = record.get("env")
+        if self.settings.env_changes == "warn" and isinstance(then, dict) and then != self.trial_code(exp, trial).env:
+            return
+        hits.add(combo.index, record)
 
     def _key_shared(
         self, exp: Experiment, trial: TrialDef, template: KeyTemplate, context: dict[str, Any]

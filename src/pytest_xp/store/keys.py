@@ -182,6 +182,11 @@ class KeyTemplate:
     def key(self, params: dict[str, Any], seeds: dict[str, Any]) -> str:
         return self.key_of(canonical(params), seeds)
 
+    @property
+    def shared_digest(self) -> str:
+        """sha256 of what every key of this template shares (all but params and seeds)."""
+        return hashlib.sha256(f"{self._head}\n{self._tail}".encode("ascii")).hexdigest()
+
     def key_of(self, params_text: str, seeds: dict[str, Any]) -> str:
         """The key, given the canonical text of the params (which a caller may need too)."""
         if "seeded" in seeds:

@@ -81,6 +81,11 @@ def decode_line(line: bytes) -> Line:
     return Line(parts[0].decode(), parts[1].decode(), int(parts[2]), parts[3])
 
 
+def is_data_name(name: str) -> bool:
+    """Whether ``name`` in ``.records`` is a segment or pack (anything else there is not read as lines)."""
+    return _DATA_NAME.fullmatch(name) is not None
+
+
 def data_files(records_dir: str) -> list[str]:
     """Names of the segments and packs in ``records_dir`` (regular files only); [] when it is missing."""
     try:

@@ -204,7 +204,11 @@ def write_json_atomic(path: Path | str, data: Any) -> None:
     A failed write (a full disk, a read-only file system) removes its temporary file, leaves the
     old file as it was, and raises :class:`StoreError` naming the error and what to do.
     """
-    text = (dumps(data) + "\n").encode("utf-8")  # compact: the C encoder (indent= is pure Python)
+    write_bytes_atomic(path, (dumps(data) + "\n").encode("utf-8"))  # compact: the C encoder (indent= is pure Python)
+
+
+def write_bytes_atomic(path: Path | str, text: bytes) -> None:
+    """:func:`write_json_atomic` for bytes already made."""
     target = os.fspath(path)
     head, name = os.path.split(target)
     tmp = os.path.join(head, f".{name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
@@ -346,6 +350,10 @@ class Store:
                 f"{_advice(exc)}; `pytest-xp report {self.root}` reads a store without writing to it.",
             ) from exc
 
+    def real_dirs(self, directory: Path) -> bool:
+        """:meth:`_real_dirs`, for callers outside the store (checked once per directory and process)."""
+        return self._real_dirs(directory)
+
     def _real_dirs(self, directory: Path) -> bool:
         """Whether every existing component from the root down to ``directory`` is a real directory.
 
@@ -453,6 +461,16 @@ class Store:
                     stacklevel=3,
                 )
         return index
+
+    def forget_index(self, trial_dir: Path | str) -> None:
+        """Drop this process's index of a trial's lines: the next look reads the files afresh."""
+        self._indexes.pop(os.fspath(trial_dir), None)
+
+    def indexed(self, path: Path | str) -> bool:
+        """Whether the record at ``path`` is a line of its trial's index as last refreshed (not a loose file)."""
+        combination_dir = os.path.dirname(path)
+        index = self._indexes.get(os.path.dirname(combination_dir))
+        return index is not None and os.path.basename(combination_dir) in index.latest
 
     def _entry_record(
         self, index: TrialIndex, slug: str, entry: Entry, expected: Expected | None, *, quiet: bool = False
