@@ -49,9 +49,13 @@ def _manifest(path: Path) -> dict[str, Any]:
 
 
 def _store_files(path: Path) -> dict[str, bytes]:
-    """Every file of the combinations' directories (records, versions, metrics, outputs)."""
+    """Every file of the combinations' directories (records, versions, metrics, outputs).
+
+    Not a trial's table of cache hits (``.records/hits.json``): made from the records, by any re-run.
+    """
     root = path / ".xp" / "xp_grid"
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+    files = (p for p in sorted(root.rglob("*")) if p.is_file() and p.name != "hits.json")
+    return {str(p.relative_to(root)): p.read_bytes() for p in files}
 
 
 def _audited(manifest: dict[str, Any]) -> list[tuple[str, str, bool]]:

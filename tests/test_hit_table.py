@@ -218,14 +218,35 @@ def test_a_table_gives_back_exactly_its_hits(hits: dict[int, tuple[Any, dict[str
         assert (index in read) == (index in hits)
 
 
+@settings(max_examples=200, deadline=None)
+@given(hits=st.sets(st.integers(0, 60)), wanted=st.sets(st.integers(0, 60)), broken=st.sets(st.integers(0, 60)))
+def test_spans_cut_the_wanted_indices_into_runs_of_hits_and_misses(
+    hits: set[int], wanted: set[int], broken: set[int]
+) -> None:
+    import bisect
+
+    table = HitTable.of({index: (1.0, None) for index in hits})
+    broken &= hits
+    for index in broken:  # a duration edited by hand: not a hit
+        at = bisect.bisect_right(table.starts, index) - 1
+        table.durations[table.firsts[at] + index - table.starts[at]] = -1
+    from pytest_xp.run.hits import TrialHits
+
+    trial_hits = TrialHits.__new__(TrialHits)
+    trial_hits.table, trial_hits.added = table, {}
+    for indices in (sorted(wanted), range(min(wanted, default=0), max(wanted, default=-1) + 1)):
+        spans = list(trial_hits.spans(indices))
+        assert [i for start, stop, _ in spans for i in range(start, stop)] == list(indices)
+        for start, stop, hit in spans:
+            assert all((i in hits and i not in broken) == hit for i in range(start, stop))
+
+
 @pytest.mark.parametrize(
     "bad",
     [
         {"ranges": [[0, 2], [1, 3]], "durations": [0, 0, 0, 0], "metrics": {}},  # overlapping
         {"ranges": [[2, 2]], "durations": [], "metrics": {}},  # empty
         {"ranges": [[0, 2]], "durations": [0.5], "metrics": {}},  # a duration short
-        {"ranges": [[0, 1]], "durations": [-1], "metrics": {}},
-        {"ranges": [[0, 1]], "durations": [True], "metrics": {}},
         {"ranges": [[0, 1]], "durations": [0], "metrics": {"4": {"m": 1}}},  # metrics of no hit
         {"ranges": [[0, 1.0]], "durations": [0], "metrics": {}},
         {"ranges": [], "durations": [], "metrics": []},
@@ -233,6 +254,14 @@ def test_a_table_gives_back_exactly_its_hits(hits: dict[int, tuple[Any, dict[str
 )
 def test_a_table_that_is_off_in_any_way_is_not_read(bad: dict[str, Any]) -> None:
     assert HitTable.from_json(bad) is None
+
+
+@pytest.mark.parametrize("duration", [-1, True, "1", [1]])
+def test_a_hand_edited_duration_is_no_hit(duration: Any) -> None:
+    table = HitTable.from_json({"ranges": [[0, 2]], "durations": [duration, 0.5], "metrics": {}})
+    assert table is not None  # each duration is checked when looked up
+    assert table.get(0) is None and 0 not in table and table.get(1) == (0.5, None)
+    assert list(table.spans(0, 2)) == [(0, 1, False), (1, 2, True)]
 
 
 def _data(tmp_path: Path) -> str:

@@ -217,6 +217,22 @@ class Grid(Sequence[Combination]):
             return self._eager[index].id
         return "-".join(self._parts[k][d] for k, d in enumerate(self._digits(index)))
 
+    def ids_in(self, start: int, stop: int) -> list[str]:
+        """The ids of combinations ``start`` to ``stop - 1`` (:meth:`id_of` each), each shared prefix joined once."""
+        if self._eager is not None:
+            return [c.id for c in self._eager[start:stop]]
+        last = self._parts[-1] if self._parts else ("",)
+        found: list[str] = []
+        index = start
+        while index < stop:
+            digits = self._digits(index)
+            first = digits[-1] if digits else 0
+            run = last[first : first + min(len(last) - first, stop - index)]
+            prefix = "-".join(self._parts[k][d] for k, d in enumerate(digits[:-1]))
+            found.extend(f"{prefix}-{part}" for part in run) if prefix else found.extend(run)
+            index += len(run)
+        return found
+
     def ids(self) -> Iterator[str]:
         """Every combination's id, in order (cheap: no digests)."""
         if self._eager is not None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from pytest_xp.store import hits as _hits
@@ -64,6 +65,14 @@ class TrialHits:
     def __contains__(self, index: int) -> bool:
         return (self.table is not None and index in self.table) or index in self.added
 
+    def spans(self, indices: Sequence[int]) -> Iterator[tuple[int, int, bool]]:
+        """``indices`` (ascending) as runs ``(start, stop, tabled)``, in order: whole runs of tabled hits at once."""
+        for start, stop in _runs(indices):
+            if self.table is None:
+                yield start, stop, False
+                continue
+            yield from self.table.spans(start, stop)
+
     def add(self, index: int, record: dict[str, Any]) -> None:
         """Note a plain hit the per-record path found (one whose report needs no warning)."""
         if self.files is None or index in self:
@@ -82,6 +91,23 @@ class TrialHits:
         if saved:
             self.added.clear()
         return saved
+
+
+def _runs(indices: Sequence[int]) -> Iterator[tuple[int, int]]:
+    """Maximal runs of consecutive numbers in ascending ``indices``, as ``(start, stop)``."""
+    if isinstance(indices, range) and indices.step == 1:
+        if indices:
+            yield indices.start, indices.stop
+        return
+    start = previous = -2
+    for index in indices:
+        if index != previous + 1:
+            if previous >= 0:
+                yield start, previous + 1
+            start = index
+        previous = index
+    if previous >= 0:
+        yield start, previous + 1
 
 
 def records_dir(trial_dir: str) -> str:

@@ -309,6 +309,19 @@ class TrialItem(_XpItem):
                 return None  # the full protocol says so, as a warning of this item
         return hit
 
+    def _tabled_hit(self) -> dict[str, Any] | None:
+        """A plain hit from the trial's table of hits (run/hits.py), where nothing more than its report is needed.
+
+        Not for an audited combination (its whole record is compared), a shard or launcher session, a
+        GPU trial or a later adaptive round (the per-record path decides those), nor without the table.
+        """
+        session, settings = self.xp_session, self.xp_session.settings
+        if self.xp_audit is not None or self.xp_round or session.replay or settings.shard is not None:
+            return None
+        if not settings.cache or settings.rerun or self.xp_trial.options.gpus or session.unwritten:
+            return None
+        return session.tabled_hit(self.xp_exp, self.xp_trial, self.xp_combo)
+
     def prepare(self) -> dict[str, Any] | None:
         """Work out context, seeds and key; return the cached record when it can be reused."""
         session, trial, combo = self.xp_session, self.xp_trial, self.xp_combo
@@ -399,7 +412,7 @@ class TrialItem(_XpItem):
         skip_without_gpus(self.xp_trial)
         try:
             self._wait_for_other_shards()
-            self.xp_cached = self.prepare() if not self.xp_prepared else None
+            self.xp_cached = None if self.xp_prepared else (self._tabled_hit() or self.prepare())
         except USER_ERRORS as exc:
             # Raised again from runtest, where pytest renders it through repr_failure: a message, not
             # a traceback into the plugin.

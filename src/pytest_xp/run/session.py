@@ -201,6 +201,11 @@ class XpSession:
         """
         return self._reader(exp, trial)(combo, quick)
 
+    def tabled_hit(self, exp: Experiment, trial: TrialDef, combo: Combination) -> dict[str, Any] | None:
+        """:meth:`cached_hit` from the trial's table of hits alone (no record read); None when it is not there."""
+        self._reader(exp, trial)
+        return self._trial_hits[(exp.module_id, trial.name)].get(combo.index)
+
     def cached_indices(self, exp: Experiment, trial: TrialDef) -> TrialHits:
         """The trial's table of hits, to test grid indices against without making their combinations."""
         self._reader(exp, trial)

@@ -27,7 +27,7 @@ import math
 import os
 import stat
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -120,11 +120,44 @@ class HitTable:
         at = bisect.bisect_right(self.starts, index) - 1
         if at < 0 or index >= self.stops[at]:
             return None
-        return self.durations[self.firsts[at] + index - self.starts[at]], self.metrics.get(index)
+        duration = self.durations[self.firsts[at] + index - self.starts[at]]
+        return (duration, self.metrics.get(index)) if _is_duration(duration) else None
 
     def __contains__(self, index: int) -> bool:
         at = bisect.bisect_right(self.starts, index) - 1
-        return at >= 0 and index < self.stops[at]
+        return (
+            at >= 0
+            and index < self.stops[at]
+            and _is_duration(self.durations[self.firsts[at] + index - self.starts[at]])
+        )
+
+    def spans(self, start: int, stop: int) -> Iterator[tuple[int, int, bool]]:
+        """``start`` to ``stop`` cut into runs ``(start, stop, hit)`` along the table's ranges."""
+        at = max(bisect.bisect_right(self.starts, start) - 1, 0)
+        while start < stop:
+            if at >= len(self.starts) or stop <= self.starts[at]:
+                yield start, stop, False
+                return
+            if start < self.starts[at]:
+                yield start, self.starts[at], False
+                start = self.starts[at]
+            if start < self.stops[at]:
+                end = min(stop, self.stops[at])
+                yield from self._checked(at, start, end)
+                start = end
+            at += 1
+
+    def _checked(self, at: int, start: int, stop: int) -> Iterator[tuple[int, int, bool]]:
+        """A run inside range ``at``, cut where a duration is not one (a hand-edited file: not a hit)."""
+        offset = self.firsts[at] - self.starts[at]
+        bad = [i for i in range(start, stop) if not _is_duration(self.durations[offset + i])]
+        for i in bad:
+            if start < i:
+                yield start, i, True
+            yield i, i + 1, False
+            start = i + 1
+        if start < stop:
+            yield start, stop, True
 
     def items(self) -> Iterable[tuple[int, Hit]]:
         for start, stop, first in zip(self.starts, self.stops, self.firsts, strict=True):
@@ -161,8 +194,8 @@ class HitTable:
             stops.append(stop)
             firsts.append(count)
             count += stop - start
-        if len(durations) != count or not all(_is_duration(d) for d in durations):
-            return None
+        if len(durations) != count:
+            return None  # (each duration is checked when it is looked up: no pass over a million here)
         table = cls(starts, stops, firsts, durations, {})
         for name, value in metrics.items():
             if not (name.isdigit() and isinstance(value, dict) and value and int(name) in table):
