@@ -177,8 +177,10 @@ def noisy(seed):
 
 
 def _store_files(path: Path) -> dict[str, bytes]:
+    """Records, metrics and outputs; not a trial's table of cache hits (``hits.json``: made by any re-run)."""
     root = path / ".xp" / "xp_audited"
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+    files = (p for p in sorted(root.rglob("*")) if p.is_file() and p.name != "hits.json")
+    return {str(p.relative_to(root)): p.read_bytes() for p in files}
 
 
 def _audit_findings(path: Path) -> list[tuple[str, str, bool]]:

@@ -283,6 +283,9 @@ def test_a_table_is_read_only_for_the_files_it_was_made_from(tmp_path: Path) -> 
     assert store_hits.save(records, "other", files, HitTable.of({3: (None, None)}), time.time_ns())
     found = store_hits.load(records, "tag", files)  # both tables of the same files are kept
     assert found is not None and dict(found.items()) == dict(table.items())
+    assert store_hits.save(records, "tag", files, HitTable.of({5: (2.0, None)}), time.time_ns())
+    found = store_hits.load(records, "tag", files)  # another worker's hits of the same files: merged
+    assert found is not None and dict(found.items()) == {**dict(table.items()), 5: (2.0, None)}
     assert store_hits.load(records, "other", files) is not None
     assert store_hits.load(records, "missing", files) is None
     with open(os.path.join(records, "1-ab.seg"), "ab") as fh:

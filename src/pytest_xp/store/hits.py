@@ -228,7 +228,8 @@ def save(records_dir: str, tag: str, files: Snapshot, table: HitTable, taken_ns:
     """Write ``table`` under ``tag`` for the data files ``files`` (seen at ``taken_ns``); False if not written.
 
     Not written when the files changed since, or changed too shortly before the snapshot (see
-    :func:`is_racy`). The other tags' tables of the same files are kept (the most recent
+    :func:`is_racy`). A table of the same tag and files is merged in (xdist workers each save what
+    they found); the other tags' tables of the same files are kept (the most recent
     :data:`KEEP_TABLES`); those of other files are dropped. Written to a temporary name and renamed
     (readers see the old file or the new one), not synced: a torn file fails its checksum.
     """
@@ -239,6 +240,9 @@ def save(records_dir: str, tag: str, files: Snapshot, table: HitTable, taken_ns:
     old = _read(records_dir)
     if old is not None and old.get("files") == listed and isinstance(old.get("tables"), dict):
         tables = {name: value for name, value in old["tables"].items() if isinstance(value, dict)}
+        known = HitTable.from_json(tables.get(tag))
+        if known is not None:  # another process of the session (an xdist worker) saved its hits first
+            table = HitTable.of(dict(known.items()) | dict(table.items()))
     tables[tag] = table.to_json(time.time_ns())
     kept = sorted(tables, key=lambda name: _saved(tables[name]), reverse=True)[:KEEP_TABLES]
     body = canonical({"files": listed, "tables": {name: tables[name] for name in kept}}).encode("ascii")
