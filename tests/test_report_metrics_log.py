@@ -170,3 +170,31 @@ def test_plugin_run_logs_metrics_and_keeps_them_when_a_trial_crashes(pytester: p
     first = lines(ok_dir / "metrics.jsonl")[0]
     assert isinstance(first["wallclock"], float) and first["wallclock"] >= 0.2
     assert not math.isnan(ok["metrics"]["lr"]["last"])
+
+
+@pytest.mark.parametrize(("batch", "outcomes"), [("", {"passed": 1, "skipped": 1}), (", batch=2", {"passed": 1})])
+def test_a_trial_that_skips_itself_after_logging_closes_its_log(
+    pytester: pytest.Pytester, batch: str, outcomes: dict[str, int]
+) -> None:
+    # The log file is closed (and exported) as for a combination that ended: no file is left open
+    # until the garbage collector finds it (a ResourceWarning, an error under -W error).
+    pytester.makepyfile(
+        xp_skip=f"""
+        import pytest
+        from pytest_xp import trial
+
+        @trial(1, {{"i": [0, 1]}}{batch})
+        def t(i, xp):
+            xp.log(0, loss=1.0)
+            if i == 1:
+                pytest.skip("not this one")
+            return i
+        """
+    )
+    result = pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "-W", "error::ResourceWarning", "-W", "error::pytest.PytestUnraisableExceptionWarning"
+    )
+    result.assert_outcomes(**outcomes)  # a batch is one item (docs/batching.md)
+    assert "unclosed" not in result.stdout.str() + result.stderr.str()
+    skipped = [d for d in (pytester.path / ".xp").rglob("metrics.jsonl") if "i_1" in str(d.parent)]
+    assert len(skipped) == 1 and (skipped[0].parent / "metrics.csv").read_text().startswith("step,wallclock,loss")

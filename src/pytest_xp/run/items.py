@@ -482,6 +482,8 @@ class TrialItem(_XpItem):
             if self.xp_lock is not None:
                 self.xp_lock.release()
                 self.xp_lock = None
+            if self.xp_handle is not None:  # a trial that skipped itself: its metric log still ends
+                self.xp_handle.close(look_for_child_log=False)
             # What only the run needed: a grid's items stay alive to the end of the session, and every
             # garbage collection walks what they hold.
             self.xp_handle = self.xp_previous = None
