@@ -212,9 +212,13 @@ class XpSession:
         return self._trial_hits[(exp.module_id, trial.name)]
 
     def _reader(self, exp: Experiment, trial: TrialDef) -> HitReader:
-        template, context = self._template(exp, trial)
         memo = (exp.module_id, trial.name)
         found = self._hit_readers.get(memo)
+        current = found is not None and found[0] is self._templates.get(memo)
+        if current and (exp.module_id, trial.order) in self._contexts:
+            assert found is not None
+            return found[1]  # the reader of the template _template would give (one combination after another)
+        template, context = self._template(exp, trial)
         if found is None or found[0] is not template:
             found = self._hit_readers[memo] = (template, self._hit_reader(exp, trial, template, context))
         return found[1]
