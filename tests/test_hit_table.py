@@ -308,3 +308,16 @@ def test_a_table_of_files_changed_just_before_it_is_not_saved(tmp_path: Path, mo
     assert store_hits.save(records, "tag", files, table, max(mtime, ctime) + 3 * 10**9)
     whole = {"a": (1, 1, 5 * 10**9, 5 * 10**9)}  # a file system stamping whole seconds: a 2 s margin
     assert store_hits.is_racy(whole, 6 * 10**9) and not store_hits.is_racy(whole, 8 * 10**9)
+
+
+@pytest.mark.multiprocess
+def test_under_xdist_the_workers_make_one_table_and_use_it(pytester: pytest.Pytester) -> None:
+    _grid(pytester)  # (subprocesses: the real margin for coarse clocks applies)
+    assert_counts(pytester.runpytest_subprocess("-n", "2"), passed=12)
+    time.sleep(0.1)  # past the 50 ms margin, so that the next run may save its table
+    assert_counts(pytester.runpytest_subprocess("-n", "2"), cached=12)
+    assert _hits(pytester) == list(range(12))  # each worker saved what it found, merged into one table
+    saved = (_records_dir(pytester) / "hits.json").stat().st_mtime_ns
+    assert_counts(pytester.runpytest_subprocess("-n", "2"), cached=12)
+    assert (_records_dir(pytester) / "hits.json").stat().st_mtime_ns == saved  # every hit came from it
+    assert _calls(pytester) == list(range(12))  # only the first run called the trial
