@@ -14,11 +14,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pytest_xp.errors import ReportWarning
+from pytest_xp.store import segments
 from pytest_xp.store.checked import CHECKED_SUFFIX
 from pytest_xp.store.codec import MAX_DEPTH, dumps, loads, loads_accepted, loads_from
 from pytest_xp.store.frames import (
     CacheUse,
     GridCheck,
+    _batch_rows,
     _layout_frame,
     _Layouts,
     _sort_key,
@@ -360,7 +362,109 @@ def test_rows_by_layout_make_the_frame_dicts_make(data: st.DataObject, count: in
     rows = [layouts.row(r, c, None, f"/p/{i}") for i, (r, c) in pairs]
     dicts = [record_row(r, cached=c, path=f"/p/{i}", in_grid=None) for i, (r, c) in pairs]
     expected = rows_frame(dicts)
-    got = _layout_frame(rows)
+    got = _layout_frame([layout for layout, _ in rows], [values for _, values in rows])
     assert list(got.columns) == list(expected.columns)
     assert list(got.dtypes) == list(expected.dtypes)
     pd.testing.assert_frame_equal(got, expected, check_exact=True)
+
+
+@st.composite
+def a_batch(draw: st.DrawFn) -> list[dict[str, Any]]:
+    """Records of one shape mostly (the batch path), now and then one that differs (the record path)."""
+    template = draw(a_record(0))
+    count = draw(st.integers(1, 6))
+    records = []
+    for i in range(count):
+        if draw(st.integers(0, 5)) == 0:
+            records.append(draw(a_record(i)))
+            continue
+        record = {**template, "combination": f"c{i}", "index": draw(st.integers(0, 3))}
+        record["params"] = {name: draw(VALUES) for name in template["params"]}
+        if isinstance(template["result"], dict):
+            record["result"] = {name: draw(VALUES) for name in template["result"]}
+        if isinstance(template.get("seeds"), dict):
+            record["seeds"] = {
+                name: draw(VALUES | st.lists(st.integers(0, 9), max_size=2)) for name in template["seeds"]
+            }
+        if draw(st.booleans()):
+            record.pop("combination")
+        records.append(record)
+    return records
+
+
+MANIFESTS = [
+    [],
+    [{"kind": "pytest-xp/run", "session": "s2", "trials": {"m.py::t": {}}}],
+    [
+        {
+            "kind": "pytest-xp/run",
+            "session": "s1",
+            "trials": {"m.py::t": {"combinations": ["c0", "c2"], "cached_combinations": ["c2"]}},
+        }
+    ],
+]
+
+
+@settings(max_examples=300, deadline=None)
+@given(records=a_batch(), manifests=st.sampled_from(MANIFESTS), grid=st.sampled_from([None, {"c0", "c3", ""}]))
+def test_rows_made_a_column_at_a_time_are_the_rows_made_one_by_one(
+    records: list[dict[str, Any]], manifests: list[dict[str, Any]], grid: set[str] | None
+) -> None:
+    use = CacheUse(manifests)
+    check = GridCheck()
+    check._grids["/t"] = grid
+    directories = [f"/t/{i}" for i in range(len(records))]
+    batch = _batch_rows(records, directories, "/t", use, check)
+    if batch is None:
+        return  # records of different shapes: the record path serves them (tested above)
+    layout, rows, keys = batch
+    dicts = [
+        record_row(r, cached=use.cached(r), path=d, in_grid=check(d, r))
+        for r, d in zip(records, directories, strict=True)
+    ]
+    assert keys == [_sort_key(r) for r in records]
+    expected = rows_frame(dicts)
+    got = _layout_frame([layout] * len(rows), rows)
+    assert list(got.columns) == list(expected.columns)
+    assert list(got.dtypes) == list(expected.dtypes)
+    pd.testing.assert_frame_equal(got, expected, check_exact=True)
+
+
+def test_the_batch_path_serves_records_of_one_shape() -> None:
+    records = [keyed(i) for i in range(5)]
+    batch = _batch_rows(records, [f"/t/{i}" for i in range(5)], "/t", CacheUse([]), GridCheck())
+    assert batch is not None and len(batch[1]) == 5
+
+
+def test_a_note_that_lies_about_a_line_cannot_make_bad_json_a_record(tmp_path: Path) -> None:
+    """A note with the right digest that claims a broken line is fine: the bulk parse fails, lines go one by one."""
+    store = Store(tmp_path)
+    for i in range(4):
+        write(store, keyed(i))
+    store.close()
+    (segment,) = data_files(str(records_dir(tmp_path)))
+    path = records_dir(tmp_path) / segment
+    with open(path, "ab") as fh:
+        fh.write(b"i_9-x\t" + b"e" * 64 + b"\t5\t{NaN}\n")
+    _, honest = load_warnings(tmp_path)
+    (name,) = notes(tmp_path)
+    note = json.loads((records_dir(tmp_path) / name).read_text())
+    assert note["bad"] == [5]
+    (records_dir(tmp_path) / name).write_text(json.dumps({**note, "bad": []}))  # the lie
+    frame, found = load_warnings(tmp_path)
+    assert found == honest and len(found) == 1 and "skipped line 5 of" in found[0]
+    assert sorted(frame["index"]) == [0, 1, 2, 3]
+
+
+@pytest.mark.parametrize("at_once", [1, 7, 4096, 1 << 30])
+def test_a_file_larger_than_one_read_is_read_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, at_once: int
+) -> None:
+    varied_store(tmp_path)
+    before = reference_frame(tmp_path)
+    monkeypatch.setattr(segments, "_READ_AT_ONCE", at_once)
+    for name in data_files(str(records_dir(tmp_path))):
+        path = records_dir(tmp_path) / name
+        assert segments.read_data_file(str(path)) == path.read_bytes()
+        assert segments.read_data_file(str(path), 10) == path.read_bytes()[10:]
+    assert_same_frames(load_results(tmp_path), before)

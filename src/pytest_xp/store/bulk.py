@@ -19,6 +19,8 @@ import os
 import re
 import warnings
 from collections.abc import Iterator
+from itertools import count, repeat
+from operator import itemgetter, methodcaller
 from typing import Any
 
 from pytest_xp.errors import ReportWarning
@@ -29,8 +31,9 @@ from pytest_xp.store.validate import NewerSchema, record_problem
 
 #: A line's header as :func:`~pytest_xp.store.segments.decode_line` accepts it (slug, version, stamp).
 _HEAD = re.compile(r"([A-Za-z0-9._+\-]{1,200})\t([A-Za-z0-9._+\-]{1,200})\t([0-9]+)\t")
-#: Combinations decoded at a time (and lines parsed by one C-level call where a note vouches for them).
-_CHUNK = 4096
+#: Combinations decoded at a time (and lines parsed by one C-level call where a note vouches for
+#: them): their records are still in the processor's cache when the caller makes rows of them.
+_CHUNK = 1024
 
 
 class _File:
@@ -54,7 +57,7 @@ class _File:
             self.digest.update(memoryview(data)[checked.size : self.size])
         self.lines: list[str | bytes | None]
         try:
-            self.lines = list(str(memoryview(data)[: self.size], "utf-8").split("\n"))
+            self.lines = str(memoryview(data)[: self.size], "utf-8").split("\n")  # type: ignore[assignment]
         except UnicodeDecodeError:
             self.lines = [_text(raw) for raw in data[: self.size].split(b"\n")]
         del data
@@ -81,7 +84,7 @@ class _File:
         lines = self.lines
         if not all(type(line) is str for line in lines):  # pragma: no cover - a vouched file is UTF-8
             return False
-        self.vouched = [str.split(line, "\t", 3) for line in lines]  # type: ignore[arg-type]
+        self.vouched = list(map(methodcaller("split", "\t", 3), lines))
         self.lines = []
         return True
 
@@ -119,13 +122,23 @@ class TrialRecords:
         self.slugs = sorted(self.index.latest)
 
     def _index_vouched(self, file: _File) -> None:
-        latest, add = self.index.latest, self.index.add
-        for number, (slug, version, stamp, _) in enumerate(file.vouched or (), 1):  # type: ignore[misc]
-            entry = Entry(int(stamp), version, file.name, -1, -1, number)
-            if slug in latest:
-                add(slug, entry)
-            else:
-                latest[slug] = entry  # what ``add`` does with a first line
+        vouched: list[Any] = file.vouched or []
+        slugs = list(map(itemgetter(0), vouched))
+        entries = map(
+            Entry,
+            map(int, map(itemgetter(2), vouched)),
+            map(itemgetter(1), vouched),
+            repeat(file.name),
+            repeat(-1),
+            repeat(-1),
+            count(1),
+        )
+        latest = self.index.latest
+        if latest.keys().isdisjoint(slugs) and len(set(slugs)) == len(slugs):
+            latest.update(zip(slugs, entries, strict=True))  # what ``add`` does with first lines
+            return
+        for slug, entry in zip(slugs, entries, strict=True):
+            self.index.add(slug, entry)
 
     def _index_line(self, file: _File, number: int, line: str | bytes | None) -> None:
         """Take in one line as :meth:`TrialIndex._scan` does; a damaged header is noted for its warning."""
@@ -146,39 +159,55 @@ class TrialRecords:
         self.index.add(slug, Entry(stamp, version, file.name, start, -1, number))
 
     def __iter__(self) -> Iterator[tuple[str, list[dict[str, Any]] | None]]:
+        for slugs, records, older in self.chunks():
+            for slug, record in zip(slugs, records, strict=True):
+                if record is None:
+                    yield slug, None  # a bad latest line: the combination is left out
+                else:
+                    kept = older.get(slug)
+                    yield slug, [record, *kept] if kept else [record]
+
+    def chunks(self) -> Iterator[tuple[list[str], list[dict[str, Any] | None], dict[str, list[dict[str, Any]]]]]:
+        """(slugs, their latest records (None: a bad line), slug -> older versions by stamp) a chunk at a time."""
         latest, older = self.index.latest, self.index.older
         for first in range(0, len(self.slugs), _CHUNK):
             slugs = self.slugs[first : first + _CHUNK]
-            wanted: dict[str, list[Entry]] = {}  # file -> its lines to decode, latest lines first
-            for slug in slugs:
-                entry = latest[slug]
-                wanted.setdefault(entry.file, []).append(entry)
+            records = self._decode_all([latest[slug] for slug in slugs])
+            versions: dict[str, list[dict[str, Any]]] = {}
             if self.versions:
-                for slug in slugs:
-                    for entry in older.get(slug, {}).values():
-                        wanted.setdefault(entry.file, []).append(entry)
-            decoded: dict[tuple[str, int], dict[str, Any] | None] = {}
-            for name, entries in wanted.items():
-                for entry, record in zip(entries, self._decode(self.files[name], entries), strict=True):
-                    decoded[(name, entry.line)] = record
-            del wanted
-            for slug in slugs:
-                entry = latest[slug]
-                record = decoded[(entry.file, entry.line)]
-                if record is None:
-                    yield slug, None  # a bad latest line: the combination is left out
-                    continue
-                records = [record]
-                if self.versions and slug in older:
-                    kept = sorted(older[slug].values(), key=lambda e: e.stamp)
-                    records += [r for e in kept if (r := decoded[(e.file, e.line)]) is not None]
-                yield slug, records
+                with_older = [slug for slug in slugs if slug in older]
+                kept = {slug: sorted(older[slug].values(), key=lambda e: e.stamp) for slug in with_older}
+                values = self._decode_all([entry for slug in with_older for entry in kept[slug]])
+                at = 0
+                for slug in with_older:
+                    found = values[at : at + len(kept[slug])]
+                    at += len(kept[slug])
+                    versions[slug] = [record for record in found if record is not None]
+            yield slugs, records, versions
         for file in self.files.values():
             self._note(file)
         for name, number, why in self.index.damaged:
             warnings.warn(
                 ReportWarning(f"pytest-xp: skipped line {number} of {self.records_dir}/{name}: {why}"), stacklevel=3
             )
+
+    def _decode_all(self, entries: list[Entry]) -> list[dict[str, Any] | None]:
+        """The records of ``entries`` (lines of any files), in order; None for a bad one (warned about)."""
+        if not entries:
+            return []
+        name = entries[0].file
+        if len(self.files) == 1 or all(entry.file == name for entry in entries):
+            return self._decode(self.files[name], entries)
+        by_file: dict[str, list[int]] = {}
+        for i, entry in enumerate(entries):
+            by_file.setdefault(entry.file, []).append(i)
+        records: list[dict[str, Any] | None] = [None] * len(entries)
+        for name, positions in by_file.items():
+            for i, record in zip(
+                positions, self._decode(self.files[name], [entries[i] for i in positions]), strict=True
+            ):
+                records[i] = record
+        return records
 
     def _decode(self, file: _File, entries: list[Entry]) -> list[dict[str, Any] | None]:
         """The records of ``entries`` (lines of ``file``), None for a bad one (with its warning), in order."""
@@ -216,7 +245,8 @@ class TrialRecords:
             file.lines[entry.line - 1] = None  # decoded: let the text go
         return records
 
-    def _unsplit(self, file: _File) -> None:  # pragma: no cover - only for a note that lies
+    def _unsplit(self, file: _File) -> None:
+        """Back to lines to check one by one: the note's digest matched, yet a line is not JSON (it lied)."""
         vouched, file.vouched = file.vouched or [], None
         file.checked = None
         file.lines = ["\t".join(parts) if parts is not None else None for parts in vouched]
@@ -252,6 +282,9 @@ def _decode_vouched(vouched: list[list[str] | None], entries: list[Entry]) -> li
 def _check(file: _File, number: int, start: int) -> tuple[Any, str | None]:
     """A line's record decoded strictly and validated: (record, None), or (None, why it is unusable)."""
     line = file.lines[number - 1]
+    if start < 0:  # a line split as vouched for, and then not what its note said
+        head = _HEAD.match(line) if isinstance(line, str) else None
+        start = head.end() if head is not None else 0
     try:
         record = loads_from(line, start) if isinstance(line, str) else loads((line or b"")[start:])
         problem = record_problem(record)

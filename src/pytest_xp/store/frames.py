@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import itertools
 import json
 import os
 import warnings
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from operator import itemgetter
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
@@ -128,6 +130,15 @@ def _trial_records(
     xp_dir: Path | str, experiment: str | None, trial: str | None, *, versions: bool
 ) -> Iterator[tuple[str, str, dict[str, Any]]]:
     """(trial directory, combination directory, record): :func:`_records` with the trial's directory."""
+    for trial_dir, directories, records in _record_batches(xp_dir, experiment, trial, versions=versions):
+        for directory, record in zip(directories, records, strict=True):
+            yield trial_dir, directory, record
+
+
+def _record_batches(
+    xp_dir: Path | str, experiment: str | None, trial: str | None, *, versions: bool
+) -> Iterator[tuple[str, list[str], list[dict[str, Any]]]]:
+    """(trial directory, combination directories, records): :func:`_trial_records` a few thousand at a time."""
     root = os.fspath(xp_dir)
     if not os.path.isdir(root):
         return
@@ -139,34 +150,66 @@ def _trial_records(
             if wanted_trial is not None and trial_dir.name != wanted_trial:
                 continue
             indexed = _indexed_records(trial_dir.path, versions=versions)
-            lined = iter(indexed or ())
-            lined_slugs = set(indexed.slugs) if indexed is not None else set()
             loose = {combo.name for combo in _subdirectories(trial_dir.path)}
             prefix = os.path.join(trial_dir.path, "")
-            for slug in sorted(loose | lined_slugs) if loose else (indexed.slugs if indexed is not None else []):
-                directory = prefix + slug
-                lines = next(lined)[1] if slug in lined_slugs else None  # the same order: sorted slugs
-                record: dict[str, Any] | None
-                if lines is not None:
-                    record, older = lines[0], lines[1:]
-                    if versions and slug in loose:
-                        older.extend(_loose_versions(Path(directory), include_latest=True))
-                elif slug in loose:  # no line, or a bad latest line: a record.json of an older store
-                    record = _valid(os.path.join(trial_dir.path, slug, RECORD_NAME))
-                    older = _loose_versions(Path(directory), include_latest=False) if versions else []
-                else:
-                    continue
-                if record is None:
-                    continue
-                if experiment is not None and not matches_experiment(record["module"], experiment):
-                    continue
-                if trial is not None and record["trial"] != trial:
-                    continue
-                yield trial_dir.path, directory, record
-                for kept in older:
-                    yield trial_dir.path, directory, kept
-            for _ in lined:  # the end of the trial's records: its notes and damaged lines
-                pass
+            if not loose:  # a store written since segments: its lines are all there is
+                for slugs, latest, older in indexed.chunks() if indexed is not None else ():
+                    if experiment is None and trial is None and not older and None not in latest:
+                        yield trial_dir.path, [prefix + slug for slug in slugs], latest  # type: ignore[misc]
+                        continue
+                    directories: list[str] = []
+                    records: list[dict[str, Any]] = []
+                    for slug, record in zip(slugs, latest, strict=True):
+                        if record is not None and _selected(record, experiment, trial):
+                            kept = [record, *older.get(slug, ())]
+                            directories += [prefix + slug] * len(kept)
+                            records += kept
+                    yield trial_dir.path, directories, records
+                continue
+            directories, records = [], []
+            for directory, record in _merged(trial_dir.path, indexed, loose, versions=versions):
+                if _selected(record, experiment, trial):
+                    directories.append(directory)
+                    records.append(record)
+                if len(records) >= 4096:
+                    yield trial_dir.path, directories, records
+                    directories, records = [], []
+            yield trial_dir.path, directories, records
+
+
+def _selected(record: dict[str, Any], experiment: str | None, trial: str | None) -> bool:
+    if experiment is not None and not matches_experiment(record["module"], experiment):
+        return False
+    return trial is None or record["trial"] == trial
+
+
+def _merged(
+    trial_dir: str, indexed: TrialRecords | None, loose: set[str], *, versions: bool
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    """A trial's records from its lines and from the ``record.json`` files of an older store, by slug."""
+    lined = iter(indexed or ())
+    lined_slugs = set(indexed.slugs) if indexed is not None else set()
+    prefix = os.path.join(trial_dir, "")
+    for slug in sorted(loose | lined_slugs):
+        directory = prefix + slug
+        lines = next(lined)[1] if slug in lined_slugs else None  # the same order: sorted slugs
+        record: dict[str, Any] | None
+        if lines is not None:
+            record, older = lines[0], lines[1:]
+            if versions and slug in loose:
+                older.extend(_loose_versions(Path(directory), include_latest=True))
+        elif slug in loose:  # no line, or a bad latest line: a record.json of an older store
+            record = _valid(os.path.join(trial_dir, slug, RECORD_NAME))
+            older = _loose_versions(Path(directory), include_latest=False) if versions else []
+        else:
+            continue
+        if record is None:
+            continue
+        yield directory, record
+        for kept in older:
+            yield directory, kept
+    for _ in lined:  # the end of the trial's records: its notes and damaged lines
+        pass
 
 
 def _valid(path: str) -> dict[str, Any] | None:
@@ -297,6 +340,20 @@ class CacheUse:
         owner = self.owner.get(key)
         return owner is not None and owner != record.get("session")
 
+    def cached_many(self, module: str, trial: str, combinations: list[Any], sessions: list[Any]) -> list[bool]:
+        """:meth:`cached` of records of one module and trial, given their combinations and sessions."""
+        key = f"{module}::{trial}"
+        found: list[bool | None] = [None] * len(combinations)
+        if self.served:
+            found = [self.served.get((key, str(combination))) for combination in combinations]
+        if self.listed.get(key, True):
+            return [bool(known) for known in found]
+        owner = self.owner.get(key)
+        return [
+            known if known is not None else owner is not None and owner != session
+            for known, session in zip(found, sessions, strict=True)
+        ]
+
 
 def read_grid(combination_dir: Path) -> set[str] | None:
     """The combination ids of the trial's grid when it was last collected (None: never noted)."""
@@ -320,6 +377,15 @@ class GridCheck:
             self._grids[trial_dir] = read_grid(Path(trial_dir, "x"))
         grid = self._grids[trial_dir]
         return None if grid is None else str(record.get("combination", "")) in grid
+
+    def many(self, trial_dir: str, combinations: list[Any]) -> list[bool | None]:
+        """The check of records of one trial, given their combinations."""
+        if trial_dir not in self._grids:
+            self._grids[trial_dir] = read_grid(Path(trial_dir, "x"))
+        grid = self._grids[trial_dir]
+        if grid is None:
+            return [None] * len(combinations)
+        return list(map(grid.__contains__, map(str, combinations)))
 
 
 def _latest_sessions(manifests: list[dict[str, Any]]) -> dict[str, str]:
@@ -455,7 +521,7 @@ def rows_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     return _typed_frame(rows, _ordered_columns(rows))
 
 
-def _typed_frame(rows: list[dict[str, Any]] | list[list[Any]], columns: list[str]) -> pd.DataFrame:
+def _typed_frame(rows: Sequence[Any], columns: list[str]) -> pd.DataFrame:
     """The frame of rows (dicts, or lists in the order of ``columns``) with the documented dtypes."""
     import pandas as pd
 
@@ -468,11 +534,6 @@ def _typed_frame(rows: list[dict[str, Any]] | list[list[Any]], columns: list[str
     if "started_at" in frame.columns:
         frame["started_at"] = pd.to_datetime(frame["started_at"], utc=True, format="ISO8601", errors="coerce")
     return frame
-
-
-def _sort_key(record: Mapping[str, Any]) -> tuple[str, str, int]:
-    index = record.get("index")
-    return str(record.get("module", "")), str(record.get("trial", "")), index if isinstance(index, int) else 0
 
 
 def load_results(
@@ -489,32 +550,157 @@ def load_results(
     use = CacheUse(list_manifests(xp_dir))
     grid = GridCheck()
     with _collector_paused():
-        rows: list[tuple[tuple[str, ...], list[Any]]] = []  # (column names, values) of each row
+        rows: list[Sequence[Any]] = []  # the values of each row
+        layouts: list[tuple[str, ...]] = []  # the column names of each row
         keys: list[tuple[str, str, int]] = []
         record_keys: list[Any] = []
-        layouts = _Layouts()
-        for trial_dir, path, rec in _trial_records(xp_dir, experiment, trial, versions=versions):
-            rows.append(layouts.row(rec, use.cached(rec), grid(path, rec, trial_dir), path))
-            index = rec.get("index")
-            keys.append((str(rec.get("module", "")), str(rec.get("trial", "")), index if isinstance(index, int) else 0))
-            if versions:
-                record_keys.append(rec.get("key"))
+        shapes = _Layouts()
+        for trial_dir, directories, records in _record_batches(xp_dir, experiment, trial, versions=versions):
+            for start in range(0, len(records), _BATCH):
+                part, part_dirs = records[start : start + _BATCH], directories[start : start + _BATCH]
+                batch = None if versions else _batch_rows(part, part_dirs, trial_dir, use, grid)
+                if batch is not None:
+                    layout, values, batch_keys = batch
+                    rows += values
+                    layouts += itertools.repeat(layout, len(values))
+                    keys += batch_keys
+                    continue
+                _one_by_one(
+                    part, part_dirs, trial_dir, (use, grid, shapes), (rows, layouts, keys, record_keys), versions
+                )
         if not rows:
             _warn_empty(xp_dir, experiment, trial)
-        order = sorted(range(len(rows)), key=keys.__getitem__)  # stable: each latest record stays first
+        order = _order(keys)
         del keys
-        sorted_rows = [rows[i] for i in order]
-        del rows
+        rows = list(map(rows.__getitem__, order))
+        layouts = list(map(layouts.__getitem__, order))
         if versions:
             previous_dir: str | None = None
             for position, i in enumerate(order):
-                layout, values = sorted_rows[position]
-                path = values[layout.index("path")]
-                sorted_rows[position] = ((*layout, "latest", "key"), [*values, path != previous_dir, record_keys[i]])
+                layout, row = layouts[position], rows[position]
+                path = row[layout.index("path")]
+                layouts[position] = (*layout, "latest", "key")
+                rows[position] = (*row, path != previous_dir, record_keys[i])
                 previous_dir = path
-        frame = _layout_frame(sorted_rows)
-        del sorted_rows, order, record_keys
+        del order, record_keys
+        frame = _layout_frame(layouts, rows)
+        del rows, layouts
         return frame
+
+
+def _order(keys: list[tuple[str, str, int]]) -> list[int]:
+    """Positions of ``keys`` in sorted order, stable (each combination's latest record stays first).
+
+    Rows of one module and trial (the usual frame) are sorted by their index alone: ints compare
+    faster than tuples, and the order is the same.
+    """
+    if keys and len(set(map(itemgetter(0, 1), keys))) == 1:
+        indexes = list(map(itemgetter(2), keys))
+        return sorted(range(len(indexes)), key=indexes.__getitem__)
+    return sorted(range(len(keys)), key=keys.__getitem__)
+
+
+#: Records made into rows a column at a time: few enough to stay in the processor's cache meanwhile.
+_BATCH = 256
+
+
+def _one_by_one(
+    records: list[dict[str, Any]],
+    directories: list[str],
+    trial_dir: str,
+    helpers: tuple[CacheUse, GridCheck, _Layouts],
+    out: tuple[list[Sequence[Any]], list[tuple[str, ...]], list[tuple[str, str, int]], list[Any]],
+    versions: bool,
+) -> None:
+    """Rows of records that :func:`_batch_rows` declines, one record at a time."""
+    use, grid, shapes = helpers
+    rows, layouts, keys, record_keys = out
+    for path, record in zip(directories, records, strict=True):
+        layout, row = shapes.row(record, use.cached(record), grid(path, record, trial_dir), path)
+        rows.append(tuple(row))
+        layouts.append(layout)
+        keys.append(_sort_key(record))
+        if versions:
+            record_keys.append(record.get("key"))
+
+
+def _batch_rows(
+    records: list[dict[str, Any]], directories: list[str], trial_dir: str, use: CacheUse, grid: GridCheck
+) -> tuple[tuple[str, ...], list[tuple[Any, ...]], list[tuple[str, str, int]]] | None:
+    """The rows of records that all have one shape, made a column at a time (C-level ``map`` and ``zip``).
+
+    :meth:`_Layouts.row` for each record, and the sort keys, without a Python step per record and
+    field; None when the records differ in shape, module, trial or outcome (they go one by one).
+    """
+    if not records:
+        return None
+    get: Any = dict.get
+    again = itertools.repeat
+    values_of: Any = dict.values
+    modules: list[Any] = list(map(get, records, again("module")))
+    trials = list(map(get, records, again("trial")))
+    success = list(map(get, records, again("success")))
+    if (
+        len(set(modules)) != 1
+        or len(set(trials)) != 1
+        or len(set(success)) != 1
+        or any(map(get, records, again("metrics")))
+    ):
+        return None
+    module, trial, succeeded = modules[0], trials[0], success[0]
+    if type(succeeded) is not bool or type(module) is not str or type(trial) is not str:
+        return None
+    params: list[Any] = list(map(get, records, again("params")))
+    if set(map(type, params)) != {dict} or len(set(map(tuple, params))) != 1:
+        return None
+    results: list[Any] = list(map(get, records, again("result"))) if succeeded else [None]
+    result_types = set(map(type, results))
+    if result_types == {dict}:
+        if len(set(map(tuple, results))) != 1 or dict in set(
+            map(type, itertools.chain.from_iterable(map(dict.values, results)))
+        ):
+            return None
+    elif dict in result_types or (type(None) in result_types and len(result_types) > 1):
+        return None
+    seeds: list[Any] = list(map(get, records, again("seeds")))
+    seed_types = set(map(type, seeds))
+    if seed_types == {dict}:
+        if len(set(map(tuple, seeds))) != 1:
+            return None
+    elif seed_types != {type(None)}:
+        return None
+    layout = _layout(params[0], results[0], seeds[0])
+    if layout is None:
+        return None
+    indexes = list(map(get, records, again("index")))
+    if set(map(type, indexes)) != {int}:
+        return None
+    count = len(records)
+    columns: list[Any] = [modules, trials, list(map(get, records, again("combination"))), indexes]
+    columns += zip(*map(values_of, params), strict=True)
+    combinations = list(map(get, records, again("combination"), again("")))  # as ``cached`` and ``grid`` read it
+    cached = use.cached_many(module, trial, combinations, list(map(get, records, again("session"))))
+    in_grid = grid.many(trial_dir, combinations)
+    columns += (success, cached, in_grid)
+    columns += (list(map(get, records, again(name))) for name in ("duration_s", "session", "started_at"))
+    if result_types == {dict}:
+        columns += zip(*map(values_of, results), strict=True)
+    elif succeeded and results[0] is not None:
+        columns.append(results)
+    if succeeded:
+        columns += (again(None, count), again(None, count))
+    else:
+        columns.append(list(map(get, records, again("type"), again("Error"))))
+        columns.append(list(map(get, records, again("error"), again(""))))
+    if seed_types == {dict}:
+        for column in zip(*map(values_of, seeds), strict=True):
+            if list in set(map(type, column)):
+                columns.append([",".join(map(str, v)) if isinstance(v, list) else v for v in column])
+            else:
+                columns.append(column)
+    columns.append(directories)
+    keys: list[tuple[str, str, int]] = list(zip(modules, trials, indexes, strict=True))
+    return layout, list(zip(*columns, strict=True)), keys
 
 
 class _Layouts:
@@ -570,6 +756,11 @@ class _Layouts:
         return self.shared.setdefault(names, names), list(full.values())
 
 
+def _sort_key(record: Mapping[str, Any]) -> tuple[str, str, int]:
+    index = record.get("index")
+    return str(record.get("module", "")), str(record.get("trial", "")), index if isinstance(index, int) else 0
+
+
 def _layout(params: dict[str, Any], result: Any, seeds: dict[str, Any] | None) -> tuple[str, ...] | None:
     """The column names :func:`record_row` gives a record of this shape; None when two would collide."""
     names = [*LEAD_COLUMNS, *(param_column(name) for name in params)]
@@ -584,26 +775,28 @@ def _layout(params: dict[str, Any], result: Any, seeds: dict[str, Any] | None) -
     return tuple(names) if len(set(names)) == len(names) else None
 
 
-def _layout_frame(rows: list[tuple[tuple[str, ...], list[Any]]]) -> pd.DataFrame:
-    """:func:`rows_frame` of rows given as (column names, values): the same frame, built from lists."""
+def _layout_frame(layouts: list[tuple[str, ...]], rows: list[Sequence[Any]]) -> pd.DataFrame:
+    """:func:`rows_frame` of rows given as values under column names: the same frame, built from tuples."""
     if not rows:
         return rows_frame([])
-    layouts = list(dict.fromkeys(layout for layout, _ in rows))
-    columns = tuple(_ordered_columns(layouts))
+    distinct = list(dict.fromkeys(layouts))
+    columns = tuple(_ordered_columns(distinct))
     import numpy as np
 
     moves: dict[tuple[str, ...], list[int | None]] = {}
-    for layout in layouts:
+    for layout in distinct:
         if layout != columns:
             where = {name: i for i, name in enumerate(layout)}
             moves[layout] = [where.get(name) for name in columns]
-    table: list[list[Any]] = []
-    for layout, values in rows:
-        move = moves.get(layout)
-        if move is not None:  # missing columns are NaN, as pandas makes them from dicts
-            values = [np.nan if i is None else values[i] for i in move]
-        table.append(values)
-    return _typed_frame(table, list(columns))
+    if moves or not all(type(values) is tuple for values in rows):
+        for position, layout in enumerate(layouts):
+            move = moves.get(layout)
+            values = rows[position]
+            if move is not None:  # missing columns are NaN, as pandas makes them from dicts
+                rows[position] = tuple([np.nan if i is None else values[i] for i in move])
+            elif type(values) is not tuple:
+                rows[position] = tuple(values)  # pandas reads a list of tuples (all of one kind)
+    return _typed_frame(rows, list(columns))
 
 
 @contextlib.contextmanager

@@ -49,6 +49,8 @@ _DATA_NAME = re.compile(r"(?:[0-9]+-[0-9a-f]+\.seg|pack-[0-9a-f]+\.pack)")
 #: Parts of a header: path-safe names (see ``store.safe_part``), never a tab or newline.
 _HEADER_PART = re.compile(rb"[A-Za-z0-9._+\-]{1,200}")
 _OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+#: Most bytes read by one call (a larger file is read in parts and joined).
+_READ_AT_ONCE = 1 << 30
 #: Segments a process keeps open at once (one per trial it writes); beyond that it starts new ones.
 MAX_OPEN_SEGMENTS = 64
 
@@ -101,9 +103,13 @@ def read_data_file(path: str, start: int = 0) -> bytes:
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise OSError(errno.EINVAL, "not a regular file", path)
-        chunks = []
-        offset = start
-        while chunk := os.pread(fd, 1 << 24, offset):
+        asked = min(max(os.fstat(fd).st_size - start, 0) + 1, _READ_AT_ONCE)
+        first = os.pread(fd, asked, start)  # all of it (and one byte more), in one read
+        if len(first) < asked:
+            return first  # short of what was asked: that was all
+        chunks = [first]
+        offset = start + len(first)
+        while chunk := os.pread(fd, 1 << 24, offset):  # it grew while being read, or it is over 1 GiB
             chunks.append(chunk)
             offset += len(chunk)
         return b"".join(chunks)
