@@ -119,7 +119,14 @@ class TrialRecords:
             else:
                 for number, line in enumerate(file.lines, 1):
                     self._index_line(file, number, line)
-        self.slugs = sorted(self.index.latest)
+        self._sorted: list[str] | None = None
+
+    @property
+    def slugs(self) -> list[str]:
+        """The combinations that have a line, sorted."""
+        if self._sorted is None:
+            self._sorted = sorted(self.index.latest)
+        return self._sorted
 
     def _index_vouched(self, file: _File) -> None:
         vouched: list[Any] = file.vouched or []
@@ -167,11 +174,18 @@ class TrialRecords:
                     kept = older.get(slug)
                     yield slug, [record, *kept] if kept else [record]
 
-    def chunks(self) -> Iterator[tuple[list[str], list[dict[str, Any] | None], dict[str, list[dict[str, Any]]]]]:
-        """(slugs, their latest records (None: a bad line), slug -> older versions by stamp) a chunk at a time."""
+    def chunks(
+        self, *, ordered: bool = True
+    ) -> Iterator[tuple[list[str], list[dict[str, Any] | None], dict[str, list[dict[str, Any]]]]]:
+        """(slugs, their latest records (None: a bad line), slug -> older versions by stamp) a chunk at a time.
+
+        ``ordered``: by slug; else in the order the lines were indexed (file order, as they lie in
+        memory), for a caller that sorts the records itself.
+        """
         latest, older = self.index.latest, self.index.older
-        for first in range(0, len(self.slugs), _CHUNK):
-            slugs = self.slugs[first : first + _CHUNK]
+        every = self.slugs if ordered else list(latest)
+        for first in range(0, len(every), _CHUNK):
+            slugs = every[first : first + _CHUNK]
             records = self._decode_all([latest[slug] for slug in slugs])
             versions: dict[str, list[dict[str, Any]]] = {}
             if self.versions:

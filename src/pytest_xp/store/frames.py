@@ -136,9 +136,13 @@ def _trial_records(
 
 
 def _record_batches(
-    xp_dir: Path | str, experiment: str | None, trial: str | None, *, versions: bool
+    xp_dir: Path | str, experiment: str | None, trial: str | None, *, versions: bool, ordered: bool = True
 ) -> Iterator[tuple[str, list[str], list[dict[str, Any]]]]:
-    """(trial directory, combination directories, records): :func:`_trial_records` a few thousand at a time."""
+    """(trial directory, combination directories, records): :func:`_trial_records` a few thousand at a time.
+
+    ``ordered=False``: within a trial whose records are all lines, in file order rather than by
+    combination (the caller sorts them; see :func:`_order`).
+    """
     root = os.fspath(xp_dir)
     if not os.path.isdir(root):
         return
@@ -153,7 +157,7 @@ def _record_batches(
             loose = {combo.name for combo in _subdirectories(trial_dir.path)}
             prefix = os.path.join(trial_dir.path, "")
             if not loose:  # a store written since segments: its lines are all there is
-                for slugs, latest, older in indexed.chunks() if indexed is not None else ():
+                for slugs, latest, older in indexed.chunks(ordered=ordered) if indexed is not None else ():
                     if experiment is None and trial is None and not older and None not in latest:
                         yield trial_dir.path, [prefix + slug for slug in slugs], latest  # type: ignore[misc]
                         continue
@@ -555,7 +559,12 @@ def load_results(
         keys: list[tuple[str, str, int]] = []
         record_keys: list[Any] = []
         shapes = _Layouts()
-        for trial_dir, directories, records in _record_batches(xp_dir, experiment, trial, versions=versions):
+        trial_dirs: dict[str, int] = {}  # each trial directory's place in the order they are read
+        places: list[int] = []  # that of each row
+        for trial_dir, directories, records in _record_batches(
+            xp_dir, experiment, trial, versions=versions, ordered=versions
+        ):
+            places += itertools.repeat(trial_dirs.setdefault(trial_dir, len(trial_dirs)), len(records))
             for start in range(0, len(records), _BATCH):
                 part, part_dirs = records[start : start + _BATCH], directories[start : start + _BATCH]
                 batch = None if versions else _batch_rows(part, part_dirs, trial_dir, use, grid)
@@ -570,8 +579,8 @@ def load_results(
                 )
         if not rows:
             _warn_empty(xp_dir, experiment, trial)
-        order = _order(keys)
-        del keys
+        order = _order(keys, places, rows, in_file_order=not versions)
+        del keys, places
         rows = list(map(rows.__getitem__, order))
         layouts = list(map(layouts.__getitem__, order))
         if versions:
@@ -588,16 +597,23 @@ def load_results(
         return frame
 
 
-def _order(keys: list[tuple[str, str, int]]) -> list[int]:
-    """Positions of ``keys`` in sorted order, stable (each combination's latest record stays first).
+def _order(
+    keys: list[tuple[str, str, int]], places: list[int], rows: list[Sequence[Any]], *, in_file_order: bool
+) -> list[int]:
+    """Positions of the rows in sorted order: by key, ties in the order :func:`_records` yields them.
 
-    Rows of one module and trial (the usual frame) are sorted by their index alone: ints compare
-    faster than tuples, and the order is the same.
+    That order is by trial directory, then combination (the ``path`` that ends each row), each
+    latest record first; rows read in file order (``in_file_order``) are put in it first where two
+    keys tie. Rows of one module and trial (the usual frame) are sorted by their index alone: ints
+    compare faster than tuples, and the order is the same.
     """
-    if keys and len(set(map(itemgetter(0, 1), keys))) == 1:
-        indexes = list(map(itemgetter(2), keys))
-        return sorted(range(len(indexes)), key=indexes.__getitem__)
-    return sorted(range(len(keys)), key=keys.__getitem__)
+    count = len(keys)
+    one_trial = bool(keys) and len(set(map(itemgetter(0, 1), keys))) == 1
+    sort_keys: list[Any] = list(map(itemgetter(2), keys)) if one_trial else keys
+    start: Iterable[int] = range(count)
+    if in_file_order and len(set(sort_keys)) < count:
+        start = sorted(range(count), key=lambda i: (places[i], rows[i][-1]))
+    return sorted(start, key=sort_keys.__getitem__)
 
 
 #: Records made into rows a column at a time: few enough to stay in the processor's cache meanwhile.
