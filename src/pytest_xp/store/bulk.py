@@ -31,6 +31,8 @@ from pytest_xp.store.validate import NewerSchema, record_problem
 
 #: A line's header as :func:`~pytest_xp.store.segments.decode_line` accepts it (slug, version, stamp).
 _HEAD = re.compile(r"([A-Za-z0-9._+\-]{1,200})\t([A-Za-z0-9._+\-]{1,200})\t([0-9]+)\t")
+#: A line split into its three header parts and its JSON.
+_SPLIT_HEAD = methodcaller("split", "\t", 3)
 #: Combinations decoded at a time (and lines parsed by one C-level call where a note vouches for
 #: them): their records are still in the processor's cache when the caller makes rows of them.
 _CHUNK = 1024
@@ -57,14 +59,20 @@ class _File:
             self.digest.update(memoryview(data)[checked.size : self.size])
         self.lines: list[str | bytes | None]
         try:
-            self.lines = str(memoryview(data)[: self.size], "utf-8").split("\n")  # type: ignore[assignment]
+            text: str | None = str(memoryview(data)[: self.size], "utf-8")
         except UnicodeDecodeError:
+            text = None
+        if text is not None:
+            del data  # the bytes and the text, or the text and its lines: never all three at once
+            self.lines = text.split("\n")  # type: ignore[assignment]
+            del text
+        else:
             self.lines = [_text(raw) for raw in data[: self.size].split(b"\n")]
-        del data
+            del data
         self.lines.pop()  # the empty text after the last newline
         self.count = len(self.lines)
-        #: [slug, version, stamp, JSON] of each line, when the note vouches for every one of them.
-        self.vouched: list[list[str] | None] | None = None
+        #: Whether the note vouches for every line (their JSON is parsed in bulk, unchecked).
+        self.vouched = False
         self.bad: set[int] = set()  # numbers of lines found bad by this reader
         self.seen: set[int] = set()  # numbers of the lines this reader decoded
 
@@ -72,21 +80,20 @@ class _File:
         """Whether the note covers every complete line (nothing new to note)."""
         return self.checked is not None and self.checked.size == self.size
 
-    def split_vouched(self) -> bool:
-        """Split every line on its first three tabs, when the note vouches for all of them.
+    def vouched_heads(self) -> list[tuple[str, str, str]] | None:
+        """(slug, version, stamp) of every line, when the note vouches for all of them; else None.
 
         Their headers were checked when the note was written (a line with a damaged header is
-        listed bad), so a split is all they need.
+        listed bad), so a split on the first three tabs is all they need.
         """
         checked = self.checked
         if checked is None or not self.noted() or checked.bad or checked.lines != self.count:
-            return False
+            return None
         lines = self.lines
         if not all(type(line) is str for line in lines):  # pragma: no cover - a vouched file is UTF-8
-            return False
-        self.vouched = list(map(methodcaller("split", "\t", 3), lines))
-        self.lines = []
-        return True
+            return None
+        self.vouched = True
+        return list(map(itemgetter(0, 1, 2), map(_SPLIT_HEAD, lines)))
 
     def trusts(self, number: int) -> bool:
         return self.checked is not None and self.checked.trusts(number)
@@ -114,8 +121,9 @@ class TrialRecords:
         self.files: dict[str, _File] = {}
         for name in data_files(records_dir):
             self.files[name] = file = _File(records_dir, name)
-            if file.split_vouched():
-                self._index_vouched(file)
+            heads = file.vouched_heads()
+            if heads is not None:
+                self._index_vouched(file, heads)
             else:
                 for number, line in enumerate(file.lines, 1):
                     self._index_line(file, number, line)
@@ -128,13 +136,12 @@ class TrialRecords:
             self._sorted = sorted(self.index.latest)
         return self._sorted
 
-    def _index_vouched(self, file: _File) -> None:
-        vouched: list[Any] = file.vouched or []
-        slugs = list(map(itemgetter(0), vouched))
+    def _index_vouched(self, file: _File, heads: list[tuple[str, str, str]]) -> None:
+        slugs = list(map(itemgetter(0), heads))
         entries = map(
             Entry,
-            map(int, map(itemgetter(2), vouched)),
-            map(itemgetter(1), vouched),
+            map(int, map(itemgetter(2), heads)),
+            map(itemgetter(1), heads),
             repeat(file.name),
             repeat(-1),
             repeat(-1),
@@ -225,11 +232,11 @@ class TrialRecords:
 
     def _decode(self, file: _File, entries: list[Entry]) -> list[dict[str, Any] | None]:
         """The records of ``entries`` (lines of ``file``), None for a bad one (with its warning), in order."""
-        if file.vouched is not None:
+        if file.vouched:
             try:
-                return _decode_vouched(file.vouched, entries)
+                return _decode_vouched(file.lines, entries)
             except (ValueError, RecursionError, TypeError):
-                self._unsplit(file)  # not what the note said: checked one by one below
+                file.vouched, file.checked = False, None  # not what the note said: checked one by one below
         if not file.noted():
             file.seen.update(entry.line for entry in entries)
         records: list[dict[str, Any] | None] = [None] * len(entries)
@@ -259,12 +266,6 @@ class TrialRecords:
             file.lines[entry.line - 1] = None  # decoded: let the text go
         return records
 
-    def _unsplit(self, file: _File) -> None:
-        """Back to lines to check one by one: the note's digest matched, yet a line is not JSON (it lied)."""
-        vouched, file.vouched = file.vouched or [], None
-        file.checked = None
-        file.lines = ["\t".join(parts) if parts is not None else None for parts in vouched]
-
     def _note(self, file: _File) -> None:
         """Leave a note vouching for the file's lines once every one of them has been checked.
 
@@ -285,11 +286,12 @@ class TrialRecords:
         write_checked(self.records_dir, file.name, file.digest, file.size, file.count, file.bad)
 
 
-def _decode_vouched(vouched: list[list[str] | None], entries: list[Entry]) -> list[dict[str, Any] | None]:
+def _decode_vouched(lines: list[str | bytes | None], entries: list[Entry]) -> list[dict[str, Any] | None]:
     """The records of ``entries`` of a file whose note vouches for every line, parsed in one pass."""
-    records: list[dict[str, Any] | None] = loads_accepted([vouched[e.line - 1][3] for e in entries])  # type: ignore[index]
+    texts: list[Any] = [lines[entry.line - 1] for entry in entries]
+    records: list[dict[str, Any] | None] = loads_accepted(list(map(itemgetter(3), map(_SPLIT_HEAD, texts))))
     for entry in entries:
-        vouched[entry.line - 1] = None  # decoded: let the text go
+        lines[entry.line - 1] = None  # decoded: let the text go
     return records
 
 
