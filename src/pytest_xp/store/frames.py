@@ -1,8 +1,9 @@
 """Reading the store back as data: records and metric logs as plain rows and pandas frames.
 
 Everything here only reads: an unreadable file is skipped with a warning, never moved or rewritten,
-so a report can run beside a session that is still writing. pandas is imported inside the
-functions that need it, so that ``import pytest_xp`` stays cheap.
+so a report can run beside a session that is still writing. (The one file a read adds is a checked
+note beside a segment or pack, written whole by a rename: see :mod:`pytest_xp.store.checked`.)
+pandas is imported inside the functions that need it, so that ``import pytest_xp`` stays cheap.
 """
 
 from __future__ import annotations
