@@ -241,3 +241,21 @@ def test_package_version_change_follows_the_env_policy(
     if policy == "rerun":
         result.stdout.fnmatch_lines(["*uses_package[[]x_1[]]: package versions changed (fakepkg 1.0 -> 2.0)*"])
         assert_counts(pytester.runpytest(policy_flag), cached=2)
+
+
+@pytest.mark.parametrize("policy", ["warn", "ignore", "rerun"])
+def test_a_batch_follows_the_env_policy_as_single_items_do(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, policy: str
+) -> None:
+    site = pytester.path / "venv" / "site-packages"
+    install_fakepkg(site, "1.0")
+    monkeypatch.syspath_prepend(str(site))
+    pytester.makepyfile(xp_pkg=PACKAGED.replace('{"x": [1, 2]}', '{"x": [1, 2]}, batch=2'))
+    policy_flag = f"--xp-env-changes={policy}"
+    pytester.runpytest(policy_flag).assert_outcomes(passed=1)
+    install_fakepkg(site, "2.0")
+    result = pytester.runpytest(policy_flag, "-W", "always::pytest_xp.PackageVersionsChanged")
+    out = result.stdout.str()
+    assert ("made with other package versions (fakepkg 1.0 -> 2.0)" in out) is (policy == "warn")
+    assert out.count("made with other package versions") <= 1  # once per trial, not per combination
+    assert_counts(result, **({"passed": 1} if policy == "rerun" else {"cached": 1}))  # the batch is one item

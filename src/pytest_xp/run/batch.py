@@ -305,6 +305,7 @@ class BatchItem(_XpItem):
             self.xp_todo.append(pending)
 
     def _note_cached(self, combo: Combination, record: dict[str, Any]) -> None:
+        self.xp_session.warn_if_packages_changed(self.xp_exp, self.xp_trial, record)
         self.xp_cached_ids.append(combo.id)
         if self.xp_cached_props is not None:
             self.xp_cached_props[combo.index] = _cached_properties(record)

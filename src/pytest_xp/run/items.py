@@ -9,7 +9,6 @@ import os
 import signal
 import sys
 import time
-import warnings
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import replace
@@ -26,7 +25,6 @@ from pytest_xp.errors import (
     IsolatedFailure,
     IsolationError,
     NonDeterministic,
-    PackageVersionsChanged,
     RemoteFailure,
     ResultNotJSON,
     ResultTooLarge,
@@ -50,7 +48,7 @@ from pytest_xp.run.stream import Sink, tee_output
 from pytest_xp.run.verify_call import FixtureLookup, call_verify, verify_handle
 from pytest_xp.store.codec import digest, dumps
 from pytest_xp.store.identity import combination_identity, trial_key
-from pytest_xp.store.keys import env_changes, is_hit, why_run
+from pytest_xp.store.keys import is_hit, why_run
 from pytest_xp.store.properties import add_properties, as_junit_text
 from pytest_xp.store.records import (
     base_record,
@@ -360,26 +358,7 @@ class TrialItem(_XpItem):
         return self.xp_session.upstream_changes(self.xp_exp, record)
 
     def _warn_if_packages_changed(self, record: dict[str, Any]) -> None:
-        """--xp-env-changes=warn: say once per trial when a reused record was made with other package versions."""
-        session = self.xp_session
-        if session.settings.env_changes != "warn":
-            return
-        now = session.trial_code(self.xp_exp, self.xp_trial).env
-        then = record.get("env")
-        if not isinstance(then, dict) or then == now:
-            return
-        memo = f"{self.xp_exp.module_id}::{self.xp_trial.name}"
-        if memo in session.env_warned:
-            return
-        session.env_warned.add(memo)
-        changes = ", ".join(env_changes(then, now))
-        warnings.warn(
-            PackageVersionsChanged(
-                f"pytest-xp: cached results of {memo} were made with other package versions ({changes}); "
-                "reusing them. Run with --xp-env-changes=rerun to recompute such combinations"
-            ),
-            stacklevel=2,
-        )
+        self.xp_session.warn_if_packages_changed(self.xp_exp, self.xp_trial, record, stacklevel=3)
 
     def _tell(self, text: str) -> None:
         """A line for the person waiting: through the terminal reporter, past pytest's output capture."""

@@ -24,14 +24,14 @@ from pytest_xp.config import XpConfig
 from pytest_xp.define.config_files import merge_setup
 from pytest_xp.define.discovery import CODE_VERSION, Experiment, TrialDef, VerifyDef
 from pytest_xp.define.grid import Combination
-from pytest_xp.errors import NotJSONError, SetupFailed
+from pytest_xp.errors import NotJSONError, PackageVersionsChanged, SetupFailed
 from pytest_xp.run import seeding as _seeding
 from pytest_xp.run.context import private_copy
 from pytest_xp.run.hits import TrialHits, records_dir, tag_of
 from pytest_xp.run.stream import Sink
 from pytest_xp.store.codec import canonical, digest, loads, to_json_value
 from pytest_xp.store.identity import combination_identity, trial_key
-from pytest_xp.store.keys import KeyTemplate, cache_key, key_parts, made_with
+from pytest_xp.store.keys import KeyTemplate, cache_key, env_changes, key_parts, made_with
 from pytest_xp.store.records import describe_exception
 from pytest_xp.store.segments import RECORDS_DIR
 from pytest_xp.store.store import RECORD_NAME, Store, safe_part, write_json_atomic
@@ -418,6 +418,30 @@ class XpSession:
         if self.upstream_changes(exp, record):
             return None, "stale"
         return record, "current"
+
+    def warn_if_packages_changed(
+        self, exp: Experiment, trial: TrialDef, record: dict[str, Any], *, stacklevel: int = 2
+    ) -> None:
+        """--xp-env-changes=warn: say once per trial when a reused record was made with other package
+        versions (a combination reused as its own item or inside a batch alike)."""
+        if self.settings.env_changes != "warn":
+            return
+        now = self.trial_code(exp, trial).env
+        then = record.get("env")
+        if not isinstance(then, dict) or then == now:
+            return
+        memo = f"{exp.module_id}::{trial.name}"
+        if memo in self.env_warned:
+            return
+        self.env_warned.add(memo)
+        changes = ", ".join(env_changes(then, now))
+        warnings.warn(
+            PackageVersionsChanged(
+                f"pytest-xp: cached results of {memo} were made with other package versions ({changes}); "
+                "reusing them. Run with --xp-env-changes=rerun to recompute such combinations"
+            ),
+            stacklevel=stacklevel + 1,
+        )
 
     def upstream_changes(self, exp: Experiment, record: dict[str, Any]) -> list[str]:
         """Why the upstream records ``record`` consumed (``xp.output_of``) are no longer the ones it read.
