@@ -80,10 +80,12 @@ def _combination(pytester: pytest.Pytester, x: int) -> Path:
 
 
 def _built(pytester: pytest.Pytester, *args: str) -> None:
-    """A first run, then a cached re-run that makes the table (all twelve hits)."""
+    """A first run, which leaves the table (all twelve hits), then a cached re-run that uses it."""
     assert_counts(pytester.runpytest(*args), passed=12)
-    assert not (_records_dir(pytester) / "hits.json").exists()  # that run wrote the records: no table yet
+    assert _hits(pytester) == list(range(12))  # the writing session tabled what it wrote
+    saved = (_records_dir(pytester) / "hits.json").stat().st_mtime_ns
     assert_counts(pytester.runpytest(*args), cached=12)
+    assert (_records_dir(pytester) / "hits.json").stat().st_mtime_ns == saved  # used, not made again
     assert _hits(pytester) == list(range(12))
     _calls(pytester)
 
@@ -195,6 +197,118 @@ def test_batched_and_unbatched_runs_find_the_same_hits(pytester: pytest.Pytester
             k: v for k, v in unbatched["tables"][tag].items() if k != "saved"
         }
     assert _calls(pytester) == []
+
+
+def test_the_writing_session_tables_only_its_plain_hits_and_a_later_one_adds_what_it_fixed(
+    pytester: pytest.Pytester,
+) -> None:
+    _grid(pytester, failing=(3, 10))
+    assert_counts(pytester.runpytest(), passed=10, failed=2)
+    assert _hits(pytester) == [x for x in range(12) if x not in (3, 10)]  # a failure written is no hit
+    assert _calls(pytester) == list(range(12))
+    _grid(pytester)  # fixed: the next run takes ten hits from the table and runs the two failures again
+    result = pytester.runpytest("-v", "--junitxml=out.xml")
+    assert_counts(result, passed=2, cached=10)
+    assert _calls(pytester) == [3, 10]
+    assert _hits(pytester) == list(range(12))  # what it wrote supersedes nothing wrongly, adds the two
+    saved = (_records_dir(pytester) / "hits.json").stat().st_mtime_ns
+    assert_counts(pytester.runpytest(), cached=12)
+    assert (_records_dir(pytester) / "hits.json").stat().st_mtime_ns == saved
+    assert _calls(pytester) == []
+
+
+def test_a_forced_rerun_that_fails_is_never_a_hit_of_an_older_table(pytester: pytest.Pytester) -> None:
+    _grid(pytester)
+    _built(pytester)
+    _grid(pytester, failing=(5,))
+    assert_counts(pytester.runpytest("--xp-rerun", "-k", "x_5"), failed=1, deselected=11)
+    assert_counts(pytester.runpytest(), failed=1, cached=11)  # the failure runs again: no table claims it
+    assert _calls(pytester) == [5, 5]
+    assert 5 not in _hits(pytester)
+
+
+@pytest.mark.multiprocess
+def test_under_xdist_the_first_rerun_after_the_writing_run_is_exact(pytester: pytest.Pytester) -> None:
+    _grid(pytester, failing=(7,))  # (subprocesses: the real margin, waited out by the writers)
+    assert_counts(pytester.runpytest_subprocess("-n", "2", "--junitxml=a.xml"), passed=11, failed=1)
+    path = _records_dir(pytester) / "hits.json"
+    if path.exists():  # what the workers could table: their own latest lines, never the failure
+        assert 7 not in _hits(pytester)
+    records = {r["params"]["x"]: r for _, r in stored_records(pytester.path / ".xp")}
+    assert_counts(pytester.runpytest_subprocess("-n", "2"), cached=11, failed=1)
+    assert _calls(pytester) == sorted([*range(12), 7])  # the failure ran again; no hit was taken for it
+    again = {r["params"]["x"]: r for _, r in stored_records(pytester.path / ".xp")}
+    assert {x: again[x] for x in again if x != 7} == {x: records[x] for x in records if x != 7}
+    if path.exists():
+        assert 7 not in _hits(pytester)
+
+
+# -- the table a writing process leaves, unit level ------------------------------------------------
+def _line(store: Store, trial: Path, slug: str, key: str, success: bool = True) -> tuple[str, int]:
+    record = {"key": key, "success": success, "duration_s": 0.25}
+    where = store.write_record(trial / slug / "record.json", record)
+    assert where is not None
+    return where
+
+
+def _written_table(
+    tmp_path: Path, lines: dict[int, bool], others: dict[int, bool], old: dict[int, bool] | None = None
+) -> list[int] | None:
+    """Hits of the table a process leaves after writing ``lines`` (index: success) while another process
+    wrote ``others``, over a trial whose earlier session wrote ``old`` (and tabled it)."""
+    from pytest_xp.run.hits import TrialHits
+
+    trial = tmp_path / "store" / "m" / "t"
+    records = str(trial / ".records")
+    keys = {i: f"{i:064x}" for i in range(20)}
+    if old is not None:
+        earlier, hits = Store(tmp_path / "store"), TrialHits(records, "tag")
+        for i, ok in old.items():
+            hits.note_written(i, f"c{i}", _line(earlier, trial, f"c{i}", keys[i], ok), {"success": ok}, keys[i])
+        earlier.close()
+        assert hits.save(lambda: earlier.trial_index(trial), keys.get)
+    mine, other = Store(tmp_path / "store"), Store(tmp_path / "store")  # two segments, two writers
+    hits = TrialHits(records, "tag")
+    for i, ok in lines.items():
+        record = {"success": ok, "duration_s": 0.25}
+        hits.note_written(i, f"c{i}", _line(mine, trial, f"c{i}", keys[i], ok), record, keys[i])
+    for i, ok in others.items():
+        _line(other, trial, f"c{i}", keys[i], ok)
+    mine.close()
+    other.close()
+    if not hits.save(lambda: mine.trial_index(trial), keys.get):
+        return None
+    table = store_hits.load(records, "tag", store_hits.snapshot(records) or {})
+    assert table is not None
+    return sorted(index for index, _ in table.items())
+
+
+def test_a_writing_process_tables_its_own_latest_lines_and_keeps_the_old_table_only_when_exact(
+    tmp_path: Path,
+) -> None:
+    old = {0: True, 1: True, 2: True, 3: False}
+    assert _written_table(tmp_path / "a", {4: True, 5: False}, {}) == [4]
+    # what it wrote supersedes the old table's entry (2 fails now), and adds what it fixed (3)
+    assert _written_table(tmp_path / "b", {2: False, 3: True}, {}, old) == [0, 1, 3]
+    # another process wrote too: its lines cannot be placed in the grid, so only this one's own stay
+    assert _written_table(tmp_path / "c", {2: True}, {1: False}, old) == [2]
+    # the other process wrote the same combination after it: that one is not this process's to table
+    assert _written_table(tmp_path / "d", {2: True, 4: True}, {2: False}, old) == [4]
+
+
+def test_a_written_record_of_another_key_is_not_tabled(tmp_path: Path) -> None:
+    from pytest_xp.run.hits import TrialHits
+
+    trial = tmp_path / "m" / "t"
+    records = str(trial / ".records")
+    store, hits = Store(tmp_path), TrialHits(records, "tag")
+    for i in range(3):
+        key = f"{i + (100 if i == 1 else 0):064x}"  # index 1 was written with a key of another tag
+        hits.note_written(i, f"c{i}", _line(store, trial, f"c{i}", key), {"success": True, "duration_s": 1}, key)
+    store.close()
+    assert hits.save(lambda: store.trial_index(trial), lambda i: f"{i:064x}")
+    table = store_hits.load(records, "tag", store_hits.snapshot(records) or {})
+    assert table is not None and sorted(i for i, _ in table.items()) == [0, 2]
 
 
 # -- the store's side, unit level ------------------------------------------------------------------

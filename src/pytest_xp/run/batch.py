@@ -446,11 +446,12 @@ class BatchItem(_XpItem):
             if pending.why is not None:
                 add_properties(props, xp_why=pending.why)
             try:
-                session.store.write_record_keeping_history(record_path, record, previous)
+                where = session.store.write_record_keeping_history(record_path, record, previous)
             except StoreError as exc:
                 session.unwritten[record_path] = _write_short_failure(session.store, record_path, record, exc)
                 add_properties(props, xp_success=False, xp_duration=record["duration_s"])
                 return _Ended("failed", duration_s, f"StoreError: {exc}", properties=props)
+            session.note_written(exp, trial, combo, record_path, record, where)
             add_properties(props, xp_success=outcome.success, xp_duration=record["duration_s"])
             if not outcome.success:
                 kind = "xfailed" if isinstance(outcome.exception, pytest.xfail.Exception) else "failed"

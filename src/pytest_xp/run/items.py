@@ -547,11 +547,12 @@ class TrialItem(_XpItem):
         if record.get("metrics"):
             add_properties(self.user_properties, xp_metrics=record["metrics"])
         try:
-            session.store.write_record_keeping_history(self.record_path, record, self.xp_previous)
+            where = session.store.write_record_keeping_history(self.record_path, record, self.xp_previous)
         except StoreError as exc:  # a full disk: the combination failed, whatever it returned
             session.unwritten[self.record_path] = _write_short_failure(session.store, self.record_path, record, exc)
             add_properties(self.user_properties, xp_success=False, xp_duration=record["duration_s"])
             raise
+        session.note_written(self.xp_exp, self.xp_trial, self.xp_combo, self.record_path, record, where)
         add_properties(self.user_properties, xp_success=outcome.success, xp_duration=record["duration_s"])
 
     def _conclude_audit(self, outcome: RunOutcome, duration_s: float) -> None:

@@ -24,16 +24,16 @@ from pytest_xp.config import XpConfig
 from pytest_xp.define.config_files import merge_setup
 from pytest_xp.define.discovery import CODE_VERSION, Experiment, TrialDef, VerifyDef
 from pytest_xp.define.grid import Combination
-from pytest_xp.errors import NotJSONError, PackageVersionsChanged, SetupFailed
+from pytest_xp.errors import NotJSONError, PackageVersionsChanged, SetupFailed, StoreError
 from pytest_xp.run import seeding as _seeding
 from pytest_xp.run.context import private_copy
-from pytest_xp.run.hits import TrialHits, records_dir, tag_of
+from pytest_xp.run.hits import TrialHits, records_dir, settle, tag_of
 from pytest_xp.run.stream import Sink
 from pytest_xp.store.codec import canonical, digest, loads, to_json_value
 from pytest_xp.store.identity import combination_identity, trial_key
 from pytest_xp.store.keys import KeyTemplate, cache_key, env_changes, key_parts, made_with
 from pytest_xp.store.records import describe_exception
-from pytest_xp.store.segments import RECORDS_DIR
+from pytest_xp.store.segments import RECORDS_DIR, TrialIndex
 from pytest_xp.store.store import RECORD_NAME, Store, safe_part, write_json_atomic
 from pytest_xp.store.validate import Expected, KeyShared
 
@@ -96,6 +96,8 @@ class XpSession:
     _hit_readers: dict[tuple[str, str], tuple[KeyTemplate, HitReader]] = field(default_factory=dict)
     _trial_hits: dict[tuple[str, str], TrialHits] = field(default_factory=dict)  # the current one per trial
     _all_hits: list[TrialHits] = field(default_factory=list)  # every one made, saved at the end
+    #: id(TrialHits) -> the key of a grid index under its tag (checks the records this process wrote).
+    _key_checks: dict[int, Callable[[int], str]] = field(default_factory=dict)
     #: (module, trial) -> names of the combination directories its store directory held when first looked at.
     _stored: dict[tuple[str, str], frozenset[str] | None] = field(default_factory=dict)
     _trial_dirs: dict[tuple[str, str], str] = field(default_factory=dict)
@@ -224,11 +226,41 @@ class XpSession:
         return found[1]
 
     def save_hits(self) -> int:
-        """Save the tables of hits this process added to (at the end of its session); tables saved."""
+        """Save the tables of hits this process added to or wrote records of (at the end of its session).
+
+        Returns how many were saved. Where this process wrote records, it first waits out the racy
+        margin (store/hits.py; 50 ms where the file system stamps finer than seconds), once, so that
+        its own segments are no longer "racily clean" when they are looked at.
+        """
+        if self.unwritten:
+            for hits in self._all_hits:
+                hits.written.clear()  # a failure held back from the store: no table claims anything of it
+        if any(hits.written for hits in self._all_hits):
+            settle([hits.records_dir for hits in self._all_hits if hits.written])
         saved = 0
         for hits in self._all_hits:
-            saved += hits.save()
+            if hits.written:
+                saved += hits.save(self._refreshed(hits.records_dir), self._key_checks.get(id(hits)))
+            else:
+                saved += hits.save()
         return saved
+
+    def _refreshed(self, records: str) -> Callable[[], TrialIndex | None]:
+        def refreshed() -> TrialIndex | None:
+            try:
+                return self.store.trial_index(os.path.dirname(records))
+            except (OSError, StoreError):
+                return None
+
+        return refreshed
+
+    def note_written(
+        self, exp: Experiment, trial: TrialDef, combo: Combination, path: Path, record: dict[str, Any], where: Any
+    ) -> None:
+        """Note a record this process just appended (``where``: segment and stamp), for the table of hits."""
+        hits = self._trial_hits.get((exp.module_id, trial.name))
+        if hits is not None and hits.tag is not None and where is not None:
+            hits.note_written(combo.index, path.parent.name, where, record, record.get("key"))
 
     def _new_trial_hits(self, exp: Experiment, trial: TrialDef, template: KeyTemplate) -> TrialHits:
         """The trial's hits under this template: its snapshot taken before any record is looked at."""
@@ -265,6 +297,15 @@ class XpSession:
         memo = (module, name)
         hits = self._new_trial_hits(exp, trial, template)
         shared = self._key_shared(exp, trial, template, context)
+        combinations = trial.combinations
+
+        def key_of(index: int) -> str:
+            """The key of grid ``index`` under this tag (a written record is tabled only if it has it)."""
+            combo = combinations[index]
+            seeds = _seeding.resolve(context, combo.params, base_seed, f"{owner}[{combo.params_digest}]")
+            return template.key_of(canonical(combo.params), seeds)
+
+        self._key_checks[id(hits)] = key_of
         unwritten = self.unwritten  # a dict that grows in place: looked at on each call
         prefix, suffix = self._trial_dir(exp, name) + os.sep, os.sep + RECORD_NAME
         owner, base_seed, store, stored = trial_key(module, name), self.settings.seed, self.store, self._stored

@@ -52,9 +52,14 @@ Snapshot = dict[str, tuple[int, int, int, int]]
 Hit = tuple[Any, dict[str, Any] | None]
 
 
-def snapshot(records_dir: str) -> Snapshot | None:
-    """The identity of every segment and pack of a trial; None when there are none or one is odd (a link)."""
+def snapshot(records_dir: str, *, empty_ok: bool = False) -> Snapshot | None:
+    """The identity of every segment and pack of a trial; None when there are none or one is odd (a link).
+
+    ``empty_ok``: ``{}`` rather than None when there are none (no directory yet: a fresh trial).
+    """
     found: Snapshot = {}
+    if empty_ok and not os.path.lexists(records_dir):
+        return found
     try:
         with os.scandir(records_dir) as entries:
             for entry in entries:
@@ -66,7 +71,7 @@ def snapshot(records_dir: str) -> Snapshot | None:
                 found[entry.name] = (info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
     except OSError:
         return None
-    return found or None
+    return found if empty_ok else found or None
 
 
 def racy_margin_ns(files: Snapshot) -> int:

@@ -637,14 +637,15 @@ class Store:
                 continue  # racing another cleaner, or not ours to remove: leave it
         return removed
 
-    def write_record(self, path: Path, record: dict[str, Any], *, dir_ready: bool = False) -> None:
+    def write_record(self, path: Path, record: dict[str, Any], *, dir_ready: bool = False) -> tuple[str, int] | None:
         """Append ``record`` as the latest record of the combination whose identity is ``path``.
 
         ``path`` is ``<trial>/<combination>/record.json`` (:meth:`record_path`); the record goes to this
         process's segment of the trial, one ``write``, and the combination needs no directory. Any
         other path (a file the store writes whole) is written atomically. ``dir_ready`` is accepted
         for older callers and changes nothing. A failed write raises :class:`StoreError` and leaves
-        no part of the record behind.
+        no part of the record behind. Returns the segment's name and the line's stamp (None for a
+        whole file): what the session's table of hits needs to know the line is still the latest.
         """
         if path.name != RECORD_NAME:
             if str(path.parent) not in self._checked:
@@ -653,7 +654,7 @@ class Store:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 self._checked.add(str(path.parent))
             write_json_atomic(path, record)
-            return
+            return None
         trial_dir, slug = path.parent.parent, path.parent.name
         records = self._records_dir(trial_dir)
         index = self._indexes.get(os.fspath(trial_dir))
@@ -669,15 +670,18 @@ class Store:
             ) from exc
         if index is not None:
             index.note_appended(slug, name, offset, line)
+        return name, stamp
 
-    def write_record_keeping_history(self, path: Path, record: dict[str, Any], previous: dict[str, Any] | None) -> None:
+    def write_record_keeping_history(
+        self, path: Path, record: dict[str, Any], previous: dict[str, Any] | None
+    ) -> tuple[str, int] | None:
         """Write ``record`` as the latest one; what it replaces stays readable as a version.
 
         Every line stays in its segment until compaction, which keeps one line per key: the history
         needs no copy. ``previous`` (what ``path`` held) is accepted for the callers that read it.
         """
         del previous
-        self.write_record(path, record)
+        return self.write_record(path, record)
 
     def read_version(self, combination_dir: Path, key: str, expected: Expected | None = None) -> dict[str, Any] | None:
         """The kept record of ``key`` in this combination's history, if there is one.
