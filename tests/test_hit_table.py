@@ -266,7 +266,7 @@ def _written_table(
         for i, ok in old.items():
             hits.note_written(i, f"c{i}", _line(earlier, trial, f"c{i}", keys[i], ok), {"success": ok}, keys[i])
         earlier.close()
-        assert hits.save(lambda: earlier.trial_index(trial), keys.get)
+        assert hits.save(lambda: earlier.trial_index(trial), lambda i: (f"c{i}", keys[i]))
     mine, other = Store(tmp_path / "store"), Store(tmp_path / "store")  # two segments, two writers
     hits = TrialHits(records, "tag")
     for i, ok in lines.items():
@@ -276,7 +276,7 @@ def _written_table(
         _line(other, trial, f"c{i}", keys[i], ok)
     mine.close()
     other.close()
-    if not hits.save(lambda: mine.trial_index(trial), keys.get):
+    if not hits.save(lambda: mine.trial_index(trial), lambda i: (f"c{i}", keys[i])):
         return None
     table = store_hits.load(records, "tag", store_hits.snapshot(records) or {})
     assert table is not None
@@ -296,7 +296,7 @@ def test_a_writing_process_tables_its_own_latest_lines_and_keeps_the_old_table_o
     assert _written_table(tmp_path / "d", {2: True, 4: True}, {2: False}, old) == [4]
 
 
-def test_a_written_record_of_another_key_is_not_tabled(tmp_path: Path) -> None:
+def test_a_written_record_of_another_key_or_combination_is_not_tabled(tmp_path: Path) -> None:
     from pytest_xp.run.hits import TrialHits
 
     trial = tmp_path / "m" / "t"
@@ -306,9 +306,10 @@ def test_a_written_record_of_another_key_is_not_tabled(tmp_path: Path) -> None:
         key = f"{i + (100 if i == 1 else 0):064x}"  # index 1 was written with a key of another tag
         hits.note_written(i, f"c{i}", _line(store, trial, f"c{i}", key), {"success": True, "duration_s": 1}, key)
     store.close()
-    assert hits.save(lambda: store.trial_index(trial), lambda i: f"{i:064x}")
+    slugs = {0: "c0", 1: "c1", 2: "c9"}  # index 2 of the grid is another combination than the line's
+    assert hits.save(lambda: store.trial_index(trial), lambda i: (slugs[i], f"{i:064x}"))
     table = store_hits.load(records, "tag", store_hits.snapshot(records) or {})
-    assert table is not None and sorted(i for i, _ in table.items()) == [0, 2]
+    assert table is not None and sorted(i for i, _ in table.items()) == [0]
 
 
 # -- the store's side, unit level ------------------------------------------------------------------

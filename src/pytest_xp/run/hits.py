@@ -128,7 +128,7 @@ class TrialHits:
         """Write the table if hits were added (or records written) and it can be made exact for the files.
 
         ``refreshed`` gives the trial's index read up to date, ``key_of`` the key of a grid index
-        under the tag: both needed when this process wrote records of the trial.
+        ``(slug, key)`` under the tag: both needed when this process wrote records of the trial.
         """
         if self.written:
             if self.tag is None or refreshed is None or key_of is None:
@@ -165,7 +165,8 @@ class TrialHits:
             if own is None or own.file != entry.file or own.stamp != entry.stamp:
                 whole = False  # a line another process wrote: which grid index it is, is unknown here
                 continue
-            decided[own.at] = own.hit if own.hit is not None and key_of(own.at) == own.key else None
+            exact = own.hit is not None and key_of(own.at) == (own.slug, own.key)
+            decided[own.at] = own.hit if exact else None
         merged: dict[int, _hits.Hit] = {}
         if whole:
             if self.table is not None:

@@ -97,7 +97,7 @@ class XpSession:
     _trial_hits: dict[tuple[str, str], TrialHits] = field(default_factory=dict)  # the current one per trial
     _all_hits: list[TrialHits] = field(default_factory=list)  # every one made, saved at the end
     #: id(TrialHits) -> the key of a grid index under its tag (checks the records this process wrote).
-    _key_checks: dict[int, Callable[[int], str]] = field(default_factory=dict)
+    _key_checks: dict[int, Callable[[int], tuple[str, str] | None]] = field(default_factory=dict)
     #: (module, trial) -> names of the combination directories its store directory held when first looked at.
     _stored: dict[tuple[str, str], frozenset[str] | None] = field(default_factory=dict)
     _trial_dirs: dict[tuple[str, str], str] = field(default_factory=dict)
@@ -299,11 +299,14 @@ class XpSession:
         shared = self._key_shared(exp, trial, template, context)
         combinations = trial.combinations
 
-        def key_of(index: int) -> str:
-            """The key of grid ``index`` under this tag (a written record is tabled only if it has it)."""
-            combo = combinations[index]
+        def key_of(index: int) -> tuple[str, str] | None:
+            """(slug, key) of grid ``index`` under this tag: a written record is tabled only if it has both."""
+            try:
+                combo = combinations[index]
+            except IndexError:
+                return None
             seeds = _seeding.resolve(context, combo.params, base_seed, f"{owner}[{combo.params_digest}]")
-            return template.key_of(canonical(combo.params), seeds)
+            return safe_part(combo.slug), template.key_of(canonical(combo.params), seeds)
 
         self._key_checks[id(hits)] = key_of
         unwritten = self.unwritten  # a dict that grows in place: looked at on each call
