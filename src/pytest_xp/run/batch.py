@@ -41,6 +41,7 @@ from pytest_xp.run.handle import METRICS_CSV, METRICS_JSONL, Xp
 from pytest_xp.run.items import (
     TRIAL_MARKER,
     USER_ERRORS,
+    TrialItem,
     _fixture_signature,
     _requested_fixtures,
     _within_size,
@@ -308,7 +309,7 @@ class BatchItem(_XpItem):
         self.xp_session.warn_if_packages_changed(self.xp_exp, self.xp_trial, record)
         self.xp_cached_ids.append(combo.id)
         if self.xp_cached_props is not None:
-            self.xp_cached_props[combo.index] = _cached_properties(record)
+            self.xp_cached_props[combo.index] = TrialItem.cached_properties_of(record)
 
     def _junit_on(self) -> bool:
         return bool(getattr(self.config.option, "xmlpath", None))
@@ -409,7 +410,7 @@ class BatchItem(_XpItem):
             elsewhere = previous is not None and previous.get("session") != session.session_id
             if elsewhere and _reusable(session, exp, previous, pending.key):
                 assert previous is not None
-                return _Ended("reused", properties=_cached_properties(previous))
+                return _Ended("reused", properties=TrialItem.cached_properties_of(previous))
             if pending.seen_record:
                 for stale in (METRICS_JSONL, METRICS_CSV):
                     (output_dir / stale).unlink(missing_ok=True)
@@ -494,7 +495,7 @@ class BatchItem(_XpItem):
                 **_audit.conclude(exp, trial, combo, pending.audited, outcome),
                 "duration_s": round(duration_s, 3),
             }
-            props = _cached_properties(pending.audited)
+            props = TrialItem.cached_properties_of(pending.audited)
             add_properties(props, xp_audit=finding)
             gating = not finding["same"] and "audit" in session.settings.fail_on
             text = _audit.failure_text(finding) if not finding["same"] else ""
@@ -640,15 +641,6 @@ class BatchItem(_XpItem):
 
     def reportinfo(self) -> tuple[Path, int, str]:
         return self.path, self.xp_lineno - 1, self.name
-
-
-def _cached_properties(record: dict[str, Any]) -> list[tuple[str, object]]:
-    """What a cached combination's own item reports (``TrialItem.cached_properties_of``)."""
-    props: list[tuple[str, object]] = []
-    add_properties(props, xp_cached=True, xp_success=True, xp_duration=record.get("duration_s") or 0.0)
-    if record.get("metrics"):
-        add_properties(props, xp_metrics=record["metrics"])
-    return props
 
 
 def _why(session: XpSession, exp: Experiment, record: dict[str, Any] | None, key: str, parts: dict[str, Any]) -> str:
