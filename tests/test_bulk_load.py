@@ -22,7 +22,6 @@ from pytest_xp.store.frames import (
     GridCheck,
     _batch_rows,
     _layout_frame,
-    _Layouts,
     _sort_key,
     iter_records,
     list_manifests,
@@ -31,7 +30,8 @@ from pytest_xp.store.frames import (
     rows_frame,
 )
 from pytest_xp.store.keys import cache_key, key_parts
-from pytest_xp.store.segments import RECORDS_DIR, compact, data_files, encode_line
+from pytest_xp.store.row_values import RowShapes
+from pytest_xp.store.segments import RECORDS_DIR, ROWS_SUFFIX, compact, data_files, encode_line
 from pytest_xp.store.store import Store, combination_slug
 
 
@@ -139,8 +139,17 @@ def records_dir(root: Path) -> Path:
     return root / "xp_m" / "t" / RECORDS_DIR
 
 
-def varied_store(root: Path) -> None:
-    """Records of many shapes: failures, nested and plain results, metrics, colliding names, versions."""
+def drop_row_notes(root: Path) -> None:
+    """Remove the row notes the writers left (store/row_notes.py): the store as read before them."""
+    for path in root.rglob(f"*{ROWS_SUFFIX}"):
+        path.unlink()
+
+
+def varied_store(root: Path, *, row_notes: bool = False) -> None:
+    """Records of many shapes: failures, nested and plain results, metrics, colliding names, versions.
+
+    Without ``row_notes`` the writers' row notes are removed: records are read and checked.
+    """
     store = Store(root)
     for i in range(40):
         write(store, keyed(i))
@@ -162,6 +171,8 @@ def varied_store(root: Path) -> None:
     for i in range(48, 60):
         write(other, keyed(i, seeds={"seed": i}))
     other.close()
+    if not row_notes:
+        drop_row_notes(root)
 
 
 def reference_frame(root: Path, *, versions: bool = False) -> pd.DataFrame:
@@ -357,7 +368,7 @@ def a_record(draw: st.DrawFn, index: int) -> dict[str, Any]:
 def test_rows_by_layout_make_the_frame_dicts_make(data: st.DataObject, count: int) -> None:
     records = [data.draw(a_record(i)) for i in range(count)]
     cached = [data.draw(st.booleans()) for _ in records]
-    layouts = _Layouts()
+    layouts = RowShapes()
     pairs = list(enumerate(zip(records, cached, strict=True)))
     rows = [layouts.row(r, c, None, f"/p/{i}") for i, (r, c) in pairs]
     dicts = [record_row(r, cached=c, path=f"/p/{i}", in_grid=None) for i, (r, c) in pairs]

@@ -26,7 +26,10 @@ from typing import Any
 from pytest_xp.errors import ReportWarning
 from pytest_xp.store.checked import read_checked, write_checked
 from pytest_xp.store.codec import loads, loads_accepted, loads_from
-from pytest_xp.store.segments import Entry, TrialIndex, data_files, decode_line, read_data_file
+from pytest_xp.store.row_notes import MAX_NOTE_BYTES, RowChunk, note_path, notes_cover, write_note
+from pytest_xp.store.row_values import RowShapes
+from pytest_xp.store.segments import SEGMENT_SUFFIX, Entry, TrialIndex, data_files, decode_line, read_data_file
+from pytest_xp.store.store import read_regular
 from pytest_xp.store.validate import NewerSchema, record_problem
 
 #: A line's header as :func:`~pytest_xp.store.segments.decode_line` accepts it (slug, version, stamp).
@@ -71,6 +74,9 @@ class _File:
             del data
         self.lines.pop()  # the empty text after the last newline
         self.count = len(self.lines)
+        #: Each line's header (slug, stamp), None where it is damaged; and its row once decoded.
+        self.heads: list[tuple[str, int] | None] = [None] * self.count
+        self.rows: list[tuple[tuple[str, ...], list[Any]] | None] = [None] * self.count
         #: Whether the note vouches for every line (their JSON is parsed in bulk, unchecked).
         self.vouched = False
         self.bad: set[int] = set()  # numbers of lines found bad by this reader
@@ -98,6 +104,12 @@ class _File:
     def trusts(self, number: int) -> bool:
         return self.checked is not None and self.checked.trusts(number)
 
+    def size_digest(self) -> Any:
+        """The sha256 of the ``size`` bytes read (None if they were never hashed)."""
+        if self.digest is not None:
+            return self.digest
+        return self.checked.digest if self.checked is not None and self.noted() else None
+
 
 def _text(raw: bytes) -> str | bytes:
     try:
@@ -118,6 +130,7 @@ class TrialRecords:
         self.records_dir = records_dir
         self.versions = versions
         self.index = TrialIndex(records_dir)  # its selection of latest lines and versions, fed line by line
+        self.shapes = RowShapes()  # the rows of decoded records, for the files' row notes
         self.files: dict[str, _File] = {}
         for name in data_files(records_dir):
             self.files[name] = file = _File(records_dir, name)
@@ -138,6 +151,7 @@ class TrialRecords:
 
     def _index_vouched(self, file: _File, heads: list[tuple[str, str, str]]) -> None:
         slugs = list(map(itemgetter(0), heads))
+        file.heads = list(zip(slugs, map(int, map(itemgetter(2), heads)), strict=True))
         entries = map(
             Entry,
             map(int, map(itemgetter(2), heads)),
@@ -171,6 +185,7 @@ class TrialRecords:
             slug, version, stamp, start = parsed.slug, parsed.version, parsed.stamp, len(raw) - len(parsed.payload)
         # offset: where the JSON starts in the line; length unused (the line is in memory).
         self.index.add(slug, Entry(stamp, version, file.name, start, -1, number))
+        file.heads[number - 1] = (slug, stamp)
 
     def __iter__(self) -> Iterator[tuple[str, list[dict[str, Any]] | None]]:
         for slugs, records, older in self.chunks():
@@ -207,6 +222,7 @@ class TrialRecords:
             yield slugs, records, versions
         for file in self.files.values():
             self._note(file)
+            self._note_rows(file)
         for name, number, why in self.index.damaged:
             warnings.warn(
                 ReportWarning(f"pytest-xp: skipped line {number} of {self.records_dir}/{name}: {why}"), stacklevel=3
@@ -232,6 +248,14 @@ class TrialRecords:
 
     def _decode(self, file: _File, entries: list[Entry]) -> list[dict[str, Any] | None]:
         """The records of ``entries`` (lines of ``file``), None for a bad one (with its warning), in order."""
+        records = self._decode_lines(file, entries)
+        rows, values = file.rows, self.shapes.values
+        for entry, record in zip(entries, records, strict=True):
+            if record is not None:
+                rows[entry.line - 1] = values(record)
+        return records
+
+    def _decode_lines(self, file: _File, entries: list[Entry]) -> list[dict[str, Any] | None]:
         if file.vouched:
             try:
                 return _decode_vouched(file.lines, entries)
@@ -279,11 +303,64 @@ class TrialRecords:
             if number in file.seen or number in file.bad or (checked is not None and number <= checked.lines):
                 continue
             head = _HEAD.match(line) if isinstance(line, str) else None
-            if head is None or _check(file, number, head.end())[1] is not None:
+            record, problem = _check(file, number, head.end()) if head is not None else (None, "")
+            if problem is not None or record is None:
                 file.bad.add(number)
+            else:
+                file.rows[number - 1] = self.shapes.values(record)
         if checked is not None:
             file.bad.update(checked.bad)
         write_checked(self.records_dir, file.name, file.digest, file.size, file.count, file.bad)
+
+    def _note_rows(self, file: _File) -> None:
+        """Leave a row note beside a file whose lines are all valid records (see :mod:`~pytest_xp.store.row_notes`).
+
+        Not for a file that has one already, nor a segment whose writer is alive (it adds its own
+        chunks). Lines this read did not decode are decoded here (quickly where the checked note
+        vouches for them).
+        """
+        digest = file.size_digest()
+        if digest is None or file.bad or not file.count or None in file.heads:
+            return
+        try:
+            note = read_regular(note_path(self.records_dir, file.name), MAX_NOTE_BYTES)
+        except (OSError, ValueError):
+            note = b""
+        if notes_cover(note, file.size, digest.hexdigest()) or _being_written(self.records_dir, file.name):
+            return
+        del note
+        for number, row in enumerate(file.rows, 1):
+            if row is not None:
+                continue
+            line = file.lines[number - 1]
+            match = _HEAD.match(line) if isinstance(line, str) else None
+            record, problem = _check(file, number, match.end()) if match is not None else (None, "")
+            if problem is not None or record is None:
+                return
+            file.rows[number - 1] = self.shapes.values(record)
+        chunk = RowChunk()
+        for head, row in zip(file.heads, file.rows, strict=True):
+            chunk.add(*head, *row)  # type: ignore[misc]
+        write_note(self.records_dir, file.name, [chunk.encode(1, 0, file.size, digest.hexdigest())])
+
+
+def _being_written(records_dir: str, name: str) -> bool:
+    """Whether ``name`` is a segment whose writer still holds its lock (it may grow, and notes itself)."""
+    if not name.endswith(SEGMENT_SUFFIX):
+        return False
+    import fcntl
+
+    try:
+        fd = os.open(os.path.join(records_dir, name), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(fd)  # closing lets go of the lock
+    return False
 
 
 def _decode_vouched(lines: list[str | bytes | None], entries: list[Entry]) -> list[dict[str, Any] | None]:

@@ -20,20 +20,18 @@ strictly; nothing in it is executed, and a missing, unreadable or unwritable not
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 from dataclasses import dataclass
 from typing import Any
 
 from pytest_xp.store.codec import SCHEMA_VERSION, dumps, loads
+from pytest_xp.store.row_notes import replace_quietly
 from pytest_xp.store.segments import CHECKED_SUFFIX
 from pytest_xp.store.store import read_regular
+from pytest_xp.store.validate import CHECKS_VERSION
 
 CHECKED_KIND = "pytest-xp/checked"
-#: Version of what a note vouches for: raise it whenever the strict decoder or ``record_problem``
-#: refuses something it used to accept, so that notes written by the laxer checks are ignored.
-CHECKS_VERSION = 1
 #: A note is small (its bad lines aside); anything larger is not one.
 _MAX_NOTE_BYTES = 16 * 2**20
 
@@ -98,15 +96,4 @@ def write_checked(records_dir: str, name: str, digest: Any, size: int, lines: in
         "sha256": digest.hexdigest(),
         "bad": sorted(bad),
     }
-    final = note_path(records_dir, name)
-    staging = os.path.join(records_dir, f".{name}{CHECKED_SUFFIX}.{os.urandom(6).hex()}.new")
-    try:
-        fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
-        try:
-            os.write(fd, (dumps(note) + "\n").encode("ascii"))
-        finally:
-            os.close(fd)
-        os.rename(staging, final)
-    except OSError:
-        with contextlib.suppress(OSError):
-            os.unlink(staging)
+    replace_quietly(records_dir, name + CHECKED_SUFFIX, (dumps(note) + "\n").encode("ascii"))

@@ -15,13 +15,35 @@ import json
 import os
 import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from operator import itemgetter
+from functools import partial
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from pytest_xp.errors import ReportWarning
 from pytest_xp.store.bulk import TrialRecords, read_records
 from pytest_xp.store.codec import loads
+from pytest_xp.store.frame_parts import (
+    Part,
+    noted_parts,
+    ordered_columns,
+    parts_frame,
+    rows_parts,
+    sort_order,
+    typed_frame,
+)
+from pytest_xp.store.row_values import FIXED_COLUMNS as FIXED_COLUMNS  # re-exported
+from pytest_xp.store.row_values import (
+    LEAD_COLUMNS,
+    STATUS_COLUMNS,
+    TAIL_COLUMNS,
+    RowShapes,
+    flat_layout,
+    result_fields,
+    seed_fields,
+)
+from pytest_xp.store.row_values import METRIC_STATS as METRIC_STATS  # re-exported
+from pytest_xp.store.row_values import param_column as param_column  # re-exported
+from pytest_xp.store.row_values import record_row as record_row  # re-exported
 from pytest_xp.store.segments import RECORDS_DIR, data_files
 from pytest_xp.store.store import GRID_KIND, GRID_NAME, RECORD_NAME, VERSIONS_DIR, read_regular, safe_part
 from pytest_xp.store.validate import NewerSchema, record_problem
@@ -32,14 +54,8 @@ if TYPE_CHECKING:
 METRICS_JSONL = "metrics.jsonl"
 ATTACHMENTS_DIR = "attachments"
 
-#: Columns every results frame starts and ends with; parameters and flattened keys go between.
-LEAD_COLUMNS = ("experiment", "trial", "combination", "index")
-STATUS_COLUMNS = ("success", "cached", "in_grid", "duration_s", "session", "started_at", "latest", "key")
-TAIL_COLUMNS = ("error_type", "error")
-FIXED_COLUMNS = frozenset({*LEAD_COLUMNS, *STATUS_COLUMNS, *TAIL_COLUMNS, "path", "result"})
 #: Columns of the long metrics frame besides the parameters.
 METRIC_COLUMNS = ("experiment", "trial", "combination", "step", "wallclock", "metric", "value")
-METRIC_STATS = ("last", "min", "max", "step_of_min", "step_of_max", "step_of_last", "count")
 
 
 # -- names ------------------------------------------------------------------------------------
@@ -55,11 +71,6 @@ def matches_experiment(module_id: str, selector: str | None) -> bool:
         return True
     path = PurePosixPath(module_id)
     return selector in (module_id, module_slug(module_id), path.name, path.stem) or module_id.endswith("/" + selector)
-
-
-def param_column(name: str) -> str:
-    """A parameter's column: its own name, unless that is one of the fixed columns."""
-    return f"params.{name}" if name in FIXED_COLUMNS else name
 
 
 def attachment_dir(store_root: Path, module_id: str, owner: str) -> Path:
@@ -144,6 +155,12 @@ def _record_batches(
     ``ordered=False``: within a trial whose records are all lines, in file order rather than by
     combination (the caller sorts them; see :func:`_order`).
     """
+    for trial_dir in _trial_dirs(xp_dir, trial):
+        yield from _trial_batches(trial_dir, experiment, trial, versions=versions, ordered=ordered)
+
+
+def _trial_dirs(xp_dir: Path | str, trial: str | None) -> Iterator[str]:
+    """The trial directories of the store (of the trial named ``trial`` only, if given), in reading order."""
     root = os.fspath(xp_dir)
     if not os.path.isdir(root):
         return
@@ -152,34 +169,45 @@ def _record_batches(
         if module.name == "runs":
             continue
         for trial_dir in _subdirectories(module.path):
-            if wanted_trial is not None and trial_dir.name != wanted_trial:
+            if wanted_trial is None or trial_dir.name == wanted_trial:
+                yield trial_dir.path
+
+
+def _has_loose(trial_dir: str) -> bool:
+    """Whether a trial keeps combination directories (a store from before segments, or attachments)."""
+    return bool(_subdirectories(trial_dir))
+
+
+def _trial_batches(
+    trial_dir: str, experiment: str | None, trial: str | None, *, versions: bool, ordered: bool
+) -> Iterator[tuple[str, list[str], list[dict[str, Any]]]]:
+    """:func:`_record_batches` of one trial directory."""
+    indexed = _indexed_records(trial_dir, versions=versions)
+    loose = {combo.name for combo in _subdirectories(trial_dir)}
+    prefix = os.path.join(trial_dir, "")
+    if not loose:  # a store written since segments: its lines are all there is
+        for slugs, latest, older in indexed.chunks(ordered=ordered) if indexed is not None else ():
+            if experiment is None and trial is None and not older and None not in latest:
+                yield trial_dir, [prefix + slug for slug in slugs], latest  # type: ignore[misc]
                 continue
-            indexed = _indexed_records(trial_dir.path, versions=versions)
-            loose = {combo.name for combo in _subdirectories(trial_dir.path)}
-            prefix = os.path.join(trial_dir.path, "")
-            if not loose:  # a store written since segments: its lines are all there is
-                for slugs, latest, older in indexed.chunks(ordered=ordered) if indexed is not None else ():
-                    if experiment is None and trial is None and not older and None not in latest:
-                        yield trial_dir.path, [prefix + slug for slug in slugs], latest  # type: ignore[misc]
-                        continue
-                    directories: list[str] = []
-                    records: list[dict[str, Any]] = []
-                    for slug, record in zip(slugs, latest, strict=True):
-                        if record is not None and _selected(record, experiment, trial):
-                            kept = [record, *older.get(slug, ())]
-                            directories += [prefix + slug] * len(kept)
-                            records += kept
-                    yield trial_dir.path, directories, records
-                continue
+            directories: list[str] = []
+            records: list[dict[str, Any]] = []
+            for slug, record in zip(slugs, latest, strict=True):
+                if record is not None and _selected(record, experiment, trial):
+                    kept = [record, *older.get(slug, ())]
+                    directories += [prefix + slug] * len(kept)
+                    records += kept
+            yield trial_dir, directories, records
+        return
+    directories, records = [], []
+    for directory, record in _merged(trial_dir, indexed, loose, versions=versions):
+        if _selected(record, experiment, trial):
+            directories.append(directory)
+            records.append(record)
+        if len(records) >= 4096:
+            yield trial_dir, directories, records
             directories, records = [], []
-            for directory, record in _merged(trial_dir.path, indexed, loose, versions=versions):
-                if _selected(record, experiment, trial):
-                    directories.append(directory)
-                    records.append(record)
-                if len(records) >= 4096:
-                    yield trial_dir.path, directories, records
-                    directories, records = [], []
-            yield trial_dir.path, directories, records
+    yield trial_dir, directories, records
 
 
 def _selected(record: dict[str, Any], experiment: str | None, trial: str | None) -> bool:
@@ -403,73 +431,6 @@ def _latest_sessions(manifests: list[dict[str, Any]]) -> dict[str, str]:
 
 
 # -- frames -----------------------------------------------------------------------------------
-def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> None:
-    if isinstance(value, Mapping):
-        for key, item in value.items():
-            _flatten(f"{prefix}.{key}", item, out)
-    else:
-        out[prefix] = value
-
-
-def result_fields(result: Any) -> dict[str, Any]:
-    """A result as columns: dict keys flattened to ``result.a.b``; anything else in ``result``."""
-    out: dict[str, Any] = {}
-    if isinstance(result, Mapping):
-        _flatten("result", result, out)
-    elif result is not None:
-        out["result"] = result
-    return out
-
-
-def _seed_fields(seeds: Any) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    if isinstance(seeds, Mapping):
-        for key, value in seeds.items():
-            out[f"seeds.{key}"] = ",".join(map(str, value)) if isinstance(value, list) else value
-    return out
-
-
-def _metric_fields(metrics: Any) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    if isinstance(metrics, Mapping):
-        for name, stats in metrics.items():
-            if isinstance(stats, Mapping):
-                for stat in METRIC_STATS:
-                    if stat in stats:
-                        out[f"metrics.{name}.{stat}"] = stats[stat]
-    return out
-
-
-def record_row(
-    record: Mapping[str, Any], *, cached: bool, path: Path | str | None, in_grid: bool | None = None
-) -> dict[str, Any]:
-    """One row of :func:`load_results` (columns documented in docs/reports.md)."""
-    row: dict[str, Any] = {
-        "experiment": record.get("module"),
-        "trial": record.get("trial"),
-        "combination": record.get("combination"),
-        "index": record.get("index"),
-    }
-    for name, value in (record.get("params") or {}).items():
-        row[param_column(name)] = value
-    success = bool(record.get("success"))
-    row.update(
-        success=success,
-        cached=cached,
-        in_grid=in_grid,
-        duration_s=record.get("duration_s"),
-        session=record.get("session"),
-        started_at=record.get("started_at"),
-    )
-    row.update(result_fields(record.get("result")) if success else {})
-    row.update(_metric_fields(record.get("metrics")))
-    row["error_type"] = None if success else record.get("type", "Error")
-    row["error"] = None if success else record.get("error", "")
-    row.update(_seed_fields(record.get("seeds")))
-    row["path"] = str(path) if path is not None else None
-    return row
-
-
 def run_row(run: Mapping[str, Any], trial: str) -> dict[str, Any]:
     """A row built from a verify's run dict: the subset of :func:`record_row` that a run dict holds."""
     row: dict[str, Any] = {"trial": trial}
@@ -480,41 +441,8 @@ def run_row(run: Mapping[str, Any], trial: str) -> dict[str, Any]:
     row.update(result_fields(run.get("result")) if success else {})
     row["error_type"] = None if success else run.get("type", "Error")
     row["error"] = None if success else run.get("error", "")
-    row.update(_seed_fields(run.get("seeds")))
+    row.update(seed_fields(run.get("seeds")))
     return row
-
-
-def _rank(name: str) -> int:
-    if name in LEAD_COLUMNS:
-        return 0
-    if name in STATUS_COLUMNS:
-        return 2
-    if name == "result" or name.startswith("result."):
-        return 3
-    if name.startswith("metrics."):
-        return 4
-    if name in TAIL_COLUMNS:
-        return 5
-    if name.startswith("seeds."):
-        return 6
-    if name == "path":
-        return 7
-    return 1  # a parameter
-
-
-def _ordered_columns(rows: Iterable[Iterable[str]]) -> list[str]:
-    """Fixed columns in their documented order; parameters, results, metrics and seeds as first seen."""
-    seen: dict[str, None] = {}
-    for row in rows:
-        for key in row:
-            seen.setdefault(key, None)
-    buckets: dict[int, list[str]] = {}
-    for name in seen:
-        buckets.setdefault(_rank(name), []).append(name)
-    buckets[0] = [name for name in LEAD_COLUMNS if name in seen]
-    buckets[2] = [name for name in STATUS_COLUMNS if name in seen]
-    buckets[5] = [name for name in TAIL_COLUMNS if name in seen]
-    return [name for rank in sorted(buckets) for name in buckets[rank]]
 
 
 def rows_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
@@ -523,22 +451,7 @@ def rows_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
 
     if not rows:
         return pd.DataFrame(columns=[*LEAD_COLUMNS, *STATUS_COLUMNS, *TAIL_COLUMNS, "path"])
-    return _typed_frame(rows, _ordered_columns(rows))
-
-
-def _typed_frame(rows: Sequence[Any], columns: list[str]) -> pd.DataFrame:
-    """The frame of rows (dicts, or lists in the order of ``columns``) with the documented dtypes."""
-    import pandas as pd
-
-    frame = pd.DataFrame(rows, columns=columns)
-    for name in ("success", "cached"):
-        if name in frame.columns:
-            frame[name] = frame[name].astype(bool)
-    if "in_grid" in frame.columns:
-        frame["in_grid"] = frame["in_grid"].astype("boolean")  # NA: the trial's grid was never noted
-    if "started_at" in frame.columns:
-        frame["started_at"] = pd.to_datetime(frame["started_at"], utc=True, format="ISO8601", errors="coerce")
-    return frame
+    return typed_frame(rows, ordered_columns(rows))
 
 
 def load_results(
@@ -555,66 +468,91 @@ def load_results(
     use = CacheUse(list_manifests(xp_dir))
     grid = GridCheck()
     with _collector_paused():
-        rows: list[Sequence[Any]] = []  # the values of each row
-        layouts: list[tuple[str, ...]] = []  # the column names of each row
-        keys: list[tuple[str, str, int]] = []
-        record_keys: list[Any] = []
-        shapes = _Layouts()
-        trial_dirs: dict[str, int] = {}  # each trial directory's place in the order they are read
-        places: list[int] = []  # that of each row
-        for trial_dir, directories, records in _record_batches(
-            xp_dir, experiment, trial, versions=versions, ordered=versions
-        ):
-            places += itertools.repeat(trial_dirs.setdefault(trial_dir, len(trial_dirs)), len(records))
-            for start in range(0, len(records), _BATCH):
-                part, part_dirs = records[start : start + _BATCH], directories[start : start + _BATCH]
-                batch = None if versions else _batch_rows(part, part_dirs, trial_dir, use, grid)
-                if batch is not None:
-                    layout, values, batch_keys = batch
-                    rows += values
-                    layouts += itertools.repeat(layout, len(values))
-                    keys += batch_keys
-                    continue
-                _one_by_one(
-                    part, part_dirs, trial_dir, (use, grid, shapes), (rows, layouts, keys, record_keys), versions
-                )
-        if not rows:
-            _warn_empty(xp_dir, experiment, trial)
-        order = _order(keys, places, rows, in_file_order=not versions)
-        del keys, places
-        rows = list(map(rows.__getitem__, order))
-        layouts = list(map(layouts.__getitem__, order))
         if versions:
-            previous_dir: str | None = None
-            for position, i in enumerate(order):
-                layout, row = layouts[position], rows[position]
-                path = row[layout.index("path")]
-                layouts[position] = (*layout, "latest", "key")
-                rows[position] = (*row, path != previous_dir, record_keys[i])
-                previous_dir = path
-        del order, record_keys
-        frame = _layout_frame(layouts, rows)
-        del rows, layouts
+            return _versions_frame(xp_dir, experiment, trial, use, grid)
+        parts: list[Part] = []
+        for place, trial_dir in enumerate(_trial_dirs(xp_dir, trial)):
+            noted = None
+            if not _has_loose(trial_dir):
+                wanted = None if experiment is None and trial is None else partial(_wanted, experiment, trial)
+                noted = noted_parts(trial_dir, place, wanted, use, grid)
+            if noted is not None:
+                parts += noted
+                continue
+            rows: list[Sequence[Any]] = []
+            layouts: list[tuple[str, ...]] = []
+            keys: list[tuple[str, str, int]] = []
+            for _, directories, records in _trial_batches(trial_dir, experiment, trial, versions=False, ordered=False):
+                _rows_of(records, directories, trial_dir, (use, grid), (rows, layouts, keys))
+            parts += rows_parts(layouts, rows, keys, place)
+            del rows, layouts, keys
+        frame = parts_frame(parts)
+        del parts
+        if frame is None:
+            _warn_empty(xp_dir, experiment, trial)
+            return rows_frame([])
         return frame
 
 
-def _order(
-    keys: list[tuple[str, str, int]], places: list[int], rows: list[Sequence[Any]], *, in_file_order: bool
-) -> list[int]:
-    """Positions of the rows in sorted order: by key, ties in the order :func:`_records` yields them.
+def _wanted(experiment: str | None, trial: str | None, module: Any, trial_name: Any) -> bool:
+    """Whether rows of this module and trial are selected (:func:`_selected` of their values)."""
+    return _selected({"module": module, "trial": trial_name}, experiment, trial)
 
-    That order is by trial directory, then combination (the ``path`` that ends each row), each
-    latest record first; rows read in file order (``in_file_order``) are put in it first where two
-    keys tie. Rows of one module and trial (the usual frame) are sorted by their index alone: ints
-    compare faster than tuples, and the order is the same.
-    """
-    count = len(keys)
-    one_trial = bool(keys) and len(set(map(itemgetter(0, 1), keys))) == 1
-    sort_keys: list[Any] = list(map(itemgetter(2), keys)) if one_trial else keys
-    start: Iterable[int] = range(count)
-    if in_file_order and len(set(sort_keys)) < count:
-        start = sorted(range(count), key=lambda i: (places[i], rows[i][-1]))
-    return sorted(start, key=sort_keys.__getitem__)
+
+def _rows_of(
+    records: list[dict[str, Any]],
+    directories: list[str],
+    trial_dir: str,
+    helpers: tuple[CacheUse, GridCheck],
+    out: tuple[list[Sequence[Any]], list[tuple[str, ...]], list[tuple[str, str, int]]],
+) -> None:
+    """Rows of records of one trial, a batch of one shape at a time where they have one, else one by one."""
+    use, grid = helpers
+    rows, layouts, keys = out
+    shapes = RowShapes()
+    for start in range(0, len(records), _BATCH):
+        part, part_dirs = records[start : start + _BATCH], directories[start : start + _BATCH]
+        batch = _batch_rows(part, part_dirs, trial_dir, use, grid)
+        if batch is not None:
+            layout, values, batch_keys = batch
+            rows += values
+            layouts += itertools.repeat(layout, len(values))
+            keys += batch_keys
+            continue
+        _one_by_one(part, part_dirs, trial_dir, (use, grid, shapes), (rows, layouts, keys, []), False)
+
+
+def _versions_frame(
+    xp_dir: Path | str, experiment: str | None, trial: str | None, use: CacheUse, grid: GridCheck
+) -> pd.DataFrame:
+    """``load_results(versions=True)``: every kept record, a row each, with ``latest`` and ``key``."""
+    rows: list[Sequence[Any]] = []  # the values of each row
+    layouts: list[tuple[str, ...]] = []  # the column names of each row
+    keys: list[tuple[str, str, int]] = []
+    record_keys: list[Any] = []
+    shapes = RowShapes()
+    trial_dirs: dict[str, int] = {}  # each trial directory's place in the order they are read
+    places: list[int] = []  # that of each row
+    for trial_dir, directories, records in _record_batches(xp_dir, experiment, trial, versions=True, ordered=True):
+        places += itertools.repeat(trial_dirs.setdefault(trial_dir, len(trial_dirs)), len(records))
+        for start in range(0, len(records), _BATCH):
+            part, part_dirs = records[start : start + _BATCH], directories[start : start + _BATCH]
+            _one_by_one(part, part_dirs, trial_dir, (use, grid, shapes), (rows, layouts, keys, record_keys), True)
+    if not rows:
+        _warn_empty(xp_dir, experiment, trial)
+    order = sort_order(keys, places, [row[-1] for row in rows], in_file_order=False)
+    del keys, places
+    rows = list(map(rows.__getitem__, order))
+    layouts = list(map(layouts.__getitem__, order))
+    previous_dir: str | None = None
+    for position, i in enumerate(order):
+        layout, row = layouts[position], rows[position]
+        path = row[layout.index("path")]
+        layouts[position] = (*layout, "latest", "key")
+        rows[position] = (*row, path != previous_dir, record_keys[i])
+        previous_dir = path
+    del order, record_keys
+    return _layout_frame(layouts, rows)
 
 
 #: Records made into rows a column at a time: few enough to stay in the processor's cache meanwhile.
@@ -625,7 +563,7 @@ def _one_by_one(
     records: list[dict[str, Any]],
     directories: list[str],
     trial_dir: str,
-    helpers: tuple[CacheUse, GridCheck, _Layouts],
+    helpers: tuple[CacheUse, GridCheck, RowShapes],
     out: tuple[list[Sequence[Any]], list[tuple[str, ...]], list[tuple[str, str, int]], list[Any]],
     versions: bool,
 ) -> None:
@@ -646,7 +584,7 @@ def _batch_rows(
 ) -> tuple[tuple[str, ...], list[tuple[Any, ...]], list[tuple[str, str, int]]] | None:
     """The rows of records that all have one shape, made a column at a time (C-level ``map`` and ``zip``).
 
-    :meth:`_Layouts.row` for each record, and the sort keys, without a Python step per record and
+    :meth:`RowShapes.row` for each record, and the sort keys, without a Python step per record and
     field; None when the records differ in shape, module, trial or outcome (they go one by one).
     """
     if not records:
@@ -686,7 +624,7 @@ def _batch_rows(
             return None
     elif seed_types != {type(None)}:
         return None
-    layout = _layout(params[0], results[0], seeds[0])
+    layout = flat_layout(params[0], results[0], seeds[0])
     if layout is None:
         return None
     indexes = list(map(get, records, again("index")))
@@ -720,76 +658,9 @@ def _batch_rows(
     return layout, list(zip(*columns, strict=True)), keys
 
 
-class _Layouts:
-    """The row of :func:`record_row` as (column names, values), the names shared by records of one shape.
-
-    Records of one trial mostly have the same params, result and seed keys: their column names are
-    worked out once and each row is a list of values (a dict per row costs twice as much, and pandas
-    reads a list of lists as fast). Records of other shapes (nested results, metric summaries,
-    names that collide) go through :func:`record_row` itself.
-    """
-
-    def __init__(self) -> None:
-        self.known: dict[Any, tuple[str, ...] | None] = {}
-        self.shared: dict[tuple[str, ...], tuple[str, ...]] = {}
-
-    def row(
-        self, record: dict[str, Any], cached: bool, in_grid: bool | None, path: str
-    ) -> tuple[tuple[str, ...], list[Any]]:
-        get = record.get
-        params = get("params") or {}
-        success = bool(get("success"))
-        result = get("result") if success else None
-        seeds = get("seeds")
-        flat = type(result) is not dict or dict not in map(type, result.values())
-        if flat and not get("metrics") and type(params) is dict and (seeds is None or type(seeds) is dict):
-            shape = (
-                tuple(params),
-                tuple(result) if type(result) is dict else result is None,
-                tuple(seeds) if seeds is not None else None,
-                success,
-            )
-            layout = self.known.get(shape)
-            if layout is None and shape not in self.known:
-                layout = self.known[shape] = _layout(params, result, seeds)
-            if layout is not None:
-                values = [get("module"), get("trial"), get("combination"), get("index")]
-                values.extend(params.values())
-                values += (success, cached, in_grid, get("duration_s"), get("session"), get("started_at"))
-                if type(result) is dict:
-                    values.extend(result.values())
-                elif result is not None:
-                    values.append(result)
-                if success:
-                    values += (None, None)
-                else:
-                    values += (get("type", "Error"), get("error", ""))
-                if seeds is not None:
-                    values.extend([",".join(map(str, v)) if isinstance(v, list) else v for v in seeds.values()])
-                values.append(path)
-                return layout, values
-        full = record_row(record, cached=cached, path=path, in_grid=in_grid)
-        names = tuple(full)
-        return self.shared.setdefault(names, names), list(full.values())
-
-
 def _sort_key(record: Mapping[str, Any]) -> tuple[str, str, int]:
     index = record.get("index")
     return str(record.get("module", "")), str(record.get("trial", "")), index if isinstance(index, int) else 0
-
-
-def _layout(params: dict[str, Any], result: Any, seeds: dict[str, Any] | None) -> tuple[str, ...] | None:
-    """The column names :func:`record_row` gives a record of this shape; None when two would collide."""
-    names = [*LEAD_COLUMNS, *(param_column(name) for name in params)]
-    names += ("success", "cached", "in_grid", "duration_s", "session", "started_at")
-    if type(result) is dict:
-        names += (f"result.{key}" for key in result)
-    elif result is not None:
-        names.append("result")
-    names += TAIL_COLUMNS
-    names += (f"seeds.{key}" for key in seeds or {})
-    names.append("path")
-    return tuple(names) if len(set(names)) == len(names) else None
 
 
 def _layout_frame(layouts: list[tuple[str, ...]], rows: list[Sequence[Any]]) -> pd.DataFrame:
@@ -797,7 +668,7 @@ def _layout_frame(layouts: list[tuple[str, ...]], rows: list[Sequence[Any]]) -> 
     if not rows:
         return rows_frame([])
     distinct = list(dict.fromkeys(layouts))
-    columns = tuple(_ordered_columns(distinct))
+    columns = tuple(ordered_columns(distinct))
     import numpy as np
 
     moves: dict[tuple[str, ...], list[int | None]] = {}
@@ -813,7 +684,7 @@ def _layout_frame(layouts: list[tuple[str, ...]], rows: list[Sequence[Any]]) -> 
                 rows[position] = tuple([np.nan if i is None else values[i] for i in move])
             elif type(values) is not tuple:
                 rows[position] = tuple(values)  # pandas reads a list of tuples (all of one kind)
-    return _typed_frame(rows, list(columns))
+    return typed_frame(rows, list(columns))
 
 
 @contextlib.contextmanager

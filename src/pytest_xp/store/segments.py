@@ -9,6 +9,7 @@ it writes to a segment of its own, inside the trial's directory::
     <trial>/.records/locks                 one byte-range lock per combination (see run/locks.py)
     <trial>/.records/<file>.checked        what a reader already checked of a segment or pack
                                            (see store/checked.py; compaction removes it with its file)
+    <trial>/.records/<file>.rows           the rows load_results makes of its lines (store/row_notes.py)
 
 A line is ``<combination slug> TAB <version> TAB <stamp> TAB <record JSON> LF``: the header lets
 an index be built without parsing any record; the JSON is the record exactly as a ``record.json``
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import os
 import re
 import stat
@@ -37,6 +39,8 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import NamedTuple
+
+from pytest_xp.store.row_notes import ROWS_SUFFIX, FileRows, RowChunk, note_path, read_note, write_note
 
 RECORDS_DIR = ".records"
 SEGMENT_SUFFIX = ".seg"
@@ -373,10 +377,12 @@ def compact(records_dir: str, *, min_files: int = 2) -> Compacted | None:
             chosen.append(name)
         if len(chosen) < min_files or (len(chosen) == 1 and chosen[0].endswith(PACK_SUFFIX)):
             return None  # too few, or one pack alone (already compact)
-        best: dict[tuple[str, str], tuple[int, bytes]] = {}
+        best: dict[tuple[str, str], tuple[int, bytes, str, int]] = {}
         dropped: list[tuple[str, int, str]] = []
+        rows: dict[str, FileRows | None] = {}  # each merged file's rows, from its row note
         for name in chosen:
             data = read_data_file(os.path.join(records_dir, name))
+            rows[name] = _noted_rows(records_dir, name, data)
             number = 0
             for number, (_, raw) in enumerate(split_lines(data), 1):
                 try:
@@ -386,12 +392,13 @@ def compact(records_dir: str, *, min_files: int = 2) -> Compacted | None:
                     continue
                 known = best.get((line.slug, line.version))
                 if known is None or line.stamp > known[0]:
-                    best[(line.slug, line.version)] = (line.stamp, raw)
+                    best[(line.slug, line.version)] = (line.stamp, raw, name, number)
             if not data.endswith(b"\n") and data:
                 dropped.append((name, number + 1, "a torn last line (its writer was killed mid-write)"))
         pack = f"pack-{os.urandom(8).hex()}{PACK_SUFFIX}"
         staging = os.path.join(records_dir, f".{pack}.new")
-        body = b"".join(raw + b"\n" for _, raw in sorted(best.values(), key=lambda item: item[0]))
+        kept = sorted(best.values(), key=lambda item: item[0])
+        body = b"".join(item[1] + b"\n" for item in kept)
         fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
         try:
             view = memoryview(body)
@@ -401,11 +408,14 @@ def compact(records_dir: str, *, min_files: int = 2) -> Compacted | None:
         finally:
             os.close(fd)
         os.rename(staging, os.path.join(records_dir, pack))
+        _carry_rows(records_dir, pack, body, kept, rows)
+        del body, kept, rows
         for name in chosen:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(os.path.join(records_dir, name))
-            with contextlib.suppress(OSError):
-                os.unlink(os.path.join(records_dir, name + CHECKED_SUFFIX))
+            for suffix in (CHECKED_SUFFIX, ROWS_SUFFIX):
+                with contextlib.suppress(OSError):
+                    os.unlink(os.path.join(records_dir, name + suffix))
         with contextlib.suppress(OSError):
             os.fsync(dir_fd)
         return Compacted(chosen, pack, len(best), dropped)
@@ -413,6 +423,32 @@ def compact(records_dir: str, *, min_files: int = 2) -> Compacted | None:
         for fd in held:
             os.close(fd)
         os.close(dir_fd)
+
+
+def _noted_rows(records_dir: str, name: str, data: bytes) -> FileRows | None:
+    """The rows the note of a file being merged gives its lines (None: no note that covers them)."""
+    try:
+        note = read_data_file(note_path(records_dir, name))  # a regular file, never through a link
+    except OSError:
+        return None
+    return read_note(note, data)
+
+
+def _carry_rows(
+    records_dir: str,
+    pack: str,
+    body: bytes,
+    kept: list[tuple[int, bytes, str, int]],
+    rows: dict[str, FileRows | None],
+) -> None:
+    """Give a new pack the row note its lines' notes make, when every merged line had one."""
+    if not kept or any(rows[name] is None for _, _, name, _ in kept):
+        return
+    by_line = {name: list(zip(found.slugs, found.line_rows(), strict=True)) for name, found in rows.items() if found}
+    chunk = RowChunk()
+    for stamp, _, name, number in kept:
+        chunk.add(by_line[name][number - 1][0], stamp, *by_line[name][number - 1][1])
+    write_note(records_dir, pack, [chunk.encode(1, 0, len(body), hashlib.sha256(body).hexdigest())])
 
 
 def records_dirs(root: str) -> Iterator[str]:

@@ -38,6 +38,8 @@ from typing import IO, Any
 
 from pytest_xp.errors import NotRegularFile, StoreError, StoreWarning
 from pytest_xp.store.codec import SCHEMA_VERSION, canonical, dumps, loads
+from pytest_xp.store.row_notes import SegmentRows
+from pytest_xp.store.row_values import RowShapes
 from pytest_xp.store.segments import (
     LOCKS_NAME,
     RECORDS_DIR,
@@ -289,6 +291,8 @@ class Store:
         self._checked: set[str] = set()  # directories write_record checked and created already
         self._indexes: dict[str, TrialIndex] = {}  # trial directory -> index of its segments
         self._writer = SegmentWriter()
+        self._rows: dict[str, SegmentRows] = {}  # records dir -> the row note of this process's segment there
+        self._shapes = RowShapes()
 
     def ensure(self) -> None:
         """Create the root with README, .gitignore and CACHEDIR.TAG, atomically (as pytest's cache does)."""
@@ -559,6 +563,9 @@ class Store:
 
     def close(self) -> None:
         """Close this process's segments (their lines stay; a later write starts a new segment)."""
+        for notes in self._rows.values():
+            notes.flush()
+        self._rows.clear()
         self._writer.close()
 
     def lock_file(self, record_path: Path) -> Path:
@@ -670,7 +677,21 @@ class Store:
             ) from exc
         if index is not None:
             index.note_appended(slug, name, offset, line)
+        self._note_row(os.fspath(records), name, offset, line, slug, stamp, record)
         return name, stamp
+
+    def _note_row(
+        self, records: str, name: str, offset: int, line: bytes, slug: str, stamp: int, record: dict[str, Any]
+    ) -> None:
+        """Keep the line's row for the segment's row note (see :mod:`pytest_xp.store.row_notes`)."""
+        notes = self._rows.get(records)
+        if notes is None or notes.name != name:
+            if notes is not None:
+                notes.flush()  # a segment this process has left: its last chunk
+            if offset != 0:
+                return  # a segment begun before this store object: its lines go unnoted
+            notes = self._rows[records] = SegmentRows(records, name)
+        notes.add(offset, line, slug, stamp, self._shapes.values(record))
 
     def write_record_keeping_history(
         self, path: Path, record: dict[str, Any], previous: dict[str, Any] | None

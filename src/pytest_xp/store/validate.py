@@ -16,6 +16,11 @@ from typing import Any
 from pytest_xp.store.codec import SCHEMA_VERSION, canonical
 from pytest_xp.store.keys import cache_key
 
+#: Version of what a checked or row note vouches for (see store/checked.py, store/row_notes.py):
+#: raise it whenever the strict decoder or :func:`record_problem` refuses something it used to
+#: accept, so that notes written under the laxer checks are ignored.
+CHECKS_VERSION = 1
+
 
 @dataclass(frozen=True)
 class Expected:
