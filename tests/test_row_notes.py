@@ -186,6 +186,24 @@ def test_any_store_reads_the_same_through_its_notes(
     assert_same_frames(got, without_notes(root, tmp_path_factory.mktemp("plain") / "copy"))
 
 
+def test_a_record_changed_by_its_writer_after_the_write_keeps_its_written_row(
+    tmp_path: Path, noted_reads: list[bool]
+) -> None:
+    """A verify may sort a result's list in place: the note holds what the line holds, not what it became."""
+    store = Store(tmp_path)
+    record = keyed(1, result={"samples": [3, 1, 2], "meta": {"k": [1]}}, params={"i": 1, "grid": [2, 1]})
+    write(store, record)
+    record["result"]["samples"].sort()
+    record["result"]["meta"]["k"].append(2)
+    record["params"]["grid"].reverse()
+    store.close()
+    got = load_results(tmp_path)
+    assert noted_reads == [True]
+    assert got["result.samples"].tolist() == [[3, 1, 2]] and got["grid"].tolist() == [[2, 1]]
+    assert got["result.meta.k"].tolist() == [[1]]
+    assert_same_frames(got, reference_frame(tmp_path))
+
+
 # -- notes that do not match are not used -------------------------------------------------------
 def _segments(root: Path) -> list[Path]:
     return [records_dir(root) / name for name in data_files(str(records_dir(root)))]

@@ -24,6 +24,7 @@ same combination, and the loose files count as its earlier versions.
 from __future__ import annotations
 
 import contextlib
+import copy
 import errno
 import os
 import re
@@ -691,7 +692,13 @@ class Store:
             if offset != 0:
                 return  # a segment begun before this store object: its lines go unnoted
             notes = self._rows[records] = SegmentRows(records, name)
-        notes.add(offset, line, slug, stamp, self._shapes.values(record))
+        layout, values = self._shapes.values(record)
+        for at, value in enumerate(values):
+            if (
+                type(value) is list or type(value) is dict
+            ):  # the caller's: it may change them before the chunk is written
+                values[at] = copy.deepcopy(value)
+        notes.add(offset, line, slug, stamp, (layout, values))
 
     def write_record_keeping_history(
         self, path: Path, record: dict[str, Any], previous: dict[str, Any] | None
