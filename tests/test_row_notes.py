@@ -396,9 +396,11 @@ import random
 from pytest_xp import trial
 
 @trial(1, {"a": list(range(30)), "b": ["x", "y"]}, batch=BATCH)
-def sweep(a, b):
+def sweep(a, b, xp):
     if a == 7 and b == "y":
         raise ValueError("seven")
+    if a % 3 == 0:
+        xp.log(1, loss=a / 10)  # a metric log: the combination gets a directory of its own
     out = {"score": a * 2 + random.random(), "label": b}
     if a % 5 == 0:
         out["extra"] = {"nested": a}
@@ -421,6 +423,7 @@ def test_a_sessions_records_load_through_the_notes_its_workers_left(
     got = load_results(root)
     assert noted_reads == [True]
     assert len(got) == 60 and got["success"].sum() == 59
+    assert got["metrics.loss.last"].notna().sum() == 20  # a % 3 == 0
     assert_same_frames(got, without_notes(root, pytester.path / "copy"))
     assert main(["compact", str(root)]) == 0  # merged into one pack, its note carried along
     assert_same_frames(load_results(root), got)

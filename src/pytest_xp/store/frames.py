@@ -173,17 +173,28 @@ def _trial_dirs(xp_dir: Path | str, trial: str | None) -> Iterator[str]:
                 yield trial_dir.path
 
 
-def _has_loose(trial_dir: str) -> bool:
-    """Whether a trial keeps combination directories (a store from before segments, or attachments)."""
-    return bool(_subdirectories(trial_dir))
+def _loose_records(loose: set[str], trial_dir: str) -> bool:
+    """Whether a combination directory of the trial holds a ``record.json`` (a store from before segments).
+
+    Directories that hold only a combination's files (metric logs, outputs, checkpoints) leave its
+    records to the trial's lines.
+    """
+    return any(os.path.lexists(os.path.join(trial_dir, name, RECORD_NAME)) for name in loose)
 
 
 def _trial_batches(
-    trial_dir: str, experiment: str | None, trial: str | None, *, versions: bool, ordered: bool
+    trial_dir: str,
+    experiment: str | None,
+    trial: str | None,
+    *,
+    versions: bool,
+    ordered: bool,
+    loose: set[str] | None = None,
 ) -> Iterator[tuple[str, list[str], list[dict[str, Any]]]]:
-    """:func:`_record_batches` of one trial directory."""
+    """:func:`_record_batches` of one trial directory (``loose``: its combination directories, if known)."""
     indexed = _indexed_records(trial_dir, versions=versions)
-    loose = {combo.name for combo in _subdirectories(trial_dir)}
+    if loose is None:
+        loose = {combo.name for combo in _subdirectories(trial_dir)}
     prefix = os.path.join(trial_dir, "")
     if not loose:  # a store written since segments: its lines are all there is
         for slugs, latest, older in indexed.chunks(ordered=ordered) if indexed is not None else ():
@@ -473,7 +484,8 @@ def load_results(
         parts: list[Part] = []
         for place, trial_dir in enumerate(_trial_dirs(xp_dir, trial)):
             noted = None
-            if not _has_loose(trial_dir):
+            loose = {combo.name for combo in _subdirectories(trial_dir)}
+            if not _loose_records(loose, trial_dir):
                 wanted = None if experiment is None and trial is None else partial(_wanted, experiment, trial)
                 noted = noted_parts(trial_dir, place, wanted, use, grid)
             if noted is not None:
@@ -482,7 +494,8 @@ def load_results(
             rows: list[Sequence[Any]] = []
             layouts: list[tuple[str, ...]] = []
             keys: list[tuple[str, str, int]] = []
-            for _, directories, records in _trial_batches(trial_dir, experiment, trial, versions=False, ordered=False):
+            batches = _trial_batches(trial_dir, experiment, trial, versions=False, ordered=False, loose=loose)
+            for _, directories, records in batches:
                 _rows_of(records, directories, trial_dir, (use, grid), (rows, layouts, keys))
             parts += rows_parts(layouts, rows, keys, place)
             del rows, layouts, keys
