@@ -351,6 +351,16 @@ def test_compaction_of_a_file_without_a_note_leaves_the_pack_to_its_first_reader
     assert noted_reads == [False, True]
 
 
+def test_compaction_removes_notes_left_beside_files_already_merged_away(tmp_path: Path) -> None:
+    varied_store(tmp_path, row_notes=True)
+    stray = [records_dir(tmp_path) / f"123-{'ab' * 6}.seg{suffix}" for suffix in (ROWS_SUFFIX, ".checked")]
+    for path in stray:
+        path.write_bytes(b"a note whose segment a compaction merged while a reader was noting it\n")
+    assert compact(str(records_dir(tmp_path))) is not None
+    assert not any(path.exists() for path in stray)
+    assert len(note_files(tmp_path)) == 1
+
+
 # -- a writer killed at any moment --------------------------------------------------------------
 WRITER = textwrap.dedent(
     """

@@ -416,6 +416,7 @@ def compact(records_dir: str, *, min_files: int = 2) -> Compacted | None:
             for suffix in (CHECKED_SUFFIX, ROWS_SUFFIX):
                 with contextlib.suppress(OSError):
                     os.unlink(os.path.join(records_dir, name + suffix))
+        _remove_stray_notes(records_dir)
         with contextlib.suppress(OSError):
             os.fsync(dir_fd)
         return Compacted(chosen, pack, len(best), dropped)
@@ -423,6 +424,19 @@ def compact(records_dir: str, *, min_files: int = 2) -> Compacted | None:
         for fd in held:
             os.close(fd)
         os.close(dir_fd)
+
+
+def _remove_stray_notes(records_dir: str) -> None:
+    """Remove notes whose data file is gone (a reader that noted a file just as it was merged away)."""
+    try:
+        names = set(os.listdir(records_dir))
+    except OSError:
+        return
+    for name in names:
+        for suffix in (CHECKED_SUFFIX, ROWS_SUFFIX):
+            if name.endswith(suffix) and is_data_name(name[: -len(suffix)]) and name[: -len(suffix)] not in names:
+                with contextlib.suppress(OSError):
+                    os.unlink(os.path.join(records_dir, name))
 
 
 def _noted_rows(records_dir: str, name: str, data: bytes) -> FileRows | None:
