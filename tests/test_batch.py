@@ -284,6 +284,15 @@ def t(i):
 """
 
 
+def _assert_notes_agree(store: Path, scratch: Path) -> None:
+    """``load_results`` through the store's row notes is what its records give (a copy without notes)."""
+    from pytest_xp.store.frames import load_results
+    from test_bulk_load import assert_same_frames
+    from test_row_notes import without_notes
+
+    assert_same_frames(load_results(store), without_notes(store, scratch))
+
+
 def _records_now(store: Path) -> int:
     """Complete record lines in the store's segments (what a killed session may have left)."""
     return sum(len(_lines(records)) for records in store.glob("*/*/.records")) if store.exists() else 0
@@ -325,9 +334,11 @@ def test_sigkill_during_a_batched_run_leaves_only_valid_records(pytester: pytest
         for name, raw in _lines(records_dir):
             line = decode_line(raw)
             assert record_problem(loads(line.payload), None) is None, f"{name}: {raw[:200]!r}"
+    _assert_notes_agree(store, pytester.path / "plain-1")  # the row notes the killed writers left never lie
     ran_before = set(_calls(calls))
     rerun = pytester.runpytest_subprocess("-n", "2", "-p", "no:cacheprovider")
     assert rerun.ret == 0, rerun.stdout.str()
+    _assert_notes_agree(store, pytester.path / "plain-2")
     reader = Store(store)
     records = []
     for directory, found in stored_records(store):

@@ -17,3 +17,4 @@ def test_grid_survives_killed_workers(tmp_path: Path, capsys) -> None:  # type: 
     assert main(["--combos", "60", "--kills", "3", "--pause", "0.05", "--workdir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "records after re-run: 60 ok, 0 failed, 0 unreadable" in out
+    assert "row notes agree with the records: after the kills True, after the re-run True" in out

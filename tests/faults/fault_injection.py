@@ -105,6 +105,31 @@ def check_store(store: Path, combos: int) -> tuple[int, int, int]:
     return ok, failed, bad
 
 
+def notes_agree(store: Path) -> bool:
+    """Whether ``load_results`` through the row notes left by killed writers is the frame their records give."""
+    import shutil
+    import tempfile
+
+    import pandas as pd
+
+    from pytest_xp.store.frames import load_results
+
+    with tempfile.TemporaryDirectory() as scratch:
+        plain = Path(scratch) / "store"
+        shutil.copytree(store, plain)
+        for note in [*plain.rglob("*.rows"), *plain.rglob("*.checked")]:
+            note.unlink()
+        expected = load_results(plain)
+        expected["path"] = expected["path"].str.replace(str(plain), str(store), regex=False)
+        got = load_results(store)
+    try:
+        pd.testing.assert_frame_equal(got, expected, check_exact=True)
+    except AssertionError as exc:
+        print(f"row notes disagree with the records: {exc}")
+        return False
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--combos", type=int, default=200)
@@ -140,6 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     stop.set()
     killer.join()
     first_s = time.monotonic() - start
+    agree1 = notes_agree(store)  # the notes as the killed writers left them
     ok1, failed1, bad1 = check_store(store, args.combos)
     for line in log:
         print("  " + line)
@@ -150,11 +176,14 @@ def main(argv: list[str] | None = None) -> int:
     start = time.monotonic()
     second = subprocess.run(command, cwd=work, capture_output=True, text=True)
     second_s = time.monotonic() - start
+    agree2 = notes_agree(store)
     ok2, failed2, bad2 = check_store(store, args.combos)
     summary = second.stdout.strip().splitlines()[-1] if second.stdout.strip() else ""
     print(f"run 2 ({second_s:.1f} s, exit {second.returncode}): {summary}")
     print(f"records after re-run: {ok2} ok, {failed2} failed, {bad2} unreadable (grid {args.combos})")
+    print(f"row notes agree with the records: after the kills {agree1}, after the re-run {agree2}")
     healthy = second.returncode == 0 and ok2 == args.combos and failed2 == 0 and bad2 == 0 and bad1 == 0
+    healthy = healthy and agree1 and agree2
     if not healthy:
         print(first_out[-3000:])
         print(second.stdout[-3000:])
