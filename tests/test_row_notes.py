@@ -281,6 +281,45 @@ def test_a_note_that_lies_in_its_values_is_only_believed_with_its_own_digest_mad
     assert "sX" in set(got["session"])  # believed: documented in docs/reports.md
 
 
+def _resign(note: Path, change: Any) -> None:
+    """Change the first chunk's body and write its own digest again (what only a forger would do)."""
+    import hashlib
+    import json
+
+    first, rest = note.read_bytes().split(b"\n", 1)
+    body = json.loads(first[65:])
+    change(body)
+    text = json.dumps(body).encode()
+    note.write_bytes(hashlib.sha256(text).hexdigest().encode() + b"\t" + text + b"\n" + rest)
+
+
+def _drop_session(body: dict[str, Any]) -> None:
+    names = body["layouts"][0]
+    at = names.index("session")
+    del names[at]
+    del body["columns"][0][at - 2]  # the columns leave out cached and in_grid, which come before it
+
+
+def _numbers_for_experiments(body: dict[str, Any]) -> None:
+    body["columns"][0][0] = {"same": 7} if isinstance(body["columns"][0][0], dict) else [7] * body["count"]
+
+
+def _swap_lead(body: dict[str, Any]) -> None:
+    names = body["layouts"][0]
+    names[0], names[1] = names[1], names[0]
+
+
+@pytest.mark.parametrize("change", [_drop_session, _numbers_for_experiments, _swap_lead])
+def test_a_resigned_note_without_the_shape_of_rows_is_not_used(
+    tmp_path: Path, noted_reads: list[bool], change: Any
+) -> None:
+    varied_store(tmp_path, row_notes=True)
+    expected = reference_frame(tmp_path)  # before the change: a read through the records makes notes again
+    _resign(records_dir(tmp_path) / note_files(tmp_path)[0], change)
+    assert_same_frames(load_results(tmp_path), expected)
+    assert noted_reads == [False]
+
+
 def test_a_segment_that_grew_after_its_note_is_read_from_its_records(tmp_path: Path, noted_reads: list[bool]) -> None:
     varied_store(tmp_path, row_notes=True)
     segment = _segments(tmp_path)[0]

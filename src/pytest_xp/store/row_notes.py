@@ -37,6 +37,7 @@ from itertools import repeat
 from typing import Any
 
 from pytest_xp.store.codec import SCHEMA_VERSION, dumps
+from pytest_xp.store.row_values import LEAD_COLUMNS
 from pytest_xp.store.validate import CHECKS_VERSION
 
 #: ``<data file>.rows``: the note beside a segment or pack.
@@ -243,9 +244,7 @@ def _well_formed(body: Any) -> bool:
         return False
     if set(map(type, slugs)) - {str} or set(map(type, stamps)) - {int}:
         return False
-    if not isinstance(layouts, list) or not all(isinstance(names, list) and names for names in layouts):
-        return False
-    if any(set(map(type, names)) != {str} or "cached" not in names or names[-1] != "path" for names in layouts):
+    if not isinstance(layouts, list) or not all(map(_a_layout, layouts)):
         return False
     ids = _expand(body.get("layout"), count)
     if ids is None or set(map(type, ids)) - {int} or not set(ids) <= set(range(len(layouts))):
@@ -260,9 +259,21 @@ def _well_formed(body: Any) -> bool:
         expanded = [_expand(column, rows) for column in group]
         if any(column is None for column in expanded):
             return False
+        if set(map(type, expanded[0])) - {str} or set(map(type, expanded[1])) - {str}:
+            return False  # experiment and trial: the reader selects and sorts by them
         group[:] = expanded
     body["layout"] = ids
     return True
+
+
+def _a_layout(names: Any) -> bool:
+    """Whether ``names`` is a row's column names as :mod:`~pytest_xp.store.row_values` makes them."""
+    if not isinstance(names, list) or set(map(type, names)) != {str} or len(set(names)) != len(names):
+        return False
+    if tuple(names[:4]) != LEAD_COLUMNS or names[-1] != "path" or "session" not in names:
+        return False
+    at = names.index("cached") if "cached" in names else 0
+    return names[at - 1 : at + 2] == ["success", "cached", "in_grid"]
 
 
 def _expand(column: Any, count: int) -> list[Any] | None:
