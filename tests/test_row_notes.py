@@ -347,6 +347,28 @@ def test_a_live_writers_segment_is_read_from_its_records_and_its_note_left_to_it
     assert noted_reads == [False, True]
 
 
+def test_a_script_that_never_closes_its_store_still_leaves_whole_notes(tmp_path: Path, noted_reads: list[bool]) -> None:
+    script = tmp_path / "writer.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            import sys
+            sys.path.insert(0, {str(Path(__file__).parent)!r})
+            from pathlib import Path
+            from pytest_xp.store.store import Store
+            from test_bulk_load import keyed, write
+            store = Store(Path({str(tmp_path / "store")!r}))
+            for i in range(10):
+                write(store, keyed(i))
+            """
+        )
+    )
+    subprocess.run([sys.executable, str(script)], check=True)
+    root = tmp_path / "store"
+    assert_same_frames(load_results(root), reference_frame(root))
+    assert noted_reads == [True]
+
+
 def test_a_forked_child_never_adds_to_its_parents_note(tmp_path: Path, noted_reads: list[bool]) -> None:
     store = Store(tmp_path)
     for i in range(3):

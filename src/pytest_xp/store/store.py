@@ -34,6 +34,7 @@ import stat
 import time
 import uuid
 import warnings
+import weakref
 from pathlib import Path
 from typing import IO, Any
 
@@ -294,6 +295,8 @@ class Store:
         self._writer = SegmentWriter()
         self._rows: dict[str, SegmentRows] = {}  # records dir -> the row note of this process's segment there
         self._shapes = RowShapes()
+        # A store never closed (a script's) still adds its last chunks when it is collected or Python exits.
+        weakref.finalize(self, _flush_notes, self._rows)
 
     def ensure(self) -> None:
         """Create the root with README, .gitignore and CACHEDIR.TAG, atomically (as pytest's cache does)."""
@@ -564,9 +567,7 @@ class Store:
 
     def close(self) -> None:
         """Close this process's segments (their lines stay; a later write starts a new segment)."""
-        for notes in self._rows.values():
-            notes.flush()
-        self._rows.clear()
+        _flush_notes(self._rows)
         self._writer.close()
 
     def lock_file(self, record_path: Path) -> Path:
@@ -845,6 +846,13 @@ class Store:
             return None
         warnings.warn(StoreWarning(f"pytest-xp: {path} could not be read ({why}); moved it to {target}"), stacklevel=2)
         return target
+
+
+def _flush_notes(rows: dict[str, SegmentRows]) -> None:
+    """Add the rows gathered for each segment's note as a last chunk (see :mod:`pytest_xp.store.row_notes`)."""
+    for notes in rows.values():
+        notes.flush()
+    rows.clear()
 
 
 def version_name(record: dict[str, Any]) -> str:
