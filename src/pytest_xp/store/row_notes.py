@@ -257,11 +257,12 @@ def _well_formed(body: Any) -> bool:
         if not isinstance(group, list) or len(group) != len(names) - 3:
             return False
         expanded = [_expand(column, rows) for column in group]
-        if any(column is None for column in expanded):
+        whole = [column for column in expanded if column is not None]
+        if len(whole) != len(expanded):
             return False
-        if set(map(type, expanded[0])) - {str} or set(map(type, expanded[1])) - {str}:
+        if set(map(type, whole[0])) - {str} or set(map(type, whole[1])) - {str}:
             return False  # experiment and trial: the reader selects and sorts by them
-        group[:] = expanded
+        group[:] = whole
     body["layout"] = ids
     return True
 
