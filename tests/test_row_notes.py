@@ -129,6 +129,26 @@ VALUES = (
 )
 
 
+@pytest.mark.parametrize("piece", [1, 5, 4096])
+def test_a_data_file_is_checked_a_piece_at_a_time_with_the_same_outcome(
+    tmp_path: Path, noted_reads: list[bool], monkeypatch: pytest.MonkeyPatch, piece: int
+) -> None:
+    monkeypatch.setattr(row_notes, "_PIECE", piece)
+    varied_store(tmp_path, row_notes=True)
+    expected = reference_frame(tmp_path)
+    assert_same_frames(load_results(tmp_path), expected)
+    segment = _segments(tmp_path)[0]
+    with segment.open("ab") as out:
+        out.write(b"a torn last line, its writer killed mid-write")  # no newline: not a line yet
+    assert_same_frames(load_results(tmp_path), expected)
+    with segment.open("ab") as out:
+        out.write(b"\n")  # now a (damaged) line the note does not cover
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ReportWarning)
+        assert_same_frames(load_results(tmp_path), expected)
+    assert noted_reads == [True, True, False]
+
+
 @st.composite
 def a_store(draw: st.DrawFn) -> list[list[dict[str, Any]]]:
     """Records for one to three writers: varied params, results, seeds, failures; combinations rewritten."""

@@ -18,9 +18,9 @@ from itertools import chain, compress, repeat
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any, Protocol
 
-from pytest_xp.store.row_notes import MAX_NOTE_BYTES, FileRows, note_path, read_note
+from pytest_xp.store.row_notes import MAX_NOTE_BYTES, FileRows, note_path, read_note_of
 from pytest_xp.store.row_values import LEAD_COLUMNS, OUTSIDE_COLUMNS, STATUS_COLUMNS, TAIL_COLUMNS
-from pytest_xp.store.segments import RECORDS_DIR, data_files, read_data_file
+from pytest_xp.store.segments import RECORDS_DIR, data_files
 from pytest_xp.store.store import read_regular
 
 if TYPE_CHECKING:
@@ -188,12 +188,11 @@ def noted_parts(
     files: list[FileRows] = []
     for name in names:
         try:
-            data = read_data_file(os.path.join(records_dir, name))
             note = read_regular(note_path(records_dir, name), MAX_NOTE_BYTES)
+            found = read_note_of(note, os.path.join(records_dir, name))
         except (OSError, ValueError):
             return None  # no note, or a compaction meanwhile: the records themselves are read
-        found = read_note(note, data)
-        del data, note
+        del note
         if found is None:
             return None
         files.append(found)

@@ -28,9 +28,11 @@ store, as trustworthy as the store.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import repeat
@@ -187,22 +189,87 @@ class FileRows:
 
 def read_note(note: bytes, data: bytes) -> FileRows | None:
     """The rows of every complete line of ``data`` (a data file), if its note covers them all; else None."""
-    size = data.rfind(b"\n") + 1
+    return _read(note, _InMemory(data))
+
+
+def read_note_of(note: bytes, path: str) -> FileRows | None:
+    """:func:`read_note` of the data file at ``path``, read a piece at a time (never whole in memory).
+
+    ``OSError`` when it cannot be read (gone, a link, not a regular file).
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", path)
+        return _read(note, _OnDisk(fd, info.st_size))
+    finally:
+        os.close(fd)
+
+
+class _InMemory:
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.size = len(data)
+
+    def scan(self, start: int, end: int, digest: Any) -> tuple[int, int]:
+        """Hash bytes ``start..end`` into ``digest``; (newlines among them, their last byte)."""
+        digest.update(memoryview(self.data)[start:end])
+        return self.data.count(b"\n", start, end), self.data[end - 1]
+
+    def line_after(self, position: int) -> bool:
+        """Whether a complete line starts at ``position`` or later."""
+        return self.data.find(b"\n", position) >= 0
+
+
+class _OnDisk:
+    """A data file read in pieces of at most :data:`_PIECE` bytes (it may grow meanwhile: only its start counts)."""
+
+    def __init__(self, fd: int, size: int) -> None:
+        self.fd = fd
+        self.size = size
+
+    def _pieces(self, start: int, end: int) -> Iterator[bytes]:
+        while start < end:
+            piece = os.pread(self.fd, min(_PIECE, end - start), start)
+            if not piece:
+                raise OSError(errno.EIO, "the data file shrank while it was read")
+            yield piece
+            start += len(piece)
+
+    def scan(self, start: int, end: int, digest: Any) -> tuple[int, int]:
+        newlines, last = 0, 0
+        for piece in self._pieces(start, end):
+            digest.update(piece)
+            newlines += piece.count(b"\n")
+            last = piece[-1]
+        return newlines, last
+
+    def line_after(self, position: int) -> bool:
+        grown = max(os.fstat(self.fd).st_size, self.size)
+        return any(b"\n" in piece for piece in self._pieces(position, grown))
+
+
+#: Bytes of a data file hashed at a time when a note is checked against it.
+_PIECE = 1 << 24
+
+
+def _read(note: bytes, source: _InMemory | _OnDisk) -> FileRows | None:
     found = FileRows([], [], [])
     digest = hashlib.sha256()
     covered = 0
     for body in _chunks(note):
         start, end = body["start"], body["end"]
-        if end > size or data[end - 1] != 0x0A or data.count(b"\n", start, end) != body["count"]:
+        if end > source.size:
             return None
-        digest.update(memoryview(data)[start:end])
-        if digest.copy().hexdigest() != body["sha256"]:
+        newlines, last = source.scan(start, end, digest)
+        if last != 0x0A or newlines != body["count"] or digest.copy().hexdigest() != body["sha256"]:
             return None
         covered = end
         _take(body, found)
-        if covered == size:
-            return found
-    return None
+    if not covered or source.line_after(covered):
+        return None  # no note, or lines it does not cover
+    return found
 
 
 def notes_cover(note: bytes, size: int, digest: str) -> bool:
