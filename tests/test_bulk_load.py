@@ -257,11 +257,9 @@ def test_a_note_is_trusted_only_while_the_bytes_match_its_digest(tmp_path: Path)
     again, again_warnings = load_warnings(tmp_path)
     assert again_warnings == found
     assert_same_frames(again, damaged)
-    note = json.loads((records_dir(tmp_path) / notes(tmp_path)[0]).read_text())
-    assert (
-        note["kind"] == "pytest-xp/checked"
-        and 13 in note["bad"] + json.loads((records_dir(tmp_path) / notes(tmp_path)[1]).read_text())["bad"]
-    )
+    written = [json.loads((records_dir(tmp_path) / name).read_text()) for name in notes(tmp_path)]
+    assert all(note["kind"] == "pytest-xp/checked" for note in written)
+    assert any(13 in note["bad"] for note in written)  # (the other segment is read through its row note)
 
 
 def test_a_forged_or_foreign_note_is_ignored(tmp_path: Path) -> None:

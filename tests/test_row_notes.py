@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 
 from pytest_xp.cli import main
 from pytest_xp.errors import ReportWarning
-from pytest_xp.store import frames, row_notes
+from pytest_xp.store import frame_parts, frames, row_notes
 from pytest_xp.store.frames import load_results
 from pytest_xp.store.row_notes import ROWS_SUFFIX
 from pytest_xp.store.segments import compact, data_files
@@ -42,19 +42,36 @@ from test_bulk_load import (
 )
 
 
+class ReadSpy:
+    """Records, for each trial ``load_results`` reads, whether every data file went through its row note."""
+
+    def __init__(self) -> None:
+        self.reads: list[bool] = []
+        self.through_records = 0
+
+    def install(self, patch: Any) -> None:
+        real_trial, real_file = frame_parts.trial_parts, frame_parts.read_file_rows
+
+        def trial_parts(*args: Any, **kwargs: Any) -> Any:
+            before = self.through_records
+            found = real_trial(*args, **kwargs)
+            self.reads.append(found is not None and self.through_records == before)
+            return found
+
+        def read_file_rows(*args: Any, **kwargs: Any) -> Any:
+            self.through_records += 1
+            return real_file(*args, **kwargs)
+
+        patch(frames, "trial_parts", trial_parts)
+        patch(frame_parts, "read_file_rows", read_file_rows)
+
+
 @pytest.fixture
 def noted_reads(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
-    """Whether each trial read went through its row notes (True) or its records (False)."""
-    used: list[bool] = []
-    real = frames.noted_parts
-
-    def spy(*args: Any, **kwargs: Any) -> Any:
-        found = real(*args, **kwargs)
-        used.append(found is not None)
-        return found
-
-    monkeypatch.setattr(frames, "noted_parts", spy)
-    return used
+    """Whether each trial read went through its row notes alone (True) or read records too (False)."""
+    spy = ReadSpy()
+    spy.install(monkeypatch.setattr)
+    return spy.reads
 
 
 def note_files(root: Path) -> list[str]:
@@ -194,14 +211,11 @@ def test_any_store_reads_the_same_through_its_notes(
         write_store(root, writers)
     finally:
         row_notes.CHUNK_LINES = saved
-    used: list[bool] = []
-    real = frames.noted_parts
-    frames.noted_parts = lambda *a, **k: used.append(real(*a, **k) is not None) or real(*a, **k)  # type: ignore[assignment]
-    try:
+    spy = ReadSpy()
+    with pytest.MonkeyPatch.context() as patch:
+        spy.install(patch.setattr)
         got = load_results(root)
-    finally:
-        frames.noted_parts = real
-    assert used == [True]
+    assert spy.reads == [True]
     assert_same_frames(got, reference_frame(root))
     assert_same_frames(got, without_notes(root, tmp_path_factory.mktemp("plain") / "copy"))
 
@@ -407,6 +421,64 @@ def test_a_forked_child_never_adds_to_its_parents_note(tmp_path: Path, noted_rea
     assert_same_frames(load_results(tmp_path), reference_frame(tmp_path))
     assert noted_reads == [True]
     assert sorted(load_results(tmp_path)["index"]) == [0, 1, 2, 3, 10]
+
+
+def _records_warnings(root: Path) -> list[str]:
+    """The warnings a read of the records themselves (``iter_records``, no notes used) gives."""
+    from pytest_xp.store.frames import iter_records
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        list(iter_records(root))
+    said = [str(w.message).replace(str(root), "<store>") for w in caught if issubclass(w.category, ReportWarning)]
+    return sorted(re.sub(r"[0-9]+-[0-9a-f]+\.seg", "<segment>", line) for line in said)
+
+
+def test_only_the_files_without_a_note_are_read_through_their_records_with_the_same_warnings(
+    tmp_path: Path, noted_reads: list[bool], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Segments of writers killed before their last chunk, next to noted ones: bad lines warned about as ever."""
+    from conftest import append_line
+
+    root = tmp_path / "store"
+    varied_store(root, row_notes=True)
+    noted = {name.removesuffix(ROWS_SUFFIX) for name in note_files(root)}
+    combination = next(p for p in _combination_dirs(root) if p.name.startswith("i_3-"))
+    later = next(p for p in _combination_dirs(root) if p.name.startswith("i_4-"))
+    good = next(
+        line
+        for segment in _segments(root)
+        for line in segment.read_bytes().split(b"\n")
+        if line.startswith(later.name.encode() + b"\t")
+    )
+    append_line(combination, b'{"not": "a record"')  # i_3's latest line: bad, so i_3 is left out
+    append_line(later, b"[1, 2")  # i_4's bad line, then a good one after it: superseded, not warned about
+    append_line(later, good.split(b"\t", 3)[3])  # i_4's record again, its latest line now
+    with (records_dir(root) / f"{os.getpid()}-{'cd' * 6}.seg").open("wb") as out:
+        out.write(b"no header at all\n")  # a damaged line: warned about wherever it is
+    decoded: list[str] = []
+    real = frame_parts.read_file_rows
+    monkeypatch.setattr(frame_parts, "read_file_rows", lambda d, name: decoded.append(name) or real(d, name))
+    copy = tmp_path / "copy"
+    shutil.copytree(root, copy)
+    expected_said = _records_warnings(copy)
+    got, said = read_with_warnings(root)
+    assert len(noted) == 2 and sorted(decoded) == sorted(set(data_files(str(records_dir(root)))) - noted)
+    assert said == expected_said and len(said) == 2
+    assert "i_3" not in set(got["combination"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ReportWarning)
+        expected = reference_frame(copy)
+    expected["path"] = expected["path"].str.replace(str(copy), str(root), regex=False)
+    assert_same_frames(got, expected)
+
+
+def _combination_dirs(root: Path) -> list[Path]:
+    from pytest_xp.store.segments import TrialIndex
+
+    index = TrialIndex(str(records_dir(root)))
+    index.refresh()
+    return [records_dir(root).parent / slug for slug in sorted(index.latest)]
 
 
 # -- compaction ---------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ import os
 import re
 import warnings
 from collections.abc import Iterator
+from dataclasses import dataclass
 from itertools import count, repeat
 from operator import itemgetter, methodcaller
 from typing import Any
@@ -26,7 +27,7 @@ from typing import Any
 from pytest_xp.errors import ReportWarning
 from pytest_xp.store.checked import read_checked, write_checked
 from pytest_xp.store.codec import loads, loads_accepted, loads_from
-from pytest_xp.store.row_notes import MAX_NOTE_BYTES, RowChunk, note_path, notes_cover, write_note
+from pytest_xp.store.row_notes import MAX_NOTE_BYTES, FileRows, RowChunk, RowGroup, note_path, notes_cover, write_note
 from pytest_xp.store.row_values import RowShapes
 from pytest_xp.store.segments import SEGMENT_SUFFIX, Entry, TrialIndex, data_files, decode_line, read_data_file
 from pytest_xp.store.store import read_regular
@@ -170,22 +171,13 @@ class TrialRecords:
 
     def _index_line(self, file: _File, number: int, line: str | bytes | None) -> None:
         """Take in one line as :meth:`TrialIndex._scan` does; a damaged header is noted for its warning."""
-        head = _HEAD.match(line) if isinstance(line, str) else None
-        if head is not None and len(head[3]) <= 40:  # a stamp in nanoseconds has 19 digits
-            slug, version, stamp, start = head[1], head[2], int(head[3]), head.end()
-        else:
-            raw = line.encode("utf-8") if isinstance(line, str) else line or b""
-            try:
-                parsed = decode_line(raw)
-            except ValueError as exc:
-                self.index.damaged.append((file.name, number, str(exc)))
-                file.bad.add(number)
-                return
-            file.lines[number - 1] = raw
-            slug, version, stamp, start = parsed.slug, parsed.version, parsed.stamp, len(raw) - len(parsed.payload)
+        try:
+            slug, version, stamp, start = _head(file, number, line)
+        except ValueError as exc:
+            self.index.damaged.append((file.name, number, str(exc)))
+            return
         # offset: where the JSON starts in the line; length unused (the line is in memory).
         self.index.add(slug, Entry(stamp, version, file.name, start, -1, number))
-        file.heads[number - 1] = (slug, stamp)
 
     def __iter__(self) -> Iterator[tuple[str, list[dict[str, Any]] | None]]:
         for slugs, records, older in self.chunks():
@@ -342,6 +334,111 @@ class TrialRecords:
         for head, row in zip(file.heads, file.rows, strict=True):
             chunk.add(*head, *row)  # type: ignore[misc]
         write_note(self.records_dir, file.name, [chunk.encode(1, 0, file.size, digest.hexdigest())])
+
+
+def _head(file: _File, number: int, line: str | bytes | None) -> tuple[str, str, int, int]:
+    """(slug, version, stamp, where the JSON starts) of a line, noted in ``file.heads``; ``ValueError`` if damaged."""
+    head = _HEAD.match(line) if isinstance(line, str) else None
+    if head is not None and len(head[3]) <= 40:  # a stamp in nanoseconds has 19 digits
+        slug, version, stamp, start = head[1], head[2], int(head[3]), head.end()
+    else:
+        raw = line.encode("utf-8") if isinstance(line, str) else line or b""
+        try:
+            parsed = decode_line(raw)
+        except ValueError:
+            file.bad.add(number)
+            raise
+        file.lines[number - 1] = raw
+        slug, version, stamp, start = parsed.slug, parsed.version, parsed.stamp, len(raw) - len(parsed.payload)
+    file.heads[number - 1] = (slug, stamp)
+    return slug, version, stamp, start
+
+
+@dataclass
+class CheckedFile:
+    """One data file read through its records: the rows of its valid ones, and what was wrong with the rest."""
+
+    rows: FileRows  # the lines with a readable header (their slugs and stamps), rows of those with a valid record
+    numbers: list[int]  # each of those lines' number in the file (from 1)
+    bad: dict[int, str]  # position among them -> why its record is unusable
+    damaged: list[tuple[int, str]]  # (line number, why) of the lines without a readable header
+
+
+def read_file_rows(records_dir: str, name: str) -> CheckedFile:
+    """Every line of one data file decoded and checked (in bulk where its checked note vouches), made rows.
+
+    For a file without a row note that covers it: the rows are what its records give, a bad line
+    is reported rather than warned about (the caller warns when it matters, as :class:`TrialRecords`
+    would), and the notes a later read needs are left (checked, and rows when every line is
+    valid and the file is not a segment still being written). ``OSError`` when it cannot be read.
+    """
+    file = _File(records_dir, name)
+    shapes = RowShapes()
+    slugs: list[str] = []
+    stamps: list[int] = []
+    numbers: list[int] = []
+    starts: list[int] = []
+    damaged: list[tuple[int, str]] = []
+    for number, line in enumerate(file.lines, 1):
+        try:
+            slug, _, stamp, start = _head(file, number, line)
+        except ValueError as exc:
+            damaged.append((number, str(exc)))
+            continue
+        slugs.append(slug)
+        stamps.append(stamp)
+        numbers.append(number)
+        starts.append(start)
+    records: list[Any] = [None] * len(numbers)
+    trusted = [i for i, number in enumerate(numbers) if file.trusts(number)]
+    for first in range(0, len(trusted), _CHUNK):
+        chunk = trusted[first : first + _CHUNK]
+        try:
+            texts: list[Any] = [file.lines[numbers[i] - 1] for i in chunk]
+            values = loads_accepted([text[starts[i] :] for text, i in zip(texts, chunk, strict=True)])
+        except (ValueError, RecursionError):
+            continue  # not what the note said: these lines are checked one by one below
+        for i, value in zip(chunk, values, strict=True):
+            records[i] = value
+    bad: dict[int, str] = {}
+    for i, number in enumerate(numbers):
+        if records[i] is None:
+            records[i], problem = _check(file, number, starts[i])
+            if problem is not None:
+                bad[i] = problem
+                file.bad.add(number)
+    groups: dict[tuple[str, ...], tuple[list[int], list[list[Any]]]] = {}
+    for i, record in enumerate(records):
+        if i not in bad:
+            layout, row = shapes.values(record)
+            lines, rows = groups.setdefault(layout, ([], []))
+            lines.append(i)
+            rows.append(row)
+    found = FileRows(
+        slugs,
+        stamps,
+        [
+            RowGroup(layout, lines, [list(c) for c in zip(*rows, strict=True)])
+            for layout, (lines, rows) in groups.items()
+        ],
+    )
+    _leave_notes(records_dir, file, found, bad or damaged)
+    return CheckedFile(found, numbers, bad, damaged)
+
+
+def _leave_notes(records_dir: str, file: _File, found: FileRows, flawed: Any) -> None:
+    """The checked note of a file just checked, and its row note when every line is a valid record."""
+    digest = file.size_digest()
+    if digest is None:
+        return
+    if not file.noted():
+        write_checked(records_dir, file.name, digest, file.size, file.count, file.bad)
+    if flawed or not file.count or _being_written(records_dir, file.name):
+        return
+    chunk = RowChunk()
+    for slug, stamp, row in zip(found.slugs, found.stamps, found.line_rows(), strict=True):
+        chunk.add(slug, stamp, *row)
+    write_note(records_dir, file.name, [chunk.encode(1, 0, file.size, digest.hexdigest())])
 
 
 def _being_written(records_dir: str, name: str) -> bool:

@@ -1,9 +1,10 @@
 """The results frame a column at a time: from row notes (no record parsed) or from rows made of records.
 
 ``load_results`` gathers each trial's rows as :class:`Part` s, lists of columns under one layout:
-a trial whose data files all have a row note that covers them (:mod:`pytest_xp.store.row_notes`)
-gives its parts straight from the notes (:func:`noted_parts`); any other trial's records are made
-into rows and grouped by layout (:func:`rows_parts`). :func:`parts_frame` then sorts the rows and
+each data file of a trial gives its rows from its row note where one covers it
+(:mod:`pytest_xp.store.row_notes`), else from its records, checked (:func:`trial_parts`); a trial
+of a store from before segments (a ``record.json`` per combination) is read as records and its rows
+grouped by layout (:func:`rows_parts`). :func:`parts_frame` then sorts the rows and
 builds the frame from whole columns, which pandas reads faster than rows. Either way a trial gives
 the same rows: the latest line of each combination, with the same ``cached``, ``in_grid`` and
 ``path`` as a record's row.
@@ -12,12 +13,15 @@ the same rows: the latest line of each combination, with the same ``cached``, ``
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from itertools import chain, compress, repeat
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any, Protocol
 
+from pytest_xp.errors import ReportWarning
+from pytest_xp.store.bulk import read_file_rows
 from pytest_xp.store.row_notes import MAX_NOTE_BYTES, FileRows, note_path, read_note_of
 from pytest_xp.store.row_values import LEAD_COLUMNS, OUTSIDE_COLUMNS, STATUS_COLUMNS, TAIL_COLUMNS
 from pytest_xp.store.segments import RECORDS_DIR, data_files
@@ -168,16 +172,21 @@ def rows_parts(
 
 
 # -- parts from row notes ---------------------------------------------------------------------
-def noted_parts(
+def trial_parts(
     trial_dir: str,
     place: int,
     selected: Callable[[str, str], bool] | None,
     use: _CacheUse,
     grid: _GridCheck,
 ) -> list[Part] | None:
-    """The rows of a trial from its row notes, when every data file has one that covers it; else None.
+    """The rows of a trial from its data files: through the row note of each that has one, else its records.
 
-    ``selected(module, trial)``: whether rows of that module and trial are wanted (None: all).
+    A file its note covers is read without parsing a record; any other (a writer killed before its
+    last chunk, a store from before notes, a damaged note) is decoded and checked line by line,
+    with the same warnings as :class:`~pytest_xp.store.bulk.TrialRecords` gives, and left the
+    notes the next read needs. ``selected(module, trial)``: whether rows of that module and trial
+    are wanted (None: all). None when the trial has no data files, or one went away meanwhile (a
+    compaction: the caller reads the trial again).
     """
     records_dir = os.path.join(trial_dir, RECORDS_DIR)
     if os.path.islink(records_dir):
@@ -186,18 +195,34 @@ def noted_parts(
     if not names:
         return None
     files: list[FileRows] = []
+    flaws: dict[int, str] = {}  # position over all files -> the warning its line gets if it is a latest one
+    said: list[str] = []
     for name in names:
+        path = os.path.join(records_dir, name)
         try:
             note = read_regular(note_path(records_dir, name), MAX_NOTE_BYTES)
-            found = read_note_of(note, os.path.join(records_dir, name))
+            found = read_note_of(note, path)
+            del note
         except (OSError, ValueError):
-            return None  # no note, or a compaction meanwhile: the records themselves are read
-        del note
+            found = None
         if found is None:
-            return None
+            try:  # no note that covers it (a writer killed, a store from before notes): its records
+                checked = read_file_rows(records_dir, name)
+            except OSError:
+                return None  # merged away meanwhile: the records are read again, from the start
+            found = checked.rows
+            base = sum(len(other.slugs) for other in files)
+            where = f"{records_dir}/{name}"
+            for i, why in checked.bad.items():
+                flaws[base + i] = f"pytest-xp: skipped line {checked.numbers[i]} of {where}: {why}"
+            said += (f"pytest-xp: skipped line {number} of {where}: {why}" for number, why in checked.damaged)
         files.append(found)
     every_slug = _all_slugs(files)
     latest = _latest_lines(files, every_slug)
+    # As a read of the records warns: a bad latest line (its combination is left out), a damaged header.
+    said[:0] = [warning for position, warning in flaws.items() if latest is None or position in latest]
+    for warning in said:
+        warnings.warn(ReportWarning(warning), stacklevel=4)
     prefix = os.path.join(trial_dir, "")
     parts = []
     base = 0

@@ -24,11 +24,11 @@ from pytest_xp.store.bulk import TrialRecords, read_records
 from pytest_xp.store.codec import loads
 from pytest_xp.store.frame_parts import (
     Part,
-    noted_parts,
     ordered_columns,
     parts_frame,
     rows_parts,
     sort_order,
+    trial_parts,
     typed_frame,
 )
 from pytest_xp.store.row_values import FIXED_COLUMNS as FIXED_COLUMNS  # re-exported
@@ -487,7 +487,7 @@ def load_results(
             loose = {combo.name for combo in _subdirectories(trial_dir)}
             if not _loose_records(loose, trial_dir):
                 wanted = None if experiment is None and trial is None else partial(_wanted, experiment, trial)
-                noted = noted_parts(trial_dir, place, wanted, use, grid)
+                noted = trial_parts(trial_dir, place, wanted, use, grid)
             if noted is not None:
                 parts += noted
                 continue
