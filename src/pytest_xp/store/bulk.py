@@ -27,7 +27,16 @@ from typing import Any
 from pytest_xp.errors import ReportWarning
 from pytest_xp.store.checked import read_checked, write_checked
 from pytest_xp.store.codec import loads, loads_accepted, loads_from
-from pytest_xp.store.row_notes import MAX_NOTE_BYTES, FileRows, RowChunk, RowGroup, note_path, notes_cover, write_note
+from pytest_xp.store.row_notes import (
+    MAX_NOTE_BYTES,
+    FileRows,
+    RowChunk,
+    RowGroup,
+    encode_chunk,
+    note_path,
+    notes_cover,
+    write_note,
+)
 from pytest_xp.store.row_values import RowShapes
 from pytest_xp.store.segments import SEGMENT_SUFFIX, Entry, TrialIndex, data_files, decode_line, read_data_file
 from pytest_xp.store.store import read_regular
@@ -389,27 +398,17 @@ def read_file_rows(records_dir: str, name: str) -> CheckedFile:
         stamps.append(stamp)
         numbers.append(number)
         starts.append(start)
-    records: list[Any] = [None] * len(numbers)
-    trusted = [i for i, number in enumerate(numbers) if file.trusts(number)]
-    for first in range(0, len(trusted), _CHUNK):
-        chunk = trusted[first : first + _CHUNK]
-        try:
-            texts: list[Any] = [file.lines[numbers[i] - 1] for i in chunk]
-            values = loads_accepted([text[starts[i] :] for text, i in zip(texts, chunk, strict=True)])
-        except (ValueError, RecursionError):
-            continue  # not what the note said: these lines are checked one by one below
-        for i, value in zip(chunk, values, strict=True):
-            records[i] = value
     bad: dict[int, str] = {}
-    for i, number in enumerate(numbers):
-        if records[i] is None:
-            records[i], problem = _check(file, number, starts[i])
+    groups: dict[tuple[str, ...], tuple[list[int], list[list[Any]]]] = {}
+    for first in range(0, len(numbers), _CHUNK):  # a chunk of records at a time: made rows, then let go
+        chunk = range(first, min(first + _CHUNK, len(numbers)))
+        records = _decode_chunk(file, [numbers[i] for i in chunk], [starts[i] for i in chunk])
+        for i, (record, problem) in zip(chunk, records, strict=True):
+            file.lines[numbers[i] - 1] = None
             if problem is not None:
                 bad[i] = problem
-                file.bad.add(number)
-    groups: dict[tuple[str, ...], tuple[list[int], list[list[Any]]]] = {}
-    for i, record in enumerate(records):
-        if i not in bad:
+                file.bad.add(numbers[i])
+                continue
             layout, row = shapes.values(record)
             lines, rows = groups.setdefault(layout, ([], []))
             lines.append(i)
@@ -426,6 +425,22 @@ def read_file_rows(records_dir: str, name: str) -> CheckedFile:
     return CheckedFile(found, numbers, bad, damaged)
 
 
+def _decode_chunk(file: _File, numbers: list[int], starts: list[int]) -> list[tuple[Any, str | None]]:
+    """(record, None) or (None, why it is unusable) for lines of ``file``: those its checked note
+    vouches for parsed in one pass, the others (or all, if that pass fails) checked one by one."""
+    found: list[tuple[Any, str | None] | None] = [None] * len(numbers)
+    trusted = [k for k, number in enumerate(numbers) if file.trusts(number)]
+    if trusted:
+        texts: list[Any] = [file.lines[numbers[k] - 1] for k in trusted]
+        try:
+            values = loads_accepted([text[starts[k] :] for text, k in zip(texts, trusted, strict=True)])
+        except (ValueError, RecursionError):
+            values = []  # not what the note said: checked one by one below
+        for k, value in zip(trusted, values, strict=False):
+            found[k] = (value, None)
+    return [known or _check(file, number, start) for known, number, start in zip(found, numbers, starts, strict=True)]
+
+
 def _leave_notes(records_dir: str, file: _File, found: FileRows, flawed: Any) -> None:
     """The checked note of a file just checked, and its row note when every line is a valid record."""
     digest = file.size_digest()
@@ -435,10 +450,14 @@ def _leave_notes(records_dir: str, file: _File, found: FileRows, flawed: Any) ->
         write_checked(records_dir, file.name, digest, file.size, file.count, file.bad)
     if flawed or not file.count or _being_written(records_dir, file.name):
         return
-    chunk = RowChunk()
-    for slug, stamp, row in zip(found.slugs, found.stamps, found.line_rows(), strict=True):
-        chunk.add(slug, stamp, *row)
-    write_note(records_dir, file.name, [chunk.encode(1, 0, file.size, digest.hexdigest())])
+    layout_ids = [0] * len(found.slugs)
+    for k, group in enumerate(found.groups):
+        for line in group.lines:
+            layout_ids[line] = k
+    layouts = [group.layout for group in found.groups]
+    columns = [group.columns for group in found.groups]
+    where = (1, 0, file.size, digest.hexdigest())
+    write_note(records_dir, file.name, [encode_chunk(where, found.slugs, found.stamps, layouts, layout_ids, columns)])
 
 
 def _being_written(records_dir: str, name: str) -> bool:

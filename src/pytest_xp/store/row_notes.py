@@ -85,24 +85,41 @@ class RowChunk:
 
     def encode(self, first: int, start: int, end: int, digest: str) -> bytes:
         """The chunk's line of the note: its rows are data lines ``first..`` at bytes ``start..end``."""
-        body = {
-            "kind": ROWS_KIND,
-            "rows": ROWS_VERSION,
-            "schema_version": SCHEMA_VERSION,
-            "checks": CHECKS_VERSION,
-            "first": first,
-            "count": len(self.slugs),
-            "start": start,
-            "end": end,
-            "sha256": digest,
-            "slugs": self.slugs,
-            "stamps": self.stamps,
-            "layouts": [list(layout) for layout in self.layout_of],
-            "layout": _column(self.layout_ids),
-            "columns": [[_column(list(column)) for column in zip(*rows, strict=True)] for rows in self.values],
-        }
-        text = dumps(body).encode("utf-8")
-        return hashlib.sha256(text).hexdigest().encode("ascii") + b"\t" + text + b"\n"
+        columns = [[list(column) for column in zip(*rows, strict=True)] for rows in self.values]
+        return encode_chunk(
+            (first, start, end, digest), self.slugs, self.stamps, list(self.layout_of), self.layout_ids, columns
+        )
+
+
+def encode_chunk(
+    where: tuple[int, int, int, str],
+    slugs: list[str],
+    stamps: list[int],
+    layouts: list[tuple[str, ...]],
+    layout_ids: list[int],
+    columns: list[list[list[Any]]],
+) -> bytes:
+    """A chunk's line: ``where`` = (first line, start byte, end byte, sha256 of the data file up to ``end``),
+    each line's header and layout, and per layout its columns (the values of its lines, in order)."""
+    first, start, end, digest = where
+    body = {
+        "kind": ROWS_KIND,
+        "rows": ROWS_VERSION,
+        "schema_version": SCHEMA_VERSION,
+        "checks": CHECKS_VERSION,
+        "first": first,
+        "count": len(slugs),
+        "start": start,
+        "end": end,
+        "sha256": digest,
+        "slugs": slugs,
+        "stamps": stamps,
+        "layouts": [list(layout) for layout in layouts],
+        "layout": _column(layout_ids),
+        "columns": [[_column(column) for column in group] for group in columns],
+    }
+    text = dumps(body).encode("utf-8")
+    return hashlib.sha256(text).hexdigest().encode("ascii") + b"\t" + text + b"\n"
 
 
 def _column(values: list[Any]) -> Any:
