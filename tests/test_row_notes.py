@@ -590,4 +590,5 @@ def test_a_sessions_records_load_through_the_notes_its_workers_left(
     assert_same_frames(got, without_notes(root, pytester.path / "copy"))
     assert main(["compact", str(root)]) == 0  # merged into one pack, its note carried along
     assert_same_frames(load_results(root), got)
-    assert noted_reads == [True, False, True]  # the copy without notes read its records
+    listing = sorted(str(path.relative_to(pytester.path)) for path in pytester.path.rglob("*") if path.is_file())
+    assert noted_reads == [True, False, True], listing  # the copy without notes read its records
