@@ -15,9 +15,9 @@ through the trial's index; the plain side keeps the file-per-record floor it was
 the plugin writes them (``write_record`` of the combination's record path: a line appended to the
 trial's segment), and are read back with ``load_results`` (A) against ``json.loads`` of every
 record file plus ``pandas.DataFrame`` of the records (B). The directories are removed after each
-side, so only one side's records exist at a time. ``xp_noted_load`` is a second ``load_results``
-of the same store: the first left checked notes beside the segments (``store/checked.py``), so
-their lines are parsed in bulk and not validated again.
+side, so only one side's records exist at a time. Both ``load_results`` go through the row notes
+the writer left beside its segment (``store/row_notes.py``: no record is parsed); ``xp_noted_load``
+is the second of them.
 """
 
 from __future__ import annotations

@@ -298,7 +298,7 @@ def _noted_part(
     at = layout.index("cached")
     whole: list[Sequence[Any]] = [*columns[:at], cached, in_grid, *columns[at:], [prefix + slug for slug in slugs]]
     indexes = columns[3]
-    keys = list(zip(map(str, modules), map(str, trials), [i if type(i) is int else 0 for i in indexes], strict=True))
+    keys = list(zip(map(str, modules), map(str, trials), [i if isinstance(i, int) else 0 for i in indexes], strict=True))
     return Part(layout, whole, keys, place)
 
 
