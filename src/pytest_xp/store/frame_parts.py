@@ -297,8 +297,8 @@ def _noted_part(
     in_grid = grid.many(trial_dir, combinations)
     at = layout.index("cached")
     whole: list[Sequence[Any]] = [*columns[:at], cached, in_grid, *columns[at:], [prefix + slug for slug in slugs]]
-    indexes = columns[3]
-    keys = list(zip(map(str, modules), map(str, trials), [i if isinstance(i, int) else 0 for i in indexes], strict=True))
+    indexes = [i if isinstance(i, int) else 0 for i in columns[3]]  # as frames._sort_key orders them
+    keys = list(zip(map(str, modules), map(str, trials), indexes, strict=True))
     return Part(layout, whole, keys, place)
 
 
