@@ -28,18 +28,15 @@ from pytest_xp.errors import ReportWarning
 from pytest_xp.store.checked import read_checked, write_checked
 from pytest_xp.store.codec import loads, loads_accepted, loads_from
 from pytest_xp.store.row_notes import (
-    MAX_NOTE_BYTES,
     FileRows,
     RowChunk,
     RowGroup,
     encode_chunk,
     note_path,
-    notes_cover,
     write_note,
 )
 from pytest_xp.store.row_values import RowShapes
 from pytest_xp.store.segments import SEGMENT_SUFFIX, Entry, TrialIndex, data_files, decode_line, read_data_file
-from pytest_xp.store.store import read_regular
 from pytest_xp.store.validate import NewerSchema, record_problem
 
 #: A line's header as :func:`~pytest_xp.store.segments.decode_line` accepts it (slug, version, stamp).
@@ -87,6 +84,7 @@ class _File:
         #: Each line's header (slug, stamp), None where it is damaged; and its row once decoded.
         self.heads: list[tuple[str, int] | None] = [None] * self.count
         self.rows: list[tuple[tuple[str, ...], list[Any]] | None] = [None] * self.count
+        self.wants_rows = False  # whether a row note is to be made of the rows (see TrialRecords)
         #: Whether the note vouches for every line (their JSON is parsed in bulk, unchecked).
         self.vouched = False
         self.bad: set[int] = set()  # numbers of lines found bad by this reader
@@ -144,6 +142,10 @@ class TrialRecords:
         self.files: dict[str, _File] = {}
         for name in data_files(records_dir):
             self.files[name] = file = _File(records_dir, name)
+            # Rows are made of decoded records only for a file that will get a row note from this read.
+            file.wants_rows = not os.path.lexists(note_path(records_dir, name)) and not _being_written(
+                records_dir, name
+            )
             heads = file.vouched_heads()
             if heads is not None:
                 self._index_vouched(file, heads)
@@ -250,10 +252,11 @@ class TrialRecords:
     def _decode(self, file: _File, entries: list[Entry]) -> list[dict[str, Any] | None]:
         """The records of ``entries`` (lines of ``file``), None for a bad one (with its warning), in order."""
         records = self._decode_lines(file, entries)
-        rows, values = file.rows, self.shapes.values
-        for entry, record in zip(entries, records, strict=True):
-            if record is not None:
-                rows[entry.line - 1] = values(record)
+        if file.wants_rows:
+            rows, values = file.rows, self.shapes.values
+            for entry, record in zip(entries, records, strict=True):
+                if record is not None:
+                    rows[entry.line - 1] = values(record)
         return records
 
     def _decode_lines(self, file: _File, entries: list[Entry]) -> list[dict[str, Any] | None]:
@@ -307,7 +310,7 @@ class TrialRecords:
             record, problem = _check(file, number, head.end()) if head is not None else (None, "")
             if problem is not None or record is None:
                 file.bad.add(number)
-            else:
+            elif file.wants_rows:
                 file.rows[number - 1] = self.shapes.values(record)
         if checked is not None:
             file.bad.update(checked.bad)
@@ -316,20 +319,13 @@ class TrialRecords:
     def _note_rows(self, file: _File) -> None:
         """Leave a row note beside a file whose lines are all valid records (see :mod:`~pytest_xp.store.row_notes`).
 
-        Not for a file that has one already, nor a segment whose writer is alive (it adds its own
-        chunks). Lines this read did not decode are decoded here (quickly where the checked note
-        vouches for them).
+        Not for a file that has one (a note that does not cover it is made again by
+        ``load_results``, which reads such a file through its records), nor a segment whose writer
+        is alive (it adds its own chunks). Lines this read did not decode are decoded here.
         """
         digest = file.size_digest()
-        if digest is None or file.bad or not file.count or None in file.heads:
+        if not file.wants_rows or digest is None or file.bad or not file.count or None in file.heads:
             return
-        try:
-            note = read_regular(note_path(self.records_dir, file.name), MAX_NOTE_BYTES)
-        except (OSError, ValueError):
-            note = b""
-        if notes_cover(note, file.size, digest.hexdigest()) or _being_written(self.records_dir, file.name):
-            return
-        del note
         for number, row in enumerate(file.rows, 1):
             if row is not None:
                 continue

@@ -289,11 +289,6 @@ def _read(note: bytes, source: _InMemory | _OnDisk) -> FileRows | None:
     return found
 
 
-def notes_cover(note: bytes, size: int, digest: str) -> bool:
-    """Whether a note covers the first ``size`` bytes of its data file, whose sha256 is ``digest``, whole."""
-    return any(body["end"] == size and body["sha256"] == digest for body in _chunks(note))
-
-
 def _chunks(note: bytes) -> Iterator[dict[str, Any]]:
     """The chunks of a note, in order, each whole and following the one before; the first that is not ends them."""
     position = lines = covered = 0
